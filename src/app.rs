@@ -1,0 +1,334 @@
+//! The composition root: the only place that names concrete types. Builds the state, runs
+//! migrations, reconciles configuration into the store, loads keys, serves, and runs the
+//! background jobs (key refresh, rotation, garbage collection).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{Config, KeysConfig};
+use crate::crypto::kek::{Kek, KekSource};
+use crate::crypto::secrets::{PasswordHasher, random_id};
+use crate::domain::Domains;
+use crate::keyring::{self, KeyRing};
+use crate::oauth::client_auth::ClientAuthenticator;
+use crate::oauth::grants::Grants;
+use crate::reconcile;
+use crate::store::{MaintenanceStore, SqlStore};
+
+/// Shared state of a running server.
+pub struct App {
+    /// The store.
+    pub store: SqlStore,
+    /// The key-encryption key.
+    pub kek: Kek,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The identity domains, swapped whole on reload.
+    pub domains: ArcSwap<Domains>,
+    /// Key rings by domain name.
+    pub rings: ArcSwap<HashMap<String, Arc<KeyRing>>>,
+    /// Client authentication.
+    pub authenticator: ClientAuthenticator,
+    /// Grants of the token endpoint.
+    pub grants: Grants<SqlStore>,
+    /// Prometheus output.
+    pub metrics: PrometheusHandle,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Key settings.
+    pub keys: KeysConfig,
+    /// This process's name in job leases.
+    pub instance: String,
+}
+
+/// The state handed to handlers.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The process-wide Prometheus recorder (metrics macros report to one global recorder).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_ok() {
+        let _ = HANDLE.set(handle);
+    }
+    HANDLE.get().cloned().context("metrics recorder unavailable")
+}
+
+/// Opens the store named by the configuration and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let store = SqlStore::connect(&config.database.url, config.database.max_connections)
+        .await
+        .with_context(|| "cannot open the database")?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// Loads (or creates, with a warning) the key-encryption key.
+pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
+    let env_value = std::env::var(&config.keys.kek_env).ok();
+    let (kek, source) =
+        Kek::load_or_create(env_value.as_deref(), &config.keys.kek_env, &config.keys.kek_file)
+            .context("cannot load the key-encryption key")?;
+    if let KekSource::Generated(path) = &source {
+        tracing::warn!(
+            kek.file = %path.display(),
+            "GENERATED A NEW KEY-ENCRYPTION KEY: the signing keys in the store are encrypted with it. \
+             Back it up, keep it secret, and give every replica the same one (set {} or keys.kek_file). \
+             Losing it makes the stored signing keys unusable.",
+            config.keys.kek_env
+        );
+    }
+    Ok(kek)
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The shared state (for tests and the CLI).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, stops background jobs.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.store.close().await;
+    }
+
+    /// Applies a new configuration (what SIGHUP does): reconciles the store and swaps the
+    /// domains. The listener and database stay as they are.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<()> {
+        let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+        let now = self.state.clock.now();
+        let report = reconcile::apply(&self.state.store, &domains, now).await?;
+        let rings = load_rings(&self.state, &domains, now).await?;
+        self.state.rings.store(Arc::new(rings));
+        self.state.domains.store(Arc::new(domains));
+        tracing::info!(changes = %report.summary(), "configuration reloaded");
+        Ok(())
+    }
+}
+
+async fn load_rings(
+    state: &App,
+    domains: &Domains,
+    now: i64,
+) -> anyhow::Result<HashMap<String, Arc<KeyRing>>> {
+    let existing = state.rings.load();
+    let mut rings = HashMap::new();
+    for d in &domains.list {
+        let created = keyring::ensure_keys(&state.store, &state.kek, &d.name, &d.signing_algs(), now).await?;
+        for kid in created {
+            tracing::info!(domain = %d.name, key.kid = %kid, "signing key generated");
+        }
+        let ring = existing
+            .get(&d.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(KeyRing::new(&d.name)));
+        ring.refresh(&state.store, &state.kek).await?;
+        rings.insert(d.name.clone(), ring);
+    }
+    Ok(rings)
+}
+
+/// Starts the server on `listener`: store, migrations, reconciliation, keys, routes, jobs.
+pub async fn start(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ServerHandle> {
+    let store = open_store(&config).await?;
+    let kek = load_kek(&config)?;
+    let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+    let now = clock.now();
+    let report = reconcile::apply(&store, &domains, now).await?;
+    tracing::info!(changes = %report.summary(), "configuration reconciled with the store");
+    let hasher = PasswordHasher::new(config.server.argon2_max_concurrent);
+    let app = App {
+        store,
+        kek,
+        clock,
+        domains: ArcSwap::from_pointee(Domains { list: Vec::new() }),
+        rings: ArcSwap::from_pointee(HashMap::new()),
+        authenticator: ClientAuthenticator::new(hasher),
+        grants: Grants::all(),
+        metrics: metrics_handle()?,
+        max_body_bytes: config.server.max_body_bytes,
+        keys: config.keys.clone(),
+        instance: random_id(),
+    };
+    let rings = load_rings(&app, &domains, now).await?;
+    app.rings.store(Arc::new(rings));
+    app.domains.store(Arc::new(domains));
+    let state = AppState(Arc::new(app));
+
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let router = crate::http::router(state.clone());
+    let mut serve_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = serve_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error.cause = %e, "server stopped with an error");
+        }
+    });
+    let tasks = vec![
+        server,
+        spawn_job(
+            state.clone(),
+            stop_rx.clone(),
+            Duration::from_secs(secs(state.keys.refresh_interval.0)),
+            refresh_keys,
+        ),
+        spawn_job(
+            state.clone(),
+            stop_rx.clone(),
+            Duration::from_secs(secs(config.server.gc_interval.0)),
+            {
+                let batch = config.server.gc_batch;
+                move |s| collect_garbage(s, batch)
+            },
+        ),
+        spawn_job(state.clone(), stop_rx, Duration::from_secs(3600), rotate_keys),
+    ];
+    tracing::info!(listen = %addr, "ostiary is serving");
+    Ok(ServerHandle {
+        addr,
+        state,
+        stop,
+        tasks,
+    })
+}
+
+fn secs(n: i64) -> u64 {
+    u64::try_from(n.max(1)).unwrap_or(1)
+}
+
+fn spawn_job<F, Fut>(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+    every: Duration,
+    job: F,
+) -> JoinHandle<()>
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => job(state.clone()).await,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            }
+        }
+    })
+}
+
+/// Re-reads every domain's keys, so keys rotated by another replica or the CLI are published.
+async fn refresh_keys(state: AppState) {
+    let rings = state.rings.load_full();
+    for (name, ring) in rings.iter() {
+        if let Err(e) = ring.refresh(&state.store, &state.kek).await {
+            tracing::warn!(domain = %name, error.cause = %e, "signing keys could not be refreshed");
+        }
+    }
+}
+
+/// Removes expired rows in bounded batches; one replica at a time.
+async fn collect_garbage(state: AppState, batch: i64) {
+    let now = state.clock.now();
+    match state.store.acquire_lease("gc", &state.instance, now, 120).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error.cause = %e, "garbage collection lease unavailable");
+            return;
+        }
+    }
+    match state.store.delete_expired(now, batch).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "expired rows removed"),
+        Err(e) => tracing::warn!(error.cause = %e, "garbage collection failed"),
+    }
+    let domains = state.domains.load_full();
+    for d in &domains.list {
+        if let Err(e) = keyring::prune(&state.store, &d.name, now, d.max_token_lifetime()).await {
+            tracing::warn!(domain = %d.name, error.cause = %e, "retired keys could not be pruned");
+        }
+    }
+}
+
+/// Stages new keys when the rotation interval is due; one replica at a time.
+async fn rotate_keys(state: AppState) {
+    let now = state.clock.now();
+    if !matches!(
+        state
+            .store
+            .acquire_lease("rotate", &state.instance, now, 3000)
+            .await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let domains = state.domains.load_full();
+    for d in &domains.list {
+        let r = keyring::rotate_if_due(
+            &state.store,
+            &state.kek,
+            &d.name,
+            &d.signing_algs(),
+            now,
+            state.keys.rotation_interval.0,
+            state.keys.publish_ahead.0,
+        )
+        .await;
+        match r {
+            Ok(kids) => {
+                for kid in kids {
+                    tracing::info!(domain = %d.name, key.kid = %kid, "signing key rotation staged");
+                }
+            }
+            Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "key rotation failed"),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The command line: serve, check-config, hash-secret, migrate, keys.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::app;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, LogFormat};
+use crate::crypto::kek::Kek;
+use crate::crypto::secrets::{SecretHash, argon2_hash, random_token};
+use crate::domain::Domains;
+use crate::keyring;
+use crate::reconcile;
+use crate::store::{ClientRow, DirectoryStore, KeyStore, SqlStore, StoreResult, UserRow};
+
+/// Ostiary: an OAuth 2.0 and OpenID Connect authorization server.
+#[derive(Debug, Parser)]
+#[command(name = "ostiary", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(ConfigArg),
+    /// Validates a configuration and shows what serving it would change in the store.
+    CheckConfig(ConfigArg),
+    /// Reads a secret on stdin and prints its argon2id hash (for password_hash or secret_hash).
+    HashSecret {
+        /// Instead, generate a new 256-bit client secret and print it with its hash.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Applies database migrations.
+    Migrate(ConfigArg),
+    /// Lists or rotates signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, env = "OSTIARY_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Lists each domain's keys and their state.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Stages a new key per algorithm: published now, signing after keys.publish_ahead.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Serve(c) => serve(&c.config).await,
+        Command::CheckConfig(c) => return check_config(&c.config).await,
+        Command::HashSecret { generate } => hash_secret(generate),
+        Command::Migrate(c) => migrate(&c.config).await,
+        Command::Keys { action } => keys(action).await,
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|errs| anyhow::anyhow!("invalid configuration {}:\n{errs}", path.display()))
+}
+
+/// Sets up logging: `RUST_LOG` filters (default info), `server.log_format` picks text or JSON.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    init_tracing(config.server.log_format);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let handle = app::start(config, listener, Arc::new(SystemClock)).await?;
+    wait_for_signals(&handle, path).await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(handle: &app::ServerHandle, path: &Path) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match Config::load(path) {
+                Ok(config) => {
+                    if let Err(e) = handle.reload(config).await {
+                        tracing::error!(error.cause = %e, "reload failed; the previous configuration stays in force");
+                    }
+                }
+                Err(errs) => {
+                    for e in &errs.0 {
+                        tracing::error!(config.path = %e.path, "{}", e.message);
+                    }
+                    tracing::error!("reload refused: the configuration is invalid; the previous one stays in force");
+                }
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_: &app::ServerHandle, _: &Path) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A store with nothing in it, for planning against a database that does not exist yet.
+struct EmptyStore;
+
+impl DirectoryStore for EmptyStore {
+    async fn list_clients(&self, _: &str) -> StoreResult<Vec<ClientRow>> {
+        Ok(Vec::new())
+    }
+    async fn upsert_client(&self, _: &str, _: &str, _: &str, _: bool, _: i64) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn list_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
+        Ok(Vec::new())
+    }
+    async fn upsert_user(&self, _: &UserRow) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn set_user_status(&self, _: &str, _: &str, _: &str, _: i64) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+async fn check_config(path: &Path) -> i32 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            return 1;
+        }
+    };
+    let domains = match Domains::from_config(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    println!("{}: valid", path.display());
+    for d in &config.domains {
+        println!("domain {} at {}", d.name, d.issuer);
+        for rs in &d.resource_servers {
+            let scopes: Vec<&str> = rs.scopes.iter().map(|s| s.name.as_str()).collect();
+            println!(
+                "  resource server {} (scopes: {})",
+                rs.audience,
+                scopes.join(", ")
+            );
+        }
+        for c in &d.clients {
+            println!(
+                "  client {} ({}; grants: {}; scopes: {}){}",
+                c.client_id,
+                c.token_endpoint_auth_method.as_str(),
+                c.grant_types.join(", "),
+                c.scopes.join(", "),
+                if c.enabled { "" } else { " disabled" }
+            );
+        }
+        for u in &d.users {
+            println!("  user {}", u.username);
+        }
+    }
+    let url = &config.database.url;
+    let plan = match config.database.sqlite_path() {
+        Some(file) if !file.exists() => {
+            println!("store {url} does not exist yet; serving creates it");
+            reconcile::plan(&EmptyStore, &domains).await
+        }
+        _ => {
+            let ro_url = if config.database.is_sqlite() && !url.contains('?') {
+                format!("{url}?mode=ro")
+            } else {
+                url.clone()
+            };
+            match SqlStore::connect(&ro_url, 1).await {
+                Ok(store) if store.is_migrated().await => reconcile::plan(&store, &domains).await,
+                Ok(_) => reconcile::plan(&EmptyStore, &domains).await,
+                Err(e) => {
+                    println!("store {url} cannot be read ({e}); planned changes unknown");
+                    return 0;
+                }
+            }
+        }
+    };
+    match plan {
+        Ok(plan) if plan.changes.is_empty() => println!("store: no changes"),
+        Ok(plan) => {
+            println!("store changes when served ({}):", plan.summary());
+            for c in &plan.changes {
+                println!("  {} {} {}/{}", c.action, c.kind, c.domain, c.id);
+            }
+        }
+        Err(e) => println!("store {url} cannot be read ({e}); planned changes unknown"),
+    }
+    0
+}
+
+fn hash_secret(generate: bool) -> anyhow::Result<()> {
+    if generate {
+        let secret = random_token();
+        println!("secret: {secret}");
+        println!("secret_hash: {}", SecretHash::sha256_string(&secret));
+        return Ok(());
+    }
+    let mut input = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read stdin")?;
+    let secret = input.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        bail!("no secret on stdin");
+    }
+    println!("{}", argon2_hash(secret)?);
+    Ok(())
+}
+
+async fn migrate(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let store = app::open_store(&config).await?;
+    store.close().await;
+    println!("{}: migrated", config.database.url);
+    Ok(())
+}
+
+fn selected<'a>(
+    domains: &'a Domains,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<&'a Arc<crate::domain::Domain>>> {
+    match only {
+        Some(name) => match domains.by_name(name) {
+            Some(d) => Ok(vec![d]),
+            None => bail!("no domain named {name:?}"),
+        },
+        None => Ok(domains.list.iter().collect()),
+    }
+}
+
+async fn keys(action: KeysAction) -> anyhow::Result<()> {
+    let (config_arg, only, rotate) = match &action {
+        KeysAction::List { config, domain } => (config, domain.as_deref(), false),
+        KeysAction::Rotate { config, domain } => (config, domain.as_deref(), true),
+    };
+    let config = load_config(&config_arg.config)?;
+    let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+    let targets = selected(&domains, only)?;
+    let store = app::open_store(&config).await?;
+    let now = SystemClock.now();
+    if rotate {
+        let env_value = std::env::var(&config.keys.kek_env).ok();
+        let Some(kek) = Kek::load(env_value.as_deref(), &config.keys.kek_file)? else {
+            bail!(
+                "no key-encryption key: set {} or create {} (the server creates it at first start)",
+                config.keys.kek_env,
+                config.keys.kek_file.display()
+            );
+        };
+        for d in &targets {
+            let kids = keyring::rotate(
+                &store,
+                &kek,
+                &d.name,
+                &d.signing_algs(),
+                now,
+                config.keys.publish_ahead.0,
+            )
+            .await?;
+            for kid in kids {
+                println!(
+                    "domain {}: new key {kid} published now, signing from {}",
+                    d.name,
+                    when(now + config.keys.publish_ahead.0, now)
+                );
+            }
+        }
+    } else {
+        for d in &targets {
+            println!("domain {}", d.name);
+            let rows = store.list_keys(&d.name).await?;
+            for r in &rows {
+                let newer = rows
+                    .iter()
+                    .filter(|o| o.alg == r.alg && o.generation > r.generation);
+                let successor_active = newer.clone().any(|o| o.activates_at <= now);
+                let state = if r.activates_at > now {
+                    "next"
+                } else if successor_active {
+                    "retired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "  {} {} generation {} {state} (signs from {})",
+                    r.kid,
+                    r.alg,
+                    r.generation,
+                    when(r.activates_at, now)
+                );
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn when(at: i64, now: i64) -> String {
+    let d = at - now;
+    let abs = d.unsigned_abs();
+    let human = if abs >= 86400 {
+        format!("{}d{}h", abs / 86400, (abs % 86400) / 3600)
+    } else if abs >= 3600 {
+        format!("{}h{}m", abs / 3600, (abs % 3600) / 60)
+    } else {
+        format!("{}m{}s", abs / 60, abs % 60)
+    };
+    let rel = if d > 0 {
+        format!("in {human}")
+    } else {
+        format!("{human} ago")
+    };
+    format!("{at} = {rel}")
+}

@@ -1,0 +1,196 @@
+//! Random values, hashes of tokens and secrets, constant-time comparison, and argon2id run off
+//! the async threads under a concurrency limit.
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use super::CryptoError;
+
+/// A 256-bit random value, base64url without padding (43 characters).
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    B64.encode(b)
+}
+
+/// A 128-bit random id, base64url without padding (for jti, kid, instance ids).
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    B64.encode(b)
+}
+
+/// SHA-256 of `s`, base64url without padding: the stored form of tokens and codes.
+pub fn sha256_b64(s: &str) -> String {
+    B64.encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Constant-time equality.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// A configured client secret hash.
+#[derive(Clone)]
+pub enum SecretHash {
+    /// SHA-256 of a generated (high-entropy) secret.
+    Sha256([u8; 32]),
+    /// An argon2id PHC string.
+    Argon2(String),
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretHash::Sha256(_) => f.write_str("SecretHash::Sha256(redacted)"),
+            SecretHash::Argon2(_) => f.write_str("SecretHash::Argon2(redacted)"),
+        }
+    }
+}
+
+impl SecretHash {
+    /// Parses `sha256:<base64url of 32 bytes>` or an argon2id PHC string.
+    pub fn parse(s: &str) -> Result<SecretHash, &'static str> {
+        if let Some(b) = s.strip_prefix("sha256:") {
+            let raw = B64
+                .decode(b.trim_end_matches('='))
+                .map_err(|_| "the sha256: value is not base64url")?;
+            let arr: [u8; 32] = raw.try_into().map_err(|_| "the sha256: value must be 32 bytes")?;
+            return Ok(SecretHash::Sha256(arr));
+        }
+        if s.starts_with("$argon2id$") {
+            let parsed = PasswordHash::new(s).map_err(|_| "not a valid argon2id hash")?;
+            if parsed.salt.is_none() || parsed.hash.is_none() {
+                return Err("not a valid argon2id hash: salt or hash missing");
+            }
+            return Ok(SecretHash::Argon2(s.to_string()));
+        }
+        Err("must be sha256:... (from `ostiary hash-secret --generate`) or an argon2id hash")
+    }
+
+    /// The SHA-256 form of a secret given in clear (from `secret_env`).
+    pub fn from_plain_secret(secret: &str) -> SecretHash {
+        SecretHash::Sha256(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// `sha256:<base64url>` of a secret, as written in configuration.
+    pub fn sha256_string(secret: &str) -> String {
+        format!("sha256:{}", sha256_b64(secret))
+    }
+}
+
+fn argon2() -> Result<Argon2<'static>, CryptoError> {
+    // OWASP: argon2id, m = 19 MiB, t = 2, p = 1.
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| CryptoError::Internal(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// argon2id PHC string of `password`, with a random salt.
+pub fn argon2_hash(password: &str) -> Result<String, CryptoError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| CryptoError::Internal(e.to_string()))?;
+    Ok(argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| CryptoError::Internal(e.to_string()))?
+        .to_string())
+}
+
+/// Blocking check of `password` against a PHC string; false when the hash is malformed.
+pub fn argon2_verify(phc: &str, password: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// Runs argon2 on the blocking pool, at most `max_concurrent` at a time.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    permits: Arc<Semaphore>,
+}
+
+impl PasswordHasher {
+    /// A hasher allowing `max_concurrent` (at least 1) simultaneous hashes.
+    pub fn new(max_concurrent: usize) -> Self {
+        PasswordHasher {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    /// Verifies off the async threads; false on any failure.
+    pub async fn verify(&self, phc: String, password: Zeroizing<String>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || argon2_verify(&phc, &password))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Hashes off the async threads.
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, CryptoError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| CryptoError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || argon2_hash(&password))
+            .await
+            .map_err(|e| CryptoError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_hashes() {
+        let t = random_token();
+        assert_eq!(t.len(), 43);
+        assert_ne!(t, random_token());
+        assert_eq!(random_id().len(), 22);
+        assert_eq!(sha256_b64("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+    }
+
+    #[test]
+    fn secret_hash_forms() {
+        let s = SecretHash::sha256_string("x");
+        assert!(matches!(SecretHash::parse(&s), Ok(SecretHash::Sha256(_))));
+        assert!(SecretHash::parse("sha256:short").is_err());
+        assert!(SecretHash::parse("plaintext").is_err());
+        assert!(SecretHash::parse("$argon2id$garbage").is_err());
+        let phc = argon2_hash("pw").unwrap();
+        assert!(matches!(SecretHash::parse(&phc), Ok(SecretHash::Argon2(_))));
+        assert!(!format!("{:?}", SecretHash::parse(&s).unwrap()).contains(&s[7..]));
+    }
+
+    #[tokio::test]
+    async fn argon2_round_trip_off_thread() {
+        let h = PasswordHasher::new(1);
+        let phc = h.hash(Zeroizing::new("correct horse".into())).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(
+            h.verify(phc.clone(), Zeroizing::new("correct horse".into()))
+                .await
+        );
+        assert!(!h.verify(phc, Zeroizing::new("wrong".into())).await);
+        assert!(!h.verify("nonsense".into(), Zeroizing::new("x".into())).await);
+    }
+}

@@ -1,0 +1,348 @@
+//! The runtime model of the identity domains, built once from a validated configuration and
+//! swapped whole on reload. Lookups only; protocol rules live in `oauth/`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthMethod, ClaimSource, ClientConfig, Config, DomainConfig, TokenFormat};
+use crate::crypto::keys::SigningAlg;
+use crate::crypto::secrets::SecretHash;
+
+/// Paths of the endpoints under an issuer, defined once for the router and discovery.
+pub mod paths {
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub const OAUTH_AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
+    pub const TOKEN: &str = "/oauth2/v1/token";
+    pub const INTROSPECT: &str = "/oauth2/v1/introspect";
+    pub const REVOKE: &str = "/oauth2/v1/revoke";
+    pub const KEYS: &str = "/oauth2/v1/keys";
+}
+
+/// A registered client, ready for authentication and grants.
+#[derive(Debug)]
+pub struct Client {
+    /// The client_id.
+    pub id: String,
+    /// Display name (falls back to the id).
+    pub name: String,
+    /// How the client authenticates.
+    pub auth_method: AuthMethod,
+    /// The secret's hash (confidential clients).
+    pub secret: Option<SecretHash>,
+    /// Grant types it may use.
+    pub grant_types: HashSet<String>,
+    /// Scopes it may ask for, in configuration order.
+    pub scopes: Vec<String>,
+    /// Access-token lifetime override.
+    pub access_token_lifetime: Option<i64>,
+    /// Access-token format override.
+    pub access_token_format: Option<TokenFormat>,
+    /// Disabled clients cannot authenticate and their tokens are inactive.
+    pub enabled: bool,
+    /// Hash of the client's configuration, to detect changes when reconciling.
+    pub config_hash: String,
+}
+
+impl Client {
+    /// True for clients that authenticate with a secret.
+    pub fn is_confidential(&self) -> bool {
+        self.auth_method != AuthMethod::None
+    }
+}
+
+/// A scope of a resource server.
+#[derive(Debug)]
+pub struct Scope {
+    /// The scope token.
+    pub name: String,
+    /// Consent-page text.
+    pub description: String,
+    /// Custom claims for tokens carrying it.
+    pub claims: BTreeMap<String, ClaimSource>,
+}
+
+/// An API that accepts this domain's access tokens.
+#[derive(Debug)]
+pub struct ResourceServer {
+    /// Its audience (`aud`) and RFC 8707 resource indicator.
+    pub audience: String,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+    /// Lifetime override.
+    pub access_token_lifetime: Option<i64>,
+    /// Format override.
+    pub access_token_format: Option<TokenFormat>,
+    /// Custom claims for every token meant for it.
+    pub claims: BTreeMap<String, ClaimSource>,
+    /// Clients that may introspect tokens meant for it.
+    pub introspection_clients: HashSet<String>,
+}
+
+/// One identity domain.
+#[derive(Debug)]
+pub struct Domain {
+    /// Short name.
+    pub name: String,
+    /// Issuer identifier, exactly as configured.
+    pub issuer: String,
+    /// `host[:port]` of the issuer, lowercase, default port omitted.
+    pub host: String,
+    /// Path prefix of the issuer ("" or "/tenant").
+    pub path: String,
+    /// Access-token signing algorithm.
+    pub access_token_alg: SigningAlg,
+    /// Default access-token lifetime in seconds.
+    pub access_token_lifetime: i64,
+    /// Default access-token format.
+    pub access_token_format: TokenFormat,
+    /// Clients by id.
+    pub clients: HashMap<String, Arc<Client>>,
+    /// Resource servers in configuration order.
+    pub resource_servers: Vec<ResourceServer>,
+    /// Scope name -> index of its resource server.
+    pub scope_owner: HashMap<String, usize>,
+    /// The configuration it was built from (users and later-issue keys).
+    pub config: DomainConfig,
+}
+
+impl Domain {
+    /// Builds a domain from its validated configuration.
+    pub fn from_config(d: &DomainConfig) -> Result<Domain, String> {
+        let u = url::Url::parse(&d.issuer).map_err(|e| format!("issuer: {e}"))?;
+        let host_name = u.host_str().ok_or("issuer has no host")?.to_ascii_lowercase();
+        let host = match u.port() {
+            Some(p) => format!("{host_name}:{p}"),
+            None => host_name,
+        };
+        let path = u.path().trim_end_matches('/').to_string();
+        let mut clients = HashMap::new();
+        for c in &d.clients {
+            clients.insert(c.client_id.clone(), Arc::new(build_client(c)?));
+        }
+        let mut resource_servers = Vec::new();
+        let mut scope_owner = HashMap::new();
+        for (i, rs) in d.resource_servers.iter().enumerate() {
+            for s in &rs.scopes {
+                scope_owner.insert(s.name.clone(), i);
+            }
+            if let Some(off) = &rs.offline_scope {
+                scope_owner.insert(off.clone(), i);
+            }
+            resource_servers.push(ResourceServer {
+                audience: rs.audience.clone(),
+                scopes: rs
+                    .scopes
+                    .iter()
+                    .map(|s| Scope {
+                        name: s.name.clone(),
+                        description: s.description.clone(),
+                        claims: s.claims.clone(),
+                    })
+                    .collect(),
+                access_token_lifetime: rs.access_token_lifetime.map(|s| s.0),
+                access_token_format: rs.access_token_format,
+                claims: rs.claims.clone(),
+                introspection_clients: rs.introspection_clients.iter().cloned().collect(),
+            });
+        }
+        Ok(Domain {
+            name: d.name.clone(),
+            issuer: d.issuer.clone(),
+            host,
+            path,
+            access_token_alg: d.access_token_signing_alg,
+            access_token_lifetime: d.access_token_lifetime.0,
+            access_token_format: d.access_token_format,
+            clients,
+            resource_servers,
+            scope_owner,
+            config: d.clone(),
+        })
+    }
+
+    /// The absolute URL of an endpoint path under this issuer.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    /// The client with this id, enabled or not.
+    pub fn client(&self, id: &str) -> Option<&Arc<Client>> {
+        self.clients.get(id)
+    }
+
+    /// The resource server with this audience.
+    pub fn resource_server(&self, audience: &str) -> Option<&ResourceServer> {
+        self.resource_servers.iter().find(|r| r.audience == audience)
+    }
+
+    /// The scope declaration of a resource-server scope.
+    pub fn scope(&self, name: &str) -> Option<&Scope> {
+        let rs = self.resource_servers.get(*self.scope_owner.get(name)?)?;
+        rs.scopes.iter().find(|s| s.name == name)
+    }
+
+    /// Algorithms this domain keeps signing keys for: RS256 (OpenID Connect's required one) and
+    /// the access-token algorithm.
+    pub fn signing_algs(&self) -> Vec<SigningAlg> {
+        let mut algs = vec![SigningAlg::RS256];
+        if !algs.contains(&self.access_token_alg) {
+            algs.push(self.access_token_alg);
+        }
+        algs
+    }
+
+    /// The longest lifetime of any token this domain signs: retired keys stay published this long.
+    pub fn max_token_lifetime(&self) -> i64 {
+        let rs = self
+            .resource_servers
+            .iter()
+            .filter_map(|r| r.access_token_lifetime);
+        let cl = self.clients.values().filter_map(|c| c.access_token_lifetime);
+        rs.chain(cl).fold(self.access_token_lifetime, i64::max)
+    }
+}
+
+fn build_client(c: &ClientConfig) -> Result<Client, String> {
+    let secret = match (&c.secret_hash, &c.secret_env) {
+        (Some(h), _) => Some(SecretHash::parse(h).map_err(|e| format!("client {}: {e}", c.client_id))?),
+        (None, Some(var)) => {
+            let v = std::env::var(var).map_err(|_| format!("client {}: {var} is not set", c.client_id))?;
+            Some(SecretHash::from_plain_secret(&v))
+        }
+        (None, None) => None,
+    };
+    Ok(Client {
+        id: c.client_id.clone(),
+        name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
+        auth_method: c.token_endpoint_auth_method,
+        secret,
+        grant_types: c.grant_types.iter().cloned().collect(),
+        scopes: c.scopes.clone(),
+        access_token_lifetime: c.access_token_lifetime.map(|s| s.0),
+        access_token_format: c.access_token_format,
+        enabled: c.enabled,
+        config_hash: config_hash(c),
+    })
+}
+
+/// A stable hash of a serializable configuration item, to detect changes.
+pub fn config_hash(item: &impl serde::Serialize) -> String {
+    let json = serde_json::to_vec(item).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// All domains of a configuration, with routing by host and path.
+#[derive(Debug)]
+pub struct Domains {
+    /// Domains in configuration order.
+    pub list: Vec<Arc<Domain>>,
+}
+
+impl Domains {
+    /// Builds every domain of a validated configuration.
+    pub fn from_config(config: &Config) -> Result<Domains, String> {
+        let list = config
+            .domains
+            .iter()
+            .map(|d| Domain::from_config(d).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Domains { list })
+    }
+
+    /// The domain named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Domain>> {
+        self.list.iter().find(|d| d.name == name)
+    }
+
+    /// The domain whose issuer host matches `host` and whose path is the longest prefix of `path`;
+    /// returns it with the rest of the path.
+    pub fn route<'p>(
+        &self,
+        host: &str,
+        scheme_default_port: &[u16],
+        path: &'p str,
+    ) -> Option<(Arc<Domain>, &'p str)> {
+        let host = normalize_host(host, scheme_default_port);
+        let mut best: Option<(&Arc<Domain>, &'p str)> = None;
+        for d in &self.list {
+            if d.host != host {
+                continue;
+            }
+            let rest = if d.path.is_empty() {
+                Some(path)
+            } else {
+                path.strip_prefix(d.path.as_str())
+                    .filter(|r| r.is_empty() || r.starts_with('/'))
+            };
+            if let Some(rest) = rest
+                && best.is_none_or(|(b, _)| b.path.len() < d.path.len())
+            {
+                best = Some((d, rest));
+            }
+        }
+        best.map(|(d, rest)| (d.clone(), rest))
+    }
+
+    /// The domain with exactly this host and issuer path (RFC 8414 s3 inserted well-known form).
+    pub fn exact(&self, host: &str, path: &str) -> Option<Arc<Domain>> {
+        let host = normalize_host(host, &[80, 443]);
+        let path = path.trim_end_matches('/');
+        self.list
+            .iter()
+            .find(|d| d.host == host && d.path == path)
+            .cloned()
+    }
+}
+
+fn normalize_host(host: &str, default_ports: &[u16]) -> String {
+    let host = host.to_ascii_lowercase();
+    if let Some((h, p)) = host.rsplit_once(':')
+        && let Ok(port) = p.parse::<u16>()
+        && default_ports.contains(&port)
+    {
+        return h.to_string();
+    }
+    host
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn domains() -> Domains {
+        let c = Config::from_toml_str(
+            r#"
+[[domain]]
+name = "a"
+issuer = "http://127.0.0.1:8080"
+[[domain]]
+name = "b"
+issuer = "http://127.0.0.1:8080/tenant2"
+"#,
+        )
+        .unwrap();
+        Domains::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn routes_by_host_and_longest_prefix() {
+        let d = domains();
+        let (a, rest) = d.route("127.0.0.1:8080", &[80, 443], "/oauth2/v1/token").unwrap();
+        assert_eq!((a.name.as_str(), rest), ("a", "/oauth2/v1/token"));
+        let (b, rest) = d
+            .route("127.0.0.1:8080", &[80, 443], "/tenant2/oauth2/v1/keys")
+            .unwrap();
+        assert_eq!((b.name.as_str(), rest), ("b", "/oauth2/v1/keys"));
+        let (a2, _) = d.route("127.0.0.1:8080", &[80, 443], "/tenant22/x").unwrap();
+        assert_eq!(a2.name, "a");
+        assert!(
+            d.route("localhost:8080", &[80, 443], "/oauth2/v1/token")
+                .is_none()
+        );
+        assert_eq!(d.exact("127.0.0.1:8080", "/tenant2").unwrap().name, "b");
+    }
+}

@@ -1,0 +1,173 @@
+//! One error type for every protocol failure: the RFC error code, a safe public description, and a
+//! private cause that is logged once (with the request id) and never sent.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::store::StoreError;
+
+/// The error codes of RFC 6749 s5.2, RFC 6750 s3.1, RFC 7009 s2.2.1 and RFC 8707 s2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidTarget,
+    UnsupportedTokenType,
+    InvalidToken,
+    InsufficientScope,
+    AccessDenied,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ServerError,
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    /// The wire value of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// The HTTP status the code is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
+            ErrorCode::InsufficientScope | ErrorCode::AccessDenied => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::ServerError => 500,
+            ErrorCode::TemporarilyUnavailable => 503,
+            _ => 400,
+        }
+    }
+}
+
+/// A protocol error: code, public description, and a private cause for the log.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    /// The RFC error code.
+    pub code: ErrorCode,
+    /// Text safe to show the client: no secrets, SQL or traces.
+    pub description: Cow<'static, str>,
+    /// Set when the client used HTTP Basic: the 401 then carries `WWW-Authenticate: Basic`.
+    pub basic_challenge: bool,
+    /// The private cause; logged once, never sent.
+    pub cause: Option<String>,
+}
+
+/// Result alias for protocol operations.
+pub type OAuthResult<T> = Result<T, OAuthError>;
+
+impl OAuthError {
+    /// An error with a code and a public description.
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        OAuthError {
+            code,
+            description: description.into(),
+            basic_challenge: false,
+            cause: None,
+        }
+    }
+
+    /// Attaches the private cause (logged, never sent).
+    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Marks that the client authenticated with HTTP Basic.
+    pub fn with_basic_challenge(mut self, basic: bool) -> Self {
+        self.basic_challenge = basic;
+        self
+    }
+
+    /// RFC 6749 s5.2 `invalid_request`.
+    pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, d)
+    }
+    /// RFC 6749 s5.2 `invalid_client`.
+    pub fn invalid_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClient, d)
+    }
+    /// RFC 6749 s5.2 `invalid_grant`.
+    pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, d)
+    }
+    /// RFC 6749 s5.2 `unauthorized_client`.
+    pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::UnauthorizedClient, d)
+    }
+    /// RFC 6749 s5.2 `unsupported_grant_type`.
+    pub fn unsupported_grant_type(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::UnsupportedGrantType, d)
+    }
+    /// RFC 6749 s5.2 `invalid_scope`.
+    pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidScope, d)
+    }
+    /// RFC 8707 s2 `invalid_target`.
+    pub fn invalid_target(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidTarget, d)
+    }
+    /// RFC 6750 s3.1 `invalid_token`.
+    pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidToken, d)
+    }
+    /// A server fault; the cause is logged and the client sees a generic text.
+    pub fn server_error(cause: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request",
+        )
+        .with_cause(cause)
+    }
+    /// The store is unreachable; the client may retry.
+    pub fn unavailable(cause: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the service is temporarily unavailable, try again later",
+        )
+        .with_cause(cause)
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.description)
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        metrics::counter!("ostiary_store_errors_total").increment(1);
+        match e {
+            StoreError::Unavailable(_) => OAuthError::unavailable(e),
+            _ => OAuthError::server_error(e),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! HTTP: routes (paths defined once in `domain::paths`), dispatch of each request to its identity
+//! domain, and the layers every response goes through. Handlers are thin: they turn a request
+//! into one `oauth` call and its result into a response.
+
+pub mod discovery;
+pub mod extract;
+pub mod introspect;
+pub mod response;
+pub mod revoke;
+pub mod token;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceExt;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::crypto::secrets::random_id;
+use crate::domain::paths;
+use crate::error::{ErrorCode, OAuthError};
+use crate::store::MaintenanceStore;
+use extract::CurrentDomain;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let domain_router = domain_routes().with_state(state.clone());
+    let dispatch_state = state.clone();
+    let root = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+        .fallback(move |req: Request| {
+            let app = dispatch_state.clone();
+            let router = domain_router.clone();
+            async move { dispatch(app, router, req).await }
+        });
+    with_common_layers(root)
+}
+
+fn domain_routes() -> Router<AppState> {
+    // CORS for browser clients: discovery, JWKS and the token endpoint. No credentials.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    Router::new()
+        .route(
+            paths::OPENID_CONFIGURATION,
+            get(discovery::get_openid_configuration).layer(cors.clone()),
+        )
+        .route(
+            paths::OAUTH_AUTHORIZATION_SERVER,
+            get(discovery::get_oauth_authorization_server).layer(cors.clone()),
+        )
+        .route(paths::KEYS, get(discovery::get_keys).layer(cors.clone()))
+        .route(paths::TOKEN, post(token::post_token).layer(cors))
+        .route(paths::INTROSPECT, post(introspect::post_introspect))
+        .route(paths::REVOKE, post(revoke::post_revoke))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+}
+
+/// Routes a request to the domain whose issuer host and path prefix match, then runs the
+/// domain's routes with the prefix removed.
+async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let path = req.uri().path().to_string();
+    let domains = app.domains.load();
+    // RFC 8414 s3.1: for an issuer with a path, the well-known segment goes before the path.
+    let inserted = path
+        .strip_prefix(paths::OAUTH_AUTHORIZATION_SERVER)
+        .filter(|p| p.starts_with('/'))
+        .and_then(|issuer_path| domains.exact(&host, issuer_path));
+    let routed = match inserted {
+        Some(d) => Some((d, paths::OAUTH_AUTHORIZATION_SERVER.to_string())),
+        None => domains
+            .route(&host, &[80, 443], &path)
+            .map(|(d, rest)| (d, rest.to_string())),
+    };
+    let Some((domain, rest)) = routed else {
+        return not_found().await;
+    };
+    let Some(ring) = app.rings.load().get(&domain.name).cloned() else {
+        return OAuthError::unavailable("the domain's keys are not loaded").into_response();
+    };
+    let rest = if rest.is_empty() { "/".to_string() } else { rest };
+    let new_uri = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    match new_uri.parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return not_found().await,
+    }
+    req.extensions_mut().insert(CurrentDomain { domain, ring });
+    match router.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+async fn not_found() -> Response {
+    OAuthError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    OAuthError::new(ErrorCode::MethodNotAllowed, "this method is not allowed here").into_response()
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the store answers.
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error.cause = %e, "readiness check failed");
+            metrics::counter!("ostiary_store_errors_total").increment(1);
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(State(app): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts requests by route and status, and their latency.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let domain = req
+        .extensions()
+        .get::<CurrentDomain>()
+        .map(|c| c.domain.name.clone())
+        .unwrap_or_default();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("ostiary_http_requests_total", "route" => route.clone(), "status" => status, "domain" => domain)
+        .increment(1);
+    metrics::histogram!("ostiary_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&random_id()).ok().map(RequestId::new)
+    }
+}
+
+fn with_common_layers(router: Router) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!("request", request.id = %id, http.method = %req.method(), http.path = %req.uri().path())
+    });
+    let headers: [(HeaderName, &'static str); 4] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ];
+    let mut router = router;
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, RandomRequestId))
+}

@@ -1,0 +1,54 @@
+//! Turning protocol results into HTTP responses; errors are logged here, once.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::{ErrorCode, OAuthError};
+
+/// A JSON body that must not be cached (RFC 6749 s5.1).
+pub fn json_no_store(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// The RFC 6749 s5.2 error response; logs the private cause once. `realm` names the issuer in
+/// the `WWW-Authenticate: Basic` challenge sent when the client used Basic.
+pub fn error_response(err: &OAuthError, realm: &str) -> Response {
+    let status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let cause = err.cause.as_deref().unwrap_or("");
+    if status.is_server_error() {
+        tracing::error!(
+            error.code = err.code.as_str(),
+            error.cause = cause,
+            "request failed"
+        );
+    } else {
+        tracing::info!(error.code = err.code.as_str(), error.description = %err.description, error.cause = cause, "request refused");
+    }
+    if status.is_server_error() {
+        metrics::counter!("ostiary_errors_total", "code" => err.code.as_str()).increment(1);
+    }
+    let body = json!({ "error": err.code.as_str(), "error_description": err.description });
+    let mut resp = json_no_store(status, &body);
+    if err.code == ErrorCode::InvalidClient && err.basic_challenge {
+        let challenge = format!("Basic realm=\"{}\"", realm.replace('"', ""));
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if err.code == ErrorCode::TemporarilyUnavailable {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        error_response(&self, "ostiary")
+    }
+}

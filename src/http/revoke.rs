@@ -1,0 +1,41 @@
+//! `POST /oauth2/v1/revoke` (RFC 7009).
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::extract::{ClientForm, CurrentDomain};
+use super::response::error_response;
+use crate::app::AppState;
+use crate::oauth::Ctx;
+use crate::oauth::revocation::revoke;
+
+/// Handles a revocation request; 200 with an empty body when done or when the token is unknown.
+pub async fn post_revoke(State(app): State<AppState>, cur: CurrentDomain, form: ClientForm) -> Response {
+    let result = async {
+        // RFC 7009 s2.1: public clients may revoke their own tokens.
+        let caller = app
+            .authenticator
+            .authenticate(&cur.domain, &form.presented, true)
+            .await?;
+        let token = form.params.require("token")?;
+        let keys = cur.ring.current();
+        let ctx = Ctx {
+            domain: &cur.domain,
+            keys: &keys,
+            store: &app.store,
+            now: app.clock.now(),
+        };
+        revoke(&ctx, &caller, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut resp = StatusCode::OK.into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => error_response(&e, &cur.domain.issuer),
+    }
+}

@@ -1,0 +1,38 @@
+//! `POST /oauth2/v1/token` (RFC 6749 s3.2): authenticate the client once, select the grant,
+//! check the client may use it, run it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::extract::{ClientForm, CurrentDomain};
+use super::response::{error_response, json_no_store};
+use crate::app::AppState;
+use crate::error::OAuthResult;
+use crate::oauth::Ctx;
+use crate::oauth::grants::TokenResponse;
+
+/// Handles a token request.
+pub async fn post_token(State(app): State<AppState>, cur: CurrentDomain, form: ClientForm) -> Response {
+    match token(&app, &cur, &form).await {
+        Ok(resp) => json_no_store(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
+        Err(e) => error_response(&e, &cur.domain.issuer),
+    }
+}
+
+async fn token(app: &AppState, cur: &CurrentDomain, form: &ClientForm) -> OAuthResult<TokenResponse> {
+    let grant_type = form.params.require("grant_type")?;
+    let client = app
+        .authenticator
+        .authenticate(&cur.domain, &form.presented, true)
+        .await?;
+    let grant = app.grants.select(grant_type, &client)?;
+    let keys = cur.ring.current();
+    let ctx = Ctx {
+        domain: &cur.domain,
+        keys: &keys,
+        store: &app.store,
+        now: app.clock.now(),
+    };
+    grant.handle(&ctx, &client, &form.params).await
+}

@@ -1,0 +1,310 @@
+//! Signing keys of each domain: generated on first start, kept in the store sealed under the
+//! key-encryption key, parsed once into memory, rotated in stages.
+//!
+//! Which key signs is derived from time alone: for each algorithm, the key of the highest
+//! generation whose `activates_at` has passed. A rotation inserts generation N+1 with
+//! `activates_at = now + publish_ahead`, so every replica publishes it (after its next refresh)
+//! long before any replica signs with it. A superseded key stays published until every token it
+//! signed has expired. `(domain, alg, generation)` is unique in the store, so concurrent replicas
+//! can never create two keys of one generation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::crypto::kek::Kek;
+use crate::crypto::keys::{SigningAlg, SigningKey, VerifyingKey};
+use crate::crypto::secrets::random_id;
+use crate::store::{KeyRow, KeyStore, StoreError};
+
+/// How long past its successor's activation a key stays published, beyond the longest token
+/// lifetime, to cover clock skew between replicas and resource servers.
+const RETIRE_MARGIN: i64 = 300;
+
+/// One key of the ring.
+#[derive(Debug, Clone)]
+pub struct RingKey {
+    /// The parsed key.
+    pub key: Arc<SigningKey>,
+    /// Its generation within (domain, alg).
+    pub generation: i64,
+    /// When it starts signing.
+    pub activates_at: i64,
+    /// When its successor starts signing, if one exists.
+    pub superseded_at: Option<i64>,
+}
+
+/// The keys of one domain at one moment.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<RingKey>,
+    by_kid: HashMap<String, usize>,
+}
+
+impl KeySet {
+    /// The key that signs with `alg` at time `now`.
+    pub fn signing_key(&self, alg: SigningAlg, now: i64) -> Option<&Arc<SigningKey>> {
+        self.keys
+            .iter()
+            .filter(|k| k.key.alg() == alg && k.activates_at <= now)
+            .max_by_key(|k| k.generation)
+            .map(|k| &k.key)
+    }
+
+    /// The verifying key for `kid`, while it is published.
+    pub fn verifying_key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.by_kid
+            .get(kid)
+            .and_then(|&i| self.keys.get(i))
+            .map(|k| k.key.verifying_key())
+    }
+
+    /// Keys to publish at `now`: upcoming, active, and retired ones still within `retain` seconds
+    /// of their successor's activation.
+    pub fn published(&self, now: i64, retain: i64) -> impl Iterator<Item = &RingKey> {
+        self.keys
+            .iter()
+            .filter(move |k| k.superseded_at.is_none_or(|s| s + retain + RETIRE_MARGIN > now))
+    }
+
+    /// All keys, for listing.
+    pub fn all(&self) -> &[RingKey] {
+        &self.keys
+    }
+
+    fn build(keys: Vec<RingKey>) -> KeySet {
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.key.kid().to_string(), i))
+            .collect();
+        KeySet { keys, by_kid }
+    }
+}
+
+/// Errors of key handling.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key could not be generated, sealed or opened.
+    #[error("key {kid}: {reason}")]
+    Crypto {
+        /// The key.
+        kid: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The live key set of one domain, swapped whole on refresh.
+#[derive(Debug)]
+pub struct KeyRing {
+    domain: String,
+    set: ArcSwap<KeySet>,
+}
+
+impl KeyRing {
+    /// An empty ring for `domain`; call `refresh` before use.
+    pub fn new(domain: &str) -> KeyRing {
+        KeyRing {
+            domain: domain.to_string(),
+            set: ArcSwap::from_pointee(KeySet::default()),
+        }
+    }
+
+    /// The current key set.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.set.load_full()
+    }
+
+    /// Re-reads the domain's keys from the store, reusing already parsed keys.
+    pub async fn refresh(&self, store: &impl KeyStore, kek: &Kek) -> Result<(), KeyError> {
+        let rows = store.list_keys(&self.domain).await?;
+        let old = self.set.load();
+        let set = build_set(rows, kek, |kid| {
+            old.by_kid
+                .get(kid)
+                .and_then(|&i| old.keys.get(i))
+                .map(|k| k.key.clone())
+        })?;
+        self.set.store(Arc::new(set));
+        Ok(())
+    }
+}
+
+fn build_set(
+    rows: Vec<KeyRow>,
+    kek: &Kek,
+    reuse: impl Fn(&str) -> Option<Arc<SigningKey>>,
+) -> Result<KeySet, KeyError> {
+    let mut keys: Vec<RingKey> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(alg) = SigningAlg::parse(&row.alg) else {
+            tracing::warn!(key.kid = %row.kid, key.alg = %row.alg, "signing key with an unknown algorithm skipped");
+            continue;
+        };
+        let key = match reuse(&row.kid) {
+            Some(k) => k,
+            None => Arc::new(open_key(row, alg, kek)?),
+        };
+        let superseded_at = rows
+            .iter()
+            .filter(|r| r.alg == row.alg && r.generation > row.generation)
+            .map(|r| r.activates_at)
+            .min();
+        keys.push(RingKey {
+            key,
+            generation: row.generation,
+            activates_at: row.activates_at,
+            superseded_at,
+        });
+    }
+    Ok(KeySet::build(keys))
+}
+
+fn open_key(row: &KeyRow, alg: SigningAlg, kek: &Kek) -> Result<SigningKey, KeyError> {
+    let crypto = |reason: String| KeyError::Crypto {
+        kid: row.kid.clone(),
+        reason,
+    };
+    let der = kek.open(&row.private_sealed, row.kid.as_bytes()).map_err(|e| {
+        crypto(format!(
+            "cannot decrypt the private key ({e}): is this the key-encryption key the store was created with?"
+        ))
+    })?;
+    SigningKey::from_pkcs8(alg, row.kid.clone(), &der).map_err(|e| crypto(e.to_string()))
+}
+
+/// Generates and stores generation `generation` of (domain, alg), active from `activates_at`.
+/// Returns the kid when this call inserted it, None when another replica won the race.
+pub async fn create_key(
+    store: &impl KeyStore,
+    kek: &Kek,
+    domain: &str,
+    alg: SigningAlg,
+    generation: i64,
+    now: i64,
+    activates_at: i64,
+) -> Result<Option<String>, KeyError> {
+    let kid = random_id();
+    let crypto = |reason: String| KeyError::Crypto {
+        kid: kid.clone(),
+        reason,
+    };
+    let (key, der) = SigningKey::generate(alg, kid.clone()).map_err(|e| crypto(e.to_string()))?;
+    let sealed = kek
+        .seal(&der, kid.as_bytes())
+        .map_err(|e| crypto(e.to_string()))?;
+    let row = KeyRow {
+        kid: kid.clone(),
+        domain: domain.to_string(),
+        alg: alg.as_str().to_string(),
+        generation,
+        private_sealed: sealed,
+        public_jwk: key.public_jwk().to_string(),
+        created_at: now,
+        activates_at,
+    };
+    Ok(store.insert_key(&row).await?.then_some(kid))
+}
+
+/// Makes sure each algorithm has a key: generation 1 is active at once.
+pub async fn ensure_keys(
+    store: &impl KeyStore,
+    kek: &Kek,
+    domain: &str,
+    algs: &[SigningAlg],
+    now: i64,
+) -> Result<Vec<String>, KeyError> {
+    let rows = store.list_keys(domain).await?;
+    let mut created = Vec::new();
+    for alg in algs {
+        if !rows.iter().any(|r| r.alg == alg.as_str())
+            && let Some(kid) = create_key(store, kek, domain, *alg, 1, now, now).await?
+        {
+            created.push(kid);
+        }
+    }
+    Ok(created)
+}
+
+/// Stages a new key for each algorithm: published now, signing from `now + publish_ahead`.
+/// Returns the new kids.
+pub async fn rotate(
+    store: &impl KeyStore,
+    kek: &Kek,
+    domain: &str,
+    algs: &[SigningAlg],
+    now: i64,
+    publish_ahead: i64,
+) -> Result<Vec<String>, KeyError> {
+    let rows = store.list_keys(domain).await?;
+    let mut created = Vec::new();
+    for alg in algs {
+        let generation = rows
+            .iter()
+            .filter(|r| r.alg == alg.as_str())
+            .map(|r| r.generation)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let activates_at = if generation == 1 { now } else { now + publish_ahead };
+        if let Some(kid) = create_key(store, kek, domain, *alg, generation, now, activates_at).await? {
+            created.push(kid);
+        }
+    }
+    Ok(created)
+}
+
+/// Rotates the algorithms whose newest key is due: its activation is older than
+/// `interval - publish_ahead`, so the successor activates `interval` after it.
+pub async fn rotate_if_due(
+    store: &impl KeyStore,
+    kek: &Kek,
+    domain: &str,
+    algs: &[SigningAlg],
+    now: i64,
+    interval: i64,
+    publish_ahead: i64,
+) -> Result<Vec<String>, KeyError> {
+    if interval <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows = store.list_keys(domain).await?;
+    let due: Vec<SigningAlg> = algs
+        .iter()
+        .copied()
+        .filter(|alg| {
+            let newest = rows
+                .iter()
+                .filter(|r| r.alg == alg.as_str())
+                .max_by_key(|r| r.generation);
+            newest.is_some_and(|r| r.activates_at + interval - publish_ahead <= now)
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    rotate(store, kek, domain, &due, now, publish_ahead).await
+}
+
+/// Deletes keys no longer published (their successor activated more than `retain` ago).
+pub async fn prune(store: &impl KeyStore, domain: &str, now: i64, retain: i64) -> Result<usize, KeyError> {
+    let rows = store.list_keys(domain).await?;
+    let mut deleted = 0;
+    for row in &rows {
+        let superseded_at = rows
+            .iter()
+            .filter(|r| r.alg == row.alg && r.generation > row.generation)
+            .map(|r| r.activates_at)
+            .min();
+        if superseded_at.is_some_and(|s| s + retain + RETIRE_MARGIN <= now) {
+            store.delete_key(&row.kid).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

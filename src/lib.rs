@@ -1,0 +1,14 @@
+//! Ostiary: a standalone OAuth 2.0 and OpenID Connect authorization server serving identity domains.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod keyring;
+pub mod oauth;
+pub mod reconcile;
+pub mod store;

@@ -1,0 +1,55 @@
+//! RFC 6749 s4.4: the client credentials grant.
+
+use async_trait::async_trait;
+
+use super::{Grant, TokenResponse};
+use crate::domain::Client;
+use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::claims::custom_claims;
+use crate::oauth::params::Params;
+use crate::oauth::scopes::resolve_api_scopes;
+use crate::oauth::tokens::{AccessTokenSpec, issue_access_token};
+use crate::store::TokenStore;
+
+/// `grant_type=client_credentials`.
+pub struct ClientCredentials;
+
+#[async_trait]
+impl<S: TokenStore + Sync> Grant<S> for ClientCredentials {
+    fn grant_type(&self) -> &'static str {
+        "client_credentials"
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_, S>, client: &Client, params: &Params) -> OAuthResult<TokenResponse> {
+        // RFC 6749 s4.4: the client credentials grant type MUST only be used by confidential clients.
+        if !client.is_confidential() {
+            return Err(OAuthError::unauthorized_client(
+                "client_credentials requires a confidential client",
+            ));
+        }
+        let grant = resolve_api_scopes(ctx.domain, client, params.get("scope"), params.all("resource"))?;
+        let extra = custom_claims(ctx.domain, &grant.audiences, &grant.scopes, None);
+        let token = issue_access_token(
+            ctx,
+            AccessTokenSpec {
+                client,
+                sub: client.id.clone(),
+                scopes: grant.scopes.clone(),
+                audiences: grant.audiences.clone(),
+                extra,
+            },
+        )
+        .await?;
+        metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "client_credentials").increment(1);
+        // RFC 6749 s4.4.3: a refresh token SHOULD NOT be included.
+        Ok(TokenResponse {
+            access_token: token.value,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+            scope: Some(grant.scope_string()).filter(|s| !s.is_empty()),
+            refresh_token: None,
+            id_token: None,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! Protocol rules, free of HTTP and SQL types: client authentication, scopes, tokens, grants,
+//! introspection, revocation and metadata. Every function takes the domain, the key set, the
+//! store (through its traits) and the time it should act at.
+
+pub mod claims;
+pub mod client_auth;
+pub mod grants;
+pub mod introspection;
+pub mod metadata;
+pub mod params;
+pub mod revocation;
+pub mod scopes;
+pub mod tokens;
+
+use crate::domain::Domain;
+use crate::keyring::KeySet;
+
+/// What every protocol operation acts on.
+pub struct Ctx<'a, S> {
+    /// The identity domain of the request.
+    pub domain: &'a Domain,
+    /// Its signing keys at this moment.
+    pub keys: &'a KeySet,
+    /// The store.
+    pub store: &'a S,
+    /// The current unix time.
+    pub now: i64,
+}

@@ -1,0 +1,68 @@
+//! Form parameters of token, introspection and revocation requests.
+
+use std::collections::HashMap;
+
+use crate::error::{OAuthError, OAuthResult};
+
+/// Parameters of an `application/x-www-form-urlencoded` body.
+#[derive(Debug, Default)]
+pub struct Params {
+    single: HashMap<String, String>,
+    multi: HashMap<String, Vec<String>>,
+}
+
+impl Params {
+    /// Parses a form body. RFC 6749 s3.1: parameters sent without a value are treated as omitted,
+    /// and a parameter must not be included more than once, except those in `repeatable`
+    /// (RFC 8707's `resource`).
+    pub fn parse(body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
+        let mut p = Params::default();
+        for (k, v) in form_urlencoded::parse(body) {
+            if v.is_empty() {
+                continue;
+            }
+            if repeatable.contains(&k.as_ref()) {
+                p.multi.entry(k.into_owned()).or_default().push(v.into_owned());
+                continue;
+            }
+            if p.single.contains_key(k.as_ref()) {
+                return Err(OAuthError::invalid_request(format!(
+                    "the parameter {k} is included more than once"
+                )));
+            }
+            p.single.insert(k.into_owned(), v.into_owned());
+        }
+        Ok(p)
+    }
+
+    /// The value of a single-valued parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.single.get(name).map(String::as_str)
+    }
+
+    /// The value of a parameter that must be present.
+    pub fn require(&self, name: &str) -> OAuthResult<&str> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("the parameter {name} is missing")))
+    }
+
+    /// All values of a repeatable parameter.
+    pub fn all(&self, name: &str) -> &[String] {
+        self.multi.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_refused_but_resource_repeats() {
+        assert!(Params::parse(b"a=1&a=2", &[]).is_err());
+        let p = Params::parse(b"resource=x&resource=y&a=1&b=", &["resource"]).unwrap();
+        assert_eq!(p.all("resource"), ["x", "y"]);
+        assert_eq!(p.get("b"), None);
+        assert_eq!(p.get("a"), Some("1"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Which scopes and audiences a request is granted (RFC 6749 s3.3, RFC 8707).
+
+use crate::config::is_scope_token;
+use crate::domain::{Client, Domain};
+use crate::error::{OAuthError, OAuthResult};
+
+/// Granted scopes and the audiences (resource servers) they are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Granted scope tokens, in the client's configured order.
+    pub scopes: Vec<String>,
+    /// Audiences of the token, in configuration order.
+    pub audiences: Vec<String>,
+}
+
+impl Grant {
+    /// The granted scopes as one space-separated string.
+    pub fn scope_string(&self) -> String {
+        self.scopes.join(" ")
+    }
+}
+
+/// Resolves the API scopes a client gets from `scope` and `resource` parameters.
+/// RFC 6749 s3.3: without `scope`, the client's pre-defined default (all its allowed API scopes).
+pub fn resolve_api_scopes(
+    domain: &Domain,
+    client: &Client,
+    requested: Option<&str>,
+    resources: &[String],
+) -> OAuthResult<Grant> {
+    // RFC 8707 s2: each resource is an absolute URI without a fragment, known to this server.
+    let mut targets: Vec<usize> = Vec::new();
+    for r in resources {
+        let valid = url::Url::parse(r).is_ok() && !r.contains('#');
+        if !valid {
+            return Err(OAuthError::invalid_target(format!(
+                "resource {r:?} is not an absolute URI without a fragment"
+            )));
+        }
+        let Some(i) = domain.resource_servers.iter().position(|rs| &rs.audience == r) else {
+            return Err(OAuthError::invalid_target(format!(
+                "resource {r:?} is not known to this server"
+            )));
+        };
+        if !targets.contains(&i) {
+            targets.push(i);
+        }
+    }
+    let in_targets = |scope: &str| {
+        domain
+            .scope_owner
+            .get(scope)
+            .is_some_and(|i| targets.is_empty() || targets.contains(i))
+    };
+    let scopes: Vec<String> = match requested {
+        Some(req) => {
+            let mut out: Vec<String> = Vec::new();
+            for s in req.split(' ').filter(|s| !s.is_empty()) {
+                if !is_scope_token(s) {
+                    return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
+                }
+                if !client.scopes.iter().any(|c| c == s) || !domain.scope_owner.contains_key(s) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "the scope {s} is not allowed for this client"
+                    )));
+                }
+                if !in_targets(s) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "the scope {s} does not belong to the requested resource"
+                    )));
+                }
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_string());
+                }
+            }
+            out
+        }
+        None => client.scopes.iter().filter(|s| in_targets(s)).cloned().collect(),
+    };
+    let audiences: Vec<String> = if targets.is_empty() {
+        let mut owners: Vec<usize> = scopes
+            .iter()
+            .filter_map(|s| domain.scope_owner.get(s).copied())
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+            .into_iter()
+            .filter_map(|i| domain.resource_servers.get(i))
+            .map(|r| r.audience.clone())
+            .collect()
+    } else {
+        targets
+            .iter()
+            .filter_map(|&i| domain.resource_servers.get(i))
+            .map(|r| r.audience.clone())
+            .collect()
+    };
+    if audiences.is_empty() {
+        return Err(OAuthError::invalid_scope(
+            "no scope can be granted: the client has no scopes of any resource server",
+        ));
+    }
+    Ok(Grant { scopes, audiences })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::Domain;
+    use crate::error::ErrorCode;
+
+    fn domain() -> Domain {
+        let c = Config::from_toml_str(
+            r#"
+[[domain]]
+name = "d"
+issuer = "http://127.0.0.1:1"
+  [[domain.resource_server]]
+  audience = "https://a.example"
+  scopes = [{ name = "a.read" }, { name = "a.write" }]
+  [[domain.resource_server]]
+  audience = "https://b.example"
+  scopes = [{ name = "b.read" }]
+  [[domain.client]]
+  client_id = "c"
+  secret_hash = "sha256:Kr7jBeKsNUCKFDv8AmbQVvcV1Kr4LSbvHxYh0NHBpVE"
+  grant_types = ["client_credentials"]
+  scopes = ["a.read", "b.read"]
+"#,
+        )
+        .unwrap();
+        Domain::from_config(&c.domains[0]).unwrap()
+    }
+
+    #[test]
+    fn default_is_every_allowed_scope_and_their_audiences() {
+        let d = domain();
+        let c = d.client("c").unwrap();
+        let g = resolve_api_scopes(&d, c, None, &[]).unwrap();
+        assert_eq!(g.scopes, ["a.read", "b.read"]);
+        assert_eq!(g.audiences, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn resource_narrows_default_and_audience() {
+        let d = domain();
+        let c = d.client("c").unwrap();
+        let g = resolve_api_scopes(&d, c, None, &["https://b.example".into()]).unwrap();
+        assert_eq!(g.scopes, ["b.read"]);
+        assert_eq!(g.audiences, ["https://b.example"]);
+        let e = resolve_api_scopes(&d, c, Some("a.read"), &["https://b.example".into()]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn refusals() {
+        let d = domain();
+        let c = d.client("c").unwrap();
+        for (scope, res, code) in [
+            (Some("a.write"), vec![], ErrorCode::InvalidScope),
+            (Some("nope"), vec![], ErrorCode::InvalidScope),
+            (Some("a\"x"), vec![], ErrorCode::InvalidScope),
+            (
+                None,
+                vec!["https://unknown.example".to_string()],
+                ErrorCode::InvalidTarget,
+            ),
+            (None, vec!["not a uri".to_string()], ErrorCode::InvalidTarget),
+            (
+                None,
+                vec!["https://a.example#frag".to_string()],
+                ErrorCode::InvalidTarget,
+            ),
+        ] {
+            let e = resolve_api_scopes(&d, c, scope, &res).unwrap_err();
+            assert_eq!(e.code, code, "{scope:?} {res:?}");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Configuration is the source of truth for the clients and users it declares: at every start
+//! and reload the store is brought in line (added, changed, and removed ones disabled).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::crypto::secrets::random_id;
+use crate::domain::{Domains, config_hash};
+use crate::store::{DirectoryStore, StoreResult, UserRow};
+
+/// What reconciliation does to one client or user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// New in the store.
+    Added,
+    /// Its configuration changed.
+    Changed,
+    /// Gone from configuration: disabled so its tokens stop working.
+    Disabled,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Added => "add",
+            Action::Changed => "change",
+            Action::Disabled => "disable",
+        })
+    }
+}
+
+/// One planned change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Domain name.
+    pub domain: String,
+    /// `client` or `user`.
+    pub kind: &'static str,
+    /// client_id or username.
+    pub id: String,
+    /// What happens.
+    pub action: Action,
+}
+
+/// The changes reconciliation makes (or would make).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Each change.
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// One line such as "2 added, 1 changed, 0 disabled".
+    pub fn summary(&self) -> String {
+        let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
+        format!(
+            "{} added, {} changed, {} disabled",
+            count(Action::Added),
+            count(Action::Changed),
+            count(Action::Disabled)
+        )
+    }
+}
+
+fn user_hash(u: &crate::config::UserConfig) -> String {
+    config_hash(&(u, &u.password_hash, u.enabled))
+}
+
+/// Computes the changes without writing anything.
+pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult<Plan> {
+    let mut plan = Plan::default();
+    for d in &domains.list {
+        let rows: HashMap<String, (String, bool)> = store
+            .list_clients(&d.name)
+            .await?
+            .into_iter()
+            .map(|r| (r.client_id, (r.config_hash, r.enabled == 1)))
+            .collect();
+        let mut ids: Vec<&String> = d.clients.keys().collect();
+        ids.sort();
+        for id in ids {
+            let Some(c) = d.clients.get(id) else { continue };
+            let action = match rows.get(id) {
+                None => Some(Action::Added),
+                Some((h, enabled)) if *h != c.config_hash || *enabled != c.enabled => Some(Action::Changed),
+                _ => None,
+            };
+            if let Some(action) = action {
+                plan.changes.push(Change {
+                    domain: d.name.clone(),
+                    kind: "client",
+                    id: id.clone(),
+                    action,
+                });
+            }
+        }
+        let mut gone: Vec<&String> = rows
+            .iter()
+            .filter(|(id, (_, enabled))| *enabled && !d.clients.contains_key(*id))
+            .map(|(id, _)| id)
+            .collect();
+        gone.sort();
+        for id in gone {
+            plan.changes.push(Change {
+                domain: d.name.clone(),
+                kind: "client",
+                id: id.clone(),
+                action: Action::Disabled,
+            });
+        }
+        let users = store.list_users(&d.name).await?;
+        let by_name: HashMap<&str, &UserRow> = users.iter().map(|u| (u.username.as_str(), u)).collect();
+        for u in &d.config.users {
+            let action = match by_name.get(u.username.as_str()) {
+                None => Some(Action::Added),
+                Some(row) if row.config_hash.as_deref() != Some(user_hash(u).as_str()) => {
+                    Some(Action::Changed)
+                }
+                _ => None,
+            };
+            if let Some(action) = action {
+                plan.changes.push(Change {
+                    domain: d.name.clone(),
+                    kind: "user",
+                    id: u.username.clone(),
+                    action,
+                });
+            }
+        }
+        for row in &users {
+            let declared = d.config.users.iter().any(|u| u.username == row.username);
+            if row.source == "config" && !declared && row.status != "disabled" {
+                plan.changes.push(Change {
+                    domain: d.name.clone(),
+                    kind: "user",
+                    id: row.username.clone(),
+                    action: Action::Disabled,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Computes and applies the changes.
+pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> StoreResult<Plan> {
+    let plan = plan(store, domains).await?;
+    for ch in &plan.changes {
+        let Some(d) = domains.by_name(&ch.domain) else {
+            continue;
+        };
+        match (ch.kind, ch.action) {
+            ("client", Action::Disabled) => {
+                store.upsert_client(&d.name, &ch.id, "", false, now).await?;
+            }
+            ("client", _) => {
+                if let Some(c) = d.clients.get(&ch.id) {
+                    store
+                        .upsert_client(&d.name, &c.id, &c.config_hash, c.enabled, now)
+                        .await?;
+                }
+            }
+            ("user", Action::Disabled) => {
+                store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
+            }
+            _ => {
+                let Some(u) = d.config.users.iter().find(|u| u.username == ch.id) else {
+                    continue;
+                };
+                let row = UserRow {
+                    id: random_id(),
+                    domain: d.name.clone(),
+                    username: u.username.clone(),
+                    password_hash: u.password_hash.clone(),
+                    status: if u.enabled {
+                        "active".into()
+                    } else {
+                        "disabled".into()
+                    },
+                    claims: serde_json::to_string(u).unwrap_or_else(|_| "{}".into()),
+                    source: "config".into(),
+                    config_hash: Some(user_hash(u)),
+                    created_at: now,
+                    updated_at: now,
+                };
+                store.upsert_user(&row).await?;
+            }
+        }
+        tracing::info!(domain = %ch.domain, kind = ch.kind, id = %ch.id, action = %ch.action, "store reconciled");
+    }
+    Ok(plan)
+}

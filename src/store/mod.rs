@@ -1,0 +1,482 @@
+//! Every SQL statement of Ostiary, each written once for SQLite and PostgreSQL (`$N` placeholders,
+//! text ids, integer unix seconds, JSON as text), run through sqlx's Any driver.
+//!
+//! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, FromRow};
+
+/// What can go wrong in the store, without SQL details.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state conflict.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A signing key as stored: the private half sealed under the key-encryption key.
+#[derive(Debug, Clone, FromRow)]
+pub struct KeyRow {
+    pub kid: String,
+    pub domain: String,
+    pub alg: String,
+    pub generation: i64,
+    pub private_sealed: String,
+    pub public_jwk: String,
+    pub created_at: i64,
+    pub activates_at: i64,
+}
+
+/// An opaque access token or a refresh token, stored by the SHA-256 of its value.
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenRow {
+    pub hash: String,
+    pub domain: String,
+    pub kind: String,
+    pub client_id: String,
+    pub sub: String,
+    pub scope: String,
+    pub aud: String,
+    pub claims: String,
+    pub jti: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A client's mirror row.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub config_hash: String,
+    pub enabled: i64,
+}
+
+/// A user row.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub domain: String,
+    pub username: String,
+    pub password_hash: Option<String>,
+    pub status: String,
+    pub claims: String,
+    pub source: String,
+    pub config_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Signing keys.
+pub trait KeyStore {
+    /// All keys of a domain, oldest generation first.
+    fn list_keys(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<KeyRow>>> + Send;
+    /// Inserts a key unless its (domain, alg, generation) exists; true when inserted.
+    fn insert_key(&self, key: &KeyRow) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Deletes a key that no longer needs publishing.
+    fn delete_key(&self, kid: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Opaque tokens and JWT revocations.
+pub trait TokenStore {
+    /// Stores a new token.
+    fn insert_token(&self, token: &TokenRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The token with this hash in this domain, if any (expired and revoked included).
+    fn find_token(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
+    /// Marks a token revoked; true when it was live and is now revoked.
+    fn revoke_token(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records a JWT's jti as revoked until `expires_at`.
+    fn revoke_jti(
+        &self,
+        domain: &str,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// True when the jti was revoked.
+    fn is_jti_revoked(&self, domain: &str, jti: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+/// The mirror of configuration-declared clients and users.
+pub trait DirectoryStore {
+    /// Client mirror rows of a domain.
+    fn list_clients(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<ClientRow>>> + Send;
+    /// Inserts or updates a client mirror row.
+    fn upsert_client(
+        &self,
+        domain: &str,
+        client_id: &str,
+        config_hash: &str,
+        enabled: bool,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Users of a domain.
+    fn list_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
+    /// Inserts or updates a user by (domain, username).
+    fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Sets a user's status.
+    fn set_user_status(
+        &self,
+        domain: &str,
+        username: &str,
+        status: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Maintenance: health, garbage collection and job leases.
+pub trait MaintenanceStore {
+    /// Succeeds when the database answers.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes at most `batch` expired rows of each kind; returns how many went.
+    fn delete_expired(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`; true when held.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The SQL store over SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects (creating the SQLite file and its folder when missing). Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqlStore> {
+        install_default_drivers();
+        let (url, backend) = if url.starts_with("sqlite:") {
+            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = std::path::Path::new(file).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (url, Backend::Sqlite)
+        } else {
+            (url.to_string(), Backend::Postgres)
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the embedded migrations of this database.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let result = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        };
+        result.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// True when the schema exists (used by `check-config` without changing anything).
+    pub async fn is_migrated(&self) -> bool {
+        sqlx::query("SELECT COUNT(*) FROM clients")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl KeyStore for SqlStore {
+    async fn list_keys(&self, domain: &str) -> StoreResult<Vec<KeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT kid, domain, alg, generation, private_sealed, public_jwk, created_at, activates_at \
+             FROM signing_keys WHERE domain = $1 ORDER BY alg, generation",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn insert_key(&self, k: &KeyRow) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO signing_keys (kid, domain, alg, generation, private_sealed, public_jwk, created_at, activates_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (domain, alg, generation) DO NOTHING",
+        )
+        .bind(&k.kid)
+        .bind(&k.domain)
+        .bind(&k.alg)
+        .bind(k.generation)
+        .bind(&k.private_sealed)
+        .bind(&k.public_jwk)
+        .bind(k.created_at)
+        .bind(k.activates_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_key(&self, kid: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl TokenStore for SqlStore {
+    async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&t.hash)
+        .bind(&t.domain)
+        .bind(&t.kind)
+        .bind(&t.client_id)
+        .bind(&t.sub)
+        .bind(&t.scope)
+        .bind(&t.aud)
+        .bind(&t.claims)
+        .bind(&t.jti)
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_token(&self, domain: &str, hash: &str) -> StoreResult<Option<TokenRow>> {
+        Ok(sqlx::query_as(
+            "SELECT hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, revoked_at \
+             FROM tokens WHERE hash = $1 AND domain = $2",
+        )
+        .bind(hash)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn revoke_token(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = $3 WHERE hash = $1 AND domain = $2 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_jti(&self, domain: &str, jti: &str, client_id: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO revoked_jtis (domain, jti, client_id, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (domain, jti) DO NOTHING",
+        )
+        .bind(domain)
+        .bind(jti)
+        .bind(client_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn is_jti_revoked(&self, domain: &str, jti: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT expires_at FROM revoked_jtis WHERE domain = $1 AND jti = $2")
+                .bind(domain)
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+}
+
+impl DirectoryStore for SqlStore {
+    async fn list_clients(&self, domain: &str) -> StoreResult<Vec<ClientRow>> {
+        Ok(sqlx::query_as(
+            "SELECT client_id, config_hash, enabled FROM clients WHERE domain = $1 ORDER BY client_id",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn upsert_client(
+        &self,
+        domain: &str,
+        client_id: &str,
+        config_hash: &str,
+        enabled: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO clients (domain, client_id, config_hash, enabled, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (domain, client_id) DO UPDATE SET config_hash = $3, enabled = $4, updated_at = $5",
+        )
+        .bind(domain)
+        .bind(client_id)
+        .bind(config_hash)
+        .bind(i64::from(enabled))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_users(&self, domain: &str) -> StoreResult<Vec<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+             FROM users WHERE domain = $1 ORDER BY username",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (domain, username) DO UPDATE SET password_hash = $4, status = $5, claims = $6, \
+             source = $7, config_hash = $8, updated_at = $10",
+        )
+        .bind(&u.id)
+        .bind(&u.domain)
+        .bind(&u.username)
+        .bind(&u.password_hash)
+        .bind(&u.status)
+        .bind(&u.claims)
+        .bind(&u.source)
+        .bind(&u.config_hash)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_user_status(&self, domain: &str, username: &str, status: &str, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET status = $3, updated_at = $4 WHERE domain = $1 AND username = $2")
+            .bind(domain)
+            .bind(username)
+            .bind(status)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl MaintenanceStore for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn delete_expired(&self, now: i64, batch: i64) -> StoreResult<u64> {
+        let tokens = sqlx::query(
+            "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at < $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let jtis = sqlx::query(
+            "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis WHERE expires_at < $1 LIMIT $2) \
+             AND expires_at < $1",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(tokens + jtis)
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl: i64) -> StoreResult<bool> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "INSERT INTO job_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3 \
+             WHERE job_leases.holder = $2 OR job_leases.expires_at < $4 RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}
