@@ -60,14 +60,24 @@ fn domain_routes() -> Router<AppState> {
     Router::new()
         .route(
             paths::OPENID_CONFIGURATION,
-            get(discovery::get_openid_configuration).layer(cors.clone()),
+            get(discovery::get_openid_configuration)
+                .options(preflight)
+                .layer(cors.clone()),
         )
         .route(
             paths::OAUTH_AUTHORIZATION_SERVER,
-            get(discovery::get_oauth_authorization_server).layer(cors.clone()),
+            get(discovery::get_oauth_authorization_server)
+                .options(preflight)
+                .layer(cors.clone()),
         )
-        .route(paths::KEYS, get(discovery::get_keys).layer(cors.clone()))
-        .route(paths::TOKEN, post(token::post_token).layer(cors))
+        .route(
+            paths::KEYS,
+            get(discovery::get_keys).options(preflight).layer(cors.clone()),
+        )
+        .route(
+            paths::TOKEN,
+            post(token::post_token).options(preflight).layer(cors),
+        )
         .route(paths::INTROSPECT, post(introspect::post_introspect))
         .route(paths::REVOKE, post(revoke::post_revoke))
         .fallback(not_found)
@@ -118,6 +128,11 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
         Ok(resp) => resp,
         Err(never) => match never {},
     }
+}
+
+/// CORS preflight answers come from the CORS layer; a bare OPTIONS gets 204.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 async fn not_found() -> Response {

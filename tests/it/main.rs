@@ -1,1 +1,13 @@
-//! Integration tests: each module starts the real server on 127.0.0.1:0 and walks a flow over HTTP.
+//! Integration tests: each test starts the real server on 127.0.0.1:0 (SQLite, or PostgreSQL
+//! when OSTIARY_TEST_DATABASE_URL is set) and walks a flow over HTTP as a client would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod client_credentials;
+mod discovery;
+mod harness;
+mod introspection;
+mod keys;
+mod ops;
+mod replicas;
+mod revocation;

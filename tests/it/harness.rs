@@ -1,0 +1,417 @@
+//! Starts the real server on 127.0.0.1:0 against a fresh database (SQLite by default; a fresh
+//! PostgreSQL database per app when OSTIARY_TEST_DATABASE_URL is set) and talks to it over HTTP.
+
+use std::sync::Arc;
+
+use ostiary::app::{ServerHandle, start};
+use ostiary::clock::{TestClock, system_now};
+use ostiary::config::Config;
+use ostiary::crypto::secrets::{SecretHash, argon2_hash, random_id};
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+
+/// The test secret of a client.
+pub fn secret(client_id: &str) -> String {
+    format!("{client_id}-secret-abcdefghijklmnopqrstuvwxyz012345")
+}
+
+/// True when the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("OSTIARY_TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"))
+}
+
+/// A fresh database URL for one app (a temp SQLite file, or a new PostgreSQL database).
+pub async fn fresh_database(dir: &std::path::Path) -> String {
+    match std::env::var("OSTIARY_TEST_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => {
+            sqlx::any::install_default_drivers();
+            let name = format!("t_{}", random_id().to_lowercase().replace(['-', '_'], ""));
+            let mut conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .expect("connect to test PostgreSQL");
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .expect("create database");
+            let mut u = url::Url::parse(&url).expect("database url");
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        }
+        _ => format!("sqlite://{}/ostiary.db", dir.display()),
+    }
+}
+
+/// Variations of the standard test configuration.
+#[derive(Clone, Default)]
+pub struct Opts {
+    /// TOML appended to the `[keys]` section.
+    pub keys_extra: String,
+    /// Clients to leave out of the default domain.
+    pub without_clients: Vec<&'static str>,
+    /// Database URL to share with another app.
+    pub database_url: Option<String>,
+    /// Temp dir to share with another app (same KEK file).
+    pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Serve another app's issuer (a replica behind a load balancer): requests carry its Host.
+    pub issuer_port: Option<u16>,
+}
+
+/// A running test server.
+pub struct TestApp {
+    /// Where this server listens (`http://127.0.0.1:PORT`).
+    pub base: String,
+    /// The default domain's issuer (`http://127.0.0.1:PORT`).
+    pub issuer: String,
+    /// The path-prefixed second domain's issuer.
+    pub issuer2: String,
+    /// The server's clock.
+    pub clock: Arc<TestClock>,
+    /// Working directory (SQLite file, KEK file, config file).
+    pub dir: Arc<tempfile::TempDir>,
+    /// The database URL.
+    pub database_url: String,
+    /// The configuration text it runs.
+    pub config_text: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    handle: Option<ServerHandle>,
+}
+
+/// The standard test configuration for a server on `port`.
+pub fn config_text(port: u16, database_url: &str, dir: &std::path::Path, opts: &Opts, argon: &str) -> String {
+    let sha = |id: &str| SecretHash::sha256_string(&secret(id));
+    let clients = [
+        (
+            "backend",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "backend"
+  name = "Backend"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read", "orders.write", "billing.read"]
+"#,
+                sha("backend")
+            ),
+        ),
+        (
+            "poster",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "poster"
+  secret_hash = "{}"
+  token_endpoint_auth_method = "client_secret_post"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  access_token_lifetime = "10m"
+"#,
+                sha("poster")
+            ),
+        ),
+        (
+            "opaque",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "opaque"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  access_token_format = "opaque"
+"#,
+                sha("opaque")
+            ),
+        ),
+        (
+            "argon",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "argon"
+  secret_hash = "{argon}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+"#
+            ),
+        ),
+        (
+            "public",
+            r#"
+  [[domain.client]]
+  client_id = "public"
+  token_endpoint_auth_method = "none"
+  redirect_uris = ["http://127.0.0.1/cb"]
+"#
+            .to_string(),
+        ),
+        (
+            "orders-api",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "orders-api"
+  secret_hash = "{}"
+  token_endpoint_auth_method = "client_secret_post"
+"#,
+                sha("orders-api")
+            ),
+        ),
+        (
+            "nogrant",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "nogrant"
+  secret_hash = "{}"
+  scopes = ["orders.read"]
+"#,
+                sha("nogrant")
+            ),
+        ),
+        (
+            "other",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "other"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+"#,
+                sha("other")
+            ),
+        ),
+    ];
+    let clients: String = clients
+        .iter()
+        .filter(|(id, _)| !opts.without_clients.contains(id))
+        .map(|(_, t)| t.as_str())
+        .collect();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 4096
+
+[database]
+url = "{database_url}"
+max_connections = 5
+
+[keys]
+kek_file = "{dir}/ostiary.kek"
+refresh_interval = "1s"
+{keys_extra}
+
+[[domain]]
+name = "default"
+issuer = "http://127.0.0.1:{port}"
+
+  [[domain.resource_server]]
+  audience = "https://api.example.com/orders"
+  scopes = [
+    {{ name = "orders.read", description = "Read orders" }},
+    {{ name = "orders.write", description = "Write orders", claims = {{ role = "writer" }} }},
+  ]
+  access_token_lifetime = "30m"
+  claims = {{ tenant = "acme", role = "reader", dept = {{ user_attribute = "department" }} }}
+  introspection_clients = ["orders-api"]
+
+  [[domain.resource_server]]
+  audience = "https://api.example.com/billing"
+  scopes = [{{ name = "billing.read", description = "Read invoices" }}]
+{clients}
+[[domain]]
+name = "tenant2"
+issuer = "http://127.0.0.1:{port}/tenant2"
+access_token_signing_alg = "ES256"
+
+  [[domain.resource_server]]
+  audience = "https://api.example.com/orders"
+  scopes = [{{ name = "orders.read", description = "Read orders" }}]
+
+  [[domain.client]]
+  client_id = "backend"
+  secret_hash = "{t2}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+"#,
+        dir = dir.display(),
+        keys_extra = opts.keys_extra,
+        t2 = SecretHash::sha256_string(&format!("t2-{}", secret("backend"))),
+    )
+}
+
+/// The argon2id hash used by the `argon` client (computed once per process).
+pub fn argon_hash() -> String {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| argon2_hash(&secret("argon")).expect("argon2"))
+        .clone()
+}
+
+impl TestApp {
+    /// Starts a server with the standard configuration.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Opts::default()).await
+    }
+
+    /// Starts a server with variations.
+    pub async fn spawn_with(opts: Opts) -> TestApp {
+        let dir = match &opts.dir {
+            Some(d) => d.clone(),
+            None => Arc::new(tempfile::tempdir().expect("tempdir")),
+        };
+        let database_url = match &opts.database_url {
+            Some(u) => u.clone(),
+            None => fresh_database(dir.path()).await,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let real_port = listener.local_addr().expect("addr").port();
+        let port = opts.issuer_port.unwrap_or(real_port);
+        let config_text = config_text(port, &database_url, dir.path(), &opts, &argon_hash());
+        let config =
+            Config::from_toml_str(&config_text).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let clock = TestClock::new(system_now());
+        let handle = start(config, listener, clock.clone())
+            .await
+            .expect("server starts");
+        TestApp {
+            base: format!("http://127.0.0.1:{real_port}"),
+            issuer: format!("http://127.0.0.1:{port}"),
+            issuer2: format!("http://127.0.0.1:{port}/tenant2"),
+            clock,
+            dir,
+            database_url,
+            config_text,
+            http: reqwest::Client::new(),
+            handle: Some(handle),
+        }
+    }
+
+    /// The running server.
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+
+    /// Writes the configuration to a file (for the CLI) and returns its path.
+    pub fn write_config(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, &self.config_text).expect("write config");
+        path
+    }
+
+    /// A POST to this server for a path under the default domain, with the issuer's Host.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let host = self.issuer.trim_start_matches("http://").to_string();
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("host", host)
+    }
+
+    /// A GET to this server for a path under the default domain, with the issuer's Host.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let host = self.issuer.trim_start_matches("http://").to_string();
+        self.http.get(format!("{}{path}", self.base)).header("host", host)
+    }
+
+    /// POSTs a form to `{issuer}{path}` with HTTP Basic credentials of `client`.
+    pub async fn post_basic(&self, path: &str, client: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.post(path)
+            .basic_auth(client, Some(secret(client)))
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs a form (credentials, if any, in the form).
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(url).form(form).send().await.expect("request")
+    }
+
+    /// A client_credentials token for `client` (Basic) with optional extra parameters; panics unless 200.
+    pub async fn token(&self, client: &str, extra: &[(&str, &str)]) -> Value {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        let resp = self.post_basic("/oauth2/v1/token", client, &form).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(status, 200, "token for {client}: {body}");
+        body
+    }
+
+    /// The access token string of a fresh client_credentials token.
+    pub async fn access_token(&self, client: &str) -> String {
+        self.token(client, &[]).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// Introspects `token` as `caller` (client_secret_post for orders-api, Basic otherwise).
+    pub async fn introspect(&self, caller: &str, token: &str) -> Value {
+        let resp = if caller == "orders-api" || caller == "poster" {
+            let s = secret(caller);
+            self.post("/oauth2/v1/introspect")
+                .form(&[
+                    ("client_id", caller),
+                    ("client_secret", s.as_str()),
+                    ("token", token),
+                ])
+                .send()
+                .await
+                .expect("request")
+        } else {
+            self.post_basic("/oauth2/v1/introspect", caller, &[("token", token)])
+                .await
+        };
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json")
+    }
+
+    /// GETs a JSON document.
+    pub async fn get_json(&self, url: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let resp = self.http.get(url).send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+}
+
+/// Decodes a JWT's header and claims without verifying (for assertions).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut it = token.split('.');
+    let h = b64.decode(it.next().expect("header")).expect("b64");
+    let c = b64.decode(it.next().expect("claims")).expect("b64");
+    (
+        serde_json::from_slice(&h).expect("json"),
+        serde_json::from_slice(&c).expect("json"),
+    )
+}
+
+/// Verifies a JWT against a JWKS document with the `jsonwebtoken` crate; returns the claims.
+pub fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str) -> Result<Value, String> {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
+    let header = decode_header(token).map_err(|e| e.to_string())?;
+    let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = set.find(&kid).ok_or("kid not in JWKS")?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(header.alg);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
