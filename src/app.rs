@@ -226,7 +226,12 @@ pub async fn start(
                 move |s| collect_garbage(s, batch)
             },
         ),
-        spawn_job(state.clone(), stop_rx, Duration::from_secs(3600), rotate_keys),
+        spawn_job(
+            state.clone(),
+            stop_rx,
+            Duration::from_secs(secs(state.keys.refresh_interval.0)),
+            rotate_keys,
+        ),
     ];
     tracing::info!(listen = %addr, "ostiary is serving");
     Ok(ServerHandle {
@@ -298,7 +303,8 @@ async fn collect_garbage(state: AppState, batch: i64) {
     }
 }
 
-/// Stages new keys when the rotation interval is due; one replica at a time.
+/// Stages new keys when the rotation interval is due; one replica at a time (checked at the
+/// key-refresh cadence; the lease outlives a few refresh intervals).
 async fn rotate_keys(state: AppState) {
     let now = state.clock.now();
     if !matches!(

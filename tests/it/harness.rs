@@ -45,6 +45,8 @@ pub async fn fresh_database(dir: &std::path::Path) -> String {
 pub struct Opts {
     /// TOML appended to the `[keys]` section.
     pub keys_extra: String,
+    /// TOML appended to the `[server]` section.
+    pub server_extra: String,
     /// Clients to leave out of the default domain.
     pub without_clients: Vec<&'static str>,
     /// Database URL to share with another app.
@@ -193,6 +195,7 @@ pub fn config_text(port: u16, database_url: &str, dir: &std::path::Path, opts: &
 [server]
 listen = "127.0.0.1:0"
 max_body_bytes = 4096
+{server_extra}
 
 [database]
 url = "{database_url}"
@@ -238,6 +241,7 @@ access_token_signing_alg = "ES256"
 "#,
         dir = dir.display(),
         keys_extra = opts.keys_extra,
+        server_extra = opts.server_extra,
         t2 = SecretHash::sha256_string(&format!("t2-{}", secret("backend"))),
     )
 }
@@ -414,4 +418,15 @@ pub fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str)
     decode::<Value>(token, &key, &v)
         .map(|d| d.claims)
         .map_err(|e| e.to_string())
+}
+
+/// Counts rows of a table straight from the app's database.
+pub async fn count_rows(database_url: &str, table: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let row: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    row.0
 }

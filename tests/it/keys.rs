@@ -111,3 +111,33 @@ async fn retired_keys_leave_the_jwks_after_their_tokens_expired() {
     assert_eq!(kids(&jwks).len(), 1, "{jwks}");
     assert!(!kids(&jwks).contains(&old_kid));
 }
+
+#[tokio::test]
+async fn automatic_rotation_stages_exactly_one_key() {
+    let app = TestApp::spawn_with(Opts {
+        keys_extra: "publish_ahead = \"1h\"\nrotation_interval = \"2h\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let jwks_url = format!("{}/oauth2/v1/keys", app.issuer);
+    let (_, _, before) = app.get_json(&jwks_url).await;
+    assert_eq!(kids(&before).len(), 1);
+    // Due once the current key has signed for interval - publish_ahead.
+    app.clock.advance(3601);
+    let mut now = Vec::new();
+    for _ in 0..50 {
+        let (_, _, jwks) = app.get_json(&jwks_url).await;
+        now = kids(&jwks);
+        if now.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now.len(), 2, "{now:?}");
+    // Further checks do not stage more keys, and the old key still signs until publish_ahead passed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, _, jwks) = app.get_json(&jwks_url).await;
+    assert_eq!(kids(&jwks).len(), 2);
+    let token = app.access_token("backend").await;
+    assert_eq!(jwt_parts(&token).0["kid"], kids(&before)[0].as_str());
+}

@@ -2,7 +2,7 @@
 
 use ostiary::config::Config;
 
-use crate::harness::{Opts, TestApp, argon_hash, config_text};
+use crate::harness::{Opts, TestApp, argon_hash, config_text, count_rows};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -131,4 +131,64 @@ async fn reload_with_enabled_false_disables_the_client() {
         .await;
     assert_eq!(resp.status(), 401);
     assert_eq!(app.introspect("orders-api", &token).await["active"], false);
+}
+
+#[tokio::test]
+async fn store_failure_is_503_not_200() {
+    let app = TestApp::spawn().await;
+    let opaque = app.access_token("opaque").await;
+    let jwt = app.access_token("backend").await;
+    app.handle().state().store.close().await;
+    // RFC 7009 s2.2.1: 503 tells the client the token may still be valid and to retry.
+    for (client, token) in [("opaque", &opaque), ("backend", &jwt)] {
+        let resp = app
+            .post_basic("/oauth2/v1/revoke", client, &[("token", token)])
+            .await;
+        assert_eq!(resp.status(), 503, "{client}");
+        assert!(resp.headers().contains_key("retry-after"));
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        let text = body.to_string().to_lowercase();
+        assert!(
+            !text.contains("pool") && !text.contains("sql"),
+            "no internals: {body}"
+        );
+    }
+    let resp = app
+        .post_basic("/oauth2/v1/introspect", "opaque", &[("token", &opaque)])
+        .await;
+    assert_eq!(resp.status(), 503);
+    let resp = app.get("/readyz").send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let resp = app.get("/healthz").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn expired_rows_are_collected() {
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "gc_interval = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    app.access_token("opaque").await;
+    app.access_token("opaque").await;
+    let jwt = app.access_token("backend").await;
+    app.post_basic("/oauth2/v1/revoke", "backend", &[("token", &jwt)])
+        .await;
+    assert_eq!(count_rows(&app.database_url, "tokens").await, 2);
+    assert_eq!(count_rows(&app.database_url, "revoked_jtis").await, 1);
+    app.clock.advance(1801);
+    let mut left = (2, 1);
+    for _ in 0..50 {
+        left = (
+            count_rows(&app.database_url, "tokens").await,
+            count_rows(&app.database_url, "revoked_jtis").await,
+        );
+        if left == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, (0, 0));
 }
