@@ -8,6 +8,8 @@ pub mod grants;
 pub mod introspection;
 pub mod metadata;
 pub mod params;
+pub mod pkce;
+pub mod redirect_uri;
 pub mod revocation;
 pub mod scopes;
 pub mod tokens;

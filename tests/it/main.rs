@@ -9,5 +9,6 @@ mod harness;
 mod introspection;
 mod keys;
 mod ops;
+mod process;
 mod replicas;
 mod revocation;

@@ -1,0 +1,168 @@
+//! The `ostiary` binary as an operator runs it: serve with JSON logs, reload on SIGHUP, stop on
+//! SIGTERM; and `migrate`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Opts, argon_hash, config_text, count_rows, fresh_database, secret};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn token_status(http: &reqwest::Client, base: &str, client: &str) -> u16 {
+    match http
+        .post(format!("{base}/oauth2/v1/token"))
+        .basic_auth(client, Some(secret(client)))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = fresh_database(dir.path()).await;
+    let opts = Opts {
+        server_extra: "log_format = \"json\"".into(),
+        ..Opts::default()
+    };
+    let config = dir.path().join("ostiary.toml");
+    std::fs::write(&config, config_text(port, &db, dir.path(), &opts, &argon_hash())).unwrap();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until("the server to answer", || async {
+        token_status(&http, &base, "other").await == 200
+    })
+    .await;
+
+    // The operator removes the client `other` and sends SIGHUP.
+    let without = Opts {
+        without_clients: vec!["other"],
+        ..opts
+    };
+    std::fs::write(
+        &config,
+        config_text(port, &db, dir.path(), &without, &argon_hash()),
+    )
+    .unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the reload", || async {
+        token_status(&http, &base, "other").await == 401
+    })
+    .await;
+    assert_eq!(token_status(&http, &base, "backend").await, 200);
+
+    // An invalid file on SIGHUP is refused and the running configuration stays.
+    std::fs::write(
+        &config,
+        "[[domain]]\nname = \"x\"\nissuer = \"http://example.com\"\n",
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(token_status(&http, &base, "backend").await, 200);
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    // Every log line is a JSON object; the reload and the refused reload are there.
+    let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("configuration reloaded")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("reload refused")),
+        "{messages:?}"
+    );
+    assert!(!text.contains(&secret("backend")), "no secret in logs");
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(fresh_database(dir.path()));
+    let config = dir.path().join("ostiary.toml");
+    std::fs::write(
+        &config,
+        config_text(free_port(), &db, dir.path(), &Opts::default(), &argon_hash()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rt.block_on(count_rows(&db, "signing_keys")), 0);
+    assert_eq!(rt.block_on(count_rows(&db, "tokens")), 0);
+}
