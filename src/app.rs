@@ -62,18 +62,20 @@ impl Deref for AppState {
     }
 }
 
-/// The process-wide Prometheus recorder (metrics macros report to one global recorder).
-fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+/// The process-wide Prometheus recorder (metrics macros report to one global recorder). Installed
+/// once; servers started later in the same process (tests) share it.
+fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_ok() {
-        let _ = HANDLE.set(handle);
-    }
-    HANDLE.get().cloned().context("metrics recorder unavailable")
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics will stay empty");
+            }
+            handle
+        })
+        .clone()
 }
 
 /// Opens the store named by the configuration and applies migrations.
@@ -184,7 +186,7 @@ pub async fn start(
         rings: ArcSwap::from_pointee(HashMap::new()),
         authenticator: ClientAuthenticator::new(hasher),
         grants: Grants::all(),
-        metrics: metrics_handle()?,
+        metrics: metrics_handle(),
         max_body_bytes: config.server.max_body_bytes,
         keys: config.keys.clone(),
         instance: random_id(),

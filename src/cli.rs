@@ -12,7 +12,7 @@ use crate::app;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::crypto::kek::Kek;
-use crate::crypto::secrets::{SecretHash, argon2_hash, random_token};
+use crate::crypto::secrets::{SecretHash, argon2_hash, random_id, random_token};
 use crate::domain::Domains;
 use crate::keyring;
 use crate::reconcile;
@@ -44,6 +44,55 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Manages users kept in the store (users declared in configuration are managed there).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct UserTarget {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The domain (may be left out when there is only one).
+    #[arg(long)]
+    domain: Option<String>,
+    /// The username.
+    username: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Adds a user; the password is read on stdin.
+    Add {
+        #[command(flatten)]
+        target: UserTarget,
+        /// The `email` claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// The `name` claim.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Replaces a user's password with one read on stdin.
+    SetPassword {
+        #[command(flatten)]
+        target: UserTarget,
+    },
+    /// Disables a user: they can no longer sign in.
+    Disable {
+        #[command(flatten)]
+        target: UserTarget,
+    },
+    /// Lists a domain's users.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The domain (may be left out when there is only one).
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 
@@ -82,6 +131,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::HashSecret { generate } => hash_secret(generate),
         Command::Migrate(c) => migrate(&c.config).await,
         Command::Keys { action } => keys(action).await,
+        Command::User { action } => user(action).await,
     };
     match result {
         Ok(()) => 0,
@@ -171,6 +221,15 @@ impl DirectoryStore for EmptyStore {
     async fn upsert_user(&self, _: &UserRow) -> StoreResult<()> {
         Ok(())
     }
+    async fn insert_user(&self, _: &UserRow) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn find_user(&self, _: &str, _: &str) -> StoreResult<Option<UserRow>> {
+        Ok(None)
+    }
+    async fn set_user_password(&self, _: &str, _: &str, _: &str, _: i64) -> StoreResult<bool> {
+        Ok(false)
+    }
     async fn set_user_status(&self, _: &str, _: &str, _: &str, _: i64) -> StoreResult<()> {
         Ok(())
     }
@@ -252,6 +311,127 @@ async fn check_config(path: &Path) -> i32 {
         Err(e) => println!("store {url} cannot be read ({e}); planned changes unknown"),
     }
     0
+}
+
+fn read_secret_stdin() -> anyhow::Result<Zeroizing<String>> {
+    let mut input = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read stdin")?;
+    let secret = Zeroizing::new(input.trim_end_matches(['\r', '\n']).to_string());
+    if secret.is_empty() {
+        bail!("no secret on stdin");
+    }
+    Ok(secret)
+}
+
+fn one_domain(domains: &Domains, name: Option<&str>) -> anyhow::Result<String> {
+    match (name, domains.list.as_slice()) {
+        (Some(n), _) => Ok(domains
+            .by_name(n)
+            .with_context(|| format!("no domain named {n:?}"))?
+            .name
+            .clone()),
+        (None, [only]) => Ok(only.name.clone()),
+        (None, _) => bail!("several domains are configured: name one with --domain"),
+    }
+}
+
+async fn user(action: UserAction) -> anyhow::Result<()> {
+    let (config_arg, domain_arg) = match &action {
+        UserAction::Add { target, .. }
+        | UserAction::SetPassword { target }
+        | UserAction::Disable { target } => (&target.config, target.domain.as_deref()),
+        UserAction::List { config, domain } => (config, domain.as_deref()),
+    };
+    let config = load_config(&config_arg.config)?;
+    let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+    let domain = one_domain(&domains, domain_arg)?;
+    let store = app::open_store(&config).await?;
+    let now = SystemClock.now();
+    let result = run_user(&store, &domain, action, now).await;
+    store.close().await;
+    result
+}
+
+async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) -> anyhow::Result<()> {
+    let declared = |u: &UserRow| u.source == "config";
+    match action {
+        UserAction::Add { target, email, name } => {
+            let username = target.username.trim().to_string();
+            if username.is_empty() || username.chars().any(char::is_control) {
+                bail!("the username must be non-empty printable text");
+            }
+            let password = read_secret_stdin()?;
+            let mut claims = serde_json::Map::new();
+            if let Some(e) = email {
+                claims.insert("email".into(), e.into());
+            }
+            if let Some(n) = name {
+                claims.insert("name".into(), n.into());
+            }
+            let row = UserRow {
+                id: random_id(),
+                domain: domain.to_string(),
+                username: username.clone(),
+                password_hash: Some(argon2_hash(&password)?),
+                status: "active".into(),
+                claims: serde_json::Value::Object(claims).to_string(),
+                source: "store".into(),
+                config_hash: None,
+                created_at: now,
+                updated_at: now,
+            };
+            match store.insert_user(&row).await {
+                Ok(()) => println!("user {username} added to domain {domain}"),
+                Err(crate::store::StoreError::Conflict(_)) => {
+                    bail!("user {username} already exists in domain {domain}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        UserAction::SetPassword { target } => {
+            let user = store.find_user(domain, &target.username).await?;
+            match user {
+                None => bail!("no user {} in domain {domain}", target.username),
+                Some(u) if declared(&u) => bail!(
+                    "user {} is declared in configuration: set password_hash there",
+                    u.username
+                ),
+                Some(u) => {
+                    let password = read_secret_stdin()?;
+                    store
+                        .set_user_password(domain, &u.username, &argon2_hash(&password)?, now)
+                        .await?;
+                    println!("password of {} changed", u.username);
+                }
+            }
+        }
+        UserAction::Disable { target } => match store.find_user(domain, &target.username).await? {
+            None => bail!("no user {} in domain {domain}", target.username),
+            Some(u) if declared(&u) => bail!(
+                "user {} is declared in configuration: set enabled = false there",
+                u.username
+            ),
+            Some(u) => {
+                store
+                    .set_user_status(domain, &u.username, "disabled", now)
+                    .await?;
+                println!("user {} disabled", u.username);
+            }
+        },
+        UserAction::List { .. } => {
+            for u in store.list_users(domain).await? {
+                println!(
+                    "{}\t{}\t{}",
+                    u.username,
+                    u.status,
+                    if declared(&u) { "configuration" } else { "store" }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn hash_secret(generate: bool) -> anyhow::Result<()> {

@@ -145,6 +145,22 @@ pub trait DirectoryStore {
     fn list_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
     /// Inserts or updates a user by (domain, username).
     fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Inserts a new user; Conflict when the username exists in the domain.
+    fn insert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The user with this username.
+    fn find_user(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
+    /// Replaces a store-managed user's password hash; false when no such store user exists.
+    fn set_user_password(
+        &self,
+        domain: &str,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Sets a user's status.
     fn set_user_status(
         &self,
@@ -424,6 +440,56 @@ impl DirectoryStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_user(&self, u: &UserRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&u.id)
+        .bind(&u.domain)
+        .bind(&u.username)
+        .bind(&u.password_hash)
+        .bind(&u.status)
+        .bind(&u.claims)
+        .bind(&u.source)
+        .bind(&u.config_hash)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_user(&self, domain: &str, username: &str) -> StoreResult<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+             FROM users WHERE domain = $1 AND username = $2",
+        )
+        .bind(domain)
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn set_user_password(
+        &self,
+        domain: &str,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE domain = $1 AND username = $2 AND source = 'store'",
+        )
+        .bind(domain)
+        .bind(username)
+        .bind(password_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn set_user_status(&self, domain: &str, username: &str, status: &str, now: i64) -> StoreResult<()> {

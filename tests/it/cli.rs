@@ -156,3 +156,105 @@ fn hash_secret_generate_and_stdin() {
     assert!(phc.starts_with("$argon2id$"), "{phc}");
     assert!(argon2_verify(phc.trim(), "correct horse"));
 }
+
+fn ostiary(args: &[&str], config: &std::path::Path, stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn user_commands_manage_store_users_only() {
+    let app = crate::harness::TestApp::spawn().await;
+    let config = app.write_config();
+    let add = [
+        "user",
+        "add",
+        "--domain",
+        "default",
+        "bob",
+        "--email",
+        "bob@example.com",
+    ];
+    let (code, out, err) = ostiary(&add, &config, Some("first password\n"));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = ostiary(&add, &config, Some("again\n"));
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = ostiary(&["user", "add", "--domain", "default", "eve"], &config, Some(""));
+    assert_eq!(code, 1, "an empty password is refused");
+    assert!(err.contains("no secret"), "{err}");
+    // Two domains: --domain is required.
+    let (code, _, err) = ostiary(&["user", "list"], &config, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("--domain"), "{err}");
+
+    let (code, _, _) = ostiary(
+        &["user", "set-password", "--domain", "default", "bob"],
+        &config,
+        Some("second password\n"),
+    );
+    assert_eq!(code, 0);
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .unwrap();
+    let (hash, claims): (String, String) =
+        sqlx::query_as("SELECT password_hash, claims FROM users WHERE username = 'bob'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(argon2_verify(&hash, "second password"));
+    assert!(!argon2_verify(&hash, "first password"));
+    assert!(claims.contains("bob@example.com"));
+
+    let (code, _, _) = ostiary(&["user", "disable", "--domain", "default", "bob"], &config, None);
+    assert_eq!(code, 0);
+    let (_, out, _) = ostiary(&["user", "list", "--domain", "default"], &config, None);
+    assert_eq!(out.trim(), "bob\tdisabled\tstore");
+    let (code, _, err) = ostiary(
+        &["user", "disable", "--domain", "default", "nobody"],
+        &config,
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no user"), "{err}");
+
+    // A user declared in configuration is managed in the file, not here.
+    let with_user = app.config_text.replace(
+        "[[domain]]\nname = \"tenant2\"",
+        "  [[domain.user]]\n  username = \"carol\"\n\n[[domain]]\nname = \"tenant2\"",
+    );
+    assert!(with_user.contains("carol"));
+    app.handle()
+        .reload(Config::from_toml_str(&with_user).unwrap())
+        .await
+        .unwrap();
+    let (code, _, err) = ostiary(
+        &["user", "set-password", "--domain", "default", "carol"],
+        &config,
+        Some("x\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("declared in configuration"), "{err}");
+    let (_, out, _) = ostiary(&["user", "list", "--domain", "default"], &config, None);
+    assert!(out.contains("carol\tactive\tconfiguration"), "{out}");
+}
