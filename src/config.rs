@@ -60,7 +60,7 @@ impl ConfigErrors {
 }
 
 /// A duration in whole seconds, written `"30s"`, `"10m"`, `"1h"`, `"7d"` or as an integer of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
 pub struct Seconds(pub i64);
 
 impl Seconds {
@@ -261,6 +261,88 @@ pub struct DomainConfig {
     /// Static users.
     #[serde(default, rename = "user")]
     pub users: Vec<UserConfig>,
+    /// A session ends after this long without use. Default 2h.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_timeout: Seconds,
+    /// A session ends this long after sign-in, used or not. Default 12h.
+    #[serde(default = "default_session_max")]
+    pub session_max_lifetime: Seconds,
+    /// Authorization code lifetime. Default 60s.
+    #[serde(default = "default_code_lifetime")]
+    pub code_lifetime: Seconds,
+    /// ID token lifetime. Default 1h.
+    #[serde(default = "default_at_lifetime")]
+    pub id_token_lifetime: Seconds,
+    /// A refresh token unused this long expires (rotation starts a new idle period). Default 14d.
+    #[serde(default = "default_refresh_idle")]
+    pub refresh_token_idle_lifetime: Seconds,
+    /// A refresh-token family (the grant) ends this long after the sign-in that started it,
+    /// whatever the rotations. Default 90d.
+    #[serde(default = "default_refresh_max")]
+    pub refresh_token_max_lifetime: Seconds,
+    /// Failed sign-ins for one username before it is locked out for a while. Default 5.
+    #[serde(default = "default_lockout_threshold")]
+    pub lockout_threshold: i64,
+    /// Failed sign-ins from one client address before it is locked out for a while. Default 20.
+    #[serde(default = "default_address_lockout_threshold")]
+    pub address_lockout_threshold: i64,
+    /// The first lockout; each further failure doubles it. Default 30s.
+    #[serde(default = "default_lockout_duration")]
+    pub lockout_duration: Seconds,
+    /// The longest lockout. Default 15m.
+    #[serde(default = "default_lockout_max")]
+    pub lockout_max: Seconds,
+}
+
+fn default_refresh_idle() -> Seconds {
+    Seconds(14 * 86400)
+}
+fn default_refresh_max() -> Seconds {
+    Seconds(90 * 86400)
+}
+fn default_lockout_threshold() -> i64 {
+    5
+}
+fn default_address_lockout_threshold() -> i64 {
+    20
+}
+fn default_lockout_duration() -> Seconds {
+    Seconds(30)
+}
+fn default_lockout_max() -> Seconds {
+    Seconds(900)
+}
+
+fn default_session_idle() -> Seconds {
+    Seconds(7200)
+}
+fn default_session_max() -> Seconds {
+    Seconds(12 * 3600)
+}
+fn default_code_lifetime() -> Seconds {
+    Seconds(60)
+}
+
+/// Whether a client's users see the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentPolicy {
+    /// Ask, and remember the answer (default).
+    #[default]
+    Required,
+    /// First-party client: never ask.
+    Skip,
+}
+
+/// What to do with requested scopes a client may not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownScopes {
+    /// Answer invalid_scope (default).
+    #[default]
+    Refuse,
+    /// Leave them out of the grant.
+    Drop,
 }
 
 fn default_alg() -> SigningAlg {
@@ -353,7 +435,7 @@ impl AuthMethod {
 }
 
 /// Grant types this build implements.
-pub const SUPPORTED_GRANT_TYPES: &[&str] = &["client_credentials"];
+pub const SUPPORTED_GRANT_TYPES: &[&str] = &["authorization_code", "client_credentials", "refresh_token"];
 
 /// `[[domain.client]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -418,6 +500,37 @@ pub struct ClientConfig {
     /// Whether `iss` and `sid` are sent to the front-channel URI.
     #[serde(default)]
     pub frontchannel_logout_session_required: bool,
+    /// `required` (default) or `skip` for first-party clients.
+    #[serde(default)]
+    pub consent: ConsentPolicy,
+    /// PKCE (S256) required; only confidential clients may turn it off. Default true.
+    #[serde(default = "default_true")]
+    pub require_pkce: bool,
+    /// Accept the `plain` PKCE method. Default false.
+    #[serde(default)]
+    pub allow_plain_pkce: bool,
+    /// `refuse` (default) or `drop` requested scopes the client may not have.
+    #[serde(default)]
+    pub unknown_scopes: UnknownScopes,
+    /// When refresh tokens are issued: `offline` (default: when `offline_access` or a resource
+    /// server's offline scope is granted) or `always` (session-bound ones otherwise).
+    #[serde(default)]
+    pub refresh_tokens: RefreshPolicy,
+    /// Within this window a retried refresh returns the same new refresh token instead of
+    /// revoking the family (at most 60s; 0, the default, turns it off).
+    #[serde(default)]
+    pub refresh_token_grace: Seconds,
+}
+
+/// When a client gets refresh tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshPolicy {
+    /// Only when an offline scope is granted.
+    #[default]
+    Offline,
+    /// On every code exchange (tokens that are not offline die with the session).
+    Always,
 }
 
 fn default_auth_method() -> AuthMethod {
@@ -546,7 +659,18 @@ pub const RESERVED_CLAIMS: &[&str] = &[
 ];
 
 /// Scope names defined by OpenID Connect; a resource server may not declare them.
-pub const OPENID_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
+/// Scopes every domain knows without declaring them: OpenID Connect Core s5.4 and s11, and
+/// `groups` (groups in userinfo) and `get_groups` (groups in the ID token) as identity domains do.
+pub const OPENID_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+    "groups",
+    "get_groups",
+];
 
 impl Config {
     /// Reads `path`, applies `OSTIARY_*__*` overrides from the process environment, and validates.
@@ -651,8 +775,28 @@ impl Config {
                 }
                 Err(m) => errs.push(format!("{p}.issuer"), m),
             }
-            if d.access_token_lifetime.0 == 0 {
-                errs.push(format!("{p}.access_token_lifetime"), "must be at least 1s");
+            for (key, v) in [
+                ("access_token_lifetime", d.access_token_lifetime),
+                ("session_idle_timeout", d.session_idle_timeout),
+                ("session_max_lifetime", d.session_max_lifetime),
+                ("code_lifetime", d.code_lifetime),
+                ("id_token_lifetime", d.id_token_lifetime),
+                ("refresh_token_idle_lifetime", d.refresh_token_idle_lifetime),
+                ("refresh_token_max_lifetime", d.refresh_token_max_lifetime),
+                ("lockout_duration", d.lockout_duration),
+                ("lockout_max", d.lockout_max),
+            ] {
+                if v.0 == 0 {
+                    errs.push(format!("{p}.{key}"), "must be at least 1s");
+                }
+            }
+            for (key, v) in [
+                ("lockout_threshold", d.lockout_threshold),
+                ("address_lockout_threshold", d.address_lockout_threshold),
+            ] {
+                if v < 1 {
+                    errs.push(format!("{p}.{key}"), "must be at least 1");
+                }
             }
             validate_domain(d, &p, &mut errs);
         }
@@ -844,6 +988,21 @@ fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>, errs: &mu
     }
     if c.access_token_lifetime == Some(Seconds(0)) {
         errs.push(format!("{cp}.access_token_lifetime"), "must be at least 1s");
+    }
+    if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+        errs.push(
+            format!("{cp}.redirect_uris"),
+            "authorization_code needs at least one redirect URI",
+        );
+    }
+    if c.refresh_token_grace.0 < 0 || c.refresh_token_grace.0 > 60 {
+        errs.push(format!("{cp}.refresh_token_grace"), "must be between 0s and 60s");
+    }
+    if !c.require_pkce && !confidential {
+        errs.push(
+            format!("{cp}.require_pkce"),
+            "public clients must use PKCE (RFC 9700 s2.1.1)",
+        );
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthMethod, ClaimSource, ClientConfig, Config, DomainConfig, TokenFormat};
+use crate::config::{
+    AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig, TokenFormat, UnknownScopes,
+};
 use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::SecretHash;
 
@@ -18,6 +20,10 @@ pub mod paths {
     pub const INTROSPECT: &str = "/oauth2/v1/introspect";
     pub const REVOKE: &str = "/oauth2/v1/revoke";
     pub const KEYS: &str = "/oauth2/v1/keys";
+    pub const AUTHORIZE: &str = "/oauth2/v1/authorize";
+    pub const USERINFO: &str = "/oauth2/v1/userinfo";
+    pub const LOGIN: &str = "/signin";
+    pub const CONSENT: &str = "/consent";
 }
 
 /// A registered client, ready for authentication and grants.
@@ -43,6 +49,18 @@ pub struct Client {
     pub enabled: bool,
     /// Hash of the client's configuration, to detect changes when reconciling.
     pub config_hash: String,
+    /// Registered redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Consent page policy.
+    pub consent: ConsentPolicy,
+    /// PKCE required.
+    pub require_pkce: bool,
+    /// `plain` PKCE accepted.
+    pub allow_plain_pkce: bool,
+    /// Handling of scopes the client may not have.
+    pub unknown_scopes: UnknownScopes,
+    /// ID token signature algorithm.
+    pub id_token_alg: SigningAlg,
 }
 
 impl Client {
@@ -105,6 +123,14 @@ pub struct Domain {
     pub scope_owner: HashMap<String, usize>,
     /// The configuration it was built from (users and later-issue keys).
     pub config: DomainConfig,
+    /// Session idle timeout in seconds.
+    pub session_idle_timeout: i64,
+    /// Session absolute lifetime in seconds.
+    pub session_max_lifetime: i64,
+    /// Authorization code lifetime in seconds.
+    pub code_lifetime: i64,
+    /// ID token lifetime in seconds.
+    pub id_token_lifetime: i64,
 }
 
 impl Domain {
@@ -159,6 +185,10 @@ impl Domain {
             resource_servers,
             scope_owner,
             config: d.clone(),
+            session_idle_timeout: d.session_idle_timeout.0,
+            session_max_lifetime: d.session_max_lifetime.0,
+            code_lifetime: d.code_lifetime.0,
+            id_token_lifetime: d.id_token_lifetime.0,
         })
     }
 
@@ -183,12 +213,16 @@ impl Domain {
         rs.scopes.iter().find(|s| s.name == name)
     }
 
-    /// Algorithms this domain keeps signing keys for: RS256 (OpenID Connect's required one) and
-    /// the access-token algorithm.
+    /// Algorithms this domain keeps signing keys for: RS256 (OpenID Connect's required one), the
+    /// access-token algorithm and every client's ID token algorithm.
     pub fn signing_algs(&self) -> Vec<SigningAlg> {
         let mut algs = vec![SigningAlg::RS256];
-        if !algs.contains(&self.access_token_alg) {
-            algs.push(self.access_token_alg);
+        let wanted =
+            std::iter::once(self.access_token_alg).chain(self.clients.values().map(|c| c.id_token_alg));
+        for alg in wanted {
+            if !algs.contains(&alg) {
+                algs.push(alg);
+            }
         }
         algs
     }
@@ -200,7 +234,8 @@ impl Domain {
             .iter()
             .filter_map(|r| r.access_token_lifetime);
         let cl = self.clients.values().filter_map(|c| c.access_token_lifetime);
-        rs.chain(cl).fold(self.access_token_lifetime, i64::max)
+        rs.chain(cl)
+            .fold(self.access_token_lifetime.max(self.id_token_lifetime), i64::max)
     }
 }
 
@@ -224,6 +259,12 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         access_token_format: c.access_token_format,
         enabled: c.enabled,
         config_hash: config_hash(c),
+        redirect_uris: c.redirect_uris.clone(),
+        consent: c.consent,
+        require_pkce: c.require_pkce,
+        allow_plain_pkce: c.allow_plain_pkce,
+        unknown_scopes: c.unknown_scopes,
+        id_token_alg: c.id_token_signed_response_alg.unwrap_or(SigningAlg::RS256),
     })
 }
 

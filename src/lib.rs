@@ -12,3 +12,4 @@ pub mod keyring;
 pub mod oauth;
 pub mod reconcile;
 pub mod store;
+pub mod views;

@@ -2,12 +2,17 @@
 //! domain, and the layers every response goes through. Handlers are thin: they turn a request
 //! into one `oauth` call and its result into a response.
 
+pub mod authorize;
+pub mod consent;
 pub mod discovery;
 pub mod extract;
 pub mod introspect;
+pub mod pages;
 pub mod response;
 pub mod revoke;
+pub mod signin;
 pub mod token;
+pub mod userinfo;
 
 use std::time::{Duration, Instant};
 
@@ -76,9 +81,25 @@ fn domain_routes() -> Router<AppState> {
         )
         .route(
             paths::TOKEN,
-            post(token::post_token).options(preflight).layer(cors),
+            post(token::post_token).options(preflight).layer(cors.clone()),
         )
         .route(paths::INTROSPECT, post(introspect::post_introspect))
+        .route(
+            paths::AUTHORIZE,
+            get(authorize::authorize).post(authorize::authorize),
+        )
+        .route(paths::LOGIN, post(signin::post_signin))
+        .route(
+            paths::CONSENT,
+            get(consent::get_consent).post(consent::post_consent),
+        )
+        .route(
+            paths::USERINFO,
+            get(userinfo::get_userinfo)
+                .post(userinfo::get_userinfo)
+                .options(preflight)
+                .layer(cors),
+        )
         .route(paths::REVOKE, post(revoke::post_revoke))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -106,6 +106,11 @@ impl ClientAuthenticator {
         }
     }
 
+    /// The password hasher (argon2 off the async threads, bounded), shared with sign-in.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
     /// Authenticates the client of a request. `allow_public`: whether a client with method
     /// `none` may use this endpoint.
     pub async fn authenticate(

@@ -20,11 +20,18 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         .resource_servers
         .iter()
         .flat_map(|rs| rs.scopes.iter().map(|s| s.name.as_str()))
+        .chain(["openid", "profile", "email", "address", "phone"])
         .collect();
     scopes.sort_unstable();
+    let mut pkce = vec!["S256"];
+    if domain.clients.values().any(|c| c.allow_plain_pkce) {
+        pkce.push("plain");
+    }
+    let algs: Vec<&str> = domain.signing_algs().iter().map(|a| a.as_str()).collect();
     let secret_methods = ["client_secret_basic", "client_secret_post"];
     let mut doc = json!({
         "issuer": domain.issuer,
+        "authorization_endpoint": domain.url(paths::AUTHORIZE),
         "token_endpoint": domain.url(paths::TOKEN),
         "jwks_uri": domain.url(paths::KEYS),
         "introspection_endpoint": domain.url(paths::INTROSPECT),
@@ -34,14 +41,41 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         "introspection_endpoint_auth_methods_supported": secret_methods,
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": scopes,
-        // No authorization endpoint yet: no response type is supported.
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "code_challenge_methods_supported": pkce,
+        // RFC 9207: every authorization response carries iss.
+        "authorization_response_iss_parameter_supported": true,
     });
     if flavor == Flavor::OpenId
         && let Some(obj) = doc.as_object_mut()
     {
+        obj.insert("userinfo_endpoint".into(), json!(domain.url(paths::USERINFO)));
         obj.insert("subject_types_supported".into(), json!(["public"]));
-        obj.insert("id_token_signing_alg_values_supported".into(), json!(["RS256"]));
+        obj.insert("id_token_signing_alg_values_supported".into(), json!(algs));
+        obj.insert(
+            "prompt_values_supported".into(),
+            json!(["none", "login", "consent"]),
+        );
+        obj.insert("claims_parameter_supported".into(), json!(false));
+        obj.insert("request_parameter_supported".into(), json!(false));
+        obj.insert("request_uri_parameter_supported".into(), json!(false));
+        let mut claims: Vec<&str> = vec![
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "amr",
+            "sid",
+        ];
+        for (_, names) in crate::oauth::userinfo::SCOPE_CLAIMS {
+            claims.extend_from_slice(names);
+        }
+        obj.insert("claims_supported".into(), json!(claims));
     }
     doc
 }

@@ -2,9 +2,11 @@
 //! introspection, revocation and metadata. Every function takes the domain, the key set, the
 //! store (through its traits) and the time it should act at.
 
+pub mod authorize;
 pub mod claims;
 pub mod client_auth;
 pub mod grants;
+pub mod id_token;
 pub mod introspection;
 pub mod metadata;
 pub mod params;
@@ -13,6 +15,7 @@ pub mod redirect_uri;
 pub mod revocation;
 pub mod scopes;
 pub mod tokens;
+pub mod userinfo;
 
 use crate::domain::Domain;
 use crate::keyring::KeySet;

@@ -23,6 +23,8 @@ pub struct AccessTokenSpec<'a> {
     pub audiences: Vec<String>,
     /// Custom claims.
     pub extra: Map<String, Value>,
+    /// Upper bound on the lifetime (the remaining session lifetime for session-bound grants).
+    pub max_lifetime: Option<i64>,
 }
 
 /// An issued access token.
@@ -70,7 +72,8 @@ pub async fn issue_access_token<S: TokenStore>(
     ctx: &Ctx<'_, S>,
     spec: AccessTokenSpec<'_>,
 ) -> OAuthResult<IssuedToken> {
-    let lifetime = access_token_lifetime(ctx.domain, spec.client, &spec.audiences);
+    let configured = access_token_lifetime(ctx.domain, spec.client, &spec.audiences);
+    let lifetime = spec.max_lifetime.map_or(configured, |m| configured.min(m.max(1)));
     let format = access_token_format(ctx.domain, spec.client, &spec.audiences);
     let jti = random_id();
     let exp = ctx.now + lifetime;

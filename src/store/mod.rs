@@ -3,6 +3,8 @@
 //!
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
+pub mod signin;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -116,6 +118,13 @@ pub trait TokenStore {
         hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Revokes the stored (opaque) tokens with this jti; returns how many.
+    fn revoke_tokens_by_jti(
+        &self,
+        domain: &str,
+        jti: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Records a JWT's jti as revoked until `expires_at`.
     fn revoke_jti(
         &self,
@@ -186,6 +195,10 @@ pub trait MaintenanceStore {
         ttl: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
+
+/// Everything the protocol code needs of the store.
+pub trait OAuthStore: TokenStore + signin::SignInStore + Sync {}
+impl<T: TokenStore + signin::SignInStore + Sync> OAuthStore for T {}
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,6 +364,18 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_tokens_by_jti(&self, domain: &str, jti: &str, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND jti = $2 AND revoked_at IS NULL",
+        )
+        .bind(domain)
+        .bind(jti)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     async fn revoke_jti(&self, domain: &str, jti: &str, client_id: &str, expires_at: i64) -> StoreResult<()> {
@@ -519,6 +544,22 @@ impl MaintenanceStore for SqlStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        let mut other = 0;
+        // Codes stay a day past expiry so that a replayed code is still recognised as reused.
+        for (table, key, grace) in [
+            ("auth_requests", "id", 0),
+            ("sessions", "hash", 0),
+            ("auth_codes", "hash", 86_400),
+        ] {
+            other += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
+            )))
+            .bind(now - grace)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
         let jtis = sqlx::query(
             "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis WHERE expires_at < $1 LIMIT $2) \
              AND expires_at < $1",
@@ -528,7 +569,7 @@ impl MaintenanceStore for SqlStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        Ok(tokens + jtis)
+        Ok(tokens + jtis + other)
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl: i64) -> StoreResult<bool> {

@@ -53,6 +53,8 @@ pub struct Opts {
     pub database_url: Option<String>,
     /// Temp dir to share with another app (same KEK file).
     pub dir: Option<Arc<tempfile::TempDir>>,
+    /// TOML appended to the default domain (after its users).
+    pub domain_extra: String,
     /// Serve another app's issuer (a replica behind a load balancer): requests carry its Host.
     pub issuer_port: Option<u16>,
 }
@@ -148,6 +150,71 @@ pub fn config_text(port: u16, database_url: &str, dir: &std::path::Path, opts: &
             .to_string(),
         ),
         (
+            "webapp",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "webapp"
+  name = "Web <App> & Co"
+  secret_hash = "{}"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["https://app.example.com/cb", "https://app.example.com/cb2"]
+  scopes = ["openid", "profile", "email", "address", "phone", "groups", "get_groups", "offline_access", "orders.read", "orders.write", "orders.offline"]
+"#,
+                sha("webapp")
+            ),
+        ),
+        (
+            "spa",
+            r#"
+  [[domain.client]]
+  client_id = "spa"
+  name = "Single-page app"
+  token_endpoint_auth_method = "none"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["http://127.0.0.1/callback"]
+  scopes = ["openid", "profile", "offline_access", "orders.read"]
+  refresh_token_grace = "30s"
+"#
+            .to_string(),
+        ),
+        (
+            "firstparty",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "firstparty"
+  name = "First party"
+  secret_hash = "{}"
+  consent = "skip"
+  refresh_tokens = "always"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["https://first.example.com/cb"]
+  scopes = ["openid", "profile", "email", "orders.read", "offline_access"]
+"#,
+                sha("firstparty")
+            ),
+        ),
+        (
+            "legacy",
+            format!(
+                r#"
+  [[domain.client]]
+  client_id = "legacy"
+  name = "Legacy"
+  secret_hash = "{}"
+  token_endpoint_auth_method = "client_secret_post"
+  require_pkce = false
+  allow_plain_pkce = true
+  unknown_scopes = "drop"
+  grant_types = ["authorization_code"]
+  redirect_uris = ["https://legacy.example.com/cb"]
+  scopes = ["openid", "profile", "orders.read"]
+"#,
+                sha("legacy")
+            ),
+        ),
+        (
             "orders-api",
             format!(
                 r#"
@@ -219,11 +286,36 @@ issuer = "http://127.0.0.1:{port}"
   access_token_lifetime = "30m"
   claims = {{ tenant = "acme", role = "reader", dept = {{ user_attribute = "department" }} }}
   introspection_clients = ["orders-api"]
+  offline_scope = "orders.offline"
 
   [[domain.resource_server]]
   audience = "https://api.example.com/billing"
   scopes = [{{ name = "billing.read", description = "Read invoices" }}]
 {clients}
+  [[domain.user]]
+  username = "alice"
+  password_hash = "{alice}"
+  name = "Alice Example"
+  given_name = "Alice"
+  family_name = "Example"
+  email = "alice@example.com"
+  email_verified = true
+  phone_number = "+1 555 0100"
+  address = {{ street_address = "1 Main St", locality = "Springfield", country = "US" }}
+  locale = "en-US"
+  groups = ["staff", "admins"]
+  attributes = {{ department = "sales" }}
+
+  [[domain.user]]
+  username = "bob"
+  password_hash = "{bob}"
+  enabled = false
+
+  [[domain.user]]
+  username = "carol"
+  password_hash = "{carol}"
+  email = "carol@example.com"
+{domain_extra}
 [[domain]]
 name = "tenant2"
 issuer = "http://127.0.0.1:{port}/tenant2"
@@ -243,7 +335,27 @@ access_token_signing_alg = "ES256"
         keys_extra = opts.keys_extra,
         server_extra = opts.server_extra,
         t2 = SecretHash::sha256_string(&format!("t2-{}", secret("backend"))),
+        alice = password_hash("alice"),
+        bob = password_hash("bob"),
+        carol = password_hash("carol"),
+        domain_extra = opts.domain_extra,
     )
+}
+
+/// The test password of a user: `{username}-password`.
+pub fn password(username: &str) -> String {
+    format!("{username}-password")
+}
+
+/// The argon2id hash of a test user's password (computed once per process and user).
+pub fn password_hash(username: &str) -> String {
+    static H: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    let map = H.get_or_init(Default::default);
+    let mut m = map.lock().expect("lock");
+    m.entry(username.to_string())
+        .or_insert_with(|| argon2_hash(&password(username)).expect("argon2"))
+        .clone()
 }
 
 /// The argon2id hash used by the `argon` client (computed once per process).

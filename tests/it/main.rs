@@ -5,6 +5,7 @@
 mod cli;
 mod client_credentials;
 mod discovery;
+mod flow;
 mod harness;
 mod introspection;
 mod keys;
@@ -12,3 +13,4 @@ mod ops;
 mod process;
 mod replicas;
 mod revocation;
+mod signin;

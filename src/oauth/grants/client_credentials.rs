@@ -10,13 +10,13 @@ use crate::oauth::claims::custom_claims;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_api_scopes;
 use crate::oauth::tokens::{AccessTokenSpec, issue_access_token};
-use crate::store::TokenStore;
+use crate::store::OAuthStore;
 
 /// `grant_type=client_credentials`.
 pub struct ClientCredentials;
 
 #[async_trait]
-impl<S: TokenStore + Sync> Grant<S> for ClientCredentials {
+impl<S: OAuthStore> Grant<S> for ClientCredentials {
     fn grant_type(&self) -> &'static str {
         "client_credentials"
     }
@@ -38,6 +38,7 @@ impl<S: TokenStore + Sync> Grant<S> for ClientCredentials {
                 scopes: grant.scopes.clone(),
                 audiences: grant.audiences.clone(),
                 extra,
+                max_lifetime: None,
             },
         )
         .await?;

@@ -2,6 +2,7 @@
 //! through the same front door (client authenticated once, grant looked up, client's permission
 //! to use it checked, then `Grant::handle`).
 
+pub mod authorization_code;
 pub mod client_credentials;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::params::Params;
-use crate::store::TokenStore;
+use crate::store::OAuthStore;
 
 /// RFC 6749 s5.1 successful token response.
 #[derive(Debug, Serialize)]
@@ -32,7 +33,7 @@ pub struct TokenResponse {
 
 /// One grant type.
 #[async_trait]
-pub trait Grant<S: TokenStore + Sync>: Send + Sync {
+pub trait Grant<S: OAuthStore>: Send + Sync {
     /// The `grant_type` value it answers.
     fn grant_type(&self) -> &'static str;
     /// Handles a token request of an authenticated client allowed to use this grant.
@@ -44,10 +45,13 @@ pub struct Grants<S> {
     by_type: HashMap<&'static str, Arc<dyn Grant<S>>>,
 }
 
-impl<S: TokenStore + Sync + 'static> Grants<S> {
+impl<S: OAuthStore + 'static> Grants<S> {
     /// Every grant of this build.
     pub fn all() -> Self {
-        let list: Vec<Arc<dyn Grant<S>>> = vec![Arc::new(client_credentials::ClientCredentials)];
+        let list: Vec<Arc<dyn Grant<S>>> = vec![
+            Arc::new(authorization_code::AuthorizationCode),
+            Arc::new(client_credentials::ClientCredentials),
+        ];
         Grants {
             by_type: list.into_iter().map(|g| (g.grant_type(), g)).collect(),
         }

@@ -1,0 +1,43 @@
+//! `GET|POST /oauth2/v1/authorize` (RFC 6749 s3.1, OpenID Connect Core s3.1.2).
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::response::Response;
+
+use super::extract::CurrentDomain;
+use super::pages::{current_session, error_page, error_to_client, proceed};
+use crate::app::AppState;
+use crate::error::OAuthError;
+use crate::oauth::authorize::{AuthorizeError, validate};
+use crate::oauth::params::Params;
+
+/// Handles an authorization request by GET (query) or POST (form body).
+pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let params = if parts.method == Method::POST {
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return error_page(&OAuthError::invalid_request("the request body must be a form"));
+        }
+        match axum::body::to_bytes(body, app.max_body_bytes).await {
+            Ok(b) => Params::parse(&b, &[]),
+            Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
+        }
+    } else {
+        Params::parse(parts.uri.query().unwrap_or("").as_bytes(), &[])
+    };
+    let req = match validate(&cur.domain, params) {
+        Ok(r) => r,
+        Err(AuthorizeError::Page(e)) => return error_page(&e),
+        Err(AuthorizeError::Redirect(r, e)) => return error_to_client(&cur.domain, &r, &e),
+    };
+    let session = match current_session(&app, &cur.domain, &parts.headers).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&e),
+    };
+    proceed(&app, &cur, &parts.headers, req, session, None, false).await
+}

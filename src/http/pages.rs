@@ -1,0 +1,404 @@
+//! What the sign-in pages share: cookies, page responses, and moving an authorization request
+//! on (sign in, consent, or a code back to the client).
+
+use askama::Template;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use cookie::{Cookie, SameSite};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::extract::CurrentDomain;
+use crate::app::AppState;
+use crate::crypto::secrets::{ct_eq, random_id, random_token, sha256_b64};
+use crate::domain::{Domain, paths};
+use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorize::{AuthorizationRequest, Next, error_params, next_step, redirect_with};
+use crate::store::signin::{AuthRequestRow, CodeRow, SessionRow, SignInStore};
+use crate::views::{ConsentPage, ConsentScope, ErrorPage, FORM_POST_SCRIPT, FormPostPage, LoginPage};
+
+/// How long a pending authorization request waits for the person.
+const REQUEST_LIFETIME: i64 = 1800;
+
+/// Cookie names of a domain: (session, csrf). `__Host-` when the issuer allows it.
+fn cookie_names(d: &Domain) -> (String, String) {
+    let host_prefix = d.issuer.starts_with("https://") && d.path.is_empty();
+    let p = if host_prefix { "__Host-" } else { "" };
+    (
+        format!("{p}ostiary_session_{}", d.name),
+        format!("{p}ostiary_csrf_{}", d.name),
+    )
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| {
+            Cookie::split_parse(v.to_string())
+                .filter_map(Result::ok)
+                .collect::<Vec<_>>()
+        })
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+fn set_cookie(d: &Domain, name: &str, value: &str, max_age: Option<i64>) -> Option<HeaderValue> {
+    let mut c = Cookie::new(name.to_string(), value.to_string());
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Lax);
+    c.set_secure(d.issuer.starts_with("https://"));
+    c.set_path(if d.path.is_empty() {
+        "/".to_string()
+    } else {
+        d.path.clone()
+    });
+    if let Some(age) = max_age {
+        c.set_max_age(cookie::time::Duration::seconds(age));
+    }
+    HeaderValue::from_str(&c.to_string()).ok()
+}
+
+/// The browser's live session in this domain, if any.
+pub async fn current_session(
+    app: &AppState,
+    d: &Domain,
+    headers: &HeaderMap,
+) -> Result<Option<SessionRow>, OAuthError> {
+    let (name, _) = cookie_names(d);
+    let Some(value) = cookie_value(headers, &name) else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .find_live_session(&d.name, &sha256_b64(&value), app.clock.now())
+        .await?)
+}
+
+/// The browser's CSRF cookie value, if any.
+pub fn csrf_cookie(d: &Domain, headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, &cookie_names(d).1)
+}
+
+/// True when the form's token is the browser's CSRF cookie and the one bound to the request.
+pub fn csrf_ok(d: &Domain, headers: &HeaderMap, form_token: Option<&str>, row: &AuthRequestRow) -> bool {
+    match (csrf_cookie(d, headers), form_token) {
+        (Some(cookie), Some(form)) => {
+            ct_eq(cookie.as_bytes(), form.as_bytes())
+                && ct_eq(sha256_b64(&cookie).as_bytes(), row.csrf_hash.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// An HTML page: no caching, no framing, no scripts (except the form_post page's own).
+pub fn page(status: StatusCode, body: Result<String, askama::Error>, script_hash: Option<&str>) -> Response {
+    let html = match body {
+        Ok(h) => h,
+        Err(e) => return OAuthError::server_error(e).into_response(),
+    };
+    let script = script_hash
+        .map(|h| format!("'sha256-{h}'"))
+        .unwrap_or_else(|| "'none'".into());
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; script-src {script}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// An error shown as a page (never redirected).
+pub fn error_page(err: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    tracing::info!(error.code = err.code.as_str(), error.description = %err.description, error.cause = err.cause.as_deref().unwrap_or(""), "authorization refused with a page");
+    page(
+        status,
+        ErrorPage {
+            message: &err.description,
+        }
+        .render(),
+        None,
+    )
+}
+
+/// Sends the response parameters back to the client: a 303 redirect (query) or a form (form_post).
+pub fn to_client(req: &AuthorizationRequest, params: &[(&str, &str)]) -> Response {
+    if req.response_mode == "form_post" {
+        let hash =
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()));
+        let view = FormPostPage {
+            action: &req.redirect_uri,
+            fields: params.to_vec(),
+        };
+        return page(StatusCode::OK, view.render(), Some(&hash));
+    }
+    see_other(&redirect_with(&req.redirect_uri, params))
+}
+
+/// A 303 See Other (never 307/308 after a form POST).
+pub fn see_other(location: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// An authorization error redirected to the client with state and iss (RFC 9207).
+pub fn error_to_client(d: &Domain, req: &AuthorizationRequest, err: &OAuthError) -> Response {
+    tracing::info!(error.code = err.code.as_str(), error.description = %err.description, "authorization error returned to the client");
+    to_client(req, &error_params(err, req.state.as_deref(), &d.issuer))
+}
+
+/// Moves the request on from where it stands. `pending`: the stored request it came from.
+pub async fn proceed(
+    app: &AppState,
+    cur: &CurrentDomain,
+    headers: &HeaderMap,
+    req: AuthorizationRequest,
+    session: Option<SessionRow>,
+    pending: Option<AuthRequestRow>,
+    after_post: bool,
+) -> Response {
+    let d = &cur.domain;
+    let Some(client) = d.client(&req.client_id).filter(|c| c.enabled) else {
+        return error_page(&OAuthError::invalid_request("the client is no longer registered"));
+    };
+    let now = app.clock.now();
+    let consented = match &session {
+        Some(s) => match app.store.find_consent(&d.name, &s.user_id, &client.id).await {
+            Ok(c) => c,
+            Err(e) => return error_page(&e.into()),
+        },
+        None => None,
+    };
+    let step = next_step(
+        client,
+        &req,
+        session.as_ref().map(|s| s.auth_time),
+        consented.as_deref(),
+        now,
+    );
+    match (step, session) {
+        (Err(e), _) => error_to_client(d, &req, &e),
+        (Ok(Next::Issue), Some(s)) => {
+            if let Some(p) = &pending {
+                let _ = app.store.take_auth_request(&d.name, &p.id).await;
+            }
+            issue_code(app, d, &req, &s).await
+        }
+        (Ok(Next::Consent), Some(s)) => match ensure_pending(app, d, headers, &req, pending).await {
+            // After a form POST, a 303 to the consent page, so that reloading does not post again.
+            Ok((row, _, set)) if after_post => with_cookie(
+                see_other(&redirect_with(&d.url(paths::CONSENT), &[("request", &row.id)])),
+                set,
+            ),
+            Ok((row, csrf, set)) => with_cookie(consent_page(app, d, &req, &s, &row, &csrf).await, set),
+            Err(e) => error_page(&e),
+        },
+        (Ok(_), _) => match ensure_pending(app, d, headers, &req, pending).await {
+            Ok((row, csrf, set)) => {
+                let username = req.login_hint.as_deref().unwrap_or("");
+                with_cookie(
+                    login_page(d, &client.name, &row.id, &csrf, username, None, StatusCode::OK),
+                    set,
+                )
+            }
+            Err(e) => error_page(&e),
+        },
+    }
+}
+
+fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// The pending request for `req`, created (with the browser's CSRF cookie, set when missing)
+/// unless it exists. Returns it, the CSRF token, and a Set-Cookie to send.
+async fn ensure_pending(
+    app: &AppState,
+    d: &Domain,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    pending: Option<AuthRequestRow>,
+) -> Result<(AuthRequestRow, String, Option<HeaderValue>), OAuthError> {
+    let existing = csrf_cookie(d, headers);
+    let (csrf, set) = match existing {
+        Some(c) => (c, None),
+        None => {
+            let c = random_token();
+            let set = set_cookie(d, &cookie_names(d).1, &c, None);
+            (c, set)
+        }
+    };
+    if let Some(row) = pending {
+        return Ok((row, csrf, set));
+    }
+    let now = app.clock.now();
+    let row = AuthRequestRow {
+        id: random_token(),
+        domain: d.name.clone(),
+        client_id: req.client_id.clone(),
+        params: serde_json::to_string(req).map_err(OAuthError::server_error)?,
+        csrf_hash: sha256_b64(&csrf),
+        created_at: now,
+        expires_at: now + REQUEST_LIFETIME,
+    };
+    app.store.insert_auth_request(&row).await?;
+    Ok((row, csrf, set))
+}
+
+/// The sign-in page.
+pub fn login_page(
+    d: &Domain,
+    client_name: &str,
+    request_id: &str,
+    csrf: &str,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let action = d.url(paths::LOGIN);
+    let view = LoginPage {
+        action: &action,
+        client_name,
+        request_id,
+        csrf,
+        username,
+        error,
+    };
+    page(status, view.render(), None)
+}
+
+/// The consent page of a pending request.
+pub async fn consent_page(
+    app: &AppState,
+    d: &Domain,
+    req: &AuthorizationRequest,
+    s: &SessionRow,
+    row: &AuthRequestRow,
+    csrf: &str,
+) -> Response {
+    let client_name = d
+        .client(&req.client_id)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let username = match app.store.find_user_by_id(&d.name, &s.user_id).await {
+        Ok(Some(u)) => u.username,
+        _ => String::new(),
+    };
+    let scopes = req
+        .scopes
+        .iter()
+        .map(|name| ConsentScope {
+            name: name.clone(),
+            description: scope_description(d, name),
+            required: name == "openid",
+        })
+        .collect();
+    let action = d.url(paths::CONSENT);
+    let view = ConsentPage {
+        action: &action,
+        client_name: &client_name,
+        username: &username,
+        request_id: &row.id,
+        csrf,
+        scopes,
+    };
+    page(StatusCode::OK, view.render(), None)
+}
+
+/// The consent-page text of a scope.
+pub fn scope_description(d: &Domain, name: &str) -> String {
+    if let Some(s) = d.scope(name).filter(|s| !s.description.is_empty()) {
+        return s.description.clone();
+    }
+    match name {
+        "openid" => "Know who you are".into(),
+        "profile" => "See your name and profile".into(),
+        "email" => "See your email address".into(),
+        "address" => "See your postal address".into(),
+        "phone" => "See your phone number".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates a session for `user_id` signed in now by password; returns it and its Set-Cookie.
+pub async fn start_session(
+    app: &AppState,
+    d: &Domain,
+    user_id: &str,
+) -> Result<(SessionRow, Option<HeaderValue>), OAuthError> {
+    let now = app.clock.now();
+    let value = random_token();
+    let row = SessionRow {
+        hash: sha256_b64(&value),
+        domain: d.name.clone(),
+        sid: random_id(),
+        user_id: user_id.to_string(),
+        auth_time: now,
+        amr: json!(["pwd"]).to_string(),
+        created_at: now,
+        last_seen: now,
+        expires_at: now + d.session_max_lifetime,
+        idle_timeout: d.session_idle_timeout,
+        ended_at: None,
+    };
+    app.store.insert_session(&row).await?;
+    let set = set_cookie(d, &cookie_names(d).0, &value, None);
+    Ok((row, set))
+}
+
+/// Issues a code for the session and sends it to the client.
+pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, s: &SessionRow) -> Response {
+    let now = app.clock.now();
+    let code = random_token();
+    let row = CodeRow {
+        hash: sha256_b64(&code),
+        domain: d.name.clone(),
+        client_id: req.client_id.clone(),
+        user_id: s.user_id.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        redirect_uri_given: i64::from(req.redirect_uri_given),
+        scope: req.scopes.join(" "),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        code_challenge_method: req.code_challenge_method.clone(),
+        sid: s.sid.clone(),
+        auth_time: s.auth_time,
+        amr: s.amr.clone(),
+        session_expires_at: s.expires_at,
+        issued_at: now,
+        expires_at: now + d.code_lifetime,
+        used_at: None,
+        access_jti: None,
+        access_expires_at: None,
+    };
+    if let Err(e) = app.store.insert_code(&row).await {
+        let err: OAuthError = e.into();
+        let err = if err.code == ErrorCode::TemporarilyUnavailable {
+            err
+        } else {
+            OAuthError::server_error(err)
+        };
+        return error_to_client(d, req, &err);
+    }
+    let mut params = vec![("code", code.as_str())];
+    if let Some(st) = &req.state {
+        params.push(("state", st));
+    }
+    params.push(("iss", &d.issuer));
+    to_client(req, &params)
+}

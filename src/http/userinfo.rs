@@ -1,0 +1,98 @@
+//! `GET|POST /oauth2/v1/userinfo` (OpenID Connect Core s5.3) with RFC 6750 bearer tokens.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+
+use super::extract::CurrentDomain;
+use super::response::{error_response, json_no_store};
+use crate::app::AppState;
+use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::Ctx;
+use crate::oauth::params::Params;
+use crate::oauth::userinfo::userinfo;
+
+/// Answers the claims of the token's user.
+pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let realm = cur.domain.issuer.clone();
+    let header_token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    // RFC 6750 s2.2: the form body carries the token only in a form POST.
+    let body_token = if parts.method == Method::POST
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+    {
+        match axum::body::to_bytes(body, app.max_body_bytes)
+            .await
+            .map(|b| Params::parse(&b, &[]))
+        {
+            Ok(Ok(p)) => p.get("access_token").map(str::to_string),
+            _ => return bearer_error(&OAuthError::invalid_request("malformed request body"), &realm),
+        }
+    } else {
+        None
+    };
+    let token = match (header_token, body_token) {
+        (Some(_), Some(_)) => {
+            // RFC 6750 s2: clients must not use more than one method.
+            return bearer_error(
+                &OAuthError::invalid_request("the token was sent in more than one way"),
+                &realm,
+            );
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => return bearer_challenge(&realm),
+    };
+    let keys = cur.ring.current();
+    let ctx = Ctx {
+        domain: &cur.domain,
+        keys: &keys,
+        store: &app.store,
+        now: app.clock.now(),
+    };
+    match userinfo(&ctx, &token).await {
+        Ok(v) => json_no_store(StatusCode::OK, &v),
+        Err(e) => bearer_error(&e, &realm),
+    }
+}
+
+/// RFC 6750 s3.1: a request without a token gets the challenge and no error code.
+fn bearer_challenge(realm: &str) -> Response {
+    let mut resp = json_no_store(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "invalid_token", "error_description": "a bearer token is required"}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// RFC 6750 s3: errors with `WWW-Authenticate: Bearer error="..."`.
+fn bearer_error(err: &OAuthError, realm: &str) -> Response {
+    let mut resp = error_response(err, realm);
+    let in_header = matches!(
+        err.code,
+        ErrorCode::InvalidToken | ErrorCode::InsufficientScope | ErrorCode::InvalidRequest
+    );
+    if in_header {
+        let v = format!(
+            "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+            err.code.as_str(),
+            err.description.replace('"', "'")
+        );
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    resp
+}

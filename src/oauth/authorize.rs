@@ -1,0 +1,352 @@
+//! The authorization request (RFC 6749 s4.1.1, OpenID Connect Core s3.1.2.1) as a named list of
+//! checks, and what happens next: sign in, consent, or a code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConsentPolicy, OPENID_SCOPES, UnknownScopes, is_scope_token};
+use crate::domain::{Client, Domain};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::oauth::params::Params;
+use crate::oauth::{pkce, redirect_uri};
+
+/// A validated authorization request, kept while the person signs in and consents.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    /// The redirect URI to answer at (the registered one that matched).
+    pub redirect_uri: String,
+    /// Whether the request named it (then the token request must repeat it).
+    pub redirect_uri_given: bool,
+    /// `query` or `form_post`.
+    pub response_mode: String,
+    pub state: Option<String>,
+    pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub prompt: Vec<String>,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+}
+
+impl AuthorizationRequest {
+    /// True for OpenID Connect requests (scope `openid`).
+    pub fn is_openid(&self) -> bool {
+        self.scopes.iter().any(|s| s == "openid")
+    }
+
+    /// True when `prompt` holds `value`.
+    pub fn prompts(&self, value: &str) -> bool {
+        self.prompt.iter().any(|p| p == value)
+    }
+}
+
+/// Where an authorization error goes.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    /// Client or redirect URI not established: shown to the person, never redirected
+    /// (RFC 6749 s4.1.2.1).
+    Page(OAuthError),
+    /// Sent back to the client with `state` and `iss`.
+    Redirect(Box<AuthorizationRequest>, OAuthError),
+}
+
+type Check = fn(&Domain, &Client, &Params, &mut AuthorizationRequest) -> OAuthResult<()>;
+
+/// The checks run once client and redirect URI hold, in order; their errors are redirected.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("request_object", check_request_object),
+    ("response_type", check_response_type),
+    ("response_mode", check_response_mode),
+    ("scope", check_scope),
+    ("pkce", check_pkce),
+    ("prompt", check_prompt),
+    ("max_age", check_max_age),
+    ("openid_parameters", check_openid_parameters),
+];
+
+/// Validates an authorization request.
+pub fn validate(
+    domain: &Domain,
+    params: Result<Params, OAuthError>,
+) -> Result<AuthorizationRequest, AuthorizeError> {
+    let params = params.map_err(AuthorizeError::Page)?;
+    let client_id = params.get("client_id").ok_or_else(|| {
+        AuthorizeError::Page(OAuthError::invalid_request("the client_id parameter is missing"))
+    })?;
+    let client = domain.client(client_id).filter(|c| c.enabled).ok_or_else(|| {
+        AuthorizeError::Page(OAuthError::invalid_request(
+            "the client is not registered in this domain",
+        ))
+    })?;
+    // RFC 6749 s3.1.2.3 and RFC 9700 s4.1.3: exact match of a registered redirect URI.
+    let (redirect_uri, given) = match params.get("redirect_uri") {
+        Some(r) => match redirect_uri::matching(&client.redirect_uris, r) {
+            Some(_) => (r.to_string(), true),
+            None => {
+                return Err(AuthorizeError::Page(OAuthError::invalid_request(
+                    "the redirect_uri is not registered for this client",
+                )));
+            }
+        },
+        // OpenID Connect Core s3.1.2.1: redirect_uri is required; OAuth allows leaving it out
+        // when exactly one is registered.
+        None if client.redirect_uris.len() == 1
+            && !params
+                .get("scope")
+                .is_some_and(|s| s.split(' ').any(|x| x == "openid")) =>
+        {
+            (client.redirect_uris[0].clone(), false)
+        }
+        None => {
+            return Err(AuthorizeError::Page(OAuthError::invalid_request(
+                "the redirect_uri parameter is missing",
+            )));
+        }
+    };
+    if !client.grant_types.contains("authorization_code") {
+        return Err(AuthorizeError::Page(OAuthError::unauthorized_client(
+            "this client may not use the authorization code flow",
+        )));
+    }
+    let mut req = AuthorizationRequest {
+        client_id: client.id.clone(),
+        redirect_uri,
+        redirect_uri_given: given,
+        response_mode: "query".into(),
+        state: params.get("state").map(str::to_string),
+        ..AuthorizationRequest::default()
+    };
+    for (_name, check) in CHECKS {
+        if let Err(e) = check(domain, client, &params, &mut req) {
+            return Err(AuthorizeError::Redirect(Box::new(req), e));
+        }
+    }
+    Ok(req)
+}
+
+fn check_request_object(_: &Domain, _: &Client, p: &Params, _: &mut AuthorizationRequest) -> OAuthResult<()> {
+    // OpenID Connect Core s6: request objects are not supported yet.
+    if p.get("request").is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported",
+        ));
+    }
+    if p.get("request_uri").is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported",
+        ));
+    }
+    Ok(())
+}
+
+fn check_response_type(_: &Domain, _: &Client, p: &Params, _: &mut AuthorizationRequest) -> OAuthResult<()> {
+    match p.get("response_type") {
+        Some("code") => Ok(()),
+        Some(_) => Err(OAuthError::new(
+            ErrorCode::UnsupportedResponseType,
+            "only response_type=code is supported",
+        )),
+        None => Err(OAuthError::invalid_request(
+            "the response_type parameter is missing",
+        )),
+    }
+}
+
+fn check_response_mode(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    match p.get("response_mode") {
+        None | Some("query") => Ok(()),
+        Some("form_post") => {
+            r.response_mode = "form_post".into();
+            Ok(())
+        }
+        Some(_) => Err(OAuthError::invalid_request(
+            "response_mode must be query or form_post",
+        )),
+    }
+}
+
+fn check_scope(d: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    let requested: Vec<&str> = match p.get("scope") {
+        Some(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        None => c
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| d.scope_owner.contains_key(*s))
+            .collect(),
+    };
+    for s in requested {
+        if !is_scope_token(s) {
+            return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
+        }
+        let known = d.scope_owner.contains_key(s) || OPENID_SCOPES.contains(&s);
+        let allowed = known && c.scopes.iter().any(|a| a == s);
+        if !allowed {
+            if c.unknown_scopes == UnknownScopes::Drop {
+                continue;
+            }
+            return Err(OAuthError::invalid_scope(format!(
+                "the scope {s} is not allowed for this client"
+            )));
+        }
+        if !r.scopes.iter().any(|x| x == s) {
+            r.scopes.push(s.to_string());
+        }
+    }
+    if r.scopes.is_empty() {
+        return Err(OAuthError::invalid_scope("no requested scope can be granted"));
+    }
+    Ok(())
+}
+
+fn check_pkce(_: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    match (p.get("code_challenge"), p.get("code_challenge_method")) {
+        (Some(challenge), method) => {
+            // RFC 7636 s4.3: the method defaults to plain.
+            let method = method.unwrap_or("plain");
+            let ok = method == "S256" || (method == "plain" && c.allow_plain_pkce);
+            if !ok {
+                return Err(OAuthError::invalid_request("code_challenge_method must be S256"));
+            }
+            if !pkce::is_valid_verifier_or_challenge(challenge) {
+                return Err(OAuthError::invalid_request("the code_challenge is malformed"));
+            }
+            r.code_challenge = Some(challenge.to_string());
+            r.code_challenge_method = Some(method.to_string());
+            Ok(())
+        }
+        (None, Some(_)) => Err(OAuthError::invalid_request(
+            "code_challenge_method without code_challenge",
+        )),
+        // RFC 9700 s2.1.1: PKCE for public clients always, and for every client by default.
+        (None, None) if c.require_pkce || !c.is_confidential() => Err(OAuthError::invalid_request(
+            "code_challenge is required (PKCE with S256)",
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
+fn check_prompt(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    if let Some(prompt) = p.get("prompt") {
+        r.prompt = prompt
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        // OpenID Connect Core s3.1.2.1: none must stand alone.
+        if r.prompts("none") && r.prompt.len() > 1 {
+            return Err(OAuthError::invalid_request(
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_max_age(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    if let Some(m) = p.get("max_age") {
+        let v: i64 = m
+            .parse()
+            .ok()
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| OAuthError::invalid_request("max_age must be a non-negative integer"))?;
+        r.max_age = Some(v);
+    }
+    Ok(())
+}
+
+fn check_openid_parameters(
+    _: &Domain,
+    _: &Client,
+    p: &Params,
+    r: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    r.nonce = p.get("nonce").map(str::to_string);
+    r.login_hint = p.get("login_hint").map(str::to_string);
+    // ui_locales, display, acr_values, id_token_hint and claims are accepted and not yet acted on.
+    Ok(())
+}
+
+/// What the person must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Show the sign-in page.
+    SignIn,
+    /// Show the consent page for these scopes.
+    Consent,
+    /// Issue the code now.
+    Issue,
+}
+
+/// Decides the next step from the session's `auth_time` (None without a session) and the scopes
+/// the person consented to before. Errors are redirected.
+pub fn next_step(
+    client: &Client,
+    req: &AuthorizationRequest,
+    auth_time: Option<i64>,
+    consented: Option<&str>,
+    now: i64,
+) -> OAuthResult<Next> {
+    let fresh_enough = |t: i64| req.max_age.is_none_or(|m| now - t <= m);
+    let signed_in = auth_time.is_some_and(fresh_enough) && !req.prompts("login");
+    if !signed_in {
+        if req.prompts("none") {
+            return Err(OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the person is not signed in",
+            ));
+        }
+        return Ok(Next::SignIn);
+    }
+    if client.consent == ConsentPolicy::Skip {
+        return Ok(Next::Issue);
+    }
+    let granted: Vec<&str> = consented.map(|s| s.split(' ').collect()).unwrap_or_default();
+    let covered = req.scopes.iter().all(|s| granted.contains(&s.as_str()));
+    if covered && !req.prompts("consent") {
+        return Ok(Next::Issue);
+    }
+    if req.prompts("none") {
+        return Err(OAuthError::new(
+            ErrorCode::ConsentRequired,
+            "the person has not consented",
+        ));
+    }
+    Ok(Next::Consent)
+}
+
+/// The redirect URI with the response parameters added to its query.
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => redirect_uri.to_string(),
+    }
+}
+
+/// The response parameters of an error (RFC 6749 s4.1.2.1, RFC 9207 `iss`).
+pub fn error_params<'a>(
+    err: &'a OAuthError,
+    state: Option<&'a str>,
+    issuer: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("error", err.code.as_str()),
+        ("error_description", err.description.as_ref()),
+    ];
+    if let Some(s) = state {
+        v.push(("state", s));
+    }
+    v.push(("iss", issuer));
+    v
+}

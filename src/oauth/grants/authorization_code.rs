@@ -1,0 +1,165 @@
+//! RFC 6749 s4.1.3: the authorization code grant, with PKCE (RFC 7636) and ID tokens.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{Grant, TokenResponse};
+use crate::crypto::secrets::sha256_b64;
+use crate::domain::Client;
+use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::claims::custom_claims;
+use crate::oauth::id_token::{self, IdTokenSpec};
+use crate::oauth::params::Params;
+use crate::oauth::pkce;
+use crate::oauth::tokens::{AccessTokenSpec, issue_access_token};
+use crate::store::OAuthStore;
+use crate::store::signin::CodeRow;
+
+/// `grant_type=authorization_code`.
+pub struct AuthorizationCode;
+
+fn invalid() -> OAuthError {
+    OAuthError::invalid_grant("the code is invalid, expired or already used")
+}
+
+#[async_trait]
+impl<S: OAuthStore> Grant<S> for AuthorizationCode {
+    fn grant_type(&self) -> &'static str {
+        "authorization_code"
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_, S>, client: &Client, params: &Params) -> OAuthResult<TokenResponse> {
+        let code = params.require("code")?;
+        let hash = sha256_b64(code);
+        let domain = &ctx.domain.name;
+        let row = ctx.store.find_code(domain, &hash).await?.ok_or_else(invalid)?;
+        if row.client_id != client.id {
+            return Err(invalid().with_cause("code issued to another client"));
+        }
+        if row.used_at.is_some() {
+            revoke_issued(ctx, &row).await?;
+            return Err(invalid().with_cause("code reused: tokens issued from it revoked"));
+        }
+        if row.expires_at <= ctx.now {
+            return Err(invalid().with_cause("code expired"));
+        }
+        // RFC 6749 s4.1.3: redirect_uri must be identical when the request included it.
+        let given = params.get("redirect_uri");
+        if (row.redirect_uri_given == 1 || given.is_some()) && given != Some(row.redirect_uri.as_str()) {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        // RFC 7636 s4.6; RFC 9700 s2.1.1: a verifier for a code issued without a challenge is refused.
+        match (
+            &row.code_challenge,
+            &row.code_challenge_method,
+            params.get("code_verifier"),
+        ) {
+            (Some(ch), Some(m), Some(v)) if pkce::verify(m, ch, v) => {}
+            (Some(_), _, _) => {
+                return Err(OAuthError::invalid_grant(
+                    "the code_verifier does not match the code_challenge",
+                ));
+            }
+            (None, _, Some(_)) => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier sent for a code issued without a code_challenge",
+                ));
+            }
+            (None, _, None) => {}
+        }
+        // Single use: one atomic conditional update; a concurrent redemption gets nothing.
+        let row = match ctx.store.redeem_code(domain, &hash, ctx.now).await? {
+            Some(r) => r,
+            None => return Err(invalid().with_cause("code redeemed concurrently")),
+        };
+        let user = ctx
+            .store
+            .find_user_by_id(domain, &row.user_id)
+            .await?
+            .filter(|u| u.status == "active")
+            .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
+        let user_claims: Value = serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}));
+        let scopes: Vec<String> = row
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let api: Vec<String> = scopes
+            .iter()
+            .filter(|s| ctx.domain.scope_owner.contains_key(*s))
+            .cloned()
+            .collect();
+        let mut audiences: Vec<String> = Vec::new();
+        for rs in &ctx.domain.resource_servers {
+            if api.iter().any(|s| rs.scopes.iter().any(|x| &x.name == s)) {
+                audiences.push(rs.audience.clone());
+            }
+        }
+        if audiences.is_empty() {
+            // Only OpenID scopes: the token is for this server's userinfo endpoint.
+            audiences.push(ctx.domain.issuer.clone());
+        }
+        let mut extra = custom_claims(ctx.domain, &audiences, &api, Some(&user_claims));
+        extra.insert("auth_time".into(), json!(row.auth_time));
+        let token = issue_access_token(
+            ctx,
+            AccessTokenSpec {
+                client,
+                sub: user.id.clone(),
+                scopes: scopes.clone(),
+                audiences,
+                extra,
+                // The access token never outlives the session it came from.
+                max_lifetime: Some(row.session_expires_at - ctx.now),
+            },
+        )
+        .await?;
+        ctx.store
+            .set_code_access(&hash, &token.jti, ctx.now + token.expires_in)
+            .await?;
+        let id_token = if scopes.iter().any(|s| s == "openid") {
+            let amr: Value = serde_json::from_str(&row.amr).unwrap_or_else(|_| json!(["pwd"]));
+            Some(id_token::sign(
+                ctx,
+                IdTokenSpec {
+                    client,
+                    sub: &user.id,
+                    nonce: row.nonce.as_deref(),
+                    auth_time: row.auth_time,
+                    amr,
+                    sid: &row.sid,
+                    access_token: Some(&token.value),
+                },
+            )?)
+        } else {
+            None
+        };
+        metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "authorization_code").increment(1);
+        Ok(TokenResponse {
+            access_token: token.value,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+            scope: Some(row.scope.clone()),
+            refresh_token: None,
+            id_token,
+        })
+    }
+}
+
+/// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it.
+async fn revoke_issued<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &CodeRow) -> OAuthResult<()> {
+    if let (Some(jti), Some(exp)) = (&row.access_jti, row.access_expires_at) {
+        // A JWT is revoked by its jti; an opaque token by its row.
+        ctx.store
+            .revoke_jti(&ctx.domain.name, jti, &row.client_id, exp)
+            .await?;
+        ctx.store
+            .revoke_tokens_by_jti(&ctx.domain.name, jti, ctx.now)
+            .await?;
+    }
+    Ok(())
+}

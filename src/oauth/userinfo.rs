@@ -1,0 +1,76 @@
+//! OpenID Connect Core s5.3 userinfo: the claims of the token's user, by granted scope.
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::tokens::find_live_token;
+use crate::store::OAuthStore;
+
+/// OpenID Connect Core s5.4: the claims each scope gives.
+pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
+    (
+        "profile",
+        &[
+            "name",
+            "family_name",
+            "given_name",
+            "middle_name",
+            "nickname",
+            "preferred_username",
+            "profile",
+            "picture",
+            "website",
+            "gender",
+            "birthdate",
+            "zoneinfo",
+            "locale",
+            "updated_at",
+        ],
+    ),
+    ("email", &["email", "email_verified"]),
+    ("address", &["address"]),
+    ("phone", &["phone_number", "phone_number_verified"]),
+    ("groups", &["groups"]),
+];
+
+/// The userinfo response for a bearer token.
+pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResult<Value> {
+    let invalid = || OAuthError::invalid_token("the access token is invalid or expired");
+    let t = find_live_token(ctx, token).await?.ok_or_else(invalid)?;
+    if t.kind != "access" || !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
+        return Err(invalid());
+    }
+    let scopes: Vec<&str> = t.scope.split(' ').collect();
+    if !scopes.contains(&"openid") {
+        return Err(OAuthError::new(
+            ErrorCode::InsufficientScope,
+            "the token lacks the openid scope",
+        ));
+    }
+    let user = ctx
+        .store
+        .find_user_by_id(&ctx.domain.name, &t.sub)
+        .await?
+        .filter(|u| u.status == "active")
+        .ok_or_else(invalid)?;
+    let stored: Value = serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}));
+    let mut out = Map::new();
+    out.insert("sub".into(), json!(user.id));
+    for (scope, names) in SCOPE_CLAIMS {
+        if !scopes.contains(scope) {
+            continue;
+        }
+        for name in *names {
+            let value = match *name {
+                "updated_at" => Some(json!(user.updated_at)),
+                "preferred_username" => stored.get(*name).cloned().or_else(|| Some(json!(user.username))),
+                _ => stored.get(*name).cloned(),
+            };
+            if let Some(v) = value {
+                out.insert((*name).to_string(), v);
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}

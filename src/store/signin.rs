@@ -1,0 +1,319 @@
+//! SQL for browser sign-in: pending authorization requests, sessions, codes and consents.
+
+use std::future::Future;
+
+use sqlx::FromRow;
+
+use super::{SqlStore, StoreResult, UserRow};
+
+/// A pending authorization request.
+#[derive(Debug, Clone, FromRow)]
+pub struct AuthRequestRow {
+    pub id: String,
+    pub domain: String,
+    pub client_id: String,
+    pub params: String,
+    pub csrf_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An SSO session, stored by the SHA-256 of its cookie value.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionRow {
+    pub hash: String,
+    pub domain: String,
+    pub sid: String,
+    pub user_id: String,
+    pub auth_time: i64,
+    pub amr: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    pub expires_at: i64,
+    pub idle_timeout: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// An authorization code, stored by its SHA-256.
+#[derive(Debug, Clone, FromRow)]
+pub struct CodeRow {
+    pub hash: String,
+    pub domain: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: i64,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub sid: String,
+    pub auth_time: i64,
+    pub amr: String,
+    pub session_expires_at: i64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub access_jti: Option<String>,
+    pub access_expires_at: Option<i64>,
+}
+
+const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redirect_uri_given, scope, nonce, \
+    code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at";
+
+/// Browser sign-in state.
+pub trait SignInStore {
+    /// Stores a pending authorization request.
+    fn insert_auth_request(&self, r: &AuthRequestRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A pending request of this domain, unexpired.
+    fn find_auth_request(
+        &self,
+        domain: &str,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<AuthRequestRow>>> + Send;
+    /// Removes a finished request; true when this call removed it (single use).
+    fn take_auth_request(&self, domain: &str, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Stores a session.
+    fn insert_session(&self, s: &SessionRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A live session (not ended, within its absolute and idle limits), touched as seen now.
+    fn find_live_session(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
+    /// Stores a code.
+    fn insert_code(&self, c: &CodeRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Marks an unused, unexpired code used and returns it; None when it was not redeemable.
+    fn redeem_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
+    /// The code row whatever its state (to detect reuse).
+    fn find_code(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
+    /// Records the access token issued from a code.
+    fn set_code_access(
+        &self,
+        hash: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The scopes a user consented to for a client.
+    fn find_consent(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Records (or widens) a consent.
+    fn upsert_consent(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A user by id.
+    fn find_user_by_id(
+        &self,
+        domain: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
+}
+
+impl SignInStore for SqlStore {
+    async fn insert_auth_request(&self, r: &AuthRequestRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_requests (id, domain, client_id, params, csrf_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.id)
+        .bind(&r.domain)
+        .bind(&r.client_id)
+        .bind(&r.params)
+        .bind(&r.csrf_hash)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_auth_request(
+        &self,
+        domain: &str,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<AuthRequestRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, domain, client_id, params, csrf_hash, created_at, expires_at FROM auth_requests \
+             WHERE id = $1 AND domain = $2 AND expires_at > $3",
+        )
+        .bind(id)
+        .bind(domain)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn take_auth_request(&self, domain: &str, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM auth_requests WHERE id = $1 AND domain = $2")
+            .bind(id)
+            .bind(domain)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&s.hash)
+        .bind(&s.domain)
+        .bind(&s.sid)
+        .bind(&s.user_id)
+        .bind(s.auth_time)
+        .bind(&s.amr)
+        .bind(s.created_at)
+        .bind(s.last_seen)
+        .bind(s.expires_at)
+        .bind(s.idle_timeout)
+        .bind(s.ended_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
+        Ok(sqlx::query_as(
+            "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND ended_at IS NULL \
+             AND expires_at > $3 AND last_seen + idle_timeout > $3 \
+             RETURNING hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        )))
+        .bind(&c.hash)
+        .bind(&c.domain)
+        .bind(&c.client_id)
+        .bind(&c.user_id)
+        .bind(&c.redirect_uri)
+        .bind(c.redirect_uri_given)
+        .bind(&c.scope)
+        .bind(&c.nonce)
+        .bind(&c.code_challenge)
+        .bind(&c.code_challenge_method)
+        .bind(&c.sid)
+        .bind(c.auth_time)
+        .bind(&c.amr)
+        .bind(c.session_expires_at)
+        .bind(c.issued_at)
+        .bind(c.expires_at)
+        .bind(c.used_at)
+        .bind(&c.access_jti)
+        .bind(c.access_expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<CodeRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE auth_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING {CODE_COLUMNS}"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_code(&self, domain: &str, hash: &str) -> StoreResult<Option<CodeRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = $1 AND domain = $2"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn set_code_access(&self, hash: &str, jti: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE auth_codes SET access_jti = $2, access_expires_at = $3 WHERE hash = $1")
+            .bind(hash)
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_consent(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT scope FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn upsert_consent(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO consents (domain, user_id, client_id, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (domain, user_id, client_id) DO UPDATE SET scope = $4, updated_at = $5",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .bind(scope)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_user_by_id(&self, domain: &str, id: &str) -> StoreResult<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+             FROM users WHERE domain = $1 AND id = $2",
+        )
+        .bind(domain)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

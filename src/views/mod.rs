@@ -1,0 +1,53 @@
+//! askama views: one struct per page. Every value is HTML-escaped by askama.
+
+use askama::Template;
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub action: &'a str,
+    pub client_name: &'a str,
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// One line of the consent page.
+pub struct ConsentScope {
+    pub name: String,
+    pub description: String,
+    /// Shown without a checkbox (`openid`).
+    pub required: bool,
+}
+
+/// The consent page.
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub action: &'a str,
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub scopes: Vec<ConsentScope>,
+}
+
+/// An error shown to the person (never redirected).
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub message: &'a str,
+}
+
+/// The OAuth 2.0 Form Post Response Mode page.
+#[derive(Template)]
+#[template(path = "form_post.html")]
+pub struct FormPostPage<'a> {
+    pub action: &'a str,
+    pub fields: Vec<(&'a str, &'a str)>,
+}
+
+/// The inline script of the form_post page, for its CSP hash.
+pub const FORM_POST_SCRIPT: &str = "document.forms[0].submit();";
