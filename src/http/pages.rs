@@ -336,10 +336,13 @@ pub fn scope_description(d: &Domain, name: &str) -> String {
 }
 
 /// Creates a session for `user_id` signed in now by password; returns it and its Set-Cookie.
+/// `remember`: a persistent cookie that lasts as long as the session may; otherwise a cookie
+/// that ends when the browser closes.
 pub async fn start_session(
     app: &AppState,
     d: &Domain,
     user_id: &str,
+    remember: bool,
 ) -> Result<(SessionRow, Option<HeaderValue>), OAuthError> {
     let now = app.clock.now();
     let value = random_token();
@@ -357,7 +360,8 @@ pub async fn start_session(
         ended_at: None,
     };
     app.store.insert_session(&row).await?;
-    let set = set_cookie(d, &cookie_names(d).0, &value, None);
+    let max_age = remember.then_some(d.session_max_lifetime);
+    let set = set_cookie(d, &cookie_names(d).0, &value, max_age);
     Ok((row, set))
 }
 

@@ -93,7 +93,7 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
             );
         }
     };
-    let (session, cookie) = match start_session(&app, d, &user.id).await {
+    let (session, cookie) = match start_session(&app, d, &user.id, form.get("remember").is_some()).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
