@@ -49,6 +49,8 @@ pub struct App {
     pub keys: KeysConfig,
     /// This process's name in job leases.
     pub instance: String,
+    /// The proxy header naming the client address, if any.
+    pub client_address_header: Option<axum::http::HeaderName>,
 }
 
 /// The state handed to handlers.
@@ -190,6 +192,11 @@ pub async fn start(
         max_body_bytes: config.server.max_body_bytes,
         keys: config.keys.clone(),
         instance: random_id(),
+        client_address_header: config
+            .server
+            .client_address_header
+            .as_deref()
+            .and_then(|h| axum::http::HeaderName::try_from(h).ok()),
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));
@@ -204,9 +211,12 @@ pub async fn start(
         let shutdown = async move {
             let _ = serve_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
         {
             tracing::error!(error.cause = %e, "server stopped with an error");
         }

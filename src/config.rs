@@ -147,6 +147,9 @@ pub struct ServerConfig {
     pub gc_interval: Seconds,
     /// Rows removed per statement by the garbage collector. Default 1000.
     pub gc_batch: i64,
+    /// A header set by a trusted reverse proxy whose last address is the client's (for
+    /// sign-in throttling per address), e.g. `X-Forwarded-For`. Default: none, the peer address.
+    pub client_address_header: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +161,7 @@ impl Default for ServerConfig {
             argon2_max_concurrent: 2,
             gc_interval: Seconds(60),
             gc_batch: 1000,
+            client_address_header: None,
         }
     }
 }
@@ -736,6 +740,11 @@ impl Config {
         }
         if self.server.gc_batch < 1 {
             errs.push("server.gc_batch", "must be at least 1");
+        }
+        if let Some(h) = &self.server.client_address_header
+            && axum::http::HeaderName::try_from(h.as_str()).is_err()
+        {
+            errs.push("server.client_address_header", "must be an HTTP header name");
         }
         if !(self.database.url.starts_with("sqlite:")
             || self.database.url.starts_with("postgres://")

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig, TokenFormat, UnknownScopes,
+    AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig, RefreshPolicy, TokenFormat,
+    UnknownScopes,
 };
 use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::SecretHash;
@@ -61,6 +62,10 @@ pub struct Client {
     pub unknown_scopes: UnknownScopes,
     /// ID token signature algorithm.
     pub id_token_alg: SigningAlg,
+    /// When refresh tokens are issued.
+    pub refresh_tokens: RefreshPolicy,
+    /// Seconds within which a retried refresh gets the same new token (0: off).
+    pub refresh_token_grace: i64,
 }
 
 impl Client {
@@ -96,6 +101,8 @@ pub struct ResourceServer {
     pub claims: BTreeMap<String, ClaimSource>,
     /// Clients that may introspect tokens meant for it.
     pub introspection_clients: HashSet<String>,
+    /// The scope that asks for offline refresh tokens for it.
+    pub offline_scope: Option<String>,
 }
 
 /// One identity domain.
@@ -131,6 +138,10 @@ pub struct Domain {
     pub code_lifetime: i64,
     /// ID token lifetime in seconds.
     pub id_token_lifetime: i64,
+    /// Refresh-token idle lifetime in seconds.
+    pub refresh_token_idle_lifetime: i64,
+    /// Refresh-token family absolute lifetime in seconds.
+    pub refresh_token_max_lifetime: i64,
 }
 
 impl Domain {
@@ -171,6 +182,7 @@ impl Domain {
                 access_token_format: rs.access_token_format,
                 claims: rs.claims.clone(),
                 introspection_clients: rs.introspection_clients.iter().cloned().collect(),
+                offline_scope: rs.offline_scope.clone(),
             });
         }
         Ok(Domain {
@@ -189,6 +201,8 @@ impl Domain {
             session_max_lifetime: d.session_max_lifetime.0,
             code_lifetime: d.code_lifetime.0,
             id_token_lifetime: d.id_token_lifetime.0,
+            refresh_token_idle_lifetime: d.refresh_token_idle_lifetime.0,
+            refresh_token_max_lifetime: d.refresh_token_max_lifetime.0,
         })
     }
 
@@ -265,6 +279,8 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         allow_plain_pkce: c.allow_plain_pkce,
         unknown_scopes: c.unknown_scopes,
         id_token_alg: c.id_token_signed_response_alg.unwrap_or(SigningAlg::RS256),
+        refresh_tokens: c.refresh_tokens,
+        refresh_token_grace: c.refresh_token_grace.0,
     })
 }
 

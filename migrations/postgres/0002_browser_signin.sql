@@ -51,7 +51,8 @@ CREATE TABLE auth_codes (
     expires_at            BIGINT NOT NULL,
     used_at               BIGINT,
     access_jti            TEXT,       -- the access token issued from it, revoked on code reuse
-    access_expires_at     BIGINT
+    access_expires_at     BIGINT,
+    family_id             TEXT        -- the refresh-token family started from it, revoked on code reuse
 );
 CREATE INDEX auth_codes_expires_at ON auth_codes (expires_at);
 
@@ -68,3 +69,42 @@ CREATE TABLE consents (
 
 -- Opaque tokens issued from a code are revoked by jti when the code is reused.
 CREATE INDEX tokens_jti ON tokens (domain, jti);
+
+-- Refresh-token families (one per grant). A family dies whole: on reuse of a rotated token,
+-- code reuse, revocation, or when its user is disabled or changes password. `offline = 0`
+-- families also die with their session (`sid`).
+CREATE TABLE refresh_families (
+    id         TEXT   NOT NULL PRIMARY KEY,
+    domain     TEXT   NOT NULL,
+    client_id  TEXT   NOT NULL,
+    user_id    TEXT   NOT NULL,
+    scope      TEXT   NOT NULL,      -- what was granted; a refresh may narrow, never widen
+    sid        TEXT   NOT NULL,
+    offline    BIGINT NOT NULL,
+    auth_time  BIGINT NOT NULL,
+    amr        TEXT   NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,      -- absolute: rotation never extends it
+    revoked_at BIGINT
+);
+CREATE INDEX refresh_families_user ON refresh_families (domain, user_id);
+CREATE INDEX refresh_families_expires_at ON refresh_families (expires_at);
+
+-- Refresh tokens live in `tokens` (kind = 'refresh'); these say which family a token belongs
+-- to, when it was rotated (set once, by an atomic conditional update), and the access token
+-- issued with it (revoked with the family).
+ALTER TABLE tokens ADD COLUMN family_id TEXT;
+ALTER TABLE tokens ADD COLUMN used_at BIGINT;
+ALTER TABLE tokens ADD COLUMN access_jti TEXT;
+CREATE INDEX tokens_family ON tokens (family_id);
+
+-- Failed sign-ins per account (`u:` + username) and per client address (`a:` + address), for
+-- throttling with a lockout that backs off.
+CREATE TABLE login_attempts (
+    domain       TEXT   NOT NULL,
+    bucket       TEXT   NOT NULL,
+    failures     BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (domain, bucket)
+);

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -12,9 +13,11 @@ use zeroize::Zeroizing;
 
 use super::CryptoError;
 
-/// The key-encryption key.
+/// The key-encryption key, and a MAC key derived from it for values the server must be able to
+/// recompute (never stored).
 pub struct Kek {
     key: LessSafeKey,
+    mac: hmac::Key,
 }
 
 impl fmt::Debug for Kek {
@@ -50,8 +53,14 @@ impl Kek {
         }
         let unbound =
             UnboundKey::new(&AES_256_GCM, bytes).map_err(|e| CryptoError::Internal(e.to_string()))?;
+        // A separate key for derivations, so the encryption key is used for one purpose only.
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"ostiary/derivation-key/v1",
+        );
         Ok(Kek {
             key: LessSafeKey::new(unbound),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
         })
     }
 
@@ -102,6 +111,17 @@ impl Kek {
                 .map_err(|e| CryptoError::Internal(format!("{}: {e}", file.display())))?,
         );
         decode_kek(&text).map(Some)
+    }
+
+    /// A 256-bit secret derived from `input` for `purpose` (HMAC-SHA256 under the derivation
+    /// key), base64url: the same input always gives the same value, and nobody without the
+    /// key-encryption key can compute it.
+    pub fn derive_token(&self, purpose: &str, input: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(purpose.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(input.as_bytes());
+        B64.encode(ctx.sign().as_ref())
     }
 
     /// Encrypts `plaintext` bound to `aad`; returns base64url(nonce || ciphertext || tag).

@@ -24,6 +24,7 @@ pub async fn post_introspect(State(app): State<AppState>, cur: CurrentDomain, fo
             domain: &cur.domain,
             keys: &keys,
             store: &app.store,
+            kek: &app.kek,
             now: app.clock.now(),
         };
         introspect(&ctx, &caller, token).await

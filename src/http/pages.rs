@@ -389,6 +389,7 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
         used_at: None,
         access_jti: None,
         access_expires_at: None,
+        family_id: None,
     };
     if let Err(e) = app.store.insert_code(&row).await {
         let err: OAuthError = e.into();

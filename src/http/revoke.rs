@@ -24,6 +24,7 @@ pub async fn post_revoke(State(app): State<AppState>, cur: CurrentDomain, form: 
             domain: &cur.domain,
             keys: &keys,
             store: &app.store,
+            kek: &app.kek,
             now: app.clock.now(),
         };
         revoke(&ctx, &caller, token).await

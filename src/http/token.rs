@@ -32,6 +32,7 @@ async fn token(app: &AppState, cur: &CurrentDomain, form: &ClientForm) -> OAuthR
         domain: &cur.domain,
         keys: &keys,
         store: &app.store,
+        kek: &app.kek,
         now: app.clock.now(),
     };
     grant.handle(&ctx, &client, &form.params).await

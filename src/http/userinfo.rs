@@ -57,6 +57,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
         domain: &cur.domain,
         keys: &keys,
         store: &app.store,
+        kek: &app.kek,
         now: app.clock.now(),
     };
     match userinfo(&ctx, &token).await {

@@ -20,7 +20,13 @@ pub struct IdTokenSpec<'a> {
     pub sid: &'a str,
     /// The access token issued with it, for `at_hash`.
     pub access_token: Option<&'a str>,
+    /// User claims asked for in the ID token (`get_groups`, the `claims` parameter).
+    pub extra: Map<String, Value>,
 }
+
+/// The authentication context class of a password sign-in, the only method so far: ISO/IEC
+/// 29115 level 1, written as identity servers commonly do.
+pub const ACR_PASSWORD: &str = "1";
 
 /// OpenID Connect Core s3.1.3.6: the left half of the SHA-256 of the access token, base64url.
 /// SHA-256 is the hash of RS256, PS256 and ES256 alike.
@@ -35,7 +41,7 @@ pub fn sign<S>(ctx: &Ctx<'_, S>, spec: IdTokenSpec<'_>) -> OAuthResult<String> {
         .keys
         .signing_key(spec.client.id_token_alg, ctx.now)
         .ok_or_else(|| OAuthError::server_error("no active key for the ID token algorithm"))?;
-    let mut c = Map::new();
+    let mut c = spec.extra;
     c.insert("iss".into(), json!(ctx.domain.issuer));
     c.insert("sub".into(), json!(spec.sub));
     c.insert("aud".into(), json!(spec.client.id));
@@ -48,6 +54,7 @@ pub fn sign<S>(ctx: &Ctx<'_, S>, spec: IdTokenSpec<'_>) -> OAuthResult<String> {
     if let Some(at) = spec.access_token {
         c.insert("at_hash".into(), json!(at_hash(at)));
     }
+    c.insert("acr".into(), json!(ACR_PASSWORD));
     c.insert("amr".into(), spec.amr);
     c.insert("sid".into(), json!(spec.sid));
     jws::sign(key, "JWT", &c).map_err(OAuthError::server_error)

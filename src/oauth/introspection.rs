@@ -6,13 +6,13 @@ use crate::domain::Client;
 use crate::error::OAuthResult;
 use crate::oauth::Ctx;
 use crate::oauth::tokens::{aud_value, find_live_token};
-use crate::store::TokenStore;
+use crate::store::OAuthStore;
 
 /// The introspection response for `token` as seen by `caller`.
 /// RFC 7662 s2.2: inactive (`{"active":false}`) for unknown, expired, revoked or foreign tokens and
 /// for tokens the caller may not see (neither issued to it nor meant for an API it acts for);
 /// also inactive when the token's client is disabled or gone.
-pub async fn introspect<S: TokenStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &str) -> OAuthResult<Value> {
+pub async fn introspect<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &str) -> OAuthResult<Value> {
     let inactive = json!({ "active": false });
     let Some(t) = find_live_token(ctx, token).await? else {
         return Ok(inactive);

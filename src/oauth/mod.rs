@@ -15,8 +15,10 @@ pub mod redirect_uri;
 pub mod revocation;
 pub mod scopes;
 pub mod tokens;
+pub mod user_tokens;
 pub mod userinfo;
 
+use crate::crypto::kek::Kek;
 use crate::domain::Domain;
 use crate::keyring::KeySet;
 
@@ -28,6 +30,8 @@ pub struct Ctx<'a, S> {
     pub keys: &'a KeySet,
     /// The store.
     pub store: &'a S,
+    /// The key-encryption key (for derived secrets).
+    pub kek: &'a Kek,
     /// The current unix time.
     pub now: i64,
 }

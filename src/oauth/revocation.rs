@@ -4,13 +4,14 @@ use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::tokens::find_live_token;
-use crate::store::TokenStore;
+use crate::oauth::user_tokens;
+use crate::store::OAuthStore;
 
 /// Revokes `token` for `caller`. RFC 7009 s2.2: unknown, invalid or expired tokens are not an
 /// error. s2.1: a token issued to another client is refused. Opaque tokens and refresh tokens are
 /// revoked in the store; JWT access tokens by their jti until they expire. The hint only orders
 /// the search, and our lookup is a single search, so any hint is accepted.
-pub async fn revoke<S: TokenStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &str) -> OAuthResult<()> {
+pub async fn revoke<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &str) -> OAuthResult<()> {
     let Some(t) = find_live_token(ctx, token).await? else {
         return Ok(());
     };
@@ -18,6 +19,12 @@ pub async fn revoke<S: TokenStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &st
         return Err(OAuthError::unauthorized_client(
             "the token was not issued to this client",
         ));
+    }
+    // RFC 7009 s2.1: revoking a refresh token also invalidates the access tokens of its grant.
+    if let Some(family) = &t.family_id {
+        user_tokens::revoke_family(ctx, family, &t.client_id).await?;
+        metrics::counter!("ostiary_tokens_revoked_total", "kind" => t.kind).increment(1);
+        return Ok(());
     }
     match &t.hash {
         Some(hash) => {

@@ -9,7 +9,7 @@ use crate::crypto::secrets::{random_id, random_token, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
-use crate::store::{TokenRow, TokenStore};
+use crate::store::{OAuthStore, TokenRow, TokenStore};
 
 /// What to put in an access token.
 pub struct AccessTokenSpec<'a> {
@@ -118,6 +118,9 @@ pub async fn issue_access_token<S: TokenStore>(
                 issued_at: ctx.now,
                 expires_at: exp,
                 revoked_at: None,
+                family_id: None,
+                used_at: None,
+                access_jti: None,
             };
             ctx.store.insert_token(&row).await?;
             Ok(IssuedToken {
@@ -138,6 +141,8 @@ pub struct PresentedToken {
     pub is_jwt: bool,
     /// SHA-256 of an opaque value.
     pub hash: Option<String>,
+    /// The family of a refresh token.
+    pub family_id: Option<String>,
     pub client_id: String,
     pub sub: String,
     pub scope: String,
@@ -163,7 +168,7 @@ const REGISTERED: &[&str] = &[
 
 /// Finds a token of this domain: a JWT signed by one of its published keys with its issuer, or an
 /// opaque token in its store. Expired, revoked, foreign and malformed tokens are None.
-pub async fn find_live_token<S: TokenStore>(
+pub async fn find_live_token<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     token: &str,
 ) -> OAuthResult<Option<PresentedToken>> {
@@ -182,6 +187,9 @@ pub async fn find_live_token<S: TokenStore>(
     if row.revoked_at.is_some() || row.expires_at <= ctx.now {
         return Ok(None);
     }
+    if row.kind == "refresh" && !refresh_is_live(ctx, &row).await? {
+        return Ok(None);
+    }
     let audiences: Vec<String> = serde_json::from_str(&row.aud).unwrap_or_default();
     let extra = match serde_json::from_str(&row.claims) {
         Ok(Value::Object(m)) => m,
@@ -195,6 +203,7 @@ pub async fn find_live_token<S: TokenStore>(
         },
         is_jwt: false,
         hash: Some(row.hash),
+        family_id: row.family_id,
         client_id: row.client_id,
         sub: row.sub,
         scope: row.scope,
@@ -204,6 +213,31 @@ pub async fn find_live_token<S: TokenStore>(
         jti: row.jti,
         extra,
     }))
+}
+
+/// A refresh token is live while unrotated and its family is: not revoked, unexpired, and for a
+/// family that is not offline, its session still alive.
+async fn refresh_is_live<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &TokenRow) -> OAuthResult<bool> {
+    if row.used_at.is_some() {
+        return Ok(false);
+    }
+    let Some(id) = &row.family_id else {
+        return Ok(false);
+    };
+    let Some(f) = ctx.store.find_family(&ctx.domain.name, id).await? else {
+        return Ok(false);
+    };
+    if f.revoked_at.is_some() || f.expires_at <= ctx.now {
+        return Ok(false);
+    }
+    if f.offline == 0 {
+        return Ok(ctx
+            .store
+            .find_session_by_sid(&ctx.domain.name, &f.sid, ctx.now)
+            .await?
+            .is_some());
+    }
+    Ok(true)
 }
 
 /// Verifies a JWT access token of this domain (signature, issuer, type, expiry); no store lookups.
@@ -236,6 +270,7 @@ pub fn verify_own_jwt<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<PresentedToken
         kind: "access",
         is_jwt: true,
         hash: None,
+        family_id: None,
         client_id: text(&claims, "client_id"),
         sub: text(&claims, "sub"),
         scope: text(&claims, "scope"),

@@ -3,6 +3,7 @@
 //!
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
+pub mod refresh;
 pub mod signin;
 
 use std::future::Future;
@@ -66,7 +67,16 @@ pub struct TokenRow {
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// Refresh tokens: their family.
+    pub family_id: Option<String>,
+    /// Refresh tokens: when they were rotated.
+    pub used_at: Option<i64>,
+    /// Refresh tokens: the jti of the access token issued with them.
+    pub access_jti: Option<String>,
 }
+
+const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
+    revoked_at, family_id, used_at, access_jti";
 
 /// A client's mirror row.
 #[derive(Debug, Clone, FromRow)]
@@ -103,7 +113,8 @@ pub trait KeyStore {
 
 /// Opaque tokens and JWT revocations.
 pub trait TokenStore {
-    /// Stores a new token.
+    /// Stores a new token; a token with the same hash already there is left as it is (a retried
+    /// refresh inserts the same successor).
     fn insert_token(&self, token: &TokenRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// The token with this hash in this domain, if any (expired and revoked included).
     fn find_token(
@@ -152,7 +163,8 @@ pub trait DirectoryStore {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Users of a domain.
     fn list_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
-    /// Inserts or updates a user by (domain, username).
+    /// Inserts or updates a user by (domain, username). When an existing user's password hash
+    /// changes or the status is no longer `active`, the user's sessions and refresh tokens end.
     fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// Inserts a new user; Conflict when the username exists in the domain.
     fn insert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
@@ -162,7 +174,8 @@ pub trait DirectoryStore {
         domain: &str,
         username: &str,
     ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
-    /// Replaces a store-managed user's password hash; false when no such store user exists.
+    /// Replaces a store-managed user's password hash and ends the user's sessions and refresh
+    /// tokens; false when no such store user exists.
     fn set_user_password(
         &self,
         domain: &str,
@@ -170,7 +183,7 @@ pub trait DirectoryStore {
         password_hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Sets a user's status.
+    /// Sets a user's status; any status but `active` ends the user's sessions and refresh tokens.
     fn set_user_status(
         &self,
         domain: &str,
@@ -197,8 +210,8 @@ pub trait MaintenanceStore {
 }
 
 /// Everything the protocol code needs of the store.
-pub trait OAuthStore: TokenStore + signin::SignInStore + Sync {}
-impl<T: TokenStore + signin::SignInStore + Sync> OAuthStore for T {}
+pub trait OAuthStore: TokenStore + signin::SignInStore + refresh::RefreshStore + Sync {}
+impl<T: TokenStore + signin::SignInStore + refresh::RefreshStore + Sync> OAuthStore for T {}
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,10 +335,10 @@ impl KeyStore for SqlStore {
 
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (hash) DO NOTHING"
+        )))
         .bind(&t.hash)
         .bind(&t.domain)
         .bind(&t.kind)
@@ -338,16 +351,18 @@ impl TokenStore for SqlStore {
         .bind(t.issued_at)
         .bind(t.expires_at)
         .bind(t.revoked_at)
+        .bind(&t.family_id)
+        .bind(t.used_at)
+        .bind(&t.access_jti)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn find_token(&self, domain: &str, hash: &str) -> StoreResult<Option<TokenRow>> {
-        Ok(sqlx::query_as(
-            "SELECT hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, revoked_at \
-             FROM tokens WHERE hash = $1 AND domain = $2",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND domain = $2"
+        )))
         .bind(hash)
         .bind(domain)
         .fetch_optional(&self.pool)
@@ -403,6 +418,16 @@ impl TokenStore for SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Ends the sessions and refresh tokens of the user with this username.
+    async fn end_sessions_of(&self, domain: &str, username: &str, now: i64) -> StoreResult<()> {
+        if let Some(u) = self.find_user(domain, username).await? {
+            signin::SignInStore::end_user_sessions(self, domain, &u.id, now).await?;
+        }
+        Ok(())
+    }
+}
+
 impl DirectoryStore for SqlStore {
     async fn list_clients(&self, domain: &str) -> StoreResult<Vec<ClientRow>> {
         Ok(sqlx::query_as(
@@ -446,6 +471,10 @@ impl DirectoryStore for SqlStore {
     }
 
     async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
+        let before = self.find_user(&u.domain, &u.username).await?;
+        let ends = before.is_some_and(|b| {
+            b.password_hash != u.password_hash || (u.status != "active" && b.status == "active")
+        });
         sqlx::query(
             "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -464,6 +493,9 @@ impl DirectoryStore for SqlStore {
         .bind(u.updated_at)
         .execute(&self.pool)
         .await?;
+        if ends {
+            self.end_sessions_of(&u.domain, &u.username, u.updated_at).await?;
+        }
         Ok(())
     }
 
@@ -514,7 +546,11 @@ impl DirectoryStore for SqlStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let changed = r.rows_affected() == 1;
+        if changed {
+            self.end_sessions_of(domain, username, now).await?;
+        }
+        Ok(changed)
     }
 
     async fn set_user_status(&self, domain: &str, username: &str, status: &str, now: i64) -> StoreResult<()> {
@@ -525,6 +561,9 @@ impl DirectoryStore for SqlStore {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        if status != "active" {
+            self.end_sessions_of(domain, username, now).await?;
+        }
         Ok(())
     }
 }
@@ -550,6 +589,7 @@ impl MaintenanceStore for SqlStore {
             ("auth_requests", "id", 0),
             ("sessions", "hash", 0),
             ("auth_codes", "hash", 86_400),
+            ("refresh_families", "id", 0),
         ] {
             other += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
@@ -560,6 +600,13 @@ impl MaintenanceStore for SqlStore {
             .await?
             .rows_affected();
         }
+        // Sign-in failures are forgotten a day after the last one.
+        other += sqlx::query("DELETE FROM login_attempts WHERE updated_at < $1 AND locked_until < $2")
+            .bind(now - 86_400)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         let jtis = sqlx::query(
             "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis WHERE expires_at < $1 LIMIT $2) \
              AND expires_at < $1",

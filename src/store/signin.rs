@@ -4,6 +4,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
+use super::refresh::RefreshStore;
 use super::{SqlStore, StoreResult, UserRow};
 
 /// A pending authorization request.
@@ -56,10 +57,12 @@ pub struct CodeRow {
     pub used_at: Option<i64>,
     pub access_jti: Option<String>,
     pub access_expires_at: Option<i64>,
+    pub family_id: Option<String>,
 }
 
 const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redirect_uri_given, scope, nonce, \
-    code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at";
+    code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
+    family_id";
 
 /// Browser sign-in state.
 pub trait SignInStore {
@@ -98,12 +101,13 @@ pub trait SignInStore {
         domain: &str,
         hash: &str,
     ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
-    /// Records the access token issued from a code.
+    /// Records the access token and refresh-token family issued from a code.
     fn set_code_access(
         &self,
         hash: &str,
         jti: &str,
         expires_at: i64,
+        family_id: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// The scopes a user consented to for a client.
     fn find_consent(
@@ -120,6 +124,47 @@ pub trait SignInStore {
         client_id: &str,
         scope: &str,
         now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The session with this public id, if it is live (not ended, within its absolute and idle
+    /// limits); not touched.
+    fn find_session_by_sid(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
+    /// Ends every session of a user and revokes every refresh-token family of theirs (a user
+    /// disabled, or a password changed); returns how many sessions ended.
+    fn end_user_sessions(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Seconds a sign-in bucket (`u:NAME` or `a:ADDRESS`) stays locked from `now`; 0 if open.
+    fn login_locked_for(
+        &self,
+        domain: &str,
+        bucket: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Counts a failed sign-in; once `threshold` failures are reached, locks the bucket for
+    /// `base` seconds, doubling with each further failure up to `max`. Failures older than a day
+    /// are forgotten. Returns the failure count.
+    fn record_login_failure(
+        &self,
+        domain: &str,
+        bucket: &str,
+        now: i64,
+        threshold: i64,
+        base: i64,
+        max: i64,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Forgets a bucket's failures (after a successful sign-in).
+    fn clear_login_failures(
+        &self,
+        domain: &str,
+        bucket: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// A user by id.
     fn find_user_by_id(
@@ -209,7 +254,7 @@ impl SignInStore for SqlStore {
 
     async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         )))
         .bind(&c.hash)
         .bind(&c.domain)
@@ -230,6 +275,7 @@ impl SignInStore for SqlStore {
         .bind(c.used_at)
         .bind(&c.access_jti)
         .bind(c.access_expires_at)
+        .bind(&c.family_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -257,13 +303,22 @@ impl SignInStore for SqlStore {
         .await?)
     }
 
-    async fn set_code_access(&self, hash: &str, jti: &str, expires_at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE auth_codes SET access_jti = $2, access_expires_at = $3 WHERE hash = $1")
-            .bind(hash)
-            .bind(jti)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+    async fn set_code_access(
+        &self,
+        hash: &str,
+        jti: &str,
+        expires_at: i64,
+        family_id: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1",
+        )
+        .bind(hash)
+        .bind(jti)
+        .bind(expires_at)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -303,6 +358,90 @@ impl SignInStore for SqlStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn find_session_by_sid(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at \
+             FROM sessions WHERE sid = $1 AND domain = $2 AND ended_at IS NULL AND expires_at > $3 \
+             AND last_seen + idle_timeout > $3",
+        )
+        .bind(sid)
+        .bind(domain)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn end_user_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.revoke_user_families(domain, user_id, None, now).await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn login_locked_for(&self, domain: &str, bucket: &str, now: i64) -> StoreResult<i64> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $2")
+                .bind(domain)
+                .bind(bucket)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or(0, |r| (r.0 - now).max(0)))
+    }
+
+    async fn record_login_failure(
+        &self,
+        domain: &str,
+        bucket: &str,
+        now: i64,
+        threshold: i64,
+        base: i64,
+        max: i64,
+    ) -> StoreResult<i64> {
+        let (failures,): (i64,) = sqlx::query_as(
+            "INSERT INTO login_attempts (domain, bucket, failures, locked_until, updated_at) VALUES ($1, $2, 1, 0, $3) \
+             ON CONFLICT (domain, bucket) DO UPDATE SET updated_at = $3, failures = CASE \
+             WHEN login_attempts.updated_at < $4 THEN 1 ELSE login_attempts.failures + 1 END \
+             RETURNING failures",
+        )
+        .bind(domain)
+        .bind(bucket)
+        .bind(now)
+        .bind(now - 86_400)
+        .fetch_one(&self.pool)
+        .await?;
+        if failures >= threshold {
+            let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
+            let lock = base.saturating_mul(1_i64 << doublings).min(max);
+            sqlx::query("UPDATE login_attempts SET locked_until = $3 WHERE domain = $1 AND bucket = $2")
+                .bind(domain)
+                .bind(bucket)
+                .bind(now + lock)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(failures)
+    }
+
+    async fn clear_login_failures(&self, domain: &str, bucket: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2")
+            .bind(domain)
+            .bind(bucket)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

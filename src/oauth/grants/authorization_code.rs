@@ -1,18 +1,15 @@
 //! RFC 6749 s4.1.3: the authorization code grant, with PKCE (RFC 7636) and ID tokens.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
 
 use super::{Grant, TokenResponse};
 use crate::crypto::secrets::sha256_b64;
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
-use crate::oauth::claims::custom_claims;
-use crate::oauth::id_token::{self, IdTokenSpec};
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
-use crate::oauth::tokens::{AccessTokenSpec, issue_access_token};
+use crate::oauth::user_tokens::{self, UserGrant};
 use crate::store::OAuthStore;
 use crate::store::signin::CodeRow;
 
@@ -81,76 +78,58 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-        let user_claims: Value = serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}));
         let scopes: Vec<String> = row
             .scope
             .split(' ')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let api: Vec<String> = scopes
-            .iter()
-            .filter(|s| ctx.domain.scope_owner.contains_key(*s))
-            .cloned()
-            .collect();
-        let mut audiences: Vec<String> = Vec::new();
-        for rs in &ctx.domain.resource_servers {
-            if api.iter().any(|s| rs.scopes.iter().any(|x| &x.name == s)) {
-                audiences.push(rs.audience.clone());
-            }
-        }
-        if audiences.is_empty() {
-            // Only OpenID scopes: the token is for this server's userinfo endpoint.
-            audiences.push(ctx.domain.issuer.clone());
-        }
-        let mut extra = custom_claims(ctx.domain, &audiences, &api, Some(&user_claims));
-        extra.insert("auth_time".into(), json!(row.auth_time));
-        let token = issue_access_token(
-            ctx,
-            AccessTokenSpec {
-                client,
-                sub: user.id.clone(),
-                scopes: scopes.clone(),
-                audiences,
-                extra,
-                // The access token never outlives the session it came from.
-                max_lifetime: Some(row.session_expires_at - ctx.now),
-            },
-        )
-        .await?;
-        ctx.store
-            .set_code_access(&hash, &token.jti, ctx.now + token.expires_in)
-            .await?;
-        let id_token = if scopes.iter().any(|s| s == "openid") {
-            let amr: Value = serde_json::from_str(&row.amr).unwrap_or_else(|_| json!(["pwd"]));
-            Some(id_token::sign(
-                ctx,
-                IdTokenSpec {
-                    client,
-                    sub: &user.id,
-                    nonce: row.nonce.as_deref(),
-                    auth_time: row.auth_time,
-                    amr,
-                    sid: &row.sid,
-                    access_token: Some(&token.value),
-                },
-            )?)
+        let grant = UserGrant {
+            client,
+            user: &user,
+            scopes: &scopes,
+            auth_time: row.auth_time,
+            amr: &row.amr,
+            sid: &row.sid,
+            nonce: row.nonce.as_deref(),
+            remaining: row.session_expires_at - ctx.now,
+        };
+        let issued = user_tokens::issue(ctx, &grant).await?;
+        let family = if user_tokens::wants_refresh(ctx.domain, client, &scopes) {
+            Some(user_tokens::start_family(ctx, &grant, row.session_expires_at).await?)
         } else {
             None
         };
+        ctx.store
+            .set_code_access(
+                &hash,
+                &issued.access.jti,
+                ctx.now + issued.access.expires_in,
+                family.as_ref().map(|f| f.id.as_str()),
+            )
+            .await?;
+        let refresh_token = match &family {
+            Some(f) => {
+                let value = user_tokens::new_refresh_token();
+                user_tokens::store_refresh_token(ctx, f, &value, &issued.access.jti).await?;
+                Some(value)
+            }
+            None => None,
+        };
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "authorization_code").increment(1);
         Ok(TokenResponse {
-            access_token: token.value,
+            access_token: issued.access.value,
             token_type: "Bearer",
-            expires_in: token.expires_in,
+            expires_in: issued.access.expires_in,
             scope: Some(row.scope.clone()),
-            refresh_token: None,
-            id_token,
+            refresh_token,
+            id_token: issued.id_token,
         })
     }
 }
 
-/// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it.
+/// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it (the access token
+/// and the refresh-token family started from it).
 async fn revoke_issued<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &CodeRow) -> OAuthResult<()> {
     if let (Some(jti), Some(exp)) = (&row.access_jti, row.access_expires_at) {
         // A JWT is revoked by its jti; an opaque token by its row.
@@ -160,6 +139,9 @@ async fn revoke_issued<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &CodeRow) -> OAuthR
         ctx.store
             .revoke_tokens_by_jti(&ctx.domain.name, jti, ctx.now)
             .await?;
+    }
+    if let Some(family) = &row.family_id {
+        user_tokens::revoke_family(ctx, family, &row.client_id).await?;
     }
     Ok(())
 }

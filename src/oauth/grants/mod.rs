@@ -4,6 +4,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod refresh_token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ impl<S: OAuthStore + 'static> Grants<S> {
         let list: Vec<Arc<dyn Grant<S>>> = vec![
             Arc::new(authorization_code::AuthorizationCode),
             Arc::new(client_credentials::ClientCredentials),
+            Arc::new(refresh_token::RefreshToken),
         ];
         Grants {
             by_type: list.into_iter().map(|g| (g.grant_type(), g)).collect(),

@@ -1,0 +1,220 @@
+//! RFC 6749 s6: the refresh token grant, with rotation in families and reuse detection
+//! (RFC 9700 s4.14.2), and a new ID token for `openid` grants (OpenID Connect Core s12.2).
+
+use async_trait::async_trait;
+
+use super::{Grant, TokenResponse};
+use crate::config::{ConsentPolicy, is_scope_token};
+use crate::crypto::secrets::sha256_b64;
+use crate::domain::Client;
+use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::params::Params;
+use crate::oauth::user_tokens::{self, UserGrant, invalid_refresh};
+use crate::store::refresh::FamilyRow;
+use crate::store::{OAuthStore, TokenRow};
+
+/// `grant_type=refresh_token`.
+pub struct RefreshToken;
+
+/// What happened to the presented token when it was rotated.
+enum Rotation {
+    /// This request rotated it: its successor is new.
+    Fresh,
+    /// It had been rotated moments ago, within the client's grace window: the same successor
+    /// is handed out again.
+    Retry,
+}
+
+#[async_trait]
+impl<S: OAuthStore> Grant<S> for RefreshToken {
+    fn grant_type(&self) -> &'static str {
+        "refresh_token"
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_, S>, client: &Client, params: &Params) -> OAuthResult<TokenResponse> {
+        let presented = params.require("refresh_token")?;
+        let hash = sha256_b64(presented);
+        let domain = &ctx.domain.name;
+        let row = ctx
+            .store
+            .find_token(domain, &hash)
+            .await?
+            .filter(|t| t.kind == "refresh")
+            .ok_or_else(invalid_refresh)?;
+        // RFC 6749 s6: the refresh token was issued to the authenticated client.
+        if row.client_id != client.id {
+            return Err(invalid_refresh().with_cause("refresh token of another client"));
+        }
+        let family_id = row.family_id.clone().ok_or_else(invalid_refresh)?;
+        let family = ctx
+            .store
+            .find_family(domain, &family_id)
+            .await?
+            .ok_or_else(invalid_refresh)?;
+        if family.revoked_at.is_some() || row.revoked_at.is_some() {
+            return Err(invalid_refresh().with_cause("refresh token revoked"));
+        }
+        let rotation = if row.used_at.is_none() && ctx.store.rotate_refresh(domain, &hash, ctx.now).await? {
+            Rotation::Fresh
+        } else {
+            reused(ctx, client, &row, presented).await?
+        };
+        // Checked after the rotation so that a token refused here is used up all the same.
+        check_family(ctx, client, &row, &family).await?;
+        let user = ctx
+            .store
+            .find_user_by_id(domain, &family.user_id)
+            .await?
+            .filter(|u| u.status == "active")
+            .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
+        let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
+        let scopes = narrowed(&granted, params.get("scope"))?;
+        let remaining = match family.offline {
+            1 => family.expires_at - ctx.now,
+            _ => session_remaining(ctx, &family).await?,
+        };
+        let grant = UserGrant {
+            client,
+            user: &user,
+            scopes: &scopes,
+            auth_time: family.auth_time,
+            amr: &family.amr,
+            sid: &family.sid,
+            nonce: None,
+            remaining,
+        };
+        let issued = user_tokens::issue(ctx, &grant).await?;
+        let next = user_tokens::successor(ctx, presented);
+        user_tokens::store_refresh_token(ctx, &family, &next, &issued.access.jti).await?;
+        // A reuse detected concurrently may have revoked the family while we issued: then what
+        // we issued dies with it, and the family never forks.
+        let still = ctx.store.find_family(domain, &family.id).await?;
+        if still.is_none_or(|f| f.revoked_at.is_some()) {
+            user_tokens::revoke_family(ctx, &family.id, &client.id).await?;
+            return Err(invalid_refresh().with_cause("family revoked during the refresh"));
+        }
+        if matches!(rotation, Rotation::Retry) {
+            tracing::info!(client_id = %client.id, "refresh retried within the grace window: same new refresh token");
+        }
+        metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "refresh_token").increment(1);
+        Ok(TokenResponse {
+            access_token: issued.access.value,
+            token_type: "Bearer",
+            expires_in: issued.access.expires_in,
+            scope: Some(scopes.join(" ")),
+            refresh_token: Some(next),
+            id_token: issued.id_token,
+        })
+    }
+}
+
+/// A token presented after its rotation: within the grace window and while its successor is
+/// unused, a retry; otherwise a replay, and the whole family is revoked (RFC 9700 s4.14.2).
+async fn reused<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    client: &Client,
+    row: &TokenRow,
+    presented: &str,
+) -> OAuthResult<Rotation> {
+    let family_id = row.family_id.as_deref().unwrap_or_default();
+    // Another request may have rotated it between our read and our update.
+    let used_at = match row.used_at {
+        Some(t) => t,
+        None => ctx
+            .store
+            .find_token(&ctx.domain.name, &row.hash)
+            .await?
+            .and_then(|r| r.used_at)
+            .unwrap_or(ctx.now),
+    };
+    if client.refresh_token_grace > 0 && ctx.now - used_at <= client.refresh_token_grace {
+        let next_hash = sha256_b64(&user_tokens::successor(ctx, presented));
+        let next = ctx.store.find_token(&ctx.domain.name, &next_hash).await?;
+        // The successor not yet stored (a concurrent rotation still writing it) or unused.
+        if next.is_none_or(|n| n.used_at.is_none() && n.revoked_at.is_none()) {
+            return Ok(Rotation::Retry);
+        }
+    }
+    user_tokens::revoke_family(ctx, family_id, &row.client_id).await?;
+    tracing::warn!(client_id = %row.client_id, family = %family_id, "rotated refresh token reused: its family is revoked");
+    Err(invalid_refresh().with_cause("rotated refresh token reused; family revoked"))
+}
+
+/// The family may still be used: unexpired, its user's consent standing, and, unless offline,
+/// its session alive.
+async fn check_family<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    client: &Client,
+    row: &TokenRow,
+    family: &FamilyRow,
+) -> OAuthResult<()> {
+    if row.expires_at <= ctx.now || family.expires_at <= ctx.now {
+        return Err(invalid_refresh().with_cause("refresh token expired"));
+    }
+    if client.consent == ConsentPolicy::Required {
+        let consent = ctx
+            .store
+            .find_consent(&ctx.domain.name, &family.user_id, &client.id)
+            .await?
+            .unwrap_or_default();
+        let consented: Vec<&str> = consent.split(' ').collect();
+        if !family.scope.split(' ').all(|s| consented.contains(&s)) {
+            return Err(invalid_refresh().with_cause("consent revoked"));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds left in the session a non-offline family belongs to; refused when it has ended.
+async fn session_remaining<S: OAuthStore>(ctx: &Ctx<'_, S>, family: &FamilyRow) -> OAuthResult<i64> {
+    let session = ctx
+        .store
+        .find_session_by_sid(&ctx.domain.name, &family.sid, ctx.now)
+        .await?
+        .ok_or_else(|| invalid_refresh().with_cause("the session of this refresh token has ended"))?;
+    Ok(session.expires_at.min(family.expires_at) - ctx.now)
+}
+
+/// RFC 6749 s6: the requested scope must not include any scope not originally granted; when
+/// omitted, it is the original.
+fn narrowed(granted: &[String], requested: Option<&str>) -> OAuthResult<Vec<String>> {
+    let Some(requested) = requested else {
+        return Ok(granted.to_vec());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !is_scope_token(s) {
+            return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
+        }
+        if !granted.iter().any(|g| g == s) {
+            return Err(OAuthError::invalid_scope(format!(
+                "the scope {s} was not granted: a refresh may narrow the scope, never widen it"
+            )));
+        }
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(OAuthError::invalid_scope("the scope parameter is empty"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::narrowed;
+
+    #[test]
+    fn narrowing_never_widens() {
+        let g: Vec<String> = ["openid", "orders.read", "offline_access"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(narrowed(&g, None).unwrap(), g);
+        assert_eq!(narrowed(&g, Some("orders.read")).unwrap(), ["orders.read"]);
+        assert!(narrowed(&g, Some("orders.read orders.write")).is_err());
+        assert!(narrowed(&g, Some("   ")).is_err());
+    }
+}

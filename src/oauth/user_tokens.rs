@@ -1,0 +1,218 @@
+//! What the grants of a signed-in person (authorization_code, refresh_token) issue: the access
+//! token, the ID token and refresh tokens in families.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::RefreshPolicy;
+use crate::crypto::secrets::{random_id, random_token, sha256_b64};
+use crate::domain::{Client, Domain};
+use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::claims::custom_claims;
+use crate::oauth::id_token::{self, IdTokenSpec};
+use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token};
+use crate::store::refresh::FamilyRow;
+use crate::store::{OAuthStore, TokenRow, UserRow};
+
+/// A grant to a signed-in person, as the token endpoint sees it.
+pub struct UserGrant<'a> {
+    pub client: &'a Client,
+    pub user: &'a UserRow,
+    /// Scopes of this access token (a refresh may narrow the family's).
+    pub scopes: &'a [String],
+    pub auth_time: i64,
+    /// JSON array of authentication methods.
+    pub amr: &'a str,
+    pub sid: &'a str,
+    /// Only on the code exchange (OpenID Connect Core s12.2: not repeated on refresh).
+    pub nonce: Option<&'a str>,
+    /// Seconds the grant has left (its session, or its offline family): the access token never
+    /// outlives it.
+    pub remaining: i64,
+}
+
+/// What a user grant issues.
+pub struct UserTokens {
+    pub access: IssuedToken,
+    pub id_token: Option<String>,
+}
+
+/// The user's stored claims (OpenID standard claims, groups, attributes).
+pub fn user_claims(user: &UserRow) -> Value {
+    serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}))
+}
+
+/// True when the scopes ask for refresh tokens that outlive the session: `offline_access`
+/// (OpenID Connect Core s11) or a resource server's offline scope.
+pub fn is_offline(domain: &Domain, scopes: &[String]) -> bool {
+    scopes.iter().any(|s| {
+        s == "offline_access"
+            || domain
+                .resource_servers
+                .iter()
+                .any(|rs| rs.offline_scope.as_deref() == Some(s.as_str()))
+    })
+}
+
+/// Whether a code exchange starts a refresh-token family for this client and these scopes.
+pub fn wants_refresh(domain: &Domain, client: &Client, scopes: &[String]) -> bool {
+    client.grant_types.contains("refresh_token")
+        && (is_offline(domain, scopes) || client.refresh_tokens == RefreshPolicy::Always)
+}
+
+/// Issues the access token (and the ID token for `openid`) of a user grant.
+pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthResult<UserTokens> {
+    let stored = user_claims(g.user);
+    let api: Vec<String> = g
+        .scopes
+        .iter()
+        .filter(|s| ctx.domain.scope(s).is_some())
+        .cloned()
+        .collect();
+    let mut audiences: Vec<String> = ctx
+        .domain
+        .resource_servers
+        .iter()
+        .filter(|rs| rs.scopes.iter().any(|x| api.contains(&x.name)))
+        .map(|rs| rs.audience.clone())
+        .collect();
+    if audiences.is_empty() {
+        // Only OpenID scopes: the token is for this server's userinfo endpoint.
+        audiences.push(ctx.domain.issuer.clone());
+    }
+    let mut extra = custom_claims(ctx.domain, &audiences, &api, Some(&stored));
+    extra.insert("auth_time".into(), json!(g.auth_time));
+    let access = issue_access_token(
+        ctx,
+        AccessTokenSpec {
+            client: g.client,
+            sub: g.user.id.clone(),
+            scopes: g.scopes.to_vec(),
+            audiences,
+            extra,
+            max_lifetime: Some(g.remaining),
+        },
+    )
+    .await?;
+    let id_token = if g.scopes.iter().any(|s| s == "openid") {
+        let mut extra = Map::new();
+        // Identity domains' get_groups scope: the groups in the ID token.
+        if g.scopes.iter().any(|s| s == "get_groups")
+            && let Some(groups) = stored.get("groups")
+        {
+            extra.insert("groups".into(), groups.clone());
+        }
+        Some(id_token::sign(
+            ctx,
+            IdTokenSpec {
+                client: g.client,
+                sub: &g.user.id,
+                nonce: g.nonce,
+                auth_time: g.auth_time,
+                amr: serde_json::from_str(g.amr).unwrap_or_else(|_| json!(["pwd"])),
+                sid: g.sid,
+                access_token: Some(&access.value),
+                extra,
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(UserTokens { access, id_token })
+}
+
+/// Starts a refresh-token family for a code just redeemed. Offline families last the domain's
+/// refresh_token_max_lifetime; the others end with their session (and never after it).
+pub async fn start_family<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    g: &UserGrant<'_>,
+    session_expires_at: i64,
+) -> OAuthResult<FamilyRow> {
+    let offline = is_offline(ctx.domain, g.scopes);
+    let max = ctx.now + ctx.domain.refresh_token_max_lifetime;
+    let f = FamilyRow {
+        id: random_id(),
+        domain: ctx.domain.name.clone(),
+        client_id: g.client.id.clone(),
+        user_id: g.user.id.clone(),
+        scope: g.scopes.join(" "),
+        sid: g.sid.to_string(),
+        offline: i64::from(offline),
+        auth_time: g.auth_time,
+        amr: g.amr.to_string(),
+        created_at: ctx.now,
+        expires_at: if offline { max } else { max.min(session_expires_at) },
+        revoked_at: None,
+    };
+    ctx.store.insert_family(&f).await?;
+    Ok(f)
+}
+
+/// Stores a refresh token of `family` issued with the access token `access_jti`. `value`: the
+/// token (random for a family's first, derived from its predecessor on rotation). Idle expiry
+/// restarts; the family's absolute expiry is never passed.
+pub async fn store_refresh_token<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    family: &FamilyRow,
+    value: &str,
+    access_jti: &str,
+) -> OAuthResult<()> {
+    let row = TokenRow {
+        hash: sha256_b64(value),
+        domain: ctx.domain.name.clone(),
+        kind: "refresh".into(),
+        client_id: family.client_id.clone(),
+        sub: family.user_id.clone(),
+        scope: family.scope.clone(),
+        aud: "[]".into(),
+        claims: "{}".into(),
+        jti: random_id(),
+        issued_at: ctx.now,
+        expires_at: (ctx.now + ctx.domain.refresh_token_idle_lifetime).min(family.expires_at),
+        revoked_at: None,
+        family_id: Some(family.id.clone()),
+        used_at: None,
+        access_jti: Some(access_jti.to_string()),
+    };
+    ctx.store.insert_token(&row).await?;
+    Ok(())
+}
+
+/// A new random refresh token value.
+pub fn new_refresh_token() -> String {
+    random_token()
+}
+
+/// The successor of a rotated refresh token: derived, so that a retry within the client's grace
+/// window gets the same one without the server storing any token.
+pub fn successor<S>(ctx: &Ctx<'_, S>, previous: &str) -> String {
+    ctx.kek.derive_token("refresh-rotation", previous)
+}
+
+/// Revokes a family and the access tokens issued in it (JWTs by jti, for as long as any of
+/// them can live).
+pub async fn revoke_family<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    family_id: &str,
+    client_id: &str,
+) -> OAuthResult<()> {
+    let jtis = ctx
+        .store
+        .revoke_family(&ctx.domain.name, family_id, ctx.now)
+        .await?;
+    let until = ctx.now + ctx.domain.max_token_lifetime();
+    for jti in jtis {
+        ctx.store
+            .revoke_jti(&ctx.domain.name, &jti, client_id, until)
+            .await?;
+        ctx.store
+            .revoke_tokens_by_jti(&ctx.domain.name, &jti, ctx.now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The error of every refresh token that cannot be used, whatever the reason (logged as cause).
+pub fn invalid_refresh() -> OAuthError {
+    OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+}

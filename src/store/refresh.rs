@@ -1,0 +1,172 @@
+//! SQL for refresh-token families: the grant a refresh token belongs to, rotation (one atomic
+//! conditional update) and revocation of a whole family.
+
+use std::future::Future;
+
+use sqlx::FromRow;
+
+use super::{SqlStore, StoreResult};
+
+/// A refresh-token family: one grant, many rotated tokens.
+#[derive(Debug, Clone, FromRow)]
+pub struct FamilyRow {
+    pub id: String,
+    pub domain: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub sid: String,
+    pub offline: i64,
+    pub auth_time: i64,
+    pub amr: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+const FAMILY_COLUMNS: &str = "id, domain, client_id, user_id, scope, sid, offline, auth_time, amr, \
+    created_at, expires_at, revoked_at";
+
+/// Refresh-token families.
+pub trait RefreshStore {
+    /// Stores a new family.
+    fn insert_family(&self, f: &FamilyRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The family with this id, whatever its state.
+    fn find_family(
+        &self,
+        domain: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<FamilyRow>>> + Send;
+    /// Marks an unrotated refresh token rotated at `now`; true for exactly one caller, however
+    /// many race (single use).
+    fn rotate_refresh(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Revokes a family: the family row and every token in it. Returns the jtis of the access
+    /// tokens issued in it (JWTs are revoked by jti by the caller).
+    fn revoke_family(
+        &self,
+        domain: &str,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Revokes every family of a user (and their tokens), of one client or all; returns how many.
+    fn revoke_user_families(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+impl SqlStore {
+    async fn revoke_family_tokens(
+        &self,
+        domain: &str,
+        family_filter: &str,
+        arg: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND revoked_at IS NULL AND family_id IN ({family_filter})"
+        )))
+        .bind(domain)
+        .bind(arg)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl RefreshStore for SqlStore {
+    async fn insert_family(&self, f: &FamilyRow) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO refresh_families ({FAMILY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        )))
+        .bind(&f.id)
+        .bind(&f.domain)
+        .bind(&f.client_id)
+        .bind(&f.user_id)
+        .bind(&f.scope)
+        .bind(&f.sid)
+        .bind(f.offline)
+        .bind(f.auth_time)
+        .bind(&f.amr)
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(f.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_family(&self, domain: &str, id: &str) -> StoreResult<Option<FamilyRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1 AND domain = $2"
+        )))
+        .bind(id)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn rotate_refresh(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
+             AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, domain: &str, id: &str, now: i64) -> StoreResult<Vec<String>> {
+        sqlx::query("UPDATE refresh_families SET revoked_at = $3 WHERE id = $1 AND domain = $2 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let jtis: Vec<(String,)> = sqlx::query_as(
+            "SELECT access_jti FROM tokens WHERE domain = $1 AND family_id = $2 AND access_jti IS NOT NULL",
+        )
+        .bind(domain)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        self.revoke_family_tokens(domain, "$2", id, now).await?;
+        Ok(jtis.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn revoke_user_families(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $4 WHERE domain = $1 AND user_id = $2 \
+             AND ($3 = '' OR client_id = $3) AND revoked_at IS NULL",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id.unwrap_or(""))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // The tokens of the user's revoked families (those just revoked among them).
+        let families =
+            "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NOT NULL";
+        self.revoke_family_tokens(domain, families, user_id, now).await?;
+        Ok(r.rows_affected())
+    }
+}
