@@ -55,6 +55,8 @@ pub struct Opts {
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// TOML appended to the default domain (after its users).
     pub domain_extra: String,
+    /// Keys of the default domain itself (placed right after its issuer).
+    pub domain_settings: String,
     /// Serve another app's issuer (a replica behind a load balancer): requests carry its Host.
     pub issuer_port: Option<u16>,
 }
@@ -276,6 +278,7 @@ refresh_interval = "1s"
 [[domain]]
 name = "default"
 issuer = "http://127.0.0.1:{port}"
+{domain_settings}
 
   [[domain.resource_server]]
   audience = "https://api.example.com/orders"
@@ -339,6 +342,7 @@ access_token_signing_alg = "ES256"
         bob = password_hash("bob"),
         carol = password_hash("carol"),
         domain_extra = opts.domain_extra,
+        domain_settings = opts.domain_settings,
     )
 }
 

@@ -55,6 +55,9 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         if family.revoked_at.is_some() || row.revoked_at.is_some() {
             return Err(invalid_refresh().with_cause("refresh token revoked"));
         }
+        // A malformed or widened scope is refused before the token is used up.
+        let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
+        let scopes = narrowed(&granted, params.get("scope"))?;
         let rotation = if row.used_at.is_none() && ctx.store.rotate_refresh(domain, &hash, ctx.now).await? {
             Rotation::Fresh
         } else {
@@ -68,8 +71,6 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
-        let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
-        let scopes = narrowed(&granted, params.get("scope"))?;
         let remaining = match family.offline {
             1 => family.expires_at - ctx.now,
             _ => session_remaining(ctx, &family).await?,

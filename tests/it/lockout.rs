@@ -1,0 +1,105 @@
+//! Sign-in throttling: per account and per client address, the same for unknown names, with a
+//! lockout that backs off, and the same message for an unknown user and a wrong password.
+
+use crate::flow::{Browser, Page, authorize_url, pkce};
+use crate::harness::{TestApp, password};
+
+async fn login_page(app: &TestApp, browser: &Browser) -> Page {
+    let p = pkce();
+    let page = browser
+        .get(&authorize_url(
+            app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "webapp"),
+                ("redirect_uri", "https://app.example.com/cb"),
+                ("scope", "openid"),
+                ("state", "s"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+    page
+}
+
+const WRONG: &str = "The username or password is incorrect.";
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let login = login_page(&app, &browser).await;
+    let wrong = browser.sign_in(&login, "alice", "nope").await;
+    let unknown = browser.sign_in(&login, "nobody", "nope").await;
+    let disabled = browser.sign_in(&login, "bob", &password("bob")).await;
+    for page in [&wrong, &unknown, &disabled] {
+        assert_eq!(page.status, 401);
+        assert!(page.body.contains(WRONG), "{}", page.body);
+        assert!(page.location().is_none());
+    }
+    // The page is the same but for the username echoed back in the field.
+    assert_eq!(
+        wrong.body.replace("value=\"alice\"", ""),
+        unknown.body.replace("value=\"nobody\"", "")
+    );
+}
+
+#[tokio::test]
+async fn an_account_locks_after_repeated_failures_and_the_lock_backs_off() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let login = login_page(&app, &browser).await;
+    for _ in 0..5 {
+        assert_eq!(browser.sign_in(&login, "alice", "wrong").await.status, 401);
+    }
+    // Locked: even the right password is refused, without checking it.
+    let locked = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(locked.status, 429);
+    assert!(
+        locked.body.contains("Too many failed sign-ins"),
+        "{}",
+        locked.body
+    );
+    let retry: i64 = locked.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    // Another account is not affected.
+    let other = browser.sign_in(&login, "carol", "wrong").await;
+    assert_eq!(other.status, 401);
+    // After 30 s one more failure locks for twice as long.
+    app.clock.advance(31);
+    assert_eq!(browser.sign_in(&login, "alice", "wrong").await.status, 401);
+    let again = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(again.status, 429);
+    let retry: i64 = again.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((31..=60).contains(&retry), "doubled: {retry}");
+    app.clock.advance(61);
+    let ok = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn unknown_usernames_lock_like_real_ones() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let login = login_page(&app, &browser).await;
+    for _ in 0..5 {
+        assert_eq!(browser.sign_in(&login, "ghost", "x").await.status, 401);
+    }
+    let page = browser.sign_in(&login, "ghost", "x").await;
+    assert_eq!(page.status, 429, "no hint that the account does not exist");
+}
+
+#[tokio::test]
+async fn an_address_locks_after_failures_across_many_accounts() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let login = login_page(&app, &browser).await;
+    for i in 0..20 {
+        let status = browser.sign_in(&login, &format!("user{i}"), "x").await.status;
+        assert_eq!(status, 401, "attempt {i}");
+    }
+    let page = browser.sign_in(&login, "carol", &password("carol")).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+}

@@ -1,0 +1,408 @@
+//! Refresh tokens: families, rotation, reuse detection, grace, narrowing, offline and
+//! session-bound tokens, expiry, revocation, and the events that end them.
+
+use ostiary::clock::Clock;
+use ostiary::store::DirectoryStore;
+use ostiary::store::signin::SignInStore;
+use serde_json::Value;
+
+use crate::flow::{Browser, authorize_url, code_flow, exchange, refresh, sign_in_tokens};
+use crate::harness::{Opts, TestApp, jwt_parts, on_postgres};
+
+fn rt(body: &Value) -> String {
+    body["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token in {body}"))
+        .to_string()
+}
+
+fn at(body: &Value) -> String {
+    body["access_token"].as_str().expect("access_token").to_string()
+}
+
+async fn introspect_as(app: &TestApp, client: &str, token: &str) -> Value {
+    app.introspect(client, token).await
+}
+
+#[tokio::test]
+async fn offline_access_gives_a_refresh_token_that_rotates_and_whose_reuse_kills_the_family() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read offline_access",
+    )
+    .await;
+    let r1 = rt(&first);
+    let live: Value = introspect_as(&app, "webapp", &r1).await;
+    assert_eq!(live["active"], true);
+    assert_eq!(live["token_type"], "refresh_token");
+
+    let (status, second) = refresh(&app, "webapp", &r1, &[]).await;
+    assert_eq!(status, 200, "{second}");
+    let r2 = rt(&second);
+    assert_ne!(r1, r2, "every use rotates");
+    assert_eq!(second["scope"], "openid orders.read offline_access");
+    assert_eq!(
+        introspect_as(&app, "webapp", &r1).await["active"],
+        false,
+        "rotated"
+    );
+    assert_eq!(introspect_as(&app, "webapp", &r2).await["active"], true);
+    let access2 = at(&second);
+    assert_eq!(introspect_as(&app, "webapp", &access2).await["active"], true);
+
+    // Replaying the rotated token: invalid_grant, and the whole family dies, access tokens too.
+    let (status, body) = refresh(&app, "webapp", &r1, &[]).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(introspect_as(&app, "webapp", &r2).await["active"], false);
+    assert_eq!(introspect_as(&app, "webapp", &access2).await["active"], false);
+    assert_eq!(introspect_as(&app, "webapp", &at(&first)).await["active"], false);
+    let (status, body) = refresh(&app, "webapp", &r2, &[]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+}
+
+#[tokio::test]
+async fn refresh_returns_a_new_id_token_with_the_original_auth_time_and_no_nonce() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let code = code_flow(
+        &app,
+        &browser,
+        "webapp",
+        "openid profile offline_access",
+        &[("nonce", "n-9")],
+    )
+    .await;
+    let (_, first) = exchange(&app, &code).await;
+    let (_, c1) = jwt_parts(first["id_token"].as_str().unwrap());
+    assert_eq!(c1["nonce"], "n-9");
+    app.clock.advance(120);
+    let (status, second) = refresh(&app, "webapp", &rt(&first), &[]).await;
+    assert_eq!(status, 200, "{second}");
+    let (_, c2) = jwt_parts(second["id_token"].as_str().unwrap());
+    for same in ["iss", "sub", "aud", "auth_time", "sid", "acr"] {
+        assert_eq!(c1[same], c2[same], "{same}");
+    }
+    assert!(c2["iat"].as_i64().unwrap() >= c1["iat"].as_i64().unwrap() + 120);
+    assert!(
+        c2.get("nonce").is_none(),
+        "OpenID Connect Core s12.2: no nonce on refresh"
+    );
+}
+
+#[tokio::test]
+async fn no_refresh_token_without_an_offline_scope_unless_the_client_always_gets_one() {
+    let app = TestApp::spawn().await;
+    let body = sign_in_tokens(&app, &Browser::new(), "webapp", "openid orders.read").await;
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    // The resource server's own offline scope asks for one too.
+    let body = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read orders.offline",
+    )
+    .await;
+    assert!(body.get("refresh_token").is_some(), "{body}");
+    // refresh_tokens = "always": a session-bound one.
+    let body = sign_in_tokens(&app, &Browser::new(), "firstparty", "openid orders.read").await;
+    assert!(body.get("refresh_token").is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn session_bound_refresh_tokens_die_with_the_session_and_offline_ones_do_not() {
+    let app = TestApp::spawn().await;
+    let bound = sign_in_tokens(&app, &Browser::new(), "firstparty", "openid orders.read").await;
+    let offline = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "firstparty",
+        "openid orders.read offline_access",
+    )
+    .await;
+    // The session-bound access token never outlives the session (12h by default) and the
+    // refresh works while the session lives.
+    let (status, b2) = refresh(&app, "firstparty", &rt(&bound), &[]).await;
+    assert_eq!(status, 200, "{b2}");
+    // Past the session's idle timeout (2h): the session has ended.
+    app.clock.advance(2 * 3600 + 5);
+    let (status, body) = refresh(&app, "firstparty", &rt(&b2), &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(introspect_as(&app, "firstparty", &rt(&b2)).await["active"], false);
+    let (status, body) = refresh(&app, "firstparty", &rt(&offline), &[]).await;
+    assert_eq!(status, 200, "offline tokens outlive the session: {body}");
+}
+
+#[tokio::test]
+async fn refresh_may_narrow_the_scope_but_never_widen_it() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read offline_access",
+    )
+    .await;
+    let (status, body) = refresh(
+        &app,
+        "webapp",
+        &rt(&first),
+        &[("scope", "orders.read orders.write")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    // A refused widening does not use the token up.
+    let (status, narrow) = refresh(&app, "webapp", &rt(&first), &[("scope", "orders.read")]).await;
+    assert_eq!(status, 200, "{narrow}");
+    assert_eq!(narrow["scope"], "orders.read");
+    assert!(narrow.get("id_token").is_none(), "no openid, no ID token");
+    let (_, claims) = jwt_parts(&at(&narrow));
+    assert_eq!(claims["scope"], "orders.read");
+    // The new refresh token keeps the original grant (RFC 6749 s6).
+    let (status, full) = refresh(&app, "webapp", &rt(&narrow), &[]).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["scope"], "openid orders.read offline_access");
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_bound_to_its_client() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await;
+    let (status, body) = refresh(&app, "firstparty", &rt(&first), &[]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, body) = refresh(&app, "webapp", "not-a-refresh-token", &[]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    // The original owner can still use it.
+    let (status, _) = refresh(&app, "webapp", &rt(&first), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn within_the_grace_window_a_retry_gets_the_same_new_token_and_after_it_the_family_dies() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
+    let r1 = rt(&first);
+    let (status, a) = refresh(&app, "spa", &r1, &[]).await;
+    assert_eq!(status, 200, "{a}");
+    app.clock.advance(10);
+    // The response was "lost": the client retries with the old token within 30 s.
+    let (status, b) = refresh(&app, "spa", &r1, &[]).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(rt(&a), rt(&b), "the same new refresh token");
+    // Once the successor has been used, the old one is a replay even within the window.
+    let (status, c) = refresh(&app, "spa", &rt(&a), &[]).await;
+    assert_eq!(status, 200, "{c}");
+    let (status, _) = refresh(&app, "spa", &r1, &[]).await;
+    assert_eq!(status, 400);
+    let (status, _) = refresh(&app, "spa", &rt(&c), &[]).await;
+    assert_eq!(status, 400, "the family was revoked");
+}
+
+#[tokio::test]
+async fn after_the_grace_window_a_retry_is_reuse() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
+    let (status, a) = refresh(&app, "spa", &rt(&first), &[]).await;
+    assert_eq!(status, 200);
+    app.clock.advance(31);
+    let (status, _) = refresh(&app, "spa", &rt(&first), &[]).await;
+    assert_eq!(status, 400);
+    let (status, _) = refresh(&app, "spa", &rt(&a), &[]).await;
+    assert_eq!(status, 400, "the family was revoked");
+}
+
+#[tokio::test]
+async fn idle_and_absolute_expiry_and_rotation_never_extends_the_absolute_one() {
+    let app = TestApp::spawn_with(Opts {
+        domain_settings: "refresh_token_idle_lifetime = \"1d\"\nrefresh_token_max_lifetime = \"3d\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    // Idle: unused for more than a day.
+    let idle = sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await;
+    let mut token = rt(&sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await);
+    app.clock.advance(86_400 + 1);
+    let (status, _) = refresh(&app, "webapp", &rt(&idle), &[]).await;
+    assert_eq!(status, 400, "idle expiry");
+    let _ = token;
+    // Absolute: rotating twice a day still ends three days after sign-in.
+    let fresh = sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await;
+    token = rt(&fresh);
+    for _ in 0..5 {
+        app.clock.advance(12 * 3600);
+        let (status, body) = refresh(&app, "webapp", &token, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        token = rt(&body);
+    }
+    app.clock.advance(12 * 3600 + 1);
+    let (status, body) = refresh(&app, "webapp", &token, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "absolute expiry"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_its_family_and_access_tokens() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read offline_access",
+    )
+    .await;
+    let resp = app
+        .post_basic(
+            "/oauth2/v1/revoke",
+            "webapp",
+            &[("token", &rt(&first)), ("token_type_hint", "refresh_token")],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect_as(&app, "webapp", &at(&first)).await["active"], false);
+    let (status, _) = refresh(&app, "webapp", &rt(&first), &[]).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn disabling_the_user_or_changing_the_password_ends_sessions_and_refresh_tokens() {
+    for change in ["disable", "password"] {
+        let app = TestApp::spawn().await;
+        let browser = Browser::new();
+        let first = sign_in_tokens(&app, &browser, "webapp", "openid offline_access").await;
+        let store = &app.handle().state().store;
+        let now = app.clock.now();
+        match change {
+            "disable" => store
+                .set_user_status("default", "alice", "disabled", now)
+                .await
+                .unwrap(),
+            _ => {
+                let mut alice = store.find_user("default", "alice").await.unwrap().unwrap();
+                alice.password_hash = Some(crate::harness::password_hash("carol"));
+                alice.updated_at = now;
+                store.upsert_user(&alice).await.unwrap();
+            }
+        }
+        let (status, body) = refresh(&app, "webapp", &rt(&first), &[]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{change}"
+        );
+        // The browser's session is gone: the login page again.
+        let pk = crate::flow::pkce();
+        let page = browser
+            .get(&authorize_url(
+                &app,
+                &[
+                    ("response_type", "code"),
+                    ("client_id", "webapp"),
+                    ("redirect_uri", "https://app.example.com/cb"),
+                    ("scope", "openid"),
+                    ("code_challenge", &pk.challenge),
+                    ("code_challenge_method", "S256"),
+                ],
+            ))
+            .await;
+        assert_eq!(page.status, 200, "{change}");
+        assert!(page.body.contains("name=\"password\""), "{change}: sign in again");
+    }
+}
+
+#[tokio::test]
+async fn withdrawn_consent_ends_refresh() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read offline_access",
+    )
+    .await;
+    let store = &app.handle().state().store;
+    let alice = store.find_user("default", "alice").await.unwrap().unwrap();
+    store
+        .upsert_consent("default", &alice.id, "webapp", "openid", app.clock.now())
+        .await
+        .unwrap();
+    let (status, _) = refresh(&app, "webapp", &rt(&first), &[]).await;
+    assert_eq!(status, 400);
+}
+
+async fn race(apps: &[&TestApp], client: &str, token: &str, n: usize) -> Vec<(u16, Value)> {
+    let tasks = (0..n).map(|i| refresh(apps[i % apps.len()], client, token, &[]));
+    // Polled concurrently: the requests are in flight together.
+    futures_util::future::join_all(tasks).await
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_never_fork_a_family_nor_fail_with_5xx() {
+    let app = TestApp::spawn().await;
+    // Without grace: at most one wins, and the reuse by the others revokes the family.
+    let first = sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await;
+    let results = race(&[&app], "webapp", &rt(&first), 10).await;
+    check_race(&app, "webapp", &results, false).await;
+    // With grace: every retry gets the same successor, which stays usable.
+    let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
+    let results = race(&[&app], "spa", &rt(&first), 10).await;
+    check_race(&app, "spa", &results, true).await;
+}
+
+async fn check_race(app: &TestApp, client: &str, results: &[(u16, Value)], grace: bool) {
+    assert!(results.iter().all(|(s, _)| *s == 200 || *s == 400), "{results:?}");
+    let new: std::collections::HashSet<String> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| rt(b))
+        .collect();
+    assert!(new.len() <= 1, "one family, one successor: {new:?}");
+    if grace {
+        assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+        let next = new.into_iter().next().unwrap();
+        let (status, body) = refresh(app, client, &next, &[]).await;
+        assert_eq!(status, 200, "the shared successor works: {body}");
+    } else {
+        assert!(results.iter().any(|(s, _)| *s == 400));
+        for t in new {
+            let (status, _) = refresh(app, client, &t, &[]).await;
+            assert_eq!(status, 400, "reuse revoked the family");
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_on_two_replicas_never_fork_a_family() {
+    if !on_postgres() {
+        eprintln!("note: the two-replica refresh test runs on PostgreSQL only");
+        return;
+    }
+    let a = TestApp::spawn().await;
+    let a_port: u16 = a.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let b = TestApp::spawn_with(Opts {
+        database_url: Some(a.database_url.clone()),
+        dir: Some(a.dir.clone()),
+        issuer_port: Some(a_port),
+        ..Opts::default()
+    })
+    .await;
+    let first = sign_in_tokens(&a, &Browser::new(), "spa", "openid offline_access").await;
+    let results = race(&[&a, &b], "spa", &rt(&first), 10).await;
+    check_race(&a, "spa", &results, true).await;
+    let first = sign_in_tokens(&a, &Browser::new(), "webapp", "openid offline_access").await;
+    let results = race(&[&a, &b], "webapp", &rt(&first), 10).await;
+    check_race(&b, "webapp", &results, false).await;
+}
