@@ -35,3 +35,84 @@ async fn code_flow_gives_access_and_id_tokens_and_userinfo() {
     assert_eq!(info["email"], "alice@example.com");
     assert_eq!(info["sub"], claims["sub"]);
 }
+
+async fn tokens_for(app: &TestApp, scope: &str) -> serde_json::Value {
+    let browser = Browser::new();
+    let code = code_flow(app, &browser, "webapp", scope, &[]).await;
+    let (status, body) = exchange(app, &code).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn userinfo_gives_claims_by_scope_and_groups_where_asked() {
+    let app = TestApp::spawn().await;
+    let body = tokens_for(&app, "openid profile email address phone groups").await;
+    let token = body["access_token"].as_str().unwrap();
+    let info: serde_json::Value = app.get("/oauth2/v1/userinfo").bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["name"], "Alice Example");
+    assert_eq!(info["given_name"], "Alice");
+    assert_eq!(info["preferred_username"], "alice");
+    assert_eq!(info["email_verified"], true);
+    assert_eq!(info["phone_number"], "+1 555 0100");
+    assert_eq!(info["address"]["locality"], "Springfield");
+    assert_eq!(info["groups"], serde_json::json!(["staff", "admins"]));
+    assert!(info.get("department").is_none(), "attributes are not OpenID claims");
+    let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert!(id.get("groups").is_none(), "groups go in the ID token only with get_groups");
+    assert_eq!(id["acr"], "1");
+    assert_eq!(id["amr"], serde_json::json!(["pwd"]));
+
+    let body = tokens_for(&app, "openid get_groups").await;
+    let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert_eq!(id["groups"], serde_json::json!(["staff", "admins"]));
+    let info: serde_json::Value = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(info.get("email").is_none(), "no email scope, no email: {info}");
+    assert!(info.get("groups").is_none(), "no groups scope: {info}");
+}
+
+#[tokio::test]
+async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_errors_per_rfc6750() {
+    let app = TestApp::spawn().await;
+    let body = tokens_for(&app, "openid email").await;
+    let token = body["access_token"].as_str().unwrap();
+    // RFC 6750 s2.2: form-encoded body parameter.
+    let resp = app.post("/oauth2/v1/userinfo").form(&[("access_token", token)]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    // Both ways at once: invalid_request.
+    let resp = app
+        .post("/oauth2/v1/userinfo")
+        .bearer_auth(token)
+        .form(&[("access_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_request\""));
+    // No token: 401 with the bare challenge (RFC 6750 s3.1).
+    let resp = app.get("/oauth2/v1/userinfo").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer realm="));
+    // A bad token: invalid_token.
+    let resp = app.get("/oauth2/v1/userinfo").bearer_auth("garbage").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    // A token without openid (a client_credentials one): insufficient_scope, 403.
+    let cc = app.access_token("backend").await;
+    let resp = app.get("/oauth2/v1/userinfo").bearer_auth(&cc).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"insufficient_scope\""));
+    // An expired token: invalid_token.
+    app.clock.advance(3 * 3600);
+    let resp = app.get("/oauth2/v1/userinfo").bearer_auth(token).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
