@@ -52,7 +52,8 @@ CREATE TABLE auth_codes (
     used_at               BIGINT,
     access_jti            TEXT,       -- the access token issued from it, revoked on code reuse
     access_expires_at     BIGINT,
-    family_id             TEXT        -- the refresh-token family started from it, revoked on code reuse
+    family_id             TEXT,       -- the refresh-token family started from it, revoked on code reuse
+    claims                TEXT        -- JSON of the OpenID claims request (Core s5.5), if any
 );
 CREATE INDEX auth_codes_expires_at ON auth_codes (expires_at);
 
@@ -83,6 +84,7 @@ CREATE TABLE refresh_families (
     offline    BIGINT NOT NULL,
     auth_time  BIGINT NOT NULL,
     amr        TEXT   NOT NULL,
+    claims     TEXT,                 -- JSON of the OpenID claims request, kept for refreshed ID tokens
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,      -- absolute: rotation never extends it
     revoked_at BIGINT

@@ -27,6 +27,9 @@ pub struct AuthorizationRequest {
     pub prompt: Vec<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// The OpenID claims request (Core s5.5).
+    #[serde(default)]
+    pub claims: Option<crate::oauth::claims_request::ClaimsRequest>,
 }
 
 impl AuthorizationRequest {
@@ -266,7 +269,11 @@ fn check_openid_parameters(
 ) -> OAuthResult<()> {
     r.nonce = p.get("nonce").map(str::to_string);
     r.login_hint = p.get("login_hint").map(str::to_string);
-    // ui_locales, display, acr_values, id_token_hint and claims are accepted and not yet acted on.
+    // OpenID Connect Core s5.5: individual claims for the ID token and userinfo.
+    if let Some(c) = p.get("claims") {
+        r.claims = Some(crate::oauth::claims_request::ClaimsRequest::parse(c)?);
+    }
+    // ui_locales, display, acr_values and id_token_hint are accepted and not yet acted on.
     Ok(())
 }
 

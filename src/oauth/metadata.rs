@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::config::OPENID_SCOPES;
 use crate::domain::{Domain, paths};
+use crate::oauth::id_token::ACR_PASSWORD;
 
 /// Which document is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +21,13 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
     let mut scopes: Vec<&str> = domain
         .resource_servers
         .iter()
-        .flat_map(|rs| rs.scopes.iter().map(|s| s.name.as_str()))
-        .chain(["openid", "profile", "email", "address", "phone"])
+        .flat_map(|rs| {
+            rs.scopes
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(rs.offline_scope.as_deref())
+        })
+        .chain(OPENID_SCOPES.iter().copied())
         .collect();
     scopes.sort_unstable();
     let mut pkce = vec!["S256"];
@@ -52,12 +59,13 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
     {
         obj.insert("userinfo_endpoint".into(), json!(domain.url(paths::USERINFO)));
         obj.insert("subject_types_supported".into(), json!(["public"]));
+        obj.insert("acr_values_supported".into(), json!([ACR_PASSWORD]));
         obj.insert("id_token_signing_alg_values_supported".into(), json!(algs));
         obj.insert(
             "prompt_values_supported".into(),
             json!(["none", "login", "consent"]),
         );
-        obj.insert("claims_parameter_supported".into(), json!(false));
+        obj.insert("claims_parameter_supported".into(), json!(true));
         obj.insert("request_parameter_supported".into(), json!(false));
         obj.insert("request_uri_parameter_supported".into(), json!(false));
         let mut claims: Vec<&str> = vec![

@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod claims;
+pub mod claims_request;
 pub mod client_auth;
 pub mod grants;
 pub mod id_token;

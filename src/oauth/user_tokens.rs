@@ -9,6 +9,7 @@ use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::claims::custom_claims;
+use crate::oauth::claims_request::{ClaimsRequest, add_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
 use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token};
 use crate::store::refresh::FamilyRow;
@@ -26,6 +27,8 @@ pub struct UserGrant<'a> {
     pub sid: &'a str,
     /// Only on the code exchange (OpenID Connect Core s12.2: not repeated on refresh).
     pub nonce: Option<&'a str>,
+    /// The OpenID claims request of the authorization, if any.
+    pub claims: Option<&'a ClaimsRequest>,
     /// Seconds the grant has left (its session, or its offline family): the access token never
     /// outlives it.
     pub remaining: i64,
@@ -35,6 +38,14 @@ pub struct UserGrant<'a> {
 pub struct UserTokens {
     pub access: IssuedToken,
     pub id_token: Option<String>,
+}
+
+/// The access-token claim listing the user claims asked for at userinfo.
+pub const USERINFO_CLAIMS: &str = "userinfo_claims";
+
+/// The claims request stored with a code or family.
+pub fn stored_claims(json: Option<&str>) -> Option<ClaimsRequest> {
+    json.and_then(|j| serde_json::from_str(j).ok())
 }
 
 /// The user's stored claims (OpenID standard claims, groups, attributes).
@@ -82,6 +93,10 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
     }
     let mut extra = custom_claims(ctx.domain, &audiences, &api, Some(&stored));
     extra.insert("auth_time".into(), json!(g.auth_time));
+    // OpenID Connect Core s5.5: claims asked for at userinfo travel with the token.
+    if let Some(c) = g.claims.filter(|c| !c.userinfo.is_empty()) {
+        extra.insert(USERINFO_CLAIMS.into(), json!(c.userinfo));
+    }
     let access = issue_access_token(
         ctx,
         AccessTokenSpec {
@@ -101,6 +116,10 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
             && let Some(groups) = stored.get("groups")
         {
             extra.insert("groups".into(), groups.clone());
+        }
+        // OpenID Connect Core s5.5: claims asked for in the ID token.
+        if let Some(c) = g.claims {
+            add_user_claims(&mut extra, g.user, &stored, &c.id_token);
         }
         Some(id_token::sign(
             ctx,
@@ -140,6 +159,7 @@ pub async fn start_family<S: OAuthStore>(
         offline: i64::from(offline),
         auth_time: g.auth_time,
         amr: g.amr.to_string(),
+        claims: g.claims.and_then(|c| serde_json::to_string(c).ok()),
         created_at: ctx.now,
         expires_at: if offline { max } else { max.min(session_expires_at) },
         revoked_at: None,

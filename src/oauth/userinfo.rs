@@ -4,7 +4,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::Ctx;
+use crate::oauth::claims_request::add_user_claims;
 use crate::oauth::tokens::find_live_token;
+use crate::oauth::user_tokens::USERINFO_CLAIMS;
 use crate::store::OAuthStore;
 
 /// OpenID Connect Core s5.4: the claims each scope gives.
@@ -57,20 +59,15 @@ pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResu
     let stored: Value = serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}));
     let mut out = Map::new();
     out.insert("sub".into(), json!(user.id));
-    for (scope, names) in SCOPE_CLAIMS {
-        if !scopes.contains(scope) {
-            continue;
-        }
-        for name in *names {
-            let value = match *name {
-                "updated_at" => Some(json!(user.updated_at)),
-                "preferred_username" => stored.get(*name).cloned().or_else(|| Some(json!(user.username))),
-                _ => stored.get(*name).cloned(),
-            };
-            if let Some(v) = value {
-                out.insert((*name).to_string(), v);
-            }
-        }
+    // OpenID Connect Core s5.4: the claims of each granted scope; s5.5: plus those asked for.
+    let mut names: Vec<String> = SCOPE_CLAIMS
+        .iter()
+        .filter(|(scope, _)| scopes.contains(scope))
+        .flat_map(|(_, names)| names.iter().map(|n| n.to_string()))
+        .collect();
+    if let Some(Value::Array(asked)) = t.extra.get(USERINFO_CLAIMS) {
+        names.extend(asked.iter().filter_map(Value::as_str).map(str::to_string));
     }
+    add_user_claims(&mut out, &user, &stored, &names);
     Ok(Value::Object(out))
 }

@@ -19,12 +19,14 @@ pub struct FamilyRow {
     pub offline: i64,
     pub auth_time: i64,
     pub amr: String,
+    /// JSON of the OpenID claims request.
+    pub claims: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
 }
 
-const FAMILY_COLUMNS: &str = "id, domain, client_id, user_id, scope, sid, offline, auth_time, amr, \
+const FAMILY_COLUMNS: &str = "id, domain, client_id, user_id, scope, sid, offline, auth_time, amr, claims, \
     created_at, expires_at, revoked_at";
 
 /// Refresh-token families.
@@ -86,7 +88,7 @@ impl SqlStore {
 impl RefreshStore for SqlStore {
     async fn insert_family(&self, f: &FamilyRow) -> StoreResult<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO refresh_families ({FAMILY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO refresh_families ({FAMILY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         )))
         .bind(&f.id)
         .bind(&f.domain)
@@ -97,6 +99,7 @@ impl RefreshStore for SqlStore {
         .bind(f.offline)
         .bind(f.auth_time)
         .bind(&f.amr)
+        .bind(&f.claims)
         .bind(f.created_at)
         .bind(f.expires_at)
         .bind(f.revoked_at)

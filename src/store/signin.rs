@@ -58,11 +58,13 @@ pub struct CodeRow {
     pub access_jti: Option<String>,
     pub access_expires_at: Option<i64>,
     pub family_id: Option<String>,
+    /// JSON of the OpenID claims request.
+    pub claims: Option<String>,
 }
 
 const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redirect_uri_given, scope, nonce, \
     code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
-    family_id";
+    family_id, claims";
 
 /// Browser sign-in state.
 pub trait SignInStore {
@@ -254,7 +256,7 @@ impl SignInStore for SqlStore {
 
     async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         )))
         .bind(&c.hash)
         .bind(&c.domain)
@@ -276,6 +278,7 @@ impl SignInStore for SqlStore {
         .bind(&c.access_jti)
         .bind(c.access_expires_at)
         .bind(&c.family_id)
+        .bind(&c.claims)
         .execute(&self.pool)
         .await?;
         Ok(())

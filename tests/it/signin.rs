@@ -49,7 +49,15 @@ async fn userinfo_gives_claims_by_scope_and_groups_where_asked() {
     let app = TestApp::spawn().await;
     let body = tokens_for(&app, "openid profile email address phone groups").await;
     let token = body["access_token"].as_str().unwrap();
-    let info: serde_json::Value = app.get("/oauth2/v1/userinfo").bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let info: serde_json::Value = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["name"], "Alice Example");
     assert_eq!(info["given_name"], "Alice");
     assert_eq!(info["preferred_username"], "alice");
@@ -57,9 +65,15 @@ async fn userinfo_gives_claims_by_scope_and_groups_where_asked() {
     assert_eq!(info["phone_number"], "+1 555 0100");
     assert_eq!(info["address"]["locality"], "Springfield");
     assert_eq!(info["groups"], serde_json::json!(["staff", "admins"]));
-    assert!(info.get("department").is_none(), "attributes are not OpenID claims");
+    assert!(
+        info.get("department").is_none(),
+        "attributes are not OpenID claims"
+    );
     let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
-    assert!(id.get("groups").is_none(), "groups go in the ID token only with get_groups");
+    assert!(
+        id.get("groups").is_none(),
+        "groups go in the ID token only with get_groups"
+    );
     assert_eq!(id["acr"], "1");
     assert_eq!(id["amr"], serde_json::json!(["pwd"]));
 
@@ -85,7 +99,12 @@ async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_err
     let body = tokens_for(&app, "openid email").await;
     let token = body["access_token"].as_str().unwrap();
     // RFC 6750 s2.2: form-encoded body parameter.
-    let resp = app.post("/oauth2/v1/userinfo").form(&[("access_token", token)]).send().await.unwrap();
+    let resp = app
+        .post("/oauth2/v1/userinfo")
+        .form(&[("access_token", token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     // Both ways at once: invalid_request.
@@ -97,22 +116,118 @@ async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_err
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_request\""));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_request\"")
+    );
     // No token: 401 with the bare challenge (RFC 6750 s3.1).
     let resp = app.get("/oauth2/v1/userinfo").send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer realm="));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer realm=")
+    );
     // A bad token: invalid_token.
-    let resp = app.get("/oauth2/v1/userinfo").bearer_auth("garbage").send().await.unwrap();
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
     // A token without openid (a client_credentials one): insufficient_scope, 403.
     let cc = app.access_token("backend").await;
-    let resp = app.get("/oauth2/v1/userinfo").bearer_auth(&cc).send().await.unwrap();
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(&cc)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"insufficient_scope\""));
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
     // An expired token: invalid_token.
     app.clock.advance(3 * 3600);
-    let resp = app.get("/oauth2/v1/userinfo").bearer_auth(token).send().await.unwrap();
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn claims_requested_with_the_claims_parameter_land_where_asked() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let claims = r#"{"id_token":{"email":{"essential":true},"nickname":null},"userinfo":{"phone_number":null,"address":null}}"#;
+    let code = code_flow(
+        &app,
+        &browser,
+        "webapp",
+        "openid offline_access",
+        &[("claims", claims)],
+    )
+    .await;
+    let (status, body) = exchange(&app, &code).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert_eq!(id["email"], "alice@example.com", "asked in the ID token");
+    assert!(id.get("nickname").is_none(), "a claim the user lacks is left out");
+    assert!(id.get("phone_number").is_none(), "asked at userinfo only");
+    let info: serde_json::Value = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["phone_number"], "+1 555 0100");
+    assert_eq!(info["address"]["country"], "US");
+    assert!(info.get("email").is_none(), "asked in the ID token only: {info}");
+    // A refreshed ID token carries them again.
+    let (status, refreshed) =
+        crate::flow::refresh(&app, "webapp", body["refresh_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let (_, id2) = jwt_parts(refreshed["id_token"].as_str().unwrap());
+    assert_eq!(id2["email"], "alice@example.com");
+
+    // A malformed claims parameter is redirected as invalid_request.
+    let pk = crate::flow::pkce();
+    let page = browser
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "webapp"),
+                ("redirect_uri", "https://app.example.com/cb"),
+                ("scope", "openid"),
+                ("state", "s1"),
+                ("claims", "[1,2]"),
+                ("code_challenge", &pk.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 303);
+    let q = page.redirect_params();
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["state"], "s1");
 }

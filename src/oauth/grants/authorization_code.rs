@@ -84,6 +84,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        let claims = user_tokens::stored_claims(row.claims.as_deref());
         let grant = UserGrant {
             client,
             user: &user,
@@ -92,6 +93,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             amr: &row.amr,
             sid: &row.sid,
             nonce: row.nonce.as_deref(),
+            claims: claims.as_ref(),
             remaining: row.session_expires_at - ctx.now,
         };
         let issued = user_tokens::issue(ctx, &grant).await?;

@@ -75,6 +75,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             1 => family.expires_at - ctx.now,
             _ => session_remaining(ctx, &family).await?,
         };
+        let claims = user_tokens::stored_claims(family.claims.as_deref());
         let grant = UserGrant {
             client,
             user: &user,
@@ -83,6 +84,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             amr: &family.amr,
             sid: &family.sid,
             nonce: None,
+            claims: claims.as_ref(),
             remaining,
         };
         let issued = user_tokens::issue(ctx, &grant).await?;
