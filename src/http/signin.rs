@@ -146,8 +146,8 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         Err(e) => return error_page(&e),
     };
     tracing::info!(domain = %d.name, user.id = %user.id, "signed in");
-    // The person has just signed in: prompt=login and max_age are satisfied.
-    req.prompt.retain(|p| p != "login");
+    // The person has just signed in: prompt=login, select_account and max_age are satisfied.
+    req.prompt.retain(|p| p != "login" && p != "select_account");
     let mut resp = proceed(&app, &cur, &parts.headers, req, Some(session), Some(row), true).await;
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);

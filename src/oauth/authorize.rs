@@ -298,7 +298,10 @@ pub fn next_step(
     now: i64,
 ) -> OAuthResult<Next> {
     let fresh_enough = |t: i64| req.max_age.is_none_or(|m| now - t <= m);
-    let signed_in = auth_time.is_some_and(fresh_enough) && !req.prompts("login");
+    // OpenID Connect Core s3.1.2.1: login and select_account ask for the sign-in page (a session
+    // holds one account; signing in again is how another is chosen).
+    let signed_in =
+        auth_time.is_some_and(fresh_enough) && !req.prompts("login") && !req.prompts("select_account");
     if !signed_in {
         if req.prompts("none") {
             return Err(OAuthError::new(

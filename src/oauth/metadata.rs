@@ -63,7 +63,7 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         obj.insert("id_token_signing_alg_values_supported".into(), json!(algs));
         obj.insert(
             "prompt_values_supported".into(),
-            json!(["none", "login", "consent"]),
+            json!(["none", "login", "consent", "select_account"]),
         );
         obj.insert("claims_parameter_supported".into(), json!(true));
         obj.insert("request_parameter_supported".into(), json!(false));
@@ -77,6 +77,7 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
             "auth_time",
             "nonce",
             "at_hash",
+            "acr",
             "amr",
             "sid",
         ];

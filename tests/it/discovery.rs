@@ -12,8 +12,13 @@ fn normalize(doc: &Value, issuer: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn snapshot(name: &str) -> Value {
+/// The checked-in snapshot `name`; with OSTIARY_UPDATE_SNAPSHOTS=1, `actual` is written there
+/// first (review the diff before committing it).
+fn snapshot(name: &str, actual: &Value) -> Value {
     let path = format!("{}/tests/it/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var("OSTIARY_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
+    }
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
 }
 
@@ -32,10 +37,8 @@ async fn openid_configuration_matches_snapshot() {
             .starts_with("application/json")
     );
     assert_eq!(doc["issuer"], app.issuer.as_str());
-    assert_eq!(
-        normalize(&doc, &app.issuer),
-        snapshot("openid-configuration.json")
-    );
+    let doc = normalize(&doc, &app.issuer);
+    assert_eq!(doc, snapshot("openid-configuration.json", &doc));
 }
 
 #[tokio::test]
@@ -45,10 +48,8 @@ async fn oauth_authorization_server_metadata_in_both_forms() {
         .get_json(&format!("{}/.well-known/oauth-authorization-server", app.issuer))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        normalize(&doc, &app.issuer),
-        snapshot("oauth-authorization-server.json")
-    );
+    let doc = normalize(&doc, &app.issuer);
+    assert_eq!(doc, snapshot("oauth-authorization-server.json", &doc));
     // RFC 8414 s3.1: for an issuer with a path, the well-known segment goes before the path.
     let base = app.issuer.clone();
     let (status, _, doc2) = app
