@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
+COPY templates templates
 RUN cargo build --release --locked && cp target/release/ostiary /ostiary
 
 FROM debian:bookworm-slim
