@@ -93,12 +93,21 @@ CREATE INDEX refresh_families_user ON refresh_families (domain, user_id);
 CREATE INDEX refresh_families_expires_at ON refresh_families (expires_at);
 
 -- Refresh tokens live in `tokens` (kind = 'refresh'); these say which family a token belongs
--- to, when it was rotated (set once, by an atomic conditional update), and the access token
--- issued with it (revoked with the family).
+-- to and when it was rotated (set once, by an atomic conditional update).
 ALTER TABLE tokens ADD COLUMN family_id TEXT;
 ALTER TABLE tokens ADD COLUMN used_at BIGINT;
-ALTER TABLE tokens ADD COLUMN access_jti TEXT;
 CREATE INDEX tokens_family ON tokens (family_id);
+
+-- Every access token issued in a family, by jti, so that revoking the family revokes them.
+CREATE TABLE family_jtis (
+    domain     TEXT   NOT NULL,
+    family_id  TEXT   NOT NULL,
+    jti        TEXT   NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (domain, jti)
+);
+CREATE INDEX family_jtis_family ON family_jtis (domain, family_id);
+CREATE INDEX family_jtis_expires_at ON family_jtis (expires_at);
 
 -- Failed sign-ins per account (`u:` + username) and per client address (`a:` + address), for
 -- throttling with a lockout that backs off.

@@ -120,7 +120,6 @@ pub async fn issue_access_token<S: TokenStore>(
                 revoked_at: None,
                 family_id: None,
                 used_at: None,
-                access_jti: None,
             };
             ctx.store.insert_token(&row).await?;
             Ok(IssuedToken {

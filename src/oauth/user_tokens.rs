@@ -168,15 +168,24 @@ pub async fn start_family<S: OAuthStore>(
     Ok(f)
 }
 
-/// Stores a refresh token of `family` issued with the access token `access_jti`. `value`: the
-/// token (random for a family's first, derived from its predecessor on rotation). Idle expiry
-/// restarts; the family's absolute expiry is never passed.
+/// Stores a refresh token of `family` and records the access token issued with it (revoked
+/// with the family). `value`: the token (random for a family's first, derived from its
+/// predecessor on rotation; a retried rotation stores nothing new). Idle expiry restarts; the
+/// family's absolute expiry is never passed.
 pub async fn store_refresh_token<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     family: &FamilyRow,
     value: &str,
-    access_jti: &str,
+    access: &IssuedToken,
 ) -> OAuthResult<()> {
+    ctx.store
+        .add_family_jti(
+            &ctx.domain.name,
+            &family.id,
+            &access.jti,
+            ctx.now + access.expires_in,
+        )
+        .await?;
     let row = TokenRow {
         hash: sha256_b64(value),
         domain: ctx.domain.name.clone(),
@@ -192,7 +201,6 @@ pub async fn store_refresh_token<S: OAuthStore>(
         revoked_at: None,
         family_id: Some(family.id.clone()),
         used_at: None,
-        access_jti: Some(access_jti.to_string()),
     };
     ctx.store.insert_token(&row).await?;
     Ok(())

@@ -71,12 +71,10 @@ pub struct TokenRow {
     pub family_id: Option<String>,
     /// Refresh tokens: when they were rotated.
     pub used_at: Option<i64>,
-    /// Refresh tokens: the jti of the access token issued with them.
-    pub access_jti: Option<String>,
 }
 
 const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
-    revoked_at, family_id, used_at, access_jti";
+    revoked_at, family_id, used_at";
 
 /// A client's mirror row.
 #[derive(Debug, Clone, FromRow)]
@@ -337,7 +335,7 @@ impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (hash) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (hash) DO NOTHING"
         )))
         .bind(&t.hash)
         .bind(&t.domain)
@@ -353,7 +351,6 @@ impl TokenStore for SqlStore {
         .bind(t.revoked_at)
         .bind(&t.family_id)
         .bind(t.used_at)
-        .bind(&t.access_jti)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -590,6 +587,7 @@ impl MaintenanceStore for SqlStore {
             ("sessions", "hash", 0),
             ("auth_codes", "hash", 86_400),
             ("refresh_families", "id", 0),
+            ("family_jtis", "jti", 0),
         ] {
             other += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"

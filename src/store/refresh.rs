@@ -47,6 +47,14 @@ pub trait RefreshStore {
         hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records an access token issued in a family (until it expires).
+    fn add_family_jti(
+        &self,
+        domain: &str,
+        family_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Revokes a family: the family row and every token in it. Returns the jtis of the access
     /// tokens issued in it (JWTs are revoked by jti by the caller).
     fn revoke_family(
@@ -131,6 +139,26 @@ impl RefreshStore for SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn add_family_jti(
+        &self,
+        domain: &str,
+        family_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO family_jtis (domain, family_id, jti, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (domain, jti) DO NOTHING",
+        )
+        .bind(domain)
+        .bind(family_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn revoke_family(&self, domain: &str, id: &str, now: i64) -> StoreResult<Vec<String>> {
         sqlx::query("UPDATE refresh_families SET revoked_at = $3 WHERE id = $1 AND domain = $2 AND revoked_at IS NULL")
             .bind(id)
@@ -138,13 +166,12 @@ impl RefreshStore for SqlStore {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let jtis: Vec<(String,)> = sqlx::query_as(
-            "SELECT access_jti FROM tokens WHERE domain = $1 AND family_id = $2 AND access_jti IS NOT NULL",
-        )
-        .bind(domain)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let jtis: Vec<(String,)> =
+            sqlx::query_as("SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2")
+                .bind(domain)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         self.revoke_family_tokens(domain, "$2", id, now).await?;
         Ok(jtis.into_iter().map(|r| r.0).collect())
     }

@@ -113,7 +113,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         let refresh_token = match &family {
             Some(f) => {
                 let value = user_tokens::new_refresh_token();
-                user_tokens::store_refresh_token(ctx, f, &value, &issued.access.jti).await?;
+                user_tokens::store_refresh_token(ctx, f, &value, &issued.access).await?;
                 Some(value)
             }
             None => None,

@@ -89,7 +89,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         };
         let issued = user_tokens::issue(ctx, &grant).await?;
         let next = user_tokens::successor(ctx, presented);
-        user_tokens::store_refresh_token(ctx, &family, &next, &issued.access.jti).await?;
+        user_tokens::store_refresh_token(ctx, &family, &next, &issued.access).await?;
         // A reuse detected concurrently may have revoked the family while we issued: then what
         // we issued dies with it, and the family never forks.
         let still = ctx.store.find_family(domain, &family.id).await?;
