@@ -45,15 +45,6 @@ impl Page {
         let len = tag[v..].find('"')?;
         Some(unescape(&tag[v..v + len]))
     }
-
-    /// All Set-Cookie headers.
-    pub fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect()
-    }
 }
 
 fn unescape(s: &str) -> String {

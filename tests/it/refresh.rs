@@ -207,6 +207,16 @@ async fn within_the_grace_window_a_retry_gets_the_same_new_token_and_after_it_th
     assert_eq!(status, 400);
     let (status, _) = refresh(&app, "spa", &rt(&c), &[]).await;
     assert_eq!(status, 400, "the family was revoked");
+    // The access tokens of both the first answer and the retry died with it.
+    for token in [at(&a), at(&b), at(&c)] {
+        let resp = app
+            .get("/oauth2/v1/userinfo")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
 }
 
 #[tokio::test]
