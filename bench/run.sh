@@ -29,11 +29,12 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}'
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' /proc/"$1"/stat; }
 rss_mb() { awk -v k="$2" '$1==k":"{printf "%.1f", $2/1024}' /proc/"$1"/status; }
 
-# run NAME CONNS BODY PATH PID: one wrk run; appends "NAME c=N rps p50 p99 cores" to RESULTS.
+# run NAME CONNS BODY PATH PID [SCRIPT]: one wrk run (SCRIPT defaults to bench/post.lua);
+# appends "NAME c=N rps p50 p99 cores" to RESULTS.
 run() {
-  local name=$1 c=$2 body=$3 path=$4 pid=$5 out c0 c1 t0 t1
+  local name=$1 c=$2 body=$3 path=$4 pid=$5 script=${6:-bench/post.lua} out c0 c1 t0 t1
   c0=$(cpu "$pid"); t0=$(date +%s.%N)
-  out=$(BODY="$body" wrk -t1 -c"$c" -d"${DURATION}s" --latency -s bench/post.lua "$TARGET$path")
+  out=$(BODY="$body" wrk -t1 -c"$c" -d"${DURATION}s" --latency -s "$script" "$TARGET$path")
   c1=$(cpu "$pid"); t1=$(date +%s.%N)
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
@@ -73,8 +74,53 @@ bench_ostiary() { # DB ALG
     run "$tag introspect jwt" "$c" "token=$jwt" /oauth2/v1/introspect $SERVER_PID
     run "$tag introspect opaque" "$c" "token=$opaque" /oauth2/v1/introspect $SERVER_PID
   done
+  bench_signin "$tag"
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
+}
+
+# Browser sign-in paths, after one real sign-in with curl (the cookie jar is the browser):
+# silent SSO authorization (session cookie -> 303 with a new code), userinfo with a JWT access
+# token, and refresh-token rotation (one chain per connection).
+# exchange_codes N: N silent authorizations and code exchanges in the signed-in session ($jar);
+# sets TOKENS_ALL (the N refresh tokens) and ACCESS (the last access token).
+exchange_codes() {
+  local code body
+  TOKENS_ALL=""
+  for _ in $(seq 1 "$1"); do
+    code=$(curl -s -o /dev/null -w '%{redirect_url}' -b "$jar" "$TARGET$authz" | sed -n 's/.*[?&]code=\([^&]*\).*/\1/p')
+    body=$(curl -sf -u bench-web:bench-secret-0123456789abcdef0123456789abcdef "$TARGET/oauth2/v1/token" \
+      -d grant_type=authorization_code -d code="$code" --data-urlencode redirect_uri=http://127.0.0.1:8181/cb)
+    TOKENS_ALL="$TOKENS_ALL $(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' <<<"$body")"
+  done
+  ACCESS=$(sed -E 's/.*"access_token":"([^"]+)".*/\1/' <<<"$body")
+}
+
+bench_signin() { # TAG
+  local tag=$1 page request csrf cookie maxc
+  jar="$WORK/jar"
+  authz="/oauth2/v1/authorize?response_type=code&client_id=bench-web&redirect_uri=http%3A%2F%2F127.0.0.1%3A8181%2Fcb&scope=openid%20profile%20offline_access%20api%3Aread"
+  rm -f "$jar"
+  page=$(curl -sf -c "$jar" -b "$jar" "$TARGET$authz")
+  request=$(sed -n 's/.*name="request" value="\([^"]*\)".*/\1/p' <<<"$page" | head -n1)
+  csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' <<<"$page" | head -n1)
+  curl -s -c "$jar" -b "$jar" -o /dev/null -d request="$request" -d csrf="$csrf" \
+    -d username=bench-user -d password=bench-password "$TARGET/signin"
+  cookie=$(awk '$6 ~ /^ostiary_session_/ {printf "%s=%s", $6, $7}' "$jar")
+  [ -n "$cookie" ] || { echo "   sign-in failed: browser paths skipped"; return 0; }
+  # One code exchange per connection of the largest run: the refresh chains (and an access token).
+  maxc=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -n1)
+  exchange_codes "$maxc"
+  local access=$ACCESS
+  for c in $CONNS; do
+    COOKIE="$cookie" run "$tag authorize (SSO, silent)" "$c" "" "$authz" $SERVER_PID bench/get.lua
+    AUTH="Bearer $access" run "$tag userinfo" "$c" "" /oauth2/v1/userinfo $SERVER_PID bench/get.lua
+    BASIC=$(printf 'bench-web:bench-secret-0123456789abcdef0123456789abcdef' | base64 -w0) \
+      TOKENS=$(tr ' ' '\n' <<<"$TOKENS_ALL" | sed -n "2,$((c + 1))p" | tr '\n' ' ') \
+      run "$tag refresh (rotation)" "$c" "" /oauth2/v1/token $SERVER_PID bench/refresh.lua
+    # Every chain rotated: fresh ones for the next connection count.
+    exchange_codes "$maxc"
+  done
 }
 
 for db in $DBS; do for alg in $ALGS; do bench_ostiary "$db" "$alg"; done; done
