@@ -55,6 +55,9 @@ pub struct Opts {
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// TOML appended to the default domain (after its users).
     pub domain_extra: String,
+    /// TOML inserted into the default domain right after its issuer: domain keys such as
+    /// `session_max_lifetime = "10m"` (which `domain_extra`, after the sub-tables, cannot set).
+    pub domain_keys: String,
     /// Serve another app's issuer (a replica behind a load balancer): requests carry its Host.
     pub issuer_port: Option<u16>,
 }
@@ -276,6 +279,7 @@ refresh_interval = "1s"
 [[domain]]
 name = "default"
 issuer = "http://127.0.0.1:{port}"
+{domain_keys}
 
   [[domain.resource_server]]
   audience = "https://api.example.com/orders"
@@ -339,6 +343,7 @@ access_token_signing_alg = "ES256"
         bob = password_hash("bob"),
         carol = password_hash("carol"),
         domain_extra = opts.domain_extra,
+        domain_keys = opts.domain_keys,
     )
 }
 
