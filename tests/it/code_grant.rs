@@ -150,7 +150,8 @@ async fn wrong_code_verifier_is_invalid_grant() {
     let browser = Browser::new();
     let other = pkce();
     // Each case on a fresh code: (what, the verifier sent given the right one).
-    let cases: [(&str, Box<dyn Fn(&str) -> String>); 5] = [
+    type Wrong<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let cases: [(&str, Wrong); 5] = [
         ("another valid verifier", Box::new(|_| other.verifier.clone())),
         ("the challenge itself", Box::new(|_| other.challenge.clone())),
         ("a malformed verifier", Box::new(|_| "short".to_string())),
