@@ -376,13 +376,13 @@ async fn parallel_redemptions_give_exactly_one_token() {
 
 /// A reuse that races the first redemption (arriving after the code is marked used but before
 /// the access token is recorded against it) must still revoke that token. Each round has a
-/// fair chance of hitting the window, so eight rounds catch a missing guard almost always.
+/// fair chance of hitting the window, so twenty rounds catch a missing guard almost always.
 #[tokio::test]
 async fn reuse_racing_the_first_redemption_still_revokes_its_token() {
     let app = TestApp::spawn().await;
     let browser = Browser::new();
     webapp_code(&app, &browser).await;
-    for round in 0..8 {
+    for round in 0..20 {
         let code = code_flow(&app, &browser, "webapp", SCOPE, &[("prompt", "none")]).await;
         let answers = storm(&app, &code, 10).await;
         let winners: Vec<&Value> = answers
