@@ -8,12 +8,12 @@ use super::extract::CurrentDomain;
 use super::pages::{current_session, error_page, error_to_client, proceed};
 use crate::app::AppState;
 use crate::error::OAuthError;
-use crate::oauth::authorize::{AuthorizeError, validate};
-use crate::oauth::params::Params;
+use crate::oauth::authorize::{AuthorizeError, parse_request, validate};
 
 /// Handles an authorization request by GET (query) or POST (form body).
 pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // RFC 6749 s3.1: the endpoint must support GET and may support POST (a form body).
     let params = if parts.method == Method::POST {
         let is_form = parts
             .headers
@@ -24,11 +24,11 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
             return error_page(&OAuthError::invalid_request("the request body must be a form"));
         }
         match axum::body::to_bytes(body, app.max_body_bytes).await {
-            Ok(b) => Params::parse(&b, &[]),
+            Ok(b) => parse_request(&b),
             Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
         }
     } else {
-        Params::parse(parts.uri.query().unwrap_or("").as_bytes(), &[])
+        parse_request(parts.uri.query().unwrap_or("").as_bytes())
     };
     let req = match validate(&cur.domain, params) {
         Ok(r) => r,

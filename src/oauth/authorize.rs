@@ -54,13 +54,62 @@ pub enum AuthorizeError {
     Redirect(Box<AuthorizationRequest>, OAuthError),
 }
 
-type Check = fn(&Domain, &Client, &Params, &mut AuthorizationRequest) -> OAuthResult<()>;
+/// The parameters of an authorization request: the first value of each, and the name of the
+/// first parameter sent more than once (refused once the client and redirect URI are known).
+#[derive(Debug, Default)]
+pub struct RequestParams {
+    params: Params,
+    repeated: Option<String>,
+}
+
+impl RequestParams {
+    /// The value of a parameter (its first value when it was repeated).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// True when `name` was sent more than once.
+    fn is_repeated(&self, name: &str) -> bool {
+        self.repeated.as_deref() == Some(name)
+    }
+}
+
+/// Parses the query (GET) or form body (POST) of an authorization request. RFC 6749 s3.1:
+/// parameters sent without a value are treated as omitted. A repeated parameter is remembered,
+/// not refused here: RFC 6749 s4.1.2.1 answers it with `invalid_request` at the redirect URI
+/// once client and redirect URI are established.
+pub fn parse_request(raw: &[u8]) -> OAuthResult<RequestParams> {
+    let mut first = form_urlencoded::Serializer::new(String::new());
+    let mut seen: Vec<String> = Vec::new();
+    let mut repeated = None;
+    for (k, v) in form_urlencoded::parse(raw) {
+        if v.is_empty() {
+            continue;
+        }
+        if seen.iter().any(|s| s.as_str() == k.as_ref()) {
+            // client_id and redirect_uri decide where errors go: a repeated one wins the report.
+            let decisive = matches!(k.as_ref(), "client_id" | "redirect_uri");
+            if repeated.is_none() || decisive {
+                repeated = Some(k.into_owned());
+            }
+            continue;
+        }
+        first.append_pair(&k, &v);
+        seen.push(k.into_owned());
+    }
+    let params = Params::parse(first.finish().as_bytes(), &[])?;
+    Ok(RequestParams { params, repeated })
+}
+
+type Check = fn(&Domain, &Client, &RequestParams, &mut AuthorizationRequest) -> OAuthResult<()>;
 
 /// The checks run once client and redirect URI hold, in order; their errors are redirected.
+/// `response_mode` goes first so that the errors after it are answered the way the client asked.
 pub const CHECKS: &[(&str, Check)] = &[
+    ("response_mode", check_response_mode),
+    ("repeated_parameter", check_repeated_parameter),
     ("request_object", check_request_object),
     ("response_type", check_response_type),
-    ("response_mode", check_response_mode),
     ("scope", check_scope),
     ("pkce", check_pkce),
     ("prompt", check_prompt),
@@ -71,9 +120,19 @@ pub const CHECKS: &[(&str, Check)] = &[
 /// Validates an authorization request.
 pub fn validate(
     domain: &Domain,
-    params: Result<Params, OAuthError>,
+    params: Result<RequestParams, OAuthError>,
 ) -> Result<AuthorizationRequest, AuthorizeError> {
     let params = params.map_err(AuthorizeError::Page)?;
+    // RFC 6749 s4.1.2.1: without a single client_id and redirect_uri there is nowhere safe to
+    // redirect to: the person is told on a page.
+    for name in ["client_id", "redirect_uri"] {
+        if params.is_repeated(name) {
+            return Err(AuthorizeError::Page(OAuthError::invalid_request(format!(
+                "the parameter {name} is included more than once"
+            ))));
+        }
+    }
+    // RFC 6749 s4.1.2.1: a missing or unknown client is shown on a page, never redirected.
     let client_id = params.get("client_id").ok_or_else(|| {
         AuthorizeError::Page(OAuthError::invalid_request("the client_id parameter is missing"))
     })?;
@@ -128,14 +187,35 @@ pub fn validate(
     Ok(req)
 }
 
-fn check_request_object(_: &Domain, _: &Client, p: &Params, _: &mut AuthorizationRequest) -> OAuthResult<()> {
-    // OpenID Connect Core s6: request objects are not supported yet.
+fn check_repeated_parameter(
+    _: &Domain,
+    _: &Client,
+    p: &RequestParams,
+    _: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    // RFC 6749 s4.1.2.1: a request that includes a parameter more than once is invalid_request.
+    match &p.repeated {
+        Some(name) => Err(OAuthError::invalid_request(format!(
+            "the parameter {name} is included more than once"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_request_object(
+    _: &Domain,
+    _: &Client,
+    p: &RequestParams,
+    _: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    // OpenID Connect Core s6.1: request objects are not supported: request_not_supported.
     if p.get("request").is_some() {
         return Err(OAuthError::new(
             ErrorCode::RequestNotSupported,
             "request objects are not supported",
         ));
     }
+    // OpenID Connect Core s6.2: nor request_uri: request_uri_not_supported.
     if p.get("request_uri").is_some() {
         return Err(OAuthError::new(
             ErrorCode::RequestUriNotSupported,
@@ -145,7 +225,13 @@ fn check_request_object(_: &Domain, _: &Client, p: &Params, _: &mut Authorizatio
     Ok(())
 }
 
-fn check_response_type(_: &Domain, _: &Client, p: &Params, _: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_response_type(
+    _: &Domain,
+    _: &Client,
+    p: &RequestParams,
+    _: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    // RFC 6749 s4.1.1: response_type is required; s4.1.2.1: others are unsupported_response_type.
     match p.get("response_type") {
         Some("code") => Ok(()),
         Some(_) => Err(OAuthError::new(
@@ -158,7 +244,14 @@ fn check_response_type(_: &Domain, _: &Client, p: &Params, _: &mut Authorization
     }
 }
 
-fn check_response_mode(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_response_mode(
+    _: &Domain,
+    _: &Client,
+    p: &RequestParams,
+    r: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    // OAuth 2.0 Multiple Response Type Encoding Practices s2.1 and Form Post Response Mode s2:
+    // query (the default for code) or form_post; any other mode is refused.
     match p.get("response_mode") {
         None | Some("query") => Ok(()),
         Some("form_post") => {
@@ -171,7 +264,9 @@ fn check_response_mode(_: &Domain, _: &Client, p: &Params, r: &mut Authorization
     }
 }
 
-fn check_scope(d: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_scope(d: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    // RFC 6749 s3.3: without scope, the client's default; s4.1.2.1: scopes the client may not have
+    // are invalid_scope, unless the client is configured to have them dropped.
     let requested: Vec<&str> = match p.get("scope") {
         Some(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
         None => c
@@ -205,16 +300,18 @@ fn check_scope(d: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest)
     Ok(())
 }
 
-fn check_pkce(_: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_pkce(_: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
     match (p.get("code_challenge"), p.get("code_challenge_method")) {
         (Some(challenge), method) => {
-            // RFC 7636 s4.3: the method defaults to plain.
+            // RFC 7636 s4.3: the method defaults to plain; RFC 9700 s2.1.1: plain only for the
+            // clients configured to allow it.
             let method = method.unwrap_or("plain");
             let ok = method == "S256" || (method == "plain" && c.allow_plain_pkce);
             if !ok {
                 return Err(OAuthError::invalid_request("code_challenge_method must be S256"));
             }
-            if !pkce::is_valid_verifier_or_challenge(challenge) {
+            // RFC 7636 s4.2: the challenge's form follows from its method.
+            if !pkce::is_valid_challenge(method, challenge) {
                 return Err(OAuthError::invalid_request("the code_challenge is malformed"));
             }
             r.code_challenge = Some(challenge.to_string());
@@ -232,7 +329,7 @@ fn check_pkce(_: &Domain, c: &Client, p: &Params, r: &mut AuthorizationRequest) 
     }
 }
 
-fn check_prompt(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_prompt(_: &Domain, _: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
     if let Some(prompt) = p.get("prompt") {
         r.prompt = prompt
             .split(' ')
@@ -249,14 +346,24 @@ fn check_prompt(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest
     Ok(())
 }
 
-fn check_max_age(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+fn check_max_age(_: &Domain, _: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
     if let Some(m) = p.get("max_age") {
+        // OpenID Connect Core s3.1.2.1: max_age is a number of seconds (PAPE: zero or more).
         let v: i64 = m
             .parse()
             .ok()
             .filter(|v| *v >= 0)
             .ok_or_else(|| OAuthError::invalid_request("max_age must be a non-negative integer"))?;
-        r.max_age = Some(v);
+        // OpenID Connect Core s3.1.2.1 (errata): max_age=0 is equivalent to prompt=login. Kept
+        // as prompt=login alone, so that the sign-in that satisfies it is not asked for again
+        // when the clock has moved on a second in between.
+        if v == 0 {
+            if !r.prompts("login") {
+                r.prompt.push("login".into());
+            }
+        } else {
+            r.max_age = Some(v);
+        }
     }
     Ok(())
 }
@@ -264,7 +371,7 @@ fn check_max_age(_: &Domain, _: &Client, p: &Params, r: &mut AuthorizationReques
 fn check_openid_parameters(
     _: &Domain,
     _: &Client,
-    p: &Params,
+    p: &RequestParams,
     r: &mut AuthorizationRequest,
 ) -> OAuthResult<()> {
     r.nonce = p.get("nonce").map(str::to_string);
@@ -359,4 +466,28 @@ pub fn error_params<'a>(
     }
     v.push(("iss", issuer));
     v
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_remembered_not_refused() {
+        let p = parse_request(b"client_id=a&scope=x&scope=y&state=&state=s").unwrap();
+        assert_eq!(p.get("client_id"), Some("a"));
+        assert_eq!(p.get("scope"), Some("x"));
+        // An empty value counts as omitted (RFC 6749 s3.1).
+        assert_eq!(p.get("state"), Some("s"));
+        assert_eq!(p.repeated.as_deref(), Some("scope"));
+        // client_id and redirect_uri are reported first: they decide where the error goes.
+        let p = parse_request(b"scope=x&scope=y&redirect_uri=a&redirect_uri=b").unwrap();
+        assert!(p.is_repeated("redirect_uri"));
+        let p = parse_request(b"client_id=a&redirect_uri=b&state=s").unwrap();
+        assert_eq!(p.repeated, None);
+        // Encoded names and values are decoded once.
+        let p = parse_request(b"redirect_uri=https%3A%2F%2Fa%2F%252e%252e%2Fcb").unwrap();
+        assert_eq!(p.get("redirect_uri"), Some("https://a/%2e%2e/cb"));
+    }
 }

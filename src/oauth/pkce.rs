@@ -13,6 +13,21 @@ pub fn is_valid_verifier_or_challenge(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// RFC 7636 s4.2: an S256 challenge is BASE64URL(SHA256(verifier)) without padding, so exactly
+/// 43 characters of the base64url alphabet; a plain challenge is a verifier.
+pub fn is_valid_challenge(method: &str, challenge: &str) -> bool {
+    match method {
+        "S256" => {
+            challenge.len() == 43
+                && challenge
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        }
+        "plain" => is_valid_verifier_or_challenge(challenge),
+        _ => false,
+    }
+}
+
 /// RFC 7636 s4.6: S256 compares BASE64URL(SHA256(verifier)) with the challenge; plain compares
 /// them directly. Constant time.
 pub fn verify(method: &str, challenge: &str, verifier: &str) -> bool {
@@ -48,5 +63,25 @@ mod tests {
         assert!(verify("plain", verifier, verifier));
         assert!(!verify("S256", challenge, "short"));
         assert!(!verify("other", challenge, verifier));
+    }
+
+    #[test]
+    fn challenge_form_follows_the_method() {
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(is_valid_challenge("S256", challenge));
+        assert!(!is_valid_challenge("S256", &format!("{challenge}A")));
+        assert!(!is_valid_challenge("S256", &challenge[..42]));
+        assert!(!is_valid_challenge(
+            "S256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw.cM"
+        ));
+        assert!(!is_valid_challenge(
+            "S256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw=cM"
+        ));
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk.~";
+        assert!(is_valid_challenge("plain", verifier));
+        assert!(!is_valid_challenge("plain", "short"));
+        assert!(!is_valid_challenge("other", challenge));
     }
 }

@@ -4,13 +4,17 @@
 /// registered loopback IP redirect URI (`http://127.0.0.1/...` or `http://[::1]/...`), the same
 /// URI with any port (RFC 8252 s7.3). `localhost` gets no port exception (RFC 8252 s8.3).
 pub fn matching<'a>(registered: &'a [String], requested: &str) -> Option<&'a str> {
+    // RFC 6749 s3.1.2.3 and RFC 9700 s4.1.3: simple string comparison with a registered URI.
     if let Some(exact) = registered.iter().find(|r| r.as_str() == requested) {
         return Some(exact.as_str());
     }
+    // RFC 8252 s7.3: for a loopback IP redirect URI the port may vary, and nothing else: the
+    // requested string is compared as written (no normalisation of dot segments or case).
     let req = url::Url::parse(requested).ok()?;
     if req.scheme() != "http" || !is_loopback_ip(&req) {
         return None;
     }
+    let req_parts = loopback_parts(requested)?;
     registered
         .iter()
         .find(|r| {
@@ -18,16 +22,44 @@ pub fn matching<'a>(registered: &'a [String], requested: &str) -> Option<&'a str
                 reg.scheme() == "http"
                     && is_loopback_ip(&reg)
                     && reg.host() == req.host()
-                    && reg.path() == req.path()
-                    && reg.query() == req.query()
                     && req.fragment().is_none()
                     && req.username().is_empty()
                     && req.password().is_none()
-                    // The requested string must be the registered one but for the port.
-                    && without_port(&reg) == without_port(&req)
+                    && loopback_parts(r).is_some_and(|parts| parts == req_parts)
             })
         })
         .map(String::as_str)
+}
+
+/// The host and what follows `http://HOST[:PORT]` (path, query, fragment) in a loopback IP URI,
+/// both exactly as written; the port is left out. None unless the URI is written `http://` with
+/// a literal loopback IP host (`127.0.0.1`, `[::1]`) and no userinfo.
+fn loopback_parts(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("http://")?;
+    let host_len = if rest.starts_with('[') {
+        rest.find(']')? + 1
+    } else {
+        rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len())
+    };
+    let (host, after_host) = rest.split_at(host_len);
+    let is_ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if !is_ip {
+        return None;
+    }
+    let after_port = match after_host.strip_prefix(':') {
+        Some(p) => {
+            let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+            p.get(..digits)?.parse::<u16>().ok()?;
+            p.get(digits..)?
+        }
+        None => after_host,
+    };
+    after_port.starts_with('/').then_some((host, after_port))
 }
 
 fn is_loopback_ip(u: &url::Url) -> bool {
@@ -36,12 +68,6 @@ fn is_loopback_ip(u: &url::Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         _ => false,
     }
-}
-
-fn without_port(u: &url::Url) -> String {
-    let mut u = u.clone();
-    let _ = u.set_port(None);
-    u.to_string()
 }
 
 #[cfg(test)]
@@ -94,5 +120,41 @@ mod tests {
             "no port exception for localhost"
         );
         assert_eq!(matching(&reg, "http://127.0.0.2:8000/callback"), None);
+    }
+
+    #[test]
+    fn loopback_ip_rest_compared_as_written() {
+        let reg = vec![
+            "http://127.0.0.1/callback".to_string(),
+            "http://[::1]/cb".to_string(),
+        ];
+        assert_eq!(
+            matching(&reg, "http://127.0.0.1:80/callback"),
+            Some("http://127.0.0.1/callback")
+        );
+        for bad in [
+            "http://127.0.0.1:51004/x/../callback",
+            "http://127.0.0.1:51004/x/%2e%2e/callback",
+            "http://127.0.0.1:51004/x/%2E%2E/callback",
+            "http://127.0.0.1:51004/./callback",
+            "HTTP://127.0.0.1:51004/callback",
+            "http://127.0.0.1:51004/Callback",
+            "http://127.0.0.1:51004/callback/",
+            "http://127.0.0.1:51004/callback#f",
+            "http://127.0.0.1:51004/callback?",
+            "http://u@127.0.0.1:51004/callback",
+            "http://u:p@127.0.0.1:51004/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://127.0.0.1:/callback",
+            "http://127.1:51004/callback",
+            "http://0x7f.0.0.1:51004/callback",
+            "http://2130706433:51004/callback",
+            "http://[::1]:8000/CB",
+            "http://[0:0:0:0:0:0:0:1]:8000/cb",
+            "https://127.0.0.1:51004/callback",
+        ] {
+            assert_eq!(matching(&reg, bad), None, "{bad}");
+        }
+        assert_eq!(matching(&reg, "http://[::1]:8000/cb"), Some("http://[::1]/cb"));
     }
 }

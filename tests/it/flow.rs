@@ -45,6 +45,15 @@ impl Page {
         let len = tag[v..].find('"')?;
         Some(unescape(&tag[v..v + len]))
     }
+
+    /// All Set-Cookie headers.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
 }
 
 fn unescape(s: &str) -> String {
@@ -309,4 +318,75 @@ pub async fn sign_in_tokens(app: &TestApp, browser: &Browser, client: &str, scop
     let (status, body) = exchange(app, &code).await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+impl Page {
+    /// The values of every `<input name="NAME" value="...">` of the page, in order.
+    pub fn fields(&self, name: &str) -> Vec<String> {
+        let needle = format!("name=\"{name}\"");
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = self.body[from..].find(&needle) {
+            let start = from + at;
+            let tag_start = self.body[..start].rfind('<').unwrap_or(0);
+            let end = self.body[start..]
+                .find('>')
+                .map_or(self.body.len(), |e| start + e);
+            let tag = &self.body[tag_start..end];
+            if let Some(v) = tag.find("value=\"") {
+                let v = v + 7;
+                if let Some(len) = tag[v..].find('"') {
+                    out.push(unescape(&tag[v..v + len]));
+                }
+            }
+            from = end;
+        }
+        out
+    }
+
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// True for the sign-in page.
+    pub fn is_login(&self) -> bool {
+        self.status == 200 && self.body.contains("name=\"password\"")
+    }
+
+    /// True for the consent page.
+    pub fn is_consent(&self) -> bool {
+        self.status == 200 && self.body.contains("name=\"decision\"")
+    }
+}
+
+/// Walks an authorization request with exactly these parameters as a person would: signs in as
+/// alice when the sign-in page shows, follows the 303 to the consent page, and approves every
+/// scope offered there. Returns the last answer (to the client, or an error page).
+pub async fn walk(app: &TestApp, browser: &Browser, params: &[(&str, &str)]) -> Page {
+    let mut page = browser.get(&authorize_url(app, params)).await;
+    if page.is_login() {
+        page = browser.sign_in(&page, "alice", &password("alice")).await;
+    }
+    if page.status == 303 && page.location().is_some_and(|l| l.contains("/consent?")) {
+        page = browser.get(&page.location().expect("location")).await;
+    }
+    if page.is_consent() {
+        let offered = page.fields("scope");
+        let ticked: Vec<&str> = offered.iter().map(String::as_str).collect();
+        page = browser.consent(&page, "approve", &ticked).await;
+    }
+    page
+}
+
+/// Gives `browser` a session of alice (signing in through `firstparty`, which never asks for
+/// consent), so that later requests find her signed in.
+pub async fn signed_in_browser(app: &TestApp) -> Browser {
+    let browser = Browser::new();
+    code_flow(app, &browser, "firstparty", "openid", &[]).await;
+    browser
 }

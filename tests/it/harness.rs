@@ -55,8 +55,9 @@ pub struct Opts {
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// TOML appended to the default domain (after its users).
     pub domain_extra: String,
-    /// Keys of the default domain itself (placed right after its issuer).
-    pub domain_settings: String,
+    /// TOML inserted into the default domain right after its issuer: domain keys such as
+    /// `session_max_lifetime = "10m"` (which `domain_extra`, after the sub-tables, cannot set).
+    pub domain_keys: String,
     /// Serve another app's issuer (a replica behind a load balancer): requests carry its Host.
     pub issuer_port: Option<u16>,
 }
@@ -278,7 +279,7 @@ refresh_interval = "1s"
 [[domain]]
 name = "default"
 issuer = "http://127.0.0.1:{port}"
-{domain_settings}
+{domain_keys}
 
   [[domain.resource_server]]
   audience = "https://api.example.com/orders"
@@ -342,7 +343,7 @@ access_token_signing_alg = "ES256"
         bob = password_hash("bob"),
         carol = password_hash("carol"),
         domain_extra = opts.domain_extra,
-        domain_settings = opts.domain_settings,
+        domain_keys = opts.domain_keys,
     )
 }
 

@@ -2,9 +2,11 @@
 //! when OSTIARY_TEST_DATABASE_URL is set) and walks a flow over HTTP as a client would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod authorize;
 mod browser;
 mod cli;
 mod client_credentials;
+mod code_grant;
 mod discovery;
 mod flow;
 mod harness;

@@ -235,7 +235,7 @@ async fn after_the_grace_window_a_retry_is_reuse() {
 #[tokio::test]
 async fn idle_and_absolute_expiry_and_rotation_never_extends_the_absolute_one() {
     let app = TestApp::spawn_with(Opts {
-        domain_settings: "refresh_token_idle_lifetime = \"1d\"\nrefresh_token_max_lifetime = \"3d\"".into(),
+        domain_keys: "refresh_token_idle_lifetime = \"1d\"\nrefresh_token_max_lifetime = \"3d\"".into(),
         ..Opts::default()
     })
     .await;
