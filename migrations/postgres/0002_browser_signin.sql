@@ -53,7 +53,8 @@ CREATE TABLE auth_codes (
     access_jti            TEXT,       -- the access token issued from it, revoked on code reuse
     access_expires_at     BIGINT,
     family_id             TEXT,       -- the refresh-token family started from it, revoked on code reuse
-    claims                TEXT        -- JSON of the OpenID claims request (Core s5.5), if any
+    claims                TEXT,       -- JSON of the OpenID claims request (Core s5.5), if any
+    reused_at             BIGINT      -- first replay: what was or will be issued from it is revoked
 );
 CREATE INDEX auth_codes_expires_at ON auth_codes (expires_at);
 

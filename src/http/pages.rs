@@ -390,6 +390,7 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
         access_jti: None,
         access_expires_at: None,
         family_id: None,
+        reused_at: None,
         claims: req.claims.as_ref().and_then(|c| serde_json::to_string(c).ok()),
     };
     if let Err(e) = app.store.insert_code(&row).await {

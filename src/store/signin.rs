@@ -60,11 +60,13 @@ pub struct CodeRow {
     pub family_id: Option<String>,
     /// JSON of the OpenID claims request.
     pub claims: Option<String>,
+    /// When the code was first presented again after its redemption.
+    pub reused_at: Option<i64>,
 }
 
 const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redirect_uri_given, scope, nonce, \
     code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
-    family_id, claims";
+    family_id, claims, reused_at";
 
 /// Browser sign-in state.
 pub trait SignInStore {
@@ -110,6 +112,13 @@ pub trait SignInStore {
         jti: &str,
         expires_at: i64,
         family_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Marks a redeemed code as replayed (the first time only).
+    fn mark_code_reused(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// The scopes a user consented to for a client.
     fn find_consent(
@@ -256,7 +265,7 @@ impl SignInStore for SqlStore {
 
     async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         )))
         .bind(&c.hash)
         .bind(&c.domain)
@@ -279,6 +288,7 @@ impl SignInStore for SqlStore {
         .bind(c.access_expires_at)
         .bind(&c.family_id)
         .bind(&c.claims)
+        .bind(c.reused_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -320,6 +330,18 @@ impl SignInStore for SqlStore {
         .bind(jti)
         .bind(expires_at)
         .bind(family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_code_reused(&self, domain: &str, hash: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE auth_codes SET reused_at = $3 WHERE hash = $1 AND domain = $2 AND reused_at IS NULL",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -35,8 +35,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             return Err(invalid().with_cause("code issued to another client"));
         }
         if row.used_at.is_some() {
-            revoke_issued(ctx, &row).await?;
-            return Err(invalid().with_cause("code reused: tokens issued from it revoked"));
+            return Err(reused(ctx, &hash).await?);
         }
         if row.expires_at <= ctx.now {
             return Err(invalid().with_cause("code expired"));
@@ -70,7 +69,8 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         // Single use: one atomic conditional update; a concurrent redemption gets nothing.
         let row = match ctx.store.redeem_code(domain, &hash, ctx.now).await? {
             Some(r) => r,
-            None => return Err(invalid().with_cause("code redeemed concurrently")),
+            // Another request redeemed it in the meantime: a reuse like any other.
+            None => return Err(reused(ctx, &hash).await?),
         };
         let user = ctx
             .store
@@ -110,6 +110,14 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
                 family.as_ref().map(|f| f.id.as_str()),
             )
             .await?;
+        // A reuse that arrived while we issued found nothing recorded to revoke: then what we
+        // issued is revoked here (and the single success still answers, with dead tokens).
+        if let Some(now_row) = ctx.store.find_code(domain, &hash).await?
+            && now_row.reused_at.is_some()
+        {
+            revoke_issued(ctx, &now_row).await?;
+            tracing::warn!(client_id = %client.id, "code reused during its redemption: the tokens issued from it are revoked");
+        }
         let refresh_token = match &family {
             Some(f) => {
                 let value = user_tokens::new_refresh_token();
@@ -128,6 +136,19 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             id_token: issued.id_token,
         })
     }
+}
+
+/// RFC 6749 s4.1.2: a code presented again is refused and the tokens issued from it are
+/// revoked. The code is marked first, so that a redemption still issuing sees the mark and
+/// revokes what it issues (the two orders of a race are both covered).
+async fn reused<S: OAuthStore>(ctx: &Ctx<'_, S>, hash: &str) -> OAuthResult<OAuthError> {
+    ctx.store
+        .mark_code_reused(&ctx.domain.name, hash, ctx.now)
+        .await?;
+    if let Some(row) = ctx.store.find_code(&ctx.domain.name, hash).await? {
+        revoke_issued(ctx, &row).await?;
+    }
+    Ok(invalid().with_cause("code reused: the tokens issued from it are revoked"))
 }
 
 /// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it (the access token
