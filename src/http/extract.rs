@@ -7,12 +7,14 @@ use axum::http::header;
 use axum::http::request::Parts;
 use zeroize::Zeroizing;
 
-use crate::app::AppState;
+use crate::app::{App, AppState};
 use crate::domain::Domain;
 use crate::error::{ErrorCode, OAuthError};
-use crate::keyring::KeyRing;
+use crate::keyring::{KeyRing, KeySet};
+use crate::oauth::Ctx;
 use crate::oauth::client_auth::{Presented, parse_basic};
 use crate::oauth::params::Params;
+use crate::store::SqlStore;
 
 /// The identity domain a request was routed to, with its key ring.
 #[derive(Clone)]
@@ -21,6 +23,19 @@ pub struct CurrentDomain {
     pub domain: Arc<Domain>,
     /// Its signing keys.
     pub ring: Arc<KeyRing>,
+}
+
+impl CurrentDomain {
+    /// The protocol context of a request to this domain, with `keys` (from `self.ring.current()`).
+    pub fn ctx<'a>(&'a self, app: &'a App, keys: &'a KeySet) -> Ctx<'a, SqlStore> {
+        Ctx {
+            domain: &self.domain,
+            keys,
+            store: &app.store,
+            kek: &app.kek,
+            now: app.clock.now(),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentDomain {

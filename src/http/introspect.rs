@@ -7,7 +7,6 @@ use axum::response::Response;
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
-use crate::oauth::Ctx;
 use crate::oauth::introspection::introspect;
 
 /// Handles an introspection request from an authenticated (confidential) client.
@@ -20,13 +19,7 @@ pub async fn post_introspect(State(app): State<AppState>, cur: CurrentDomain, fo
             .await?;
         let token = form.params.require("token")?;
         let keys = cur.ring.current();
-        let ctx = Ctx {
-            domain: &cur.domain,
-            keys: &keys,
-            store: &app.store,
-            kek: &app.kek,
-            now: app.clock.now(),
-        };
+        let ctx = cur.ctx(&app, &keys);
         introspect(&ctx, &caller, token).await
     }
     .await;

@@ -15,6 +15,7 @@ use crate::crypto::secrets::{ct_eq, random_id, random_token, sha256_b64};
 use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, Next, error_params, next_step, redirect_with};
+use crate::oauth::params::Params;
 use crate::store::signin::{AuthRequestRow, CodeRow, SessionRow, SignInStore};
 use crate::views::{ConsentPage, ConsentScope, ErrorPage, FORM_POST_SCRIPT, FormPostPage, LoginPage};
 
@@ -408,4 +409,72 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
     }
     params.push(("iss", &d.issuer));
     to_client(req, &params)
+}
+
+/// A page's form POST, read whole; `repeatable`: parameters that may appear more than once.
+pub async fn read_form(
+    app: &AppState,
+    body: axum::body::Body,
+    repeatable: &[&str],
+) -> Result<Params, Response> {
+    let form = match axum::body::to_bytes(body, app.max_body_bytes).await {
+        Ok(b) => Params::parse(&b, repeatable),
+        Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
+    };
+    form.map_err(|e| error_page(&e))
+}
+
+/// The pending authorization request `id` names, stored row and request; a page when it is
+/// missing, unknown or expired.
+pub async fn pending(
+    app: &AppState,
+    d: &Domain,
+    id: Option<&str>,
+) -> Result<(AuthRequestRow, AuthorizationRequest), Response> {
+    let expired = || {
+        error_page(&OAuthError::invalid_request(
+            "this request has expired or is unknown; start again",
+        ))
+    };
+    let id = id.ok_or_else(expired)?;
+    let row = match app.store.find_auth_request(&d.name, id, app.clock.now()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(expired()),
+        Err(e) => return Err(error_page(&e.into())),
+    };
+    let req = serde_json::from_str::<AuthorizationRequest>(&row.params).map_err(|_| expired())?;
+    Ok((row, req))
+}
+
+/// The pending request of a page's form, once its CSRF token is verified (bound to the browser
+/// and to this request).
+pub async fn pending_form(
+    app: &AppState,
+    d: &Domain,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Result<(AuthRequestRow, AuthorizationRequest), Response> {
+    let (row, req) = pending(app, d, form.get("request")).await?;
+    if !csrf_ok(d, headers, form.get("csrf"), &row) {
+        return Err(error_page(&OAuthError::new(
+            ErrorCode::AccessDenied,
+            "the form could not be verified; start again",
+        )));
+    }
+    Ok((row, req))
+}
+
+/// The browser's live session; a page when there is none.
+pub async fn require_session(
+    app: &AppState,
+    d: &Domain,
+    headers: &HeaderMap,
+) -> Result<SessionRow, Response> {
+    match current_session(app, d, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(error_page(&OAuthError::invalid_request(
+            "you are no longer signed in; start again",
+        ))),
+        Err(e) => Err(error_page(&e)),
+    }
 }

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::error_response;
 use crate::app::AppState;
-use crate::oauth::Ctx;
 use crate::oauth::revocation::revoke;
 
 /// Handles a revocation request; 200 with an empty body when done or when the token is unknown.
@@ -20,13 +19,7 @@ pub async fn post_revoke(State(app): State<AppState>, cur: CurrentDomain, form: 
             .await?;
         let token = form.params.require("token")?;
         let keys = cur.ring.current();
-        let ctx = Ctx {
-            domain: &cur.domain,
-            keys: &keys,
-            store: &app.store,
-            kek: &app.kek,
-            now: app.clock.now(),
-        };
+        let ctx = cur.ctx(&app, &keys);
         revoke(&ctx, &caller, token).await
     }
     .await;

@@ -9,11 +9,8 @@ use axum::response::Response;
 use zeroize::Zeroizing;
 
 use super::extract::CurrentDomain;
-use super::pages::{csrf_ok, error_page, login_page, proceed, start_session};
+use super::pages::{error_page, login_page, pending_form, proceed, read_form, start_session};
 use crate::app::AppState;
-use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::authorize::AuthorizationRequest;
-use crate::oauth::params::Params;
 use crate::store::DirectoryStore;
 use crate::store::signin::SignInStore;
 
@@ -29,37 +26,15 @@ const FAILED: &str = "The username or password is incorrect.";
 /// Checks the credentials, starts the session and moves the request on (303 to the client).
 pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let form = match axum::body::to_bytes(body, app.max_body_bytes).await {
-        Ok(b) => Params::parse(&b, &[]),
-        Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
-    };
-    let form = match form {
-        Ok(f) => f,
-        Err(e) => return error_page(&e),
-    };
     let d = &cur.domain;
     let now = app.clock.now();
-    let expired = || {
-        error_page(&OAuthError::invalid_request(
-            "this sign-in request has expired or is unknown",
-        ))
+    let form = match read_form(&app, body, &[]).await {
+        Ok(f) => f,
+        Err(page) => return page,
     };
-    let Some(request_id) = form.get("request") else {
-        return expired();
-    };
-    let row = match app.store.find_auth_request(&d.name, request_id, now).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return expired(),
-        Err(e) => return error_page(&e.into()),
-    };
-    if !csrf_ok(d, &parts.headers, form.get("csrf"), &row) {
-        return error_page(&OAuthError::new(
-            ErrorCode::AccessDenied,
-            "the form could not be verified; start again",
-        ));
-    }
-    let Ok(mut req) = serde_json::from_str::<AuthorizationRequest>(&row.params) else {
-        return expired();
+    let (row, mut req) = match pending_form(&app, d, &parts.headers, &form).await {
+        Ok(p) => p,
+        Err(page) => return page,
     };
     let client_name = d
         .client(&req.client_id)

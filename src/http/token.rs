@@ -9,7 +9,6 @@ use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
 use crate::error::OAuthResult;
-use crate::oauth::Ctx;
 use crate::oauth::grants::TokenResponse;
 
 /// Handles a token request.
@@ -28,12 +27,6 @@ async fn token(app: &AppState, cur: &CurrentDomain, form: &ClientForm) -> OAuthR
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
     let keys = cur.ring.current();
-    let ctx = Ctx {
-        domain: &cur.domain,
-        keys: &keys,
-        store: &app.store,
-        kek: &app.kek,
-        now: app.clock.now(),
-    };
+    let ctx = cur.ctx(&app, &keys);
     grant.handle(&ctx, &client, &form.params).await
 }

@@ -8,7 +8,6 @@ use super::extract::CurrentDomain;
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::Ctx;
 use crate::oauth::params::Params;
 use crate::oauth::userinfo::userinfo;
 
@@ -53,13 +52,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
         (None, None) => return bearer_challenge(&realm),
     };
     let keys = cur.ring.current();
-    let ctx = Ctx {
-        domain: &cur.domain,
-        keys: &keys,
-        store: &app.store,
-        kek: &app.kek,
-        now: app.clock.now(),
-    };
+    let ctx = cur.ctx(&app, &keys);
     match userinfo(&ctx, &token).await {
         Ok(v) => json_no_store(StatusCode::OK, &v),
         Err(e) => bearer_error(&e, &realm),

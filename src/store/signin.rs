@@ -68,6 +68,12 @@ const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redi
     code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
     family_id, claims, reused_at";
 
+const SESSION_COLUMNS: &str =
+    "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at";
+
+/// A live session at the time bound to `$3`: not ended, within its absolute and idle limits.
+const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at > $3 AND last_seen + idle_timeout > $3";
+
 /// Browser sign-in state.
 pub trait SignInStore {
     /// Stores a pending authorization request.
@@ -231,7 +237,8 @@ impl SignInStore for SqlStore {
 
     async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at) \
+            "INSERT INTO sessions (hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, \
+             idle_timeout, ended_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.hash)
@@ -251,11 +258,9 @@ impl SignInStore for SqlStore {
     }
 
     async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
-        Ok(sqlx::query_as(
-            "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND ended_at IS NULL \
-             AND expires_at > $3 AND last_seen + idle_timeout > $3 \
-             RETURNING hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND {LIVE_AT_3} RETURNING {SESSION_COLUMNS}"
+        )))
         .bind(hash)
         .bind(domain)
         .bind(now)
@@ -392,11 +397,9 @@ impl SignInStore for SqlStore {
         sid: &str,
         now: i64,
     ) -> StoreResult<Option<SessionRow>> {
-        Ok(sqlx::query_as(
-            "SELECT hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at \
-             FROM sessions WHERE sid = $1 AND domain = $2 AND ended_at IS NULL AND expires_at > $3 \
-             AND last_seen + idle_timeout > $3",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = $1 AND domain = $2 AND {LIVE_AT_3}"
+        )))
         .bind(sid)
         .bind(domain)
         .bind(now)
