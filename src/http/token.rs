@@ -27,6 +27,6 @@ async fn token(app: &AppState, cur: &CurrentDomain, form: &ClientForm) -> OAuthR
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
     let keys = cur.ring.current();
-    let ctx = cur.ctx(&app, &keys);
+    let ctx = cur.ctx(app, &keys);
     grant.handle(&ctx, &client, &form.params).await
 }
