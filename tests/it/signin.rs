@@ -231,3 +231,64 @@ async fn claims_requested_with_the_claims_parameter_land_where_asked() {
     assert_eq!(q["error"], "invalid_request");
     assert_eq!(q["state"], "s1");
 }
+
+#[tokio::test]
+async fn id_tokens_are_signed_with_the_clients_registered_algorithm() {
+    let app = TestApp::spawn_with(crate::harness::Opts {
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "ecapp"
+  secret_hash = "{}"
+  id_token_signed_response_alg = "ES256"
+  consent = "skip"
+  grant_types = ["authorization_code"]
+  redirect_uris = ["https://app.example.com/cb"]
+  scopes = ["openid"]
+"#,
+            ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("ecapp"))
+        ),
+        ..Default::default()
+    })
+    .await;
+    let browser = Browser::new();
+    let mut code = code_flow(&app, &browser, "webapp", "openid", &[]).await;
+    let (_, body) = exchange(&app, &code).await;
+    let (header, _) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert_eq!(header["alg"], "RS256", "the default");
+    // Same browser, now signed in: the first-party client gets its code without any page.
+    let p = crate::flow::pkce();
+    let page = browser
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "ecapp"),
+                ("redirect_uri", "https://app.example.com/cb"),
+                ("scope", "openid"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    code.code = page.redirect_params()["code"].clone();
+    code.verifier = p.verifier;
+    code.client = "ecapp".into();
+    let (status, body) = exchange(&app, &code).await;
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().unwrap();
+    let (header, _) = jwt_parts(id_token);
+    assert_eq!(header["alg"], "ES256");
+    let (_, _, jwks) = app.get_json(&format!("{}/oauth2/v1/keys", app.issuer)).await;
+    verify_with_jwks(id_token, &jwks, &app.issuer, "ecapp").unwrap();
+    let (_, _, disco) = app
+        .get_json(&format!("{}/.well-known/openid-configuration", app.issuer))
+        .await;
+    assert!(
+        disco["id_token_signing_alg_values_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"ES256".into())
+    );
+}
