@@ -91,6 +91,8 @@ pub struct Scope {
 pub struct ResourceServer {
     /// Its audience (`aud`) and RFC 8707 resource indicator.
     pub audience: String,
+    /// Display name (the audience when none is configured).
+    pub name: String,
     /// Its scopes.
     pub scopes: Vec<Scope>,
     /// Lifetime override.
@@ -169,6 +171,7 @@ impl Domain {
             }
             resource_servers.push(ResourceServer {
                 audience: rs.audience.clone(),
+                name: rs.name.clone().unwrap_or_else(|| rs.audience.clone()),
                 scopes: rs
                     .scopes
                     .iter()

@@ -332,7 +332,17 @@ pub fn scope_description(d: &Domain, name: &str) -> String {
         "email" => "See your email address".into(),
         "address" => "See your postal address".into(),
         "phone" => "See your phone number".into(),
-        other => other.to_string(),
+        "groups" => "See the groups you belong to".into(),
+        "get_groups" => "Receive your groups when you sign in".into(),
+        "offline_access" => "Keep access when you are not using it".into(),
+        other => match d
+            .resource_servers
+            .iter()
+            .find(|rs| rs.offline_scope.as_deref() == Some(other))
+        {
+            Some(rs) => format!("Keep access to {} when you are not using it", rs.name),
+            None => other.to_string(),
+        },
     }
 }
 

@@ -292,3 +292,44 @@ async fn id_tokens_are_signed_with_the_clients_registered_algorithm() {
             .contains(&"ES256".into())
     );
 }
+
+#[tokio::test]
+async fn the_consent_page_describes_every_scope_and_names_the_client_escaped() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let p = crate::flow::pkce();
+    let login = browser
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "webapp"),
+                ("redirect_uri", "https://app.example.com/cb"),
+                (
+                    "scope",
+                    "openid orders.read groups get_groups offline_access orders.offline",
+                ),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    let after = browser
+        .sign_in(&login, "alice", &crate::harness::password("alice"))
+        .await;
+    assert_eq!(after.status, 303);
+    let page = browser.get(&after.location().unwrap()).await;
+    assert_eq!(page.status, 200);
+    for text in [
+        "Web &#60;App&#62; &#38; Co",
+        "Know who you are",
+        "Read orders",
+        "See the groups you belong to",
+        "Receive your groups when you sign in",
+        "Keep access when you are not using it",
+        "Keep access to https://api.example.com/orders when you are not using it",
+    ] {
+        assert!(page.body.contains(text), "{text} missing from {}", page.body);
+    }
+    assert!(!page.body.contains("Web <App>"), "the client name is escaped");
+}
