@@ -9,6 +9,7 @@ use super::pages::{current_session, error_page, error_to_client, proceed};
 use crate::app::AppState;
 use crate::error::OAuthError;
 use crate::oauth::authorize::{AuthorizeError, parse_request, validate};
+use crate::oauth::id_token::hint_subject;
 
 /// Handles an authorization request by GET (query) or POST (form body).
 pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
@@ -35,9 +36,19 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         Err(AuthorizeError::Page(e)) => return error_page(&e),
         Err(AuthorizeError::Redirect(r, e)) => return error_to_client(&cur.domain, &r, &e),
     };
-    let session = match current_session(&app, &cur.domain, &parts.headers).await {
+    let mut session = match current_session(&app, &cur.domain, &parts.headers).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
+    // OpenID Connect Core s3.1.2.1: id_token_hint names the user the client expects; the session
+    // of someone else counts as none (so prompt=none answers login_required).
+    if let Some(hint) = &req.id_token_hint {
+        let keys = cur.ring.current();
+        match hint_subject(&cur.domain, &keys, &req.client_id, hint) {
+            Ok(sub) if session.as_ref().is_some_and(|s| s.user_id != sub) => session = None,
+            Ok(_) => {}
+            Err(e) => return error_to_client(&cur.domain, &req, &e),
+        }
+    }
     proceed(&app, &cur, &parts.headers, req, session, None, false).await
 }

@@ -30,6 +30,10 @@ pub struct AuthorizationRequest {
     /// The OpenID claims request (Core s5.5).
     #[serde(default)]
     pub claims: Option<crate::oauth::claims_request::ClaimsRequest>,
+    /// The ID token the client passed as `id_token_hint`; checked against the session before any
+    /// page, never stored.
+    #[serde(skip)]
+    pub id_token_hint: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -380,7 +384,8 @@ fn check_openid_parameters(
     if let Some(c) = p.get("claims") {
         r.claims = Some(crate::oauth::claims_request::ClaimsRequest::parse(c)?);
     }
-    // ui_locales, display, acr_values and id_token_hint are accepted and not yet acted on.
+    r.id_token_hint = p.get("id_token_hint").map(str::to_string);
+    // ui_locales, display and acr_values are accepted and not acted on.
     Ok(())
 }
 

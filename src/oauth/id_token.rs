@@ -6,8 +6,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::jws;
-use crate::domain::Client;
+use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
+use crate::keyring::KeySet;
 use crate::oauth::Ctx;
 
 /// What an ID token says.
@@ -58,6 +59,29 @@ pub fn sign<S>(ctx: &Ctx<'_, S>, spec: IdTokenSpec<'_>) -> OAuthResult<String> {
     c.insert("amr".into(), spec.amr);
     c.insert("sid".into(), json!(spec.sid));
     jws::sign(key, "JWT", &c).map_err(OAuthError::server_error)
+}
+
+/// OpenID Connect Core s3.1.2.1 `id_token_hint`: the subject of an ID token this domain issued
+/// to `client_id` (its signature, issuer and audience; an expired one is still a valid hint).
+pub fn hint_subject(domain: &Domain, keys: &KeySet, client_id: &str, token: &str) -> OAuthResult<String> {
+    let bad = || OAuthError::invalid_request("the id_token_hint is not an ID token issued to this client");
+    let header = jws::peek_header(token).map_err(|_| bad())?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.verifying_key(kid))
+        .ok_or_else(bad)?;
+    let claims = jws::verify(token, &key).map_err(|_| bad())?;
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(client_id)),
+        _ => false,
+    };
+    let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(domain.issuer.as_str());
+    match claims.get("sub").and_then(Value::as_str) {
+        Some(sub) if aud_ok && iss_ok => Ok(sub.to_string()),
+        _ => Err(bad()),
+    }
 }
 
 #[cfg(test)]

@@ -333,3 +333,75 @@ async fn the_consent_page_describes_every_scope_and_names_the_client_escaped() {
     }
     assert!(!page.body.contains("Web <App>"), "the client name is escaped");
 }
+
+fn silent(app: &TestApp, hint: &str, challenge: &str) -> String {
+    crate::flow::authorize_url(
+        app,
+        &[
+            ("response_type", "code"),
+            ("client_id", "webapp"),
+            ("redirect_uri", "https://app.example.com/cb"),
+            ("scope", "openid"),
+            ("state", "h"),
+            ("prompt", "none"),
+            ("id_token_hint", hint),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn id_token_hint_must_name_the_signed_in_user() {
+    let app = TestApp::spawn().await;
+    let alice = Browser::new();
+    let tokens = tokens_with(&app, &alice, "openid").await;
+    let hint = tokens["id_token"].as_str().unwrap().to_string();
+    let p = crate::flow::pkce();
+    // Alice's own session: a code without any page, also once the hint has expired (1h).
+    app.clock.advance(3600 + 60);
+    let page = alice.get(&silent(&app, &hint, &p.challenge)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(
+        page.redirect_params().contains_key("code"),
+        "{:?}",
+        page.location()
+    );
+    // Carol's browser with Alice's hint: as if nobody were signed in.
+    let carol = Browser::new();
+    let login = carol
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", "https://first.example.com/cb"),
+                ("scope", "openid"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    let signed = carol
+        .sign_in(&login, "carol", &crate::harness::password("carol"))
+        .await;
+    assert_eq!(signed.status, 303);
+    let page = carol.get(&silent(&app, &hint, &p.challenge)).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.redirect_params()["error"], "login_required");
+    // A hint that is not an ID token of ours for this client.
+    for bad in ["garbage", &app.access_token("backend").await] {
+        let page = alice.get(&silent(&app, bad, &p.challenge)).await;
+        assert_eq!(page.status, 303);
+        let q = page.redirect_params();
+        assert_eq!(q["error"], "invalid_request", "{bad}");
+        assert_eq!(q["state"], "h");
+    }
+}
+
+async fn tokens_with(app: &TestApp, browser: &Browser, scope: &str) -> serde_json::Value {
+    let code = code_flow(app, browser, "webapp", scope, &[]).await;
+    let (status, body) = exchange(app, &code).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
