@@ -7,7 +7,7 @@ use axum::response::Response;
 use super::extract::CurrentDomain;
 use super::pages::{current_session, error_page, error_to_client, proceed};
 use crate::app::AppState;
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizeError, parse_request, validate};
 use crate::oauth::id_token::hint_subject;
 
@@ -26,7 +26,10 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         }
         match axum::body::to_bytes(body, app.max_body_bytes).await {
             Ok(b) => parse_request(&b),
-            Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
+            Err(_) => Err(OAuthError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is too large",
+            )),
         }
     } else {
         parse_request(parts.uri.query().unwrap_or("").as_bytes())

@@ -429,7 +429,10 @@ pub async fn read_form(
 ) -> Result<Params, Response> {
     let form = match axum::body::to_bytes(body, app.max_body_bytes).await {
         Ok(b) => Params::parse(&b, repeatable),
-        Err(_) => Err(OAuthError::invalid_request("the request body is too large")),
+        Err(_) => Err(OAuthError::new(
+            ErrorCode::PayloadTooLarge,
+            "the request body is too large",
+        )),
     };
     form.map_err(|e| error_page(&e))
 }

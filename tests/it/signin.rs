@@ -405,3 +405,32 @@ async fn tokens_with(app: &TestApp, browser: &Browser, scope: &str) -> serde_jso
     assert_eq!(status, 200, "{body}");
     body
 }
+
+#[tokio::test]
+async fn oversized_page_forms_get_413_and_malformed_ones_a_400_page() {
+    let app = TestApp::spawn().await;
+    let big = "a".repeat(10_000);
+    for path in ["/signin", "/consent", "/oauth2/v1/authorize"] {
+        let resp = app
+            .post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413, "{path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let resp = app
+            .post(path)
+            .form(&[("request", "nope"), ("csrf", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+}
