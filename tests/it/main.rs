@@ -18,4 +18,5 @@ mod process;
 mod refresh;
 mod replicas;
 mod revocation;
+mod sessions;
 mod signin;

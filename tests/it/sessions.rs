@@ -1,0 +1,201 @@
+//! SSO sessions: idle and absolute timeouts, and the cookie's attributes on http and https
+//! issuers.
+
+use crate::flow::{Browser, Page, authorize_url, pkce, read};
+use crate::harness::{Opts, TestApp, password};
+
+async fn silent(app: &TestApp, browser: &Browser) -> Page {
+    let p = pkce();
+    browser
+        .get(&authorize_url(
+            app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", "https://first.example.com/cb"),
+                ("scope", "openid"),
+                ("prompt", "none"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await
+}
+
+async fn signed_in(app: &TestApp) -> Browser {
+    let browser = Browser::new();
+    let p = pkce();
+    let login = browser
+        .get(&authorize_url(
+            app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", "https://first.example.com/cb"),
+                ("scope", "openid"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    let page = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    browser
+}
+
+fn outcome(page: &Page) -> String {
+    let q = page.redirect_params();
+    q.get("code")
+        .map(|_| "code".to_string())
+        .or_else(|| q.get("error").cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_session_ends_after_its_idle_timeout_but_use_keeps_it_alive() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app).await;
+    // Used within every two hours, it lives on.
+    for _ in 0..3 {
+        app.clock.advance(7200 - 60);
+        assert_eq!(outcome(&silent(&app, &browser).await), "code");
+    }
+    // Two hours without use: gone.
+    app.clock.advance(7200 + 1);
+    assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_limit_however_much_it_is_used() {
+    let app = TestApp::spawn_with(Opts {
+        domain_keys: "session_max_lifetime = \"3h\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let browser = signed_in(&app).await;
+    for _ in 0..2 {
+        app.clock.advance(3600);
+        assert_eq!(outcome(&silent(&app, &browser).await), "code");
+    }
+    app.clock.advance(3600 + 1);
+    assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
+}
+
+fn cookie<'a>(page: &'a Page, prefix: &str) -> &'a str {
+    page.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} cookie in {:?}", page.headers))
+}
+
+#[tokio::test]
+async fn cookies_are_host_prefixed_and_secure_on_an_https_issuer_and_lax_httponly_everywhere() {
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!(
+            r#"
+[[domain]]
+name = "secure"
+issuer = "https://id.example.com"
+
+  [[domain.client]]
+  client_id = "web"
+  secret_hash = "{}"
+  grant_types = ["authorization_code"]
+  redirect_uris = ["https://app.example.com/cb"]
+  scopes = ["openid"]
+
+  [[domain.user]]
+  username = "alice"
+  password_hash = "{}"
+"#,
+            ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("web")),
+            crate::harness::password_hash("alice")
+        ),
+        ..Opts::default()
+    })
+    .await;
+    let p = pkce();
+    let query = format!(
+        "response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&scope=openid&code_challenge={}&code_challenge_method=S256",
+        p.challenge
+    );
+    // The https domain behind a TLS-terminating proxy: requests carry its Host.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = read(
+        http.get(format!("{}/oauth2/v1/authorize?{query}", app.base))
+            .header("host", "id.example.com")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let csrf_cookie = cookie(&login, "__Host-ostiary_csrf_secure=");
+    for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(csrf_cookie.contains(attr), "{attr}: {csrf_cookie}");
+    }
+    assert!(
+        !csrf_cookie.contains("Domain="),
+        "__Host- cookies carry no Domain"
+    );
+    let csrf = login.field("csrf").unwrap();
+    let value = csrf_cookie.split(';').next().unwrap();
+    let signed = read(
+        http.post(format!("{}/signin", app.base))
+            .header("host", "id.example.com")
+            .header("cookie", value)
+            .form(&[
+                ("request", login.field("request").unwrap().as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", &password("alice")),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let session = cookie(&signed, "__Host-ostiary_session_secure=");
+    for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(session.contains(attr), "{attr}: {session}");
+    }
+    assert!(
+        !session.contains("Max-Age"),
+        "no remember me: a browser-session cookie"
+    );
+
+    // On the plain-http loopback issuer: no prefix and no Secure (the browser would drop it).
+    let browser = Browser::new();
+    let page = browser
+        .get(&authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", "https://first.example.com/cb"),
+                ("scope", "openid"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    let plain = cookie(&page, "ostiary_csrf_default=");
+    assert!(
+        plain.contains("HttpOnly") && plain.contains("SameSite=Lax") && !plain.contains("Secure"),
+        "{plain}"
+    );
+    let signed = browser
+        .sign_in_with(&page, "alice", &password("alice"), &[("remember", "1")])
+        .await;
+    let remembered = cookie(&signed, "ostiary_session_default=");
+    assert!(
+        remembered.contains("Max-Age=43200"),
+        "remember me lasts the session's 12h: {remembered}"
+    );
+}
