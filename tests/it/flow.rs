@@ -184,6 +184,27 @@ pub fn authorize_url(app: &TestApp, params: &[(&str, &str)]) -> String {
     u.to_string()
 }
 
+/// The authorization URL of a code request by `client` (its first redirect URI) for `scope`
+/// with an S256 `challenge`, plus `extra` parameters.
+pub fn code_request_url(
+    app: &TestApp,
+    client: &str,
+    scope: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", redirect_uri_of(client)),
+        ("scope", scope),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend_from_slice(extra);
+    authorize_url(app, &params)
+}
+
 /// The first registered redirect URI of a test client.
 pub fn redirect_uri_of(client: &str) -> &'static str {
     match client {

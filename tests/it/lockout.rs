@@ -1,23 +1,18 @@
 //! Sign-in throttling: per account and per client address, the same for unknown names, with a
 //! lockout that backs off, and the same message for an unknown user and a wrong password.
 
-use crate::flow::{Browser, Page, authorize_url, pkce};
+use crate::flow::{Browser, Page, code_request_url, pkce};
 use crate::harness::{TestApp, password};
 
 async fn login_page(app: &TestApp, browser: &Browser) -> Page {
     let p = pkce();
     let page = browser
-        .get(&authorize_url(
+        .get(&code_request_url(
             app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "webapp"),
-                ("redirect_uri", "https://app.example.com/cb"),
-                ("scope", "openid"),
-                ("state", "s"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            "webapp",
+            "openid",
+            &p.challenge,
+            &[("state", "s")],
         ))
         .await;
     assert_eq!(page.status, 200);

@@ -6,7 +6,7 @@ use ostiary::store::DirectoryStore;
 use ostiary::store::signin::SignInStore;
 use serde_json::Value;
 
-use crate::flow::{Browser, authorize_url, code_flow, exchange, refresh, sign_in_tokens};
+use crate::flow::{Browser, code_flow, code_request_url, exchange, refresh, sign_in_tokens};
 use crate::harness::{Opts, TestApp, jwt_parts, on_postgres};
 
 fn rt(body: &Value) -> String {
@@ -316,17 +316,7 @@ async fn disabling_the_user_or_changing_the_password_ends_sessions_and_refresh_t
         // The browser's session is gone: the login page again.
         let pk = crate::flow::pkce();
         let page = browser
-            .get(&authorize_url(
-                &app,
-                &[
-                    ("response_type", "code"),
-                    ("client_id", "webapp"),
-                    ("redirect_uri", "https://app.example.com/cb"),
-                    ("scope", "openid"),
-                    ("code_challenge", &pk.challenge),
-                    ("code_challenge_method", "S256"),
-                ],
-            ))
+            .get(&code_request_url(&app, "webapp", "openid", &pk.challenge, &[]))
             .await;
         assert_eq!(page.status, 200, "{change}");
         assert!(page.body.contains("name=\"password\""), "{change}: sign in again");

@@ -1,23 +1,18 @@
 //! SSO sessions: idle and absolute timeouts, and the cookie's attributes on http and https
 //! issuers.
 
-use crate::flow::{Browser, Page, authorize_url, pkce, read};
+use crate::flow::{Browser, Page, code_request_url, pkce, read};
 use crate::harness::{Opts, TestApp, password};
 
 async fn silent(app: &TestApp, browser: &Browser) -> Page {
     let p = pkce();
     browser
-        .get(&authorize_url(
+        .get(&code_request_url(
             app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "firstparty"),
-                ("redirect_uri", "https://first.example.com/cb"),
-                ("scope", "openid"),
-                ("prompt", "none"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            "firstparty",
+            "openid",
+            &p.challenge,
+            &[("prompt", "none")],
         ))
         .await
 }
@@ -26,17 +21,7 @@ async fn signed_in(app: &TestApp) -> Browser {
     let browser = Browser::new();
     let p = pkce();
     let login = browser
-        .get(&authorize_url(
-            app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "firstparty"),
-                ("redirect_uri", "https://first.example.com/cb"),
-                ("scope", "openid"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
-        ))
+        .get(&code_request_url(app, "firstparty", "openid", &p.challenge, &[]))
         .await;
     let page = browser.sign_in(&login, "alice", &password("alice")).await;
     assert_eq!(page.status, 303, "{}", page.body);
@@ -173,17 +158,7 @@ issuer = "https://id.example.com"
     // On the plain-http loopback issuer: no prefix and no Secure (the browser would drop it).
     let browser = Browser::new();
     let page = browser
-        .get(&authorize_url(
-            &app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "firstparty"),
-                ("redirect_uri", "https://first.example.com/cb"),
-                ("scope", "openid"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
-        ))
+        .get(&code_request_url(&app, "firstparty", "openid", &p.challenge, &[]))
         .await;
     let plain = cookie(&page, "ostiary_csrf_default=");
     assert!(

@@ -212,18 +212,12 @@ async fn claims_requested_with_the_claims_parameter_land_where_asked() {
     // A malformed claims parameter is redirected as invalid_request.
     let pk = crate::flow::pkce();
     let page = browser
-        .get(&crate::flow::authorize_url(
+        .get(&crate::flow::code_request_url(
             &app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "webapp"),
-                ("redirect_uri", "https://app.example.com/cb"),
-                ("scope", "openid"),
-                ("state", "s1"),
-                ("claims", "[1,2]"),
-                ("code_challenge", &pk.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            "webapp",
+            "openid",
+            &pk.challenge,
+            &[("state", "s1"), ("claims", "[1,2]")],
         ))
         .await;
     assert_eq!(page.status, 303);
@@ -299,19 +293,12 @@ async fn the_consent_page_describes_every_scope_and_names_the_client_escaped() {
     let browser = Browser::new();
     let p = crate::flow::pkce();
     let login = browser
-        .get(&crate::flow::authorize_url(
+        .get(&crate::flow::code_request_url(
             &app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "webapp"),
-                ("redirect_uri", "https://app.example.com/cb"),
-                (
-                    "scope",
-                    "openid orders.read groups get_groups offline_access orders.offline",
-                ),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            "webapp",
+            "openid orders.read groups get_groups offline_access orders.offline",
+            &p.challenge,
+            &[],
         ))
         .await;
     let after = browser
@@ -335,19 +322,12 @@ async fn the_consent_page_describes_every_scope_and_names_the_client_escaped() {
 }
 
 fn silent(app: &TestApp, hint: &str, challenge: &str) -> String {
-    crate::flow::authorize_url(
+    crate::flow::code_request_url(
         app,
-        &[
-            ("response_type", "code"),
-            ("client_id", "webapp"),
-            ("redirect_uri", "https://app.example.com/cb"),
-            ("scope", "openid"),
-            ("state", "h"),
-            ("prompt", "none"),
-            ("id_token_hint", hint),
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256"),
-        ],
+        "webapp",
+        "openid",
+        challenge,
+        &[("state", "h"), ("prompt", "none"), ("id_token_hint", hint)],
     )
 }
 
@@ -370,16 +350,12 @@ async fn id_token_hint_must_name_the_signed_in_user() {
     // Carol's browser with Alice's hint: as if nobody were signed in.
     let carol = Browser::new();
     let login = carol
-        .get(&crate::flow::authorize_url(
+        .get(&crate::flow::code_request_url(
             &app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "firstparty"),
-                ("redirect_uri", "https://first.example.com/cb"),
-                ("scope", "openid"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            "firstparty",
+            "openid",
+            &p.challenge,
+            &[],
         ))
         .await;
     let signed = carol
