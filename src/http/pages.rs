@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::extract::CurrentDomain;
 use crate::app::AppState;
+use crate::config::ConsentPolicy;
 use crate::crypto::secrets::{ct_eq, random_id, random_token, sha256_b64};
 use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
@@ -175,7 +176,9 @@ pub async fn proceed(
         return error_page(&OAuthError::invalid_request("the client is no longer registered"));
     };
     let now = app.clock.now();
+    // First-party clients never ask: no consent to look up.
     let consented = match &session {
+        Some(_) if client.consent == ConsentPolicy::Skip => None,
         Some(s) => match app.store.find_consent(&d.name, &s.user_id, &client.id).await {
             Ok(c) => c,
             Err(e) => return error_page(&e.into()),

@@ -51,6 +51,11 @@ impl ClaimsRequest {
     }
 }
 
+/// A user's stored claims (OpenID standard claims, groups, attributes) as a JSON object.
+pub fn stored_user_claims(user: &UserRow) -> Value {
+    serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}))
+}
+
 /// Claims that are about the token, not the user: never taken from the user record.
 const NOT_USER_CLAIMS: &[&str] = &[
     "iss",

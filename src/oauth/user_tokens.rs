@@ -1,15 +1,15 @@
 //! What the grants of a signed-in person (authorization_code, refresh_token) issue: the access
 //! token, the ID token and refresh tokens in families.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::config::RefreshPolicy;
-use crate::crypto::secrets::{random_id, random_token, sha256_b64};
+use crate::crypto::secrets::{random_id, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::claims::custom_claims;
-use crate::oauth::claims_request::{ClaimsRequest, add_user_claims};
+use crate::oauth::claims_request::{ClaimsRequest, add_user_claims, stored_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
 use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token};
 use crate::store::refresh::FamilyRow;
@@ -48,11 +48,6 @@ pub fn stored_claims(json: Option<&str>) -> Option<ClaimsRequest> {
     json.and_then(|j| serde_json::from_str(j).ok())
 }
 
-/// The user's stored claims (OpenID standard claims, groups, attributes).
-pub fn user_claims(user: &UserRow) -> Value {
-    serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}))
-}
-
 /// True when the scopes ask for refresh tokens that outlive the session: `offline_access`
 /// (OpenID Connect Core s11) or a resource server's offline scope.
 pub fn is_offline(domain: &Domain, scopes: &[String]) -> bool {
@@ -73,7 +68,7 @@ pub fn wants_refresh(domain: &Domain, client: &Client, scopes: &[String]) -> boo
 
 /// Issues the access token (and the ID token for `openid`) of a user grant.
 pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthResult<UserTokens> {
-    let stored = user_claims(g.user);
+    let stored = stored_user_claims(g.user);
     let api: Vec<String> = g
         .scopes
         .iter()
@@ -204,11 +199,6 @@ pub async fn store_refresh_token<S: OAuthStore>(
     };
     ctx.store.insert_token(&row).await?;
     Ok(())
-}
-
-/// A new random refresh token value.
-pub fn new_refresh_token() -> String {
-    random_token()
 }
 
 /// The successor of a rotated refresh token: derived, so that a retry within the client's grace

@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::Ctx;
-use crate::oauth::claims_request::add_user_claims;
+use crate::oauth::claims_request::{add_user_claims, stored_user_claims};
 use crate::oauth::tokens::find_live_token;
 use crate::oauth::user_tokens::USERINFO_CLAIMS;
 use crate::store::OAuthStore;
@@ -56,7 +56,7 @@ pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResu
         .await?
         .filter(|u| u.status == "active")
         .ok_or_else(invalid)?;
-    let stored: Value = serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}));
+    let stored = stored_user_claims(&user);
     let mut out = Map::new();
     out.insert("sub".into(), json!(user.id));
     // OpenID Connect Core s5.4: the claims of each granted scope; s5.5: plus those asked for.

@@ -63,12 +63,11 @@ pub trait RefreshStore {
         id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    /// Revokes every family of a user (and their tokens), of one client or all; returns how many.
+    /// Revokes every family of a user (and their tokens); returns how many.
     fn revoke_user_families(
         &self,
         domain: &str,
         user_id: &str,
-        client_id: Option<&str>,
         now: i64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
@@ -176,20 +175,12 @@ impl RefreshStore for SqlStore {
         Ok(jtis.into_iter().map(|r| r.0).collect())
     }
 
-    async fn revoke_user_families(
-        &self,
-        domain: &str,
-        user_id: &str,
-        client_id: Option<&str>,
-        now: i64,
-    ) -> StoreResult<u64> {
+    async fn revoke_user_families(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
         let r = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $4 WHERE domain = $1 AND user_id = $2 \
-             AND ($3 = '' OR client_id = $3) AND revoked_at IS NULL",
+            "UPDATE refresh_families SET revoked_at = $3 WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL",
         )
         .bind(domain)
         .bind(user_id)
-        .bind(client_id.unwrap_or(""))
         .bind(now)
         .execute(&self.pool)
         .await?;

@@ -416,7 +416,7 @@ impl SignInStore for SqlStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        self.revoke_user_families(domain, user_id, None, now).await?;
+        self.revoke_user_families(domain, user_id, now).await?;
         Ok(r.rows_affected())
     }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Grant, TokenResponse};
-use crate::crypto::secrets::sha256_b64;
+use crate::crypto::secrets::{random_token, sha256_b64};
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
@@ -120,7 +120,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         }
         let refresh_token = match &family {
             Some(f) => {
-                let value = user_tokens::new_refresh_token();
+                let value = random_token();
                 user_tokens::store_refresh_token(ctx, f, &value, &issued.access).await?;
                 Some(value)
             }

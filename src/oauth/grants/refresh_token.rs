@@ -17,15 +17,6 @@ use crate::store::{OAuthStore, TokenRow};
 /// `grant_type=refresh_token`.
 pub struct RefreshToken;
 
-/// What happened to the presented token when it was rotated.
-enum Rotation {
-    /// This request rotated it: its successor is new.
-    Fresh,
-    /// It had been rotated moments ago, within the client's grace window: the same successor
-    /// is handed out again.
-    Retry,
-}
-
 #[async_trait]
 impl<S: OAuthStore> Grant<S> for RefreshToken {
     fn grant_type(&self) -> &'static str {
@@ -58,11 +49,10 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         // A malformed or widened scope is refused before the token is used up.
         let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
         let scopes = narrowed(&granted, params.get("scope"))?;
-        let rotation = if row.used_at.is_none() && ctx.store.rotate_refresh(domain, &hash, ctx.now).await? {
-            Rotation::Fresh
-        } else {
-            reused(ctx, client, &row, presented).await?
-        };
+        // Single use: one conditional update; a token already rotated is a retry or a replay.
+        if row.used_at.is_some() || !ctx.store.rotate_refresh(domain, &hash, ctx.now).await? {
+            reused(ctx, client, &row, presented).await?;
+        }
         // Checked after the rotation so that a token refused here is used up all the same.
         check_family(ctx, client, &row, &family).await?;
         let user = ctx
@@ -97,9 +87,6 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             user_tokens::revoke_family(ctx, &family.id, &client.id).await?;
             return Err(invalid_refresh().with_cause("family revoked during the refresh"));
         }
-        if matches!(rotation, Rotation::Retry) {
-            tracing::info!(client_id = %client.id, "refresh retried within the grace window: same new refresh token");
-        }
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "refresh_token").increment(1);
         Ok(TokenResponse {
             access_token: issued.access.value,
@@ -113,13 +100,14 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
 }
 
 /// A token presented after its rotation: within the grace window and while its successor is
-/// unused, a retry; otherwise a replay, and the whole family is revoked (RFC 9700 s4.14.2).
+/// unused, a retry (Ok: the same successor is handed out again); otherwise a replay, and the
+/// whole family is revoked (RFC 9700 s4.14.2).
 async fn reused<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     client: &Client,
     row: &TokenRow,
     presented: &str,
-) -> OAuthResult<Rotation> {
+) -> OAuthResult<()> {
     let family_id = row.family_id.as_deref().unwrap_or_default();
     // Another request may have rotated it between our read and our update.
     let used_at = match row.used_at {
@@ -136,7 +124,8 @@ async fn reused<S: OAuthStore>(
         let next = ctx.store.find_token(&ctx.domain.name, &next_hash).await?;
         // The successor not yet stored (a concurrent rotation still writing it) or unused.
         if next.is_none_or(|n| n.used_at.is_none() && n.revoked_at.is_none()) {
-            return Ok(Rotation::Retry);
+            tracing::info!(client_id = %client.id, "refresh retried within the grace window: same new refresh token");
+            return Ok(());
         }
     }
     user_tokens::revoke_family(ctx, family_id, &row.client_id).await?;
