@@ -296,6 +296,68 @@ pub struct DomainConfig {
     /// The longest lockout. Default 15m.
     #[serde(default = "default_lockout_max")]
     pub lockout_max: Seconds,
+    /// RFC 8628 s3.2 `expires_in` of device codes. Default 10m.
+    #[serde(default = "default_device_code_lifetime")]
+    pub device_code_lifetime: Seconds,
+    /// RFC 8628 s3.2 `interval`: the slowest a device may poll. Default 5s.
+    #[serde(default = "default_device_poll_interval")]
+    pub device_poll_interval: Seconds,
+    /// Wrong user codes one browser session may type before a pause. Default 5.
+    #[serde(default = "default_lockout_threshold")]
+    pub user_code_attempts: i64,
+    /// Wrong user codes one client address may type before a pause. Default 20.
+    #[serde(default = "default_address_lockout_threshold")]
+    pub address_user_code_attempts: i64,
+    /// The longest a client or user assertion may be valid (its `exp` at most this far ahead).
+    /// Default 5m.
+    #[serde(default = "default_assertion_max_lifetime")]
+    pub assertion_max_lifetime: Seconds,
+    /// Let clients' `jwks_uri` point at loopback or private addresses (for tests and labs only).
+    /// Default false.
+    #[serde(default)]
+    pub allow_private_jwks_uri: bool,
+    /// Trusted issuers of user assertions for the JWT bearer grant (RFC 7523 s2.1).
+    #[serde(default, rename = "assertion_issuer")]
+    pub assertion_issuers: Vec<AssertionIssuerConfig>,
+}
+
+/// How the `sub` of a user assertion names the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectMapping {
+    /// `sub` is the username (default).
+    #[default]
+    Username,
+    /// `sub` is the user's id (the `sub` of this domain's own tokens).
+    UserId,
+}
+
+/// `[[domain.assertion_issuer]]`: an issuer whose signed assertions about users the JWT bearer
+/// grant accepts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionIssuerConfig {
+    /// The `iss` of its assertions.
+    pub issuer: String,
+    /// Its public keys: a JWK Set inline.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Its public keys: a JWK Set file, read at start and on reload.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// How `sub` maps to a user. Default username.
+    #[serde(default)]
+    pub subject: SubjectMapping,
+}
+
+fn default_device_code_lifetime() -> Seconds {
+    Seconds(600)
+}
+fn default_device_poll_interval() -> Seconds {
+    Seconds(5)
+}
+fn default_assertion_max_lifetime() -> Seconds {
+    Seconds(300)
 }
 
 fn default_refresh_idle() -> Seconds {
@@ -425,6 +487,16 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// Public client.
     None,
+    /// RFC 7523 s2.2 / OpenID Connect Core s9: a JWT signed with a key of the client's `jwks`
+    /// or `jwks_uri`.
+    PrivateKeyJwt,
+    /// OpenID Connect Core s9: a JWT with an HMAC keyed by the client secret (needs `secret_env`:
+    /// the server must know the secret itself).
+    ClientSecretJwt,
+    /// RFC 8705 s2.1: a certificate from a trusted CA whose subject DN or SAN is registered.
+    TlsClientAuth,
+    /// RFC 8705 s2.2: a self-signed certificate whose key is in the client's JWK Set.
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -434,12 +506,47 @@ impl AuthMethod {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
             AuthMethod::None => "none",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::ClientSecretJwt => "client_secret_jwt",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
+            AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Every method, in the order discovery lists them.
+    pub const ALL: [AuthMethod; 7] = [
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+        AuthMethod::ClientSecretJwt,
+        AuthMethod::PrivateKeyJwt,
+        AuthMethod::TlsClientAuth,
+        AuthMethod::SelfSignedTlsClientAuth,
+        AuthMethod::None,
+    ];
+
+    /// True for the methods that prove possession of a client secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::ClientSecretJwt
+        )
     }
 }
 
+/// The device authorization grant type (RFC 8628 s3.4).
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The JWT bearer grant type (RFC 7523 s2.1).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
 /// Grant types this build implements.
-pub const SUPPORTED_GRANT_TYPES: &[&str] = &["authorization_code", "client_credentials", "refresh_token"];
+pub const SUPPORTED_GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "client_credentials",
+    "refresh_token",
+    "password",
+    DEVICE_CODE_GRANT,
+    JWT_BEARER_GRANT,
+];
 
 /// `[[domain.client]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -489,6 +596,25 @@ pub struct ClientConfig {
     /// Where the client publishes its JWK Set.
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// The JWS algorithm of its client assertions (private_key_jwt: RS256, PS256 or ES256;
+    /// client_secret_jwt: HS256, HS384 or HS512). Unset: any of the method's algorithms.
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    /// RFC 8705 s2.1.2: the certificate subject DN (RFC 4514) of a tls_client_auth client.
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// RFC 8705 s2.1.2: a dNSName SAN of a tls_client_auth client.
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// RFC 8705 s2.1.2: a uniformResourceIdentifier SAN of a tls_client_auth client.
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// RFC 8705 s2.1.2: an iPAddress SAN of a tls_client_auth client.
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// RFC 8705 s2.1.2: an rfc822Name SAN of a tls_client_auth client.
+    #[serde(default)]
+    pub tls_client_auth_san_email: Option<String>,
     /// ID token signature algorithm.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<SigningAlg>,
@@ -794,6 +920,9 @@ impl Config {
                 ("refresh_token_max_lifetime", d.refresh_token_max_lifetime),
                 ("lockout_duration", d.lockout_duration),
                 ("lockout_max", d.lockout_max),
+                ("device_code_lifetime", d.device_code_lifetime),
+                ("device_poll_interval", d.device_poll_interval),
+                ("assertion_max_lifetime", d.assertion_max_lifetime),
             ] {
                 if v.0 == 0 {
                     errs.push(format!("{p}.{key}"), "must be at least 1s");
@@ -802,12 +931,15 @@ impl Config {
             for (key, v) in [
                 ("lockout_threshold", d.lockout_threshold),
                 ("address_lockout_threshold", d.address_lockout_threshold),
+                ("user_code_attempts", d.user_code_attempts),
+                ("address_user_code_attempts", d.address_user_code_attempts),
             ] {
                 if v < 1 {
                     errs.push(format!("{p}.{key}"), "must be at least 1");
                 }
             }
             validate_domain(d, &p, &mut errs);
+            validate_assertion_issuers(d, &p, &mut errs);
         }
         if errs.0.is_empty() { Ok(()) } else { Err(errs) }
     }
@@ -911,13 +1043,23 @@ fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>, errs: &mu
             "plaintext secrets are not allowed: use secret_hash (from `ostiary hash-secret`) or secret_env",
         );
     }
-    let confidential = c.token_endpoint_auth_method != AuthMethod::None;
+    let method = c.token_endpoint_auth_method;
+    let confidential = method != AuthMethod::None;
+    let uses_secret = method.uses_secret();
     match (&c.secret_hash, &c.secret_env) {
         (Some(_), Some(_)) => errs.push(
             format!("{cp}.secret_env"),
             "give either secret_hash or secret_env, not both",
         ),
-        (None, None) if confidential => errs.push(
+        (Some(_), None) if method == AuthMethod::ClientSecretJwt => errs.push(
+            format!("{cp}.secret_hash"),
+            "client_secret_jwt needs the secret itself to check HMACs: use secret_env",
+        ),
+        (Some(_), _) | (_, Some(_)) if confidential && !uses_secret => errs.push(
+            format!("{cp}.token_endpoint_auth_method"),
+            format!("a {} client must not have a secret", method.as_str()),
+        ),
+        (None, None) if uses_secret => errs.push(
             format!("{cp}.secret_hash"),
             format!(
                 "required for token_endpoint_auth_method {:?} (or set secret_env)",
@@ -998,6 +1140,7 @@ fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>, errs: &mu
     if c.access_token_lifetime == Some(Seconds(0)) {
         errs.push(format!("{cp}.access_token_lifetime"), "must be at least 1s");
     }
+    validate_client_keys(c, cp, errs);
     if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
         errs.push(
             format!("{cp}.redirect_uris"),
@@ -1012,6 +1155,103 @@ fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>, errs: &mu
             format!("{cp}.require_pkce"),
             "public clients must use PKCE (RFC 9700 s2.1.1)",
         );
+    }
+}
+
+/// The keys and certificate bindings each authentication method needs.
+fn validate_client_keys(c: &ClientConfig, cp: &str, errs: &mut ConfigErrors) {
+    let method = c.token_endpoint_auth_method;
+    let has_keys = c.jwks.is_some() || c.jwks_uri.is_some();
+    if c.jwks.is_some() && c.jwks_uri.is_some() {
+        // OpenID Connect Dynamic Client Registration s2: jwks and jwks_uri MUST NOT both be used.
+        errs.push(format!("{cp}.jwks_uri"), "give either jwks or jwks_uri, not both");
+    }
+    if matches!(
+        method,
+        AuthMethod::PrivateKeyJwt | AuthMethod::SelfSignedTlsClientAuth
+    ) && !has_keys
+    {
+        errs.push(
+            format!("{cp}.jwks"),
+            format!(
+                "{} needs the client's public keys: jwks or jwks_uri",
+                method.as_str()
+            ),
+        );
+    }
+    if let Some(alg) = &c.token_endpoint_auth_signing_alg {
+        let allowed: &[&str] = match method {
+            AuthMethod::PrivateKeyJwt => &["RS256", "PS256", "ES256"],
+            AuthMethod::ClientSecretJwt => &["HS256", "HS384", "HS512"],
+            _ => &[],
+        };
+        if allowed.is_empty() {
+            errs.push(
+                format!("{cp}.token_endpoint_auth_signing_alg"),
+                "only for private_key_jwt and client_secret_jwt clients",
+            );
+        } else if !allowed.contains(&alg.as_str()) {
+            errs.push(
+                format!("{cp}.token_endpoint_auth_signing_alg"),
+                format!("must be one of {}", allowed.join(", ")),
+            );
+        }
+    }
+    let bindings = [
+        &c.tls_client_auth_subject_dn,
+        &c.tls_client_auth_san_dns,
+        &c.tls_client_auth_san_uri,
+        &c.tls_client_auth_san_ip,
+        &c.tls_client_auth_san_email,
+    ];
+    let n = bindings.iter().filter(|b| b.is_some()).count();
+    if method == AuthMethod::TlsClientAuth && n != 1 {
+        // RFC 8705 s2.1.2: a client using tls_client_auth MUST use exactly one of these.
+        errs.push(
+            format!("{cp}.tls_client_auth_subject_dn"),
+            "tls_client_auth needs exactly one of tls_client_auth_subject_dn, _san_dns, _san_uri, _san_ip, _san_email",
+        );
+    } else if method != AuthMethod::TlsClientAuth && n > 0 {
+        errs.push(
+            format!("{cp}.tls_client_auth_subject_dn"),
+            "certificate bindings are only for tls_client_auth clients",
+        );
+    }
+    if let Some(ip) = &c.tls_client_auth_san_ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        errs.push(format!("{cp}.tls_client_auth_san_ip"), "must be an IP address");
+    }
+}
+
+fn validate_assertion_issuers(d: &DomainConfig, p: &str, errs: &mut ConfigErrors) {
+    let mut seen = HashSet::new();
+    for (i, a) in d.assertion_issuers.iter().enumerate() {
+        let ap = format!("{p}.assertion_issuer[{i}]");
+        if a.issuer.trim().is_empty() {
+            errs.push(format!("{ap}.issuer"), "must not be empty");
+        }
+        if !seen.insert(a.issuer.as_str()) {
+            errs.push(
+                format!("{ap}.issuer"),
+                format!("issuer {:?} is declared twice", a.issuer),
+            );
+        }
+        match (&a.jwks, &a.jwks_file) {
+            (Some(_), Some(_)) => errs.push(
+                format!("{ap}.jwks_file"),
+                "give either jwks or jwks_file, not both",
+            ),
+            (None, None) => errs.push(
+                format!("{ap}.jwks"),
+                "the issuer's public keys are required: jwks or jwks_file",
+            ),
+            (Some(j), None) if !j.get("keys").is_some_and(|k| k.is_array()) => errs.push(
+                format!("{ap}.jwks"),
+                "must be a JWK Set: a table with a `keys` array",
+            ),
+            _ => {}
+        }
     }
 }
 

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use serde_json::Value;
+use zeroize::Zeroizing;
+
 use crate::config::{
-    AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig, RefreshPolicy, TokenFormat,
-    UnknownScopes,
+    AssertionIssuerConfig, AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig,
+    RefreshPolicy, SubjectMapping, TokenFormat, UnknownScopes,
 };
 use crate::crypto::keys::SigningAlg;
-use crate::crypto::secrets::SecretHash;
+use crate::crypto::secrets::{SecretHash, SharedSecret};
 
 /// Paths of the endpoints under an issuer, defined once for the router and discovery.
 pub mod paths {
@@ -25,6 +28,34 @@ pub mod paths {
     pub const USERINFO: &str = "/oauth2/v1/userinfo";
     pub const LOGIN: &str = "/signin";
     pub const CONSENT: &str = "/consent";
+    pub const DEVICE_AUTHORIZATION: &str = "/oauth2/v1/device";
+    pub const DEVICE_PAGE: &str = "/device";
+}
+
+/// RFC 8705 s2.1.2: the one certificate name a tls_client_auth client is registered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSubject {
+    /// `tls_client_auth_subject_dn` (RFC 4514 string).
+    SubjectDn(String),
+    /// `tls_client_auth_san_dns`.
+    SanDns(String),
+    /// `tls_client_auth_san_uri`.
+    SanUri(String),
+    /// `tls_client_auth_san_ip`.
+    SanIp(std::net::IpAddr),
+    /// `tls_client_auth_san_email`.
+    SanEmail(String),
+}
+
+/// A trusted issuer of user assertions (RFC 7523 s2.1), with its keys read once.
+#[derive(Debug)]
+pub struct AssertionIssuer {
+    /// The `iss` of its assertions.
+    pub issuer: String,
+    /// Its public JWKs.
+    pub keys: Vec<Value>,
+    /// How `sub` names a user.
+    pub subject: SubjectMapping,
 }
 
 /// A registered client, ready for authentication and grants.
@@ -66,6 +97,16 @@ pub struct Client {
     pub refresh_tokens: RefreshPolicy,
     /// Seconds within which a retried refresh gets the same new token (0: off).
     pub refresh_token_grace: i64,
+    /// Inline public keys (a JWK Set), for private_key_jwt and self_signed_tls_client_auth.
+    pub jwks: Option<Value>,
+    /// Where the client publishes its JWK Set.
+    pub jwks_uri: Option<String>,
+    /// The one JWS algorithm its assertions may use, if registered.
+    pub assertion_alg: Option<String>,
+    /// The secret itself (client_secret_jwt only: the HMAC key).
+    pub shared_secret: Option<SharedSecret>,
+    /// The certificate name of a tls_client_auth client.
+    pub tls_subject: Option<TlsSubject>,
 }
 
 impl Client {
@@ -144,6 +185,14 @@ pub struct Domain {
     pub refresh_token_idle_lifetime: i64,
     /// Refresh-token family absolute lifetime in seconds.
     pub refresh_token_max_lifetime: i64,
+    /// Device code lifetime in seconds.
+    pub device_code_lifetime: i64,
+    /// Slowest device polling interval in seconds.
+    pub device_poll_interval: i64,
+    /// Longest validity of a client or user assertion in seconds.
+    pub assertion_max_lifetime: i64,
+    /// Trusted issuers of user assertions.
+    pub assertion_issuers: Vec<AssertionIssuer>,
 }
 
 impl Domain {
@@ -206,6 +255,14 @@ impl Domain {
             id_token_lifetime: d.id_token_lifetime.0,
             refresh_token_idle_lifetime: d.refresh_token_idle_lifetime.0,
             refresh_token_max_lifetime: d.refresh_token_max_lifetime.0,
+            device_code_lifetime: d.device_code_lifetime.0,
+            device_poll_interval: d.device_poll_interval.0,
+            assertion_max_lifetime: d.assertion_max_lifetime.0,
+            assertion_issuers: d
+                .assertion_issuers
+                .iter()
+                .map(build_assertion_issuer)
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -256,14 +313,68 @@ impl Domain {
     }
 }
 
+fn build_assertion_issuer(a: &AssertionIssuerConfig) -> Result<AssertionIssuer, String> {
+    let set = match (&a.jwks, &a.jwks_file) {
+        (Some(j), _) => j.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "assertion issuer {}: cannot read {}: {e}",
+                    a.issuer,
+                    path.display()
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "assertion issuer {}: {} is not JSON: {e}",
+                    a.issuer,
+                    path.display()
+                )
+            })?
+        }
+        (None, None) => Value::Null,
+    };
+    let keys = set
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| format!("assertion issuer {}: the JWK Set has no `keys` array", a.issuer))?;
+    Ok(AssertionIssuer {
+        issuer: a.issuer.clone(),
+        keys,
+        subject: a.subject,
+    })
+}
+
 fn build_client(c: &ClientConfig) -> Result<Client, String> {
+    let mut shared_secret = None;
     let secret = match (&c.secret_hash, &c.secret_env) {
         (Some(h), _) => Some(SecretHash::parse(h).map_err(|e| format!("client {}: {e}", c.client_id))?),
         (None, Some(var)) => {
             let v = std::env::var(var).map_err(|_| format!("client {}: {var} is not set", c.client_id))?;
+            if c.token_endpoint_auth_method == AuthMethod::ClientSecretJwt {
+                shared_secret = Some(SharedSecret(Zeroizing::new(v.as_bytes().to_vec())));
+            }
             Some(SecretHash::from_plain_secret(&v))
         }
         (None, None) => None,
+    };
+    let tls_subject = if let Some(dn) = &c.tls_client_auth_subject_dn {
+        Some(TlsSubject::SubjectDn(dn.clone()))
+    } else if let Some(v) = &c.tls_client_auth_san_dns {
+        Some(TlsSubject::SanDns(v.clone()))
+    } else if let Some(v) = &c.tls_client_auth_san_uri {
+        Some(TlsSubject::SanUri(v.clone()))
+    } else if let Some(v) = &c.tls_client_auth_san_ip {
+        let ip = v.parse().map_err(|_| {
+            format!(
+                "client {}: tls_client_auth_san_ip is not an IP address",
+                c.client_id
+            )
+        })?;
+        Some(TlsSubject::SanIp(ip))
+    } else {
+        c.tls_client_auth_san_email.clone().map(TlsSubject::SanEmail)
     };
     Ok(Client {
         id: c.client_id.clone(),
@@ -284,6 +395,11 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         id_token_alg: c.id_token_signed_response_alg.unwrap_or(SigningAlg::RS256),
         refresh_tokens: c.refresh_tokens,
         refresh_token_grace: c.refresh_token_grace.0,
+        jwks: c.jwks.clone(),
+        jwks_uri: c.jwks_uri.clone(),
+        assertion_alg: c.token_endpoint_auth_signing_alg.clone(),
+        shared_secret,
+        tls_subject,
     })
 }
 

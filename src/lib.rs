@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jwks_cache;
 pub mod keyring;
 pub mod oauth;
 pub mod reconcile;

@@ -71,6 +71,40 @@ pub fn verify(token: &str, key: &VerifyingKey) -> Result<Map<String, Value>, Cry
     if !key.verify(signed.as_bytes(), &sig) {
         return Err(CryptoError::Invalid("JWS signature does not verify"));
     }
+    payload(p)
+}
+
+/// HMAC algorithms of client_secret_jwt (OpenID Connect Core s9).
+pub const HMAC_ALGS: [&str; 3] = ["HS256", "HS384", "HS512"];
+
+/// Verifies an HMAC JWS (`alg` one of [`HMAC_ALGS`], and the header's) keyed by `secret`, and
+/// returns the claims.
+pub fn verify_hmac(token: &str, alg: &str, secret: &[u8]) -> Result<Map<String, Value>, CryptoError> {
+    use aws_lc_rs::hmac;
+    let (h, p, s) = split(token)?;
+    let header = peek_header(token)?;
+    if header.alg != alg {
+        return Err(CryptoError::Invalid("JWS alg is not the expected one"));
+    }
+    let algorithm = match alg {
+        "HS256" => hmac::HMAC_SHA256,
+        "HS384" => hmac::HMAC_SHA384,
+        "HS512" => hmac::HMAC_SHA512,
+        _ => return Err(CryptoError::Invalid("not an HMAC algorithm")),
+    };
+    let sig = B64
+        .decode(s)
+        .map_err(|_| CryptoError::Invalid("JWS signature is not base64url"))?;
+    let signed = token
+        .get(..h.len() + 1 + p.len())
+        .ok_or(CryptoError::Invalid("not a compact JWS"))?;
+    // Constant-time comparison inside hmac::verify.
+    hmac::verify(&hmac::Key::new(algorithm, secret), signed.as_bytes(), &sig)
+        .map_err(|_| CryptoError::Invalid("JWS signature does not verify"))?;
+    payload(p)
+}
+
+fn payload(p: &str) -> Result<Map<String, Value>, CryptoError> {
     let payload = B64
         .decode(p)
         .map_err(|_| CryptoError::Invalid("JWS payload is not base64url"))?;
@@ -78,6 +112,13 @@ pub fn verify(token: &str, key: &VerifyingKey) -> Result<Map<String, Value>, Cry
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(CryptoError::Invalid("JWS payload is not a JSON object")),
     }
+}
+
+/// Reads the claims without verifying anything (to learn which client or issuer to check
+/// against; never trusted before verification).
+pub fn peek_claims(token: &str) -> Result<Map<String, Value>, CryptoError> {
+    let (_, p, _) = split(token)?;
+    payload(p)
 }
 
 #[cfg(test)]

@@ -215,15 +215,31 @@ impl VerifyingKey {
     /// Builds a verifying key from a public JWK (RSA of at least 2048 bits, or EC P-256). Without
     /// `alg`, RSA keys verify RS256 and EC keys ES256.
     pub fn from_jwk(jwk: &Value) -> Result<VerifyingKey, CryptoError> {
+        Self::from_jwk_as(jwk, None)
+    }
+
+    /// Builds a verifying key for `alg` from a public JWK of a client or assertion issuer: the
+    /// JWK's own `alg`, when it has one, must be `alg`; its `kty` must fit `alg`; a key marked
+    /// `"use": "enc"` is refused. With `alg` None, as [`VerifyingKey::from_jwk`].
+    pub fn from_jwk_as(jwk: &Value, alg: Option<SigningAlg>) -> Result<VerifyingKey, CryptoError> {
         let kty = jwk
             .get("kty")
             .and_then(Value::as_str)
             .ok_or(CryptoError::Invalid("JWK lacks kty"))?;
-        let alg = match jwk.get("alg").and_then(Value::as_str) {
-            Some(a) => SigningAlg::parse(a).ok_or(CryptoError::Invalid("unsupported JWK alg"))?,
-            None if kty == "RSA" => SigningAlg::RS256,
-            None if kty == "EC" => SigningAlg::ES256,
-            None => return Err(CryptoError::Invalid("unsupported JWK kty")),
+        if jwk.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+            return Err(CryptoError::Invalid("JWK is not a signature key"));
+        }
+        let own = match jwk.get("alg").and_then(Value::as_str) {
+            Some(a) => Some(SigningAlg::parse(a).ok_or(CryptoError::Invalid("unsupported JWK alg"))?),
+            None => None,
+        };
+        let alg = match (own, alg) {
+            (Some(o), Some(a)) if o != a => return Err(CryptoError::Invalid("JWK alg differs")),
+            (Some(o), _) => o,
+            (None, Some(a)) => a,
+            (None, None) if kty == "RSA" => SigningAlg::RS256,
+            (None, None) if kty == "EC" => SigningAlg::ES256,
+            (None, None) => return Err(CryptoError::Invalid("unsupported JWK kty")),
         };
         let public = match (kty, alg) {
             ("RSA", SigningAlg::RS256 | SigningAlg::PS256) => {

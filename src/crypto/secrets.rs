@@ -40,6 +40,16 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// A secret the server must know itself (the HMAC key of client_secret_jwt); Debug never shows it.
+#[derive(Clone)]
+pub struct SharedSecret(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedSecret(redacted)")
+    }
+}
+
 /// A configured client secret hash.
 #[derive(Clone)]
 pub enum SecretHash {

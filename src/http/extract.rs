@@ -1,8 +1,9 @@
 //! Request extractors: the current domain, and form bodies with the client's credentials.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use zeroize::Zeroizing;
@@ -11,9 +12,10 @@ use crate::app::{App, AppState};
 use crate::domain::Domain;
 use crate::error::{ErrorCode, OAuthError};
 use crate::keyring::{KeyRing, KeySet};
-use crate::oauth::Ctx;
 use crate::oauth::client_auth::{Presented, parse_basic};
+use crate::oauth::mtls::ClientCertificate;
 use crate::oauth::params::Params;
+use crate::oauth::{Ctx, Peer};
 use crate::store::SqlStore;
 
 /// The identity domain a request was routed to, with its key ring.
@@ -26,16 +28,57 @@ pub struct CurrentDomain {
 }
 
 impl CurrentDomain {
-    /// The protocol context of a request to this domain, with `keys` (from `self.ring.current()`).
-    pub fn ctx<'a>(&'a self, app: &'a App, keys: &'a KeySet) -> Ctx<'a, SqlStore> {
+    /// The protocol context of a request to this domain from `peer`, with `keys` (from
+    /// `self.ring.current()`).
+    pub fn ctx<'a>(&'a self, app: &'a App, keys: &'a KeySet, peer: Peer) -> Ctx<'a, SqlStore> {
         Ctx {
             domain: &self.domain,
             keys,
             store: &app.store,
             kek: &app.kek,
             now: app.clock.now(),
+            hasher: app.authenticator.hasher(),
+            peer,
         }
     }
+}
+
+/// The peer of a request: its address and client certificate.
+pub fn peer_of(app: &App, parts: &Parts) -> Peer {
+    Peer {
+        address: client_address(app, parts),
+        certificate: parts.extensions.get::<Arc<ClientCertificate>>().cloned(),
+    }
+}
+
+impl FromRequestParts<AppState> for Peer {
+    type Rejection = OAuthError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, OAuthError> {
+        Ok(peer_of(app, parts))
+    }
+}
+
+/// The client's address: the last entry of the trusted proxy's header when one is configured,
+/// else the peer address of the connection.
+fn client_address(app: &App, parts: &Parts) -> String {
+    if let Some(name) = &app.client_address_header
+        && let Some(last) = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty())
+    {
+        return last.to_string();
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentDomain {
@@ -99,6 +142,8 @@ impl FromRequest<AppState> for ClientForm {
             basic,
             body_client_id: params.get("client_id").map(str::to_string),
             body_client_secret: params.get("client_secret").map(|s| Zeroizing::new(s.to_string())),
+            client_assertion: params.get("client_assertion").map(str::to_string),
+            client_assertion_type: params.get("client_assertion_type").map(str::to_string),
         };
         Ok(ClientForm { params, presented })
     }

@@ -7,19 +7,25 @@ use axum::response::Response;
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
+use crate::oauth::Peer;
 use crate::oauth::introspection::introspect;
 
 /// Handles an introspection request from an authenticated (confidential) client.
-pub async fn post_introspect(State(app): State<AppState>, cur: CurrentDomain, form: ClientForm) -> Response {
+pub async fn post_introspect(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    form: ClientForm,
+) -> Response {
     let result = async {
         // RFC 7662 s2.1: the endpoint requires authorization; public clients cannot give it.
+        let keys = cur.ring.current();
+        let ctx = cur.ctx(&app, &keys, peer);
         let caller = app
             .authenticator
-            .authenticate(&cur.domain, &form.presented, false)
+            .authenticate(&ctx, &form.presented, false)
             .await?;
         let token = form.params.require("token")?;
-        let keys = cur.ring.current();
-        let ctx = cur.ctx(&app, &keys);
         introspect(&ctx, &caller, token).await
     }
     .await;

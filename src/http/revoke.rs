@@ -7,19 +7,25 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::error_response;
 use crate::app::AppState;
+use crate::oauth::Peer;
 use crate::oauth::revocation::revoke;
 
 /// Handles a revocation request; 200 with an empty body when done or when the token is unknown.
-pub async fn post_revoke(State(app): State<AppState>, cur: CurrentDomain, form: ClientForm) -> Response {
+pub async fn post_revoke(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    form: ClientForm,
+) -> Response {
     let result = async {
         // RFC 7009 s2.1: public clients may revoke their own tokens.
+        let keys = cur.ring.current();
+        let ctx = cur.ctx(&app, &keys, peer);
         let caller = app
             .authenticator
-            .authenticate(&cur.domain, &form.presented, true)
+            .authenticate(&ctx, &form.presented, true)
             .await?;
         let token = form.params.require("token")?;
-        let keys = cur.ring.current();
-        let ctx = cur.ctx(&app, &keys);
         revoke(&ctx, &caller, token).await
     }
     .await;

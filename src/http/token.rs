@@ -9,24 +9,35 @@ use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
 use crate::error::OAuthResult;
+use crate::oauth::Peer;
 use crate::oauth::grants::TokenResponse;
 
 /// Handles a token request.
-pub async fn post_token(State(app): State<AppState>, cur: CurrentDomain, form: ClientForm) -> Response {
-    match token(&app, &cur, &form).await {
+pub async fn post_token(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    form: ClientForm,
+) -> Response {
+    match token(&app, &cur, peer, &form).await {
         Ok(resp) => json_no_store(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
         Err(e) => error_response(&e, &cur.domain.issuer),
     }
 }
 
-async fn token(app: &AppState, cur: &CurrentDomain, form: &ClientForm) -> OAuthResult<TokenResponse> {
+async fn token(
+    app: &AppState,
+    cur: &CurrentDomain,
+    peer: Peer,
+    form: &ClientForm,
+) -> OAuthResult<TokenResponse> {
     let grant_type = form.params.require("grant_type")?;
+    let keys = cur.ring.current();
+    let ctx = cur.ctx(app, &keys, peer);
     let client = app
         .authenticator
-        .authenticate(&cur.domain, &form.presented, true)
+        .authenticate(&ctx, &form.presented, true)
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
-    let keys = cur.ring.current();
-    let ctx = cur.ctx(app, &keys);
     grant.handle(&ctx, &client, &form.params).await
 }

@@ -4,7 +4,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 
-use super::extract::CurrentDomain;
+use super::extract::{CurrentDomain, peer_of};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
@@ -14,6 +14,7 @@ use crate::oauth::userinfo::userinfo;
 /// Answers the claims of the token's user.
 pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let peer = peer_of(&app, &parts);
     let realm = cur.domain.issuer.clone();
     let header_token = parts
         .headers
@@ -52,7 +53,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
         (None, None) => return bearer_challenge(&realm),
     };
     let keys = cur.ring.current();
-    let ctx = cur.ctx(&app, &keys);
+    let ctx = cur.ctx(&app, &keys, peer);
     match userinfo(&ctx, &token).await {
         Ok(v) => json_no_store(StatusCode::OK, &v),
         Err(e) => bearer_error(&e, &realm),

@@ -9,10 +9,17 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use serde_json::Value;
+
 use crate::config::AuthMethod;
+use crate::crypto::jws;
+use crate::crypto::keys::{SigningAlg, VerifyingKey};
 use crate::crypto::secrets::{PasswordHasher, SecretHash, ct_eq};
-use crate::domain::{Client, Domain};
+use crate::domain::{Client, paths};
 use crate::error::{OAuthError, OAuthResult};
+use crate::jwks_cache::JwksCache;
+use crate::oauth::{Ctx, assertion, mtls};
+use crate::store::assertion::AssertionStore;
 
 /// The credentials a request presented, before checking them.
 #[derive(Default)]
@@ -23,6 +30,51 @@ pub struct Presented {
     pub body_client_id: Option<String>,
     /// `client_secret` in the body.
     pub body_client_secret: Option<Zeroizing<String>>,
+    /// `client_assertion` (RFC 7521 s4.2).
+    pub client_assertion: Option<String>,
+    /// `client_assertion_type` (RFC 7521 s4.2).
+    pub client_assertion_type: Option<String>,
+}
+
+/// The client a JWT client assertion is for: its `sub` (RFC 7523 s3 item 2.B), which a
+/// `client_id` in the body, when sent, must equal (RFC 7521 s4.2).
+fn assertion_client_id(presented: &Presented, jwt: &str) -> OAuthResult<String> {
+    match presented.client_assertion_type.as_deref() {
+        Some(CLIENT_ASSERTION_TYPE) => {}
+        Some(_) => {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {CLIENT_ASSERTION_TYPE}"
+            )));
+        }
+        None => return Err(OAuthError::invalid_request("client_assertion_type is missing")),
+    }
+    let claims =
+        jws::peek_claims(jwt).map_err(|_| OAuthError::invalid_request("client_assertion is not a JWT"))?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("client_assertion has no sub"))?;
+    if presented.body_client_id.as_deref().is_some_and(|b| b != sub) {
+        return Err(OAuthError::invalid_client(
+            "client_id does not match the client assertion's sub",
+        ));
+    }
+    Ok(sub.to_string())
+}
+
+/// The claims of `jwt` when one of `keys` (with `kid`, when the header names one) verifies it
+/// with `alg`.
+fn verify_with(
+    jwt: &str,
+    keys: &[Value],
+    alg: SigningAlg,
+    kid: Option<&str>,
+) -> Option<serde_json::Map<String, Value>> {
+    keys.iter()
+        .filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid)
+        .filter_map(|k| VerifyingKey::from_jwk_as(k, Some(alg)).ok())
+        .find_map(|k| jws::verify(jwt, &k).ok())
 }
 
 /// A decoded HTTP Basic header.
@@ -87,15 +139,27 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Checks client credentials; argon2 secrets are verified off the async threads and remembered.
+/// RFC 7523 s2.2: the `client_assertion_type` of JWT client assertions.
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Checks client credentials; argon2 secrets are verified off the async threads and remembered;
+/// clients' JWK Sets are fetched and cached.
 #[derive(Clone)]
 pub struct ClientAuthenticator {
     hasher: PasswordHasher,
     verified: Arc<Mutex<HashMap<[u8; 32], bool>>>,
+    jwks: JwksCache,
 }
 
 /// Most argon2 results remembered before the cache is emptied.
 const CACHE_LIMIT: usize = 10_000;
+
+/// What a request offered as credentials, once sorted out.
+enum Offered<'p> {
+    Secret(&'p Zeroizing<String>, AuthMethod),
+    Assertion(&'p str),
+    IdOnly,
+}
 
 impl ClientAuthenticator {
     /// An authenticator that runs argon2 through `hasher`.
@@ -103,6 +167,7 @@ impl ClientAuthenticator {
         ClientAuthenticator {
             hasher,
             verified: Arc::new(Mutex::new(HashMap::new())),
+            jwks: JwksCache::default(),
         }
     }
 
@@ -111,39 +176,45 @@ impl ClientAuthenticator {
         &self.hasher
     }
 
-    /// Authenticates the client of a request. `allow_public`: whether a client with method
-    /// `none` may use this endpoint.
-    pub async fn authenticate(
+    /// Authenticates the client of a request with the method it registered. `allow_public`:
+    /// whether a client with method `none` may use this endpoint.
+    pub async fn authenticate<S: AssertionStore + Sync>(
         &self,
-        domain: &Domain,
+        ctx: &Ctx<'_, S>,
         presented: &Presented,
         allow_public: bool,
     ) -> OAuthResult<Arc<Client>> {
         let used_basic = presented.basic.is_some();
         let failed =
             || OAuthError::invalid_client("client authentication failed").with_basic_challenge(used_basic);
+        let methods = usize::from(used_basic)
+            + usize::from(presented.body_client_secret.is_some())
+            + usize::from(presented.client_assertion.is_some());
         // RFC 6749 s2.3: the client MUST NOT use more than one authentication method per request.
-        if used_basic && presented.body_client_secret.is_some() {
+        if methods > 1 {
             return Err(OAuthError::invalid_request(
                 "more than one client authentication method was used",
             ));
         }
-        let (id, secret, method) = match &presented.basic {
-            Some(Basic::Malformed) => {
+        let (id, offered) = match (&presented.basic, &presented.client_assertion) {
+            (Some(Basic::Malformed), _) => {
                 return Err(OAuthError::invalid_client("malformed Basic authorization header")
                     .with_basic_challenge(true));
             }
-            Some(Basic::Valid { id, secret }) => {
+            (Some(Basic::Valid { id, secret }), _) => {
                 if presented.body_client_id.as_deref().is_some_and(|b| b != id) {
                     return Err(OAuthError::invalid_request(
                         "client_id in the body does not match the Authorization header",
                     ));
                 }
-                (id.as_str(), Some(secret), AuthMethod::ClientSecretBasic)
+                (id.clone(), Offered::Secret(secret, AuthMethod::ClientSecretBasic))
             }
-            None => match (&presented.body_client_id, &presented.body_client_secret) {
-                (Some(id), Some(secret)) => (id.as_str(), Some(secret), AuthMethod::ClientSecretPost),
-                (Some(id), None) => (id.as_str(), None, AuthMethod::None),
+            (None, Some(jwt)) => (assertion_client_id(presented, jwt)?, Offered::Assertion(jwt)),
+            (None, None) => match (&presented.body_client_id, &presented.body_client_secret) {
+                (Some(id), Some(secret)) => {
+                    (id.clone(), Offered::Secret(secret, AuthMethod::ClientSecretPost))
+                }
+                (Some(id), None) => (id.clone(), Offered::IdOnly),
                 (None, Some(_)) => {
                     return Err(OAuthError::invalid_request(
                         "client_secret was sent without client_id",
@@ -154,33 +225,146 @@ impl ClientAuthenticator {
                 }
             },
         };
-        let client = domain
-            .client(id)
+        let client = ctx
+            .domain
+            .client(&id)
             .filter(|c| c.enabled)
             .ok_or_else(|| failed().with_cause(format!("unknown or disabled client {id:?}")))?;
-        if client.auth_method != method {
-            return Err(OAuthError::invalid_client(format!(
-                "this client must authenticate with {}",
-                client.auth_method.as_str()
-            ))
-            .with_basic_challenge(used_basic));
-        }
-        match (method, secret, &client.secret) {
-            (AuthMethod::None, _, _) => {
+        let method = client.auth_method;
+        match offered {
+            Offered::Secret(secret, m) if m == method => match &client.secret {
+                Some(hash) if self.verify(&client.id, hash, secret).await => {}
+                Some(_) => return Err(failed().with_cause(format!("wrong secret for client {id:?}"))),
+                None => return Err(failed().with_cause("confidential client without a configured secret")),
+            },
+            Offered::Assertion(jwt)
+                if matches!(method, AuthMethod::PrivateKeyJwt | AuthMethod::ClientSecretJwt) =>
+            {
+                self.verify_client_assertion(ctx, client, jwt).await?;
+            }
+            Offered::IdOnly if method == AuthMethod::None => {
                 if !allow_public {
                     return Err(OAuthError::invalid_client(
                         "a public client cannot use this endpoint",
                     ));
                 }
             }
-            (_, Some(secret), Some(hash)) => {
-                if !self.verify(&client.id, hash, secret).await {
-                    return Err(failed().with_cause(format!("wrong secret for client {id:?}")));
-                }
+            // RFC 8705 s2: the client_id in the body names the client; the certificate proves it.
+            Offered::IdOnly
+                if matches!(
+                    method,
+                    AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+                ) =>
+            {
+                let keys = if method == AuthMethod::SelfSignedTlsClientAuth {
+                    self.client_keys(ctx, client, false).await?
+                } else {
+                    Arc::new(Vec::new())
+                };
+                mtls::authenticate(client, ctx.peer.certificate.as_deref(), &keys)?;
             }
-            _ => return Err(failed().with_cause("confidential client without a configured secret")),
+            _ => {
+                return Err(OAuthError::invalid_client(format!(
+                    "this client must authenticate with {}",
+                    method.as_str()
+                ))
+                .with_basic_challenge(used_basic));
+            }
         }
         Ok(client.clone())
+    }
+
+    /// The client's public keys: its inline `jwks`, or its `jwks_uri` (cached; `refresh` asks
+    /// for a new fetch).
+    async fn client_keys<S>(
+        &self,
+        ctx: &Ctx<'_, S>,
+        client: &Client,
+        refresh: bool,
+    ) -> OAuthResult<Arc<Vec<Value>>> {
+        if let Some(set) = &client.jwks {
+            let keys = set
+                .get("keys")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            return Ok(Arc::new(keys));
+        }
+        let Some(uri) = &client.jwks_uri else {
+            return Err(OAuthError::invalid_client("client authentication failed")
+                .with_cause(format!("client {:?} has no keys", client.id)));
+        };
+        self.jwks
+            .keys(uri, ctx.domain.config.allow_private_jwks_uri, refresh)
+            .await
+            .map_err(|e| {
+                OAuthError::invalid_client("the client's keys could not be fetched from its jwks_uri")
+                    .with_cause(format!("client {:?}: {e}", client.id))
+            })
+    }
+
+    /// RFC 7523 s2.2 and s3, OpenID Connect Core s9: checks a client assertion of `client`.
+    async fn verify_client_assertion<S: AssertionStore + Sync>(
+        &self,
+        ctx: &Ctx<'_, S>,
+        client: &Client,
+        jwt: &str,
+    ) -> OAuthResult<()> {
+        let failed = |why: &str| {
+            OAuthError::invalid_client("the client assertion is invalid")
+                .with_cause(format!("client {:?}: {why}", client.id))
+        };
+        let header = jws::peek_header(jwt)
+            .map_err(|_| OAuthError::invalid_request("client_assertion is not a JWT"))?;
+        // The algorithm must be the client's registered one, when it registered one.
+        if client.assertion_alg.as_deref().is_some_and(|a| a != header.alg) {
+            return Err(failed("alg differs from token_endpoint_auth_signing_alg"));
+        }
+        let claims = if client.auth_method == AuthMethod::ClientSecretJwt {
+            // OpenID Connect Core s9: an HMAC keyed by the client secret; never `none`.
+            if !jws::HMAC_ALGS.contains(&header.alg.as_str()) {
+                return Err(failed("client_secret_jwt needs an HMAC algorithm"));
+            }
+            let secret = client
+                .shared_secret
+                .as_ref()
+                .ok_or_else(|| failed("no secret to check the HMAC with"))?;
+            jws::verify_hmac(jwt, &header.alg, &secret.0).map_err(|e| failed(&e.to_string()))?
+        } else {
+            // private_key_jwt: asymmetric algorithms only, so `none` and an HMAC keyed with a
+            // public key can never verify.
+            let alg = SigningAlg::parse(&header.alg)
+                .ok_or_else(|| failed("private_key_jwt needs RS256, PS256 or ES256"))?;
+            let keys = self.client_keys(ctx, client, false).await?;
+            match verify_with(jwt, &keys, alg, header.kid.as_deref()) {
+                Some(c) => c,
+                // The client may have rotated its keys: fetch its jwks_uri again, once.
+                None if client.jwks_uri.is_some() => {
+                    let keys = self.client_keys(ctx, client, true).await?;
+                    verify_with(jwt, &keys, alg, header.kid.as_deref())
+                        .ok_or_else(|| failed("no key of the client verifies the signature"))?
+                }
+                None => return Err(failed("no key of the client verifies the signature")),
+            }
+        };
+        // RFC 7523 s3: aud identifies this server: its issuer, or its token endpoint URL.
+        let audiences = [ctx.domain.issuer.clone(), ctx.domain.url(paths::TOKEN)];
+        let accepted = assertion::check(
+            &claims,
+            &assertion::Expect {
+                issuer: &client.id,
+                subject: Some(&client.id),
+                audiences: &audiences,
+                single_audience: true,
+                max_lifetime: ctx.domain.assertion_max_lifetime,
+                now: ctx.now,
+            },
+        )
+        .map_err(failed)?;
+        assertion::refuse_replay(ctx, &format!("client:{}", client.id), &accepted, |m| {
+            OAuthError::invalid_client(m)
+        })
+        .await
     }
 
     async fn verify(&self, client_id: &str, hash: &SecretHash, secret: &Zeroizing<String>) -> bool {

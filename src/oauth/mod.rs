@@ -2,6 +2,7 @@
 //! introspection, revocation and metadata. Every function takes the domain, the key set, the
 //! store (through its traits) and the time it should act at.
 
+pub mod assertion;
 pub mod authorize;
 pub mod claims;
 pub mod claims_request;
@@ -10,7 +11,9 @@ pub mod grants;
 pub mod id_token;
 pub mod introspection;
 pub mod metadata;
+pub mod mtls;
 pub mod params;
+pub mod password;
 pub mod pkce;
 pub mod redirect_uri;
 pub mod revocation;
@@ -19,7 +22,10 @@ pub mod tokens;
 pub mod user_tokens;
 pub mod userinfo;
 
+use std::sync::Arc;
+
 use crate::crypto::kek::Kek;
+use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::keyring::KeySet;
 
@@ -35,4 +41,17 @@ pub struct Ctx<'a, S> {
     pub kek: &'a Kek,
     /// The current unix time.
     pub now: i64,
+    /// argon2 off the async threads, bounded (password checks).
+    pub hasher: &'a PasswordHasher,
+    /// Who sent the request.
+    pub peer: Peer,
+}
+
+/// The other end of a request, as far as the protocol cares.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The client address: the peer IP, or the last entry of the trusted proxy's header.
+    pub address: String,
+    /// The client certificate of the TLS connection, or from the trusted proxy's header.
+    pub certificate: Option<Arc<mtls::ClientCertificate>>,
 }

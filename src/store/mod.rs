@@ -3,6 +3,7 @@
 //!
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
+pub mod assertion;
 pub mod refresh;
 pub mod signin;
 
@@ -208,8 +209,14 @@ pub trait MaintenanceStore {
 }
 
 /// Everything the protocol code needs of the store.
-pub trait OAuthStore: TokenStore + signin::SignInStore + refresh::RefreshStore + Sync {}
-impl<T: TokenStore + signin::SignInStore + refresh::RefreshStore + Sync> OAuthStore for T {}
+pub trait OAuthStore:
+    TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync
+{
+}
+impl<T: TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync>
+    OAuthStore for T
+{
+}
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -588,6 +595,7 @@ impl MaintenanceStore for SqlStore {
             ("auth_codes", "hash", 86_400),
             ("refresh_families", "id", 0),
             ("family_jtis", "jti", 0),
+            ("device_codes", "hash", 0),
         ] {
             other += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
@@ -605,15 +613,18 @@ impl MaintenanceStore for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        let jtis = sqlx::query(
-            "DELETE FROM revoked_jtis WHERE jti IN (SELECT jti FROM revoked_jtis WHERE expires_at < $1 LIMIT $2) \
-             AND expires_at < $1",
-        )
-        .bind(now)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let mut jtis = 0;
+        for table in ["revoked_jtis", "assertion_jtis"] {
+            jtis += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE jti IN (SELECT jti FROM {table} WHERE expires_at < $1 LIMIT $2) \
+                 AND expires_at < $1"
+            )))
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
         Ok(tokens + jtis + other)
     }
 

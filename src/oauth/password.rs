@@ -1,0 +1,81 @@
+//! Checking a user's password, shared by the sign-in page and the password grant: throttling per
+//! account and per client address decided before any password is checked, the same argon2 work
+//! and the same answer for an unknown user, a wrong password and a disabled user.
+
+use crate::crypto::secrets::PasswordHasher;
+use crate::domain::Domain;
+use crate::store::signin::SignInStore;
+use crate::store::{DirectoryStore, StoreResult, UserRow};
+
+/// A well-formed argon2id hash with the server's parameters that matches no password: verified
+/// when the user does not exist, so that an unknown username and a wrong password take the same
+/// time (the full argon2 computation).
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Wd4B3sS3vhm1FwnD5iLn2vAOJPD9aNMiSnHSzuUmYPc";
+
+/// The outcome of a password check.
+pub enum PasswordCheck {
+    /// The password is right and the user active.
+    Valid(UserRow),
+    /// Refused without checking: the account or the address is locked for this many seconds.
+    Locked(i64),
+    /// Unknown user, wrong password or disabled user (one answer for all three).
+    Failed,
+}
+
+/// Checks `username`'s `password` from `address`, counting failures towards lockouts.
+pub async fn check_password<S: SignInStore + DirectoryStore + Sync>(
+    store: &S,
+    hasher: &PasswordHasher,
+    domain: &Domain,
+    username: &str,
+    password: zeroize::Zeroizing<String>,
+    address: &str,
+    now: i64,
+) -> StoreResult<PasswordCheck> {
+    let limits = &domain.config;
+    let buckets = [
+        (format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
+        (format!("a:{address}"), limits.address_lockout_threshold),
+    ];
+    let mut locked = 0;
+    for (bucket, _) in &buckets {
+        locked = locked.max(store.login_locked_for(&domain.name, bucket, now).await?);
+    }
+    if locked > 0 {
+        tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
+        return Ok(PasswordCheck::Locked(locked));
+    }
+    let user = store.find_user(&domain.name, username).await?;
+    let (hash, active) = match &user {
+        Some(u) => (u.password_hash.clone(), u.status == "active"),
+        None => (None, false),
+    };
+    let verified = hasher
+        .verify(hash.clone().unwrap_or_else(|| DUMMY_HASH.to_string()), password)
+        .await;
+    match user {
+        Some(u) if verified && active && hash.is_some() => {
+            // The account's failures are forgotten; the address's are not (one good account
+            // must not reset the count of an address guessing others).
+            store.clear_login_failures(&domain.name, &buckets[0].0).await?;
+            Ok(PasswordCheck::Valid(u))
+        }
+        _ => {
+            tracing::info!(domain = %domain.name, "password check failed");
+            for (bucket, threshold) in &buckets {
+                store
+                    .record_login_failure(
+                        &domain.name,
+                        bucket,
+                        now,
+                        *threshold,
+                        limits.lockout_duration.0,
+                        limits.lockout_max.0,
+                    )
+                    .await?;
+            }
+            Ok(PasswordCheck::Failed)
+        }
+    }
+}
