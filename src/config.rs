@@ -563,6 +563,9 @@ pub struct ClientConfig {
     /// Name of an environment variable holding the secret.
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// A file holding the secret (one line; a mounted secret, say).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Refused: plaintext secrets never go in configuration.
     #[serde(default, skip_serializing)]
     pub client_secret: Option<toml::Value>,
@@ -1046,43 +1049,48 @@ fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>, errs: &mu
     let method = c.token_endpoint_auth_method;
     let confidential = method != AuthMethod::None;
     let uses_secret = method.uses_secret();
-    match (&c.secret_hash, &c.secret_env) {
-        (Some(_), Some(_)) => errs.push(
+    let sources = [
+        c.secret_hash.is_some(),
+        c.secret_env.is_some(),
+        c.secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if sources > 1 {
+        errs.push(
             format!("{cp}.secret_env"),
-            "give either secret_hash or secret_env, not both",
-        ),
-        (Some(_), None) if method == AuthMethod::ClientSecretJwt => errs.push(
-            format!("{cp}.secret_hash"),
-            "client_secret_jwt needs the secret itself to check HMACs: use secret_env",
-        ),
-        (Some(_), _) | (_, Some(_)) if confidential && !uses_secret => errs.push(
-            format!("{cp}.token_endpoint_auth_method"),
-            format!("a {} client must not have a secret", method.as_str()),
-        ),
-        (None, None) if uses_secret => errs.push(
-            format!("{cp}.secret_hash"),
-            format!(
-                "required for token_endpoint_auth_method {:?} (or set secret_env)",
-                c.token_endpoint_auth_method.as_str()
-            ),
-        ),
-        (Some(_), _) | (_, Some(_)) if !confidential => errs.push(
+            "give only one of secret_hash, secret_env and secret_file",
+        );
+    } else if sources == 1 && !confidential {
+        errs.push(
             format!("{cp}.token_endpoint_auth_method"),
             "a public client (none) must not have a secret",
-        ),
-        (Some(h), None) => {
-            if let Err(m) = SecretHash::parse(h) {
-                errs.push(format!("{cp}.secret_hash"), m);
-            }
-        }
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => {}
-            _ => errs.push(
-                format!("{cp}.secret_env"),
-                format!("environment variable {var} is not set"),
+        );
+    } else if sources == 1 && !uses_secret {
+        errs.push(
+            format!("{cp}.token_endpoint_auth_method"),
+            format!("a {} client must not have a secret", method.as_str()),
+        );
+    } else if sources == 0 && uses_secret {
+        errs.push(
+            format!("{cp}.secret_hash"),
+            format!(
+                "required for token_endpoint_auth_method {:?} (or set secret_env or secret_file)",
+                method.as_str()
             ),
-        },
-        (None, None) => {}
+        );
+    } else if method == AuthMethod::ClientSecretJwt && c.secret_hash.is_some() {
+        errs.push(
+            format!("{cp}.secret_hash"),
+            "client_secret_jwt needs the secret itself to check HMACs: use secret_env or secret_file",
+        );
+    } else if let Some(h) = &c.secret_hash {
+        if let Err(m) = SecretHash::parse(h) {
+            errs.push(format!("{cp}.secret_hash"), m);
+        }
+    } else if let Err(m) = read_client_secret(c) {
+        errs.push(format!("{cp}.secret_env"), m);
     }
     for (gi, g) in c.grant_types.iter().enumerate() {
         if !SUPPORTED_GRANT_TYPES.contains(&g.as_str()) {
@@ -1253,6 +1261,23 @@ fn validate_assertion_issuers(d: &DomainConfig, p: &str, errs: &mut ConfigErrors
             _ => {}
         }
     }
+}
+
+/// The secret of a client given by `secret_env` or `secret_file` (None for `secret_hash` or
+/// none); an unset variable, an unreadable file or an empty secret is an error.
+pub fn read_client_secret(c: &ClientConfig) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+    let value = match (&c.secret_env, &c.secret_file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err("the client secret is empty".into());
+    }
+    Ok(Some(zeroize::Zeroizing::new(value)))
 }
 
 fn check_claims(claims: &BTreeMap<String, ClaimSource>, path: &str, errs: &mut ConfigErrors) {
@@ -1437,5 +1462,92 @@ issuer = "http://127.0.0.1:8080"
         let env = vec![("OSTIARY_DOMAIN__3__ISSUER".to_string(), "x".to_string())];
         let e = Config::from_toml_str_with_env(BASE, env).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
+    }
+
+    fn client_errors(client_toml: &str) -> String {
+        let text = format!("{BASE}\n  [[domain.client]]\n  client_id = \"c\"\n{client_toml}\n");
+        match Config::from_toml_str(&text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn assertion_and_certificate_methods_need_their_keys() {
+        let jwks = r#"jwks = { keys = [] }"#;
+        let cases = [
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"",
+                "needs the client's public keys",
+            ),
+            (
+                "token_endpoint_auth_method = \"self_signed_tls_client_auth\"",
+                "needs the client's public keys",
+            ),
+            (
+                "token_endpoint_auth_method = \"client_secret_jwt\"\n  secret_hash = \"sha256:AAAA\"",
+                "needs the secret itself",
+            ),
+            ("token_endpoint_auth_method = \"client_secret_jwt\"", "required"),
+            ("token_endpoint_auth_method = \"tls_client_auth\"", "exactly one"),
+            (
+                "token_endpoint_auth_method = \"tls_client_auth\"\n  tls_client_auth_san_dns = \"a\"\n  tls_client_auth_san_uri = \"b\"",
+                "exactly one",
+            ),
+            (
+                "tls_client_auth_san_dns = \"a\"\n  secret_hash = \"sha256:AAAA\"",
+                "only for tls_client_auth",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\n  jwks = { keys = [] }\n  jwks_uri = \"https://c.example/jwks\"",
+                "not both",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\n  jwks = { keys = [] }\n  token_endpoint_auth_signing_alg = \"HS256\"",
+                "must be one of RS256, PS256, ES256",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\n  jwks = { keys = [] }\n  secret_hash = \"sha256:AAAA\"",
+                "must not have a secret",
+            ),
+            (
+                "secret_env = \"OSTIARY_SURELY_UNSET_VARIABLE\"\n  secret_file = \"/nonexistent\"",
+                "only one of",
+            ),
+            (
+                "secret_file = \"/nonexistent/secret\"",
+                "cannot read the secret file",
+            ),
+        ];
+        for (toml, want) in cases {
+            let e = client_errors(toml);
+            assert!(e.contains(want), "{toml}: expected {want:?} in {e:?}");
+        }
+        let ok = [
+            format!("token_endpoint_auth_method = \"private_key_jwt\"\n  {jwks}"),
+            "token_endpoint_auth_method = \"tls_client_auth\"\n  tls_client_auth_subject_dn = \"CN=c\""
+                .to_string(),
+            format!("token_endpoint_auth_method = \"self_signed_tls_client_auth\"\n  {jwks}"),
+        ];
+        for toml in ok {
+            assert_eq!(client_errors(&toml), "", "{toml}");
+        }
+    }
+
+    #[test]
+    fn assertion_issuers_need_keys_once() {
+        let check = |extra: &str| {
+            let text =
+                format!("{BASE}\n  [[domain.assertion_issuer]]\n  issuer = \"https://idp\"\n{extra}\n");
+            Config::from_toml_str(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(check("").contains("public keys are required"));
+        assert!(check("  jwks = { keys = [] }\n  jwks_file = \"x\"").contains("not both"));
+        assert!(check("  jwks = { nokeys = 1 }").contains("`keys` array"));
+        assert_eq!(check("  jwks = { keys = [] }"), "");
+        assert!(check("  jwks = { keys = [] }\n  subject = \"email\"").contains("subject"));
     }
 }

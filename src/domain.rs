@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{
     AssertionIssuerConfig, AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig,
-    RefreshPolicy, SubjectMapping, TokenFormat, UnknownScopes,
+    RefreshPolicy, SubjectMapping, TokenFormat, UnknownScopes, read_client_secret,
 };
 use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::{SecretHash, SharedSecret};
@@ -348,10 +348,10 @@ fn build_assertion_issuer(a: &AssertionIssuerConfig) -> Result<AssertionIssuer, 
 
 fn build_client(c: &ClientConfig) -> Result<Client, String> {
     let mut shared_secret = None;
-    let secret = match (&c.secret_hash, &c.secret_env) {
+    let plain = read_client_secret(c).map_err(|e| format!("client {}: {e}", c.client_id))?;
+    let secret = match (&c.secret_hash, plain) {
         (Some(h), _) => Some(SecretHash::parse(h).map_err(|e| format!("client {}: {e}", c.client_id))?),
-        (None, Some(var)) => {
-            let v = std::env::var(var).map_err(|_| format!("client {}: {var} is not set", c.client_id))?;
+        (None, Some(v)) => {
             if c.token_endpoint_auth_method == AuthMethod::ClientSecretJwt {
                 shared_secret = Some(SharedSecret(Zeroizing::new(v.as_bytes().to_vec())));
             }

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 /// How long fetched keys are used before they are fetched again.
 const TTL: Duration = Duration::from_secs(300);
-/// The soonest keys are fetched again because a signature named an unknown key.
+/// The soonest keys are fetched again, after such a fetch, because a signature named an unknown
+/// key (so a stream of bad assertions cannot make us fetch on every request).
 const MIN_REFETCH: Duration = Duration::from_secs(30);
 /// The whole fetch, connection included.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +24,8 @@ const MAX_ENTRIES: usize = 1_000;
 
 struct Entry {
     fetched: Instant,
+    /// When the keys were last fetched on demand.
+    forced: Option<Instant>,
     keys: Arc<Vec<Value>>,
 }
 
@@ -34,17 +37,21 @@ pub struct JwksCache {
 
 impl JwksCache {
     /// The keys at `uri`: cached ones when fresh, unless `refresh` asks to fetch again (at most
-    /// once per 30 s per URI). `allow_private` lets the URI resolve to a non-public address.
+    /// once per 30 s per URI after the last such fetch). `allow_private` lets the URI resolve to a non-public address.
     pub async fn keys(
         &self,
         uri: &str,
         allow_private: bool,
         refresh: bool,
     ) -> Result<Arc<Vec<Value>>, String> {
-        if let Some((age, keys)) = self.cached(uri) {
-            let fresh = age < TTL && !refresh;
-            if fresh || (refresh && age < MIN_REFETCH) {
+        let mut forced = None;
+        if let Some((age, last_forced, keys)) = self.cached(uri) {
+            let recently_forced = last_forced.is_some_and(|f| f.elapsed() < MIN_REFETCH);
+            if (age < TTL && !refresh) || (refresh && recently_forced) {
                 return Ok(keys);
+            }
+            if refresh {
+                forced = Some(Instant::now());
             }
         }
         let keys = Arc::new(fetch(uri, allow_private).await?);
@@ -56,6 +63,7 @@ impl JwksCache {
                 uri.to_string(),
                 Entry {
                     fetched: Instant::now(),
+                    forced,
                     keys: keys.clone(),
                 },
             );
@@ -63,9 +71,10 @@ impl JwksCache {
         Ok(keys)
     }
 
-    fn cached(&self, uri: &str) -> Option<(Duration, Arc<Vec<Value>>)> {
+    fn cached(&self, uri: &str) -> Option<(Duration, Option<Instant>, Arc<Vec<Value>>)> {
         let m = self.entries.lock().ok()?;
-        m.get(uri).map(|e| (e.fetched.elapsed(), e.keys.clone()))
+        m.get(uri)
+            .map(|e| (e.fetched.elapsed(), e.forced, e.keys.clone()))
     }
 }
 

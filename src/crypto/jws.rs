@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Map, Value, json};
 
 use super::CryptoError;
-use super::keys::{SigningKey, VerifyingKey};
+use super::keys::{SigningAlg, SigningKey, VerifyingKey};
 
 /// The protected header fields we read.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -74,6 +74,20 @@ pub fn verify(token: &str, key: &VerifyingKey) -> Result<Map<String, Value>, Cry
     payload(p)
 }
 
+/// The claims of `jwt` when one of the public JWKs `keys` (the one named `kid`, when the header
+/// names one) verifies it with `alg`; keys of another type, algorithm or use never do.
+pub fn verify_with_jwks(
+    jwt: &str,
+    keys: &[Value],
+    alg: SigningAlg,
+    kid: Option<&str>,
+) -> Option<Map<String, Value>> {
+    keys.iter()
+        .filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid)
+        .filter_map(|k| VerifyingKey::from_jwk_as(k, Some(alg)).ok())
+        .find_map(|k| verify(jwt, &k).ok())
+}
+
 /// HMAC algorithms of client_secret_jwt (OpenID Connect Core s9).
 pub const HMAC_ALGS: [&str; 3] = ["HS256", "HS384", "HS512"];
 
@@ -125,7 +139,6 @@ pub fn peek_claims(token: &str) -> Result<Map<String, Value>, CryptoError> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::crypto::keys::SigningAlg;
 
     fn claims() -> Value {
         json!({ "iss": "https://issuer.example", "sub": "s", "aud": "a", "exp": 4_000_000_000i64, "iat": 1 })

@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConsentPolicy, OPENID_SCOPES, UnknownScopes, is_scope_token};
+use crate::config::ConsentPolicy;
 use crate::domain::{Client, Domain};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::params::Params;
+use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::{pkce, redirect_uri};
 
 /// A validated authorization request, kept while the person signs in and consents.
@@ -269,38 +270,7 @@ fn check_response_mode(
 }
 
 fn check_scope(d: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
-    // RFC 6749 s3.3: without scope, the client's default; s4.1.2.1: scopes the client may not have
-    // are invalid_scope, unless the client is configured to have them dropped.
-    let requested: Vec<&str> = match p.get("scope") {
-        Some(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
-        None => c
-            .scopes
-            .iter()
-            .map(String::as_str)
-            .filter(|s| d.scope_owner.contains_key(*s))
-            .collect(),
-    };
-    for s in requested {
-        if !is_scope_token(s) {
-            return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
-        }
-        let known = d.scope_owner.contains_key(s) || OPENID_SCOPES.contains(&s);
-        let allowed = known && c.scopes.iter().any(|a| a == s);
-        if !allowed {
-            if c.unknown_scopes == UnknownScopes::Drop {
-                continue;
-            }
-            return Err(OAuthError::invalid_scope(format!(
-                "the scope {s} is not allowed for this client"
-            )));
-        }
-        if !r.scopes.iter().any(|x| x == s) {
-            r.scopes.push(s.to_string());
-        }
-    }
-    if r.scopes.is_empty() {
-        return Err(OAuthError::invalid_scope("no requested scope can be granted"));
-    }
+    r.scopes = resolve_user_scopes(d, c, p.get("scope"))?;
     Ok(())
 }
 

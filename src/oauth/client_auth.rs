@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::AuthMethod;
 use crate::crypto::jws;
-use crate::crypto::keys::{SigningAlg, VerifyingKey};
+use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::{PasswordHasher, SecretHash, ct_eq};
 use crate::domain::{Client, paths};
 use crate::error::{OAuthError, OAuthResult};
@@ -61,20 +61,6 @@ fn assertion_client_id(presented: &Presented, jwt: &str) -> OAuthResult<String> 
         ));
     }
     Ok(sub.to_string())
-}
-
-/// The claims of `jwt` when one of `keys` (with `kid`, when the header names one) verifies it
-/// with `alg`.
-fn verify_with(
-    jwt: &str,
-    keys: &[Value],
-    alg: SigningAlg,
-    kid: Option<&str>,
-) -> Option<serde_json::Map<String, Value>> {
-    keys.iter()
-        .filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid)
-        .filter_map(|k| VerifyingKey::from_jwk_as(k, Some(alg)).ok())
-        .find_map(|k| jws::verify(jwt, &k).ok())
 }
 
 /// A decoded HTTP Basic header.
@@ -336,12 +322,12 @@ impl ClientAuthenticator {
             let alg = SigningAlg::parse(&header.alg)
                 .ok_or_else(|| failed("private_key_jwt needs RS256, PS256 or ES256"))?;
             let keys = self.client_keys(ctx, client, false).await?;
-            match verify_with(jwt, &keys, alg, header.kid.as_deref()) {
+            match jws::verify_with_jwks(jwt, &keys, alg, header.kid.as_deref()) {
                 Some(c) => c,
                 // The client may have rotated its keys: fetch its jwks_uri again, once.
                 None if client.jwks_uri.is_some() => {
                     let keys = self.client_keys(ctx, client, true).await?;
-                    verify_with(jwt, &keys, alg, header.kid.as_deref())
+                    jws::verify_with_jwks(jwt, &keys, alg, header.kid.as_deref())
                         .ok_or_else(|| failed("no key of the client verifies the signature"))?
                 }
                 None => return Err(failed("no key of the client verifies the signature")),

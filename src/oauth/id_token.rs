@@ -57,7 +57,10 @@ pub fn sign<S>(ctx: &Ctx<'_, S>, spec: IdTokenSpec<'_>) -> OAuthResult<String> {
     }
     c.insert("acr".into(), json!(ACR_PASSWORD));
     c.insert("amr".into(), spec.amr);
-    c.insert("sid".into(), json!(spec.sid));
+    // A grant without a browser session (password grant) has no sid.
+    if !spec.sid.is_empty() {
+        c.insert("sid".into(), json!(spec.sid));
+    }
     jws::sign(key, "JWT", &c).map_err(OAuthError::server_error)
 }
 

@@ -35,7 +35,15 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         pkce.push("plain");
     }
     let algs: Vec<&str> = domain.signing_algs().iter().map(|a| a.as_str()).collect();
-    let secret_methods = ["client_secret_basic", "client_secret_post"];
+    // Authentication methods: mutual TLS ones only where a certificate can reach us.
+    let methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "client_secret_jwt",
+        "private_key_jwt",
+    ];
+    let with_none: Vec<&str> = methods.iter().copied().chain(["none"]).collect();
+    let assertion_algs = ["RS256", "PS256", "ES256", "HS256", "HS384", "HS512"];
     let mut doc = json!({
         "issuer": domain.issuer,
         "authorization_endpoint": domain.url(paths::AUTHORIZE),
@@ -44,9 +52,12 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         "introspection_endpoint": domain.url(paths::INTROSPECT),
         "revocation_endpoint": domain.url(paths::REVOKE),
         "grant_types_supported": grant_types,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": secret_methods,
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": with_none,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_methods_supported": with_none,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],

@@ -1,6 +1,6 @@
 //! Which scopes and audiences a request is granted (RFC 6749 s3.3, RFC 8707).
 
-use crate::config::is_scope_token;
+use crate::config::{OPENID_SCOPES, UnknownScopes, is_scope_token};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 
@@ -18,6 +18,44 @@ impl Grant {
     pub fn scope_string(&self) -> String {
         self.scopes.join(" ")
     }
+}
+
+/// The scopes a grant to a person asks for: API scopes and OpenID scopes the client may have.
+/// RFC 6749 s3.3: without `scope`, the client's default (its API scopes); s4.1.2.1: scopes the
+/// client may not have are invalid_scope, unless the client is configured to have them dropped.
+pub fn resolve_user_scopes(d: &Domain, c: &Client, requested: Option<&str>) -> OAuthResult<Vec<String>> {
+    let requested: Vec<&str> = match requested {
+        Some(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        None => c
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| d.scope_owner.contains_key(*s))
+            .collect(),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for s in requested {
+        if !is_scope_token(s) {
+            return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
+        }
+        let known = d.scope_owner.contains_key(s) || OPENID_SCOPES.contains(&s);
+        let allowed = known && c.scopes.iter().any(|a| a == s);
+        if !allowed {
+            if c.unknown_scopes == UnknownScopes::Drop {
+                continue;
+            }
+            return Err(OAuthError::invalid_scope(format!(
+                "the scope {s} is not allowed for this client"
+            )));
+        }
+        if !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(OAuthError::invalid_scope("no requested scope can be granted"));
+    }
+    Ok(out)
 }
 
 /// Resolves the API scopes a client gets from `scope` and `resource` parameters.

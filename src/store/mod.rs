@@ -210,11 +210,16 @@ pub trait MaintenanceStore {
 
 /// Everything the protocol code needs of the store.
 pub trait OAuthStore:
-    TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync
+    TokenStore + DirectoryStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync
 {
 }
-impl<T: TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync>
-    OAuthStore for T
+impl<T> OAuthStore for T where
+    T: TokenStore
+        + DirectoryStore
+        + signin::SignInStore
+        + refresh::RefreshStore
+        + assertion::AssertionStore
+        + Sync
 {
 }
 

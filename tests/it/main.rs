@@ -2,6 +2,7 @@
 //! when OSTIARY_TEST_DATABASE_URL is set) and walks a flow over HTTP as a client would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod assertions;
 mod authorize;
 mod browser;
 mod cli;
@@ -14,6 +15,7 @@ mod introspection;
 mod keys;
 mod lockout;
 mod ops;
+mod password;
 mod process;
 mod refresh;
 mod replicas;

@@ -4,6 +4,8 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod jwt_bearer;
+pub mod password;
 pub mod refresh_token;
 
 use std::collections::HashMap;
@@ -53,6 +55,8 @@ impl<S: OAuthStore + 'static> Grants<S> {
             Arc::new(authorization_code::AuthorizationCode),
             Arc::new(client_credentials::ClientCredentials),
             Arc::new(refresh_token::RefreshToken),
+            Arc::new(password::Password),
+            Arc::new(jwt_bearer::JwtBearer),
         ];
         Grants {
             by_type: list.into_iter().map(|g| (g.grant_type(), g)).collect(),

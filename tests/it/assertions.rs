@@ -1,0 +1,765 @@
+//! JWT assertions (RFC 7523): client authentication with private_key_jwt and client_secret_jwt
+//! (s2.2), at every endpoint that authenticates clients, with inline keys and a jwks_uri; and the
+//! JWT bearer grant (s2.1) with user assertions from a trusted issuer.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ostiary::clock::Clock;
+use ostiary::crypto::jws;
+use ostiary::crypto::keys::{SigningAlg, SigningKey};
+use ostiary::store::DirectoryStore;
+use serde_json::{Value, json};
+
+use crate::harness::{Opts, TestApp, jwt_parts};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const HMAC_SECRET: &str = "hmac-secret-for-client-secret-jwt-0123456789abcdef";
+
+fn key(alg: SigningAlg, kid: &str) -> SigningKey {
+    SigningKey::generate(alg, kid.to_string()).unwrap().0
+}
+
+/// A flat JSON object of strings as a TOML inline table.
+fn toml_inline(v: &Value) -> String {
+    let fields: Vec<String> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", Value::String(v.as_str().unwrap().to_string())))
+        .collect();
+    format!("{{ {} }}", fields.join(", "))
+}
+
+fn jwks_toml(keys: &[&SigningKey]) -> String {
+    let list: Vec<String> = keys.iter().map(|k| toml_inline(k.public_jwk())).collect();
+    format!("{{ keys = [{}] }}", list.join(", "))
+}
+
+/// Signs claims with an HMAC (client_secret_jwt).
+fn hmac_jwt(alg: &str, secret: &[u8], claims: &Value) -> String {
+    use aws_lc_rs::hmac;
+    let algorithm = match alg {
+        "HS256" => hmac::HMAC_SHA256,
+        "HS384" => hmac::HMAC_SHA384,
+        _ => hmac::HMAC_SHA512,
+    };
+    let signing_input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(&json!({"alg": alg, "typ": "JWT"})).unwrap()),
+        B64.encode(serde_json::to_vec(claims).unwrap())
+    );
+    let tag = hmac::sign(&hmac::Key::new(algorithm, secret), signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(tag.as_ref()))
+}
+
+/// An unsigned JWT (`alg: none`).
+fn none_jwt(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        B64.encode(serde_json::to_vec(claims).unwrap())
+    )
+}
+
+struct Setup {
+    app: TestApp,
+    client_key: SigningKey,
+    issuer_key: SigningKey,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Self::with(Opts::default(), None).await
+    }
+
+    /// The standard test server plus: `pkjwt` (private_key_jwt, inline key, client_credentials
+    /// and the JWT bearer grant), `pkjwt-ps` (registered PS256 only), `secretjwt`
+    /// (client_secret_jwt, secret in a file), and a trusted assertion issuer.
+    async fn with(mut opts: Opts, jwks_uri: Option<&str>) -> Setup {
+        let client_key = key(SigningAlg::RS256, "client-k1");
+        let issuer_key = key(SigningAlg::ES256, "idp-k1");
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let secret_file = dir.path().join("client.secret");
+        std::fs::write(&secret_file, format!("{HMAC_SECRET}\n")).unwrap();
+        let ps_key = key(SigningAlg::PS256, "client-ps");
+        let remote = match jwks_uri {
+            Some(uri) => format!(
+                r#"
+  [[domain.client]]
+  client_id = "remote"
+  token_endpoint_auth_method = "private_key_jwt"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  jwks_uri = "{uri}"
+"#
+            ),
+            None => String::new(),
+        };
+        opts.domain_extra.push_str(&format!(
+            r#"
+  [[domain.client]]
+  client_id = "pkjwt"
+  token_endpoint_auth_method = "private_key_jwt"
+  grant_types = ["client_credentials", "{JWT_BEARER}"]
+  scopes = ["orders.read", "orders.write", "openid", "profile"]
+  jwks = {client_jwks}
+
+  [[domain.client]]
+  client_id = "pkjwt-ps"
+  token_endpoint_auth_method = "private_key_jwt"
+  token_endpoint_auth_signing_alg = "PS256"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  jwks = {ps_jwks}
+
+  [[domain.client]]
+  client_id = "secretjwt"
+  token_endpoint_auth_method = "client_secret_jwt"
+  secret_file = "{secret_file}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+{remote}
+  [[domain.assertion_issuer]]
+  issuer = "https://idp.example.com"
+  jwks = {issuer_jwks}
+"#,
+            client_jwks = jwks_toml(&[&client_key]),
+            ps_jwks = jwks_toml(&[&ps_key]),
+            issuer_jwks = jwks_toml(&[&issuer_key]),
+            secret_file = secret_file.display(),
+        ));
+        opts.dir = Some(dir);
+        let app = TestApp::spawn_with(opts).await;
+        Setup {
+            app,
+            client_key,
+            issuer_key,
+        }
+    }
+
+    fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/v1/token", self.app.issuer)
+    }
+
+    fn now(&self) -> i64 {
+        self.app.clock.now()
+    }
+
+    /// Good client-assertion claims for `client`.
+    fn client_claims(&self, client: &str) -> Value {
+        json!({
+            "iss": client, "sub": client, "aud": self.app.issuer,
+            "exp": self.now() + 60, "iat": self.now(), "jti": ostiary::crypto::secrets::random_id(),
+        })
+    }
+
+    /// A user assertion of the trusted issuer about `sub`.
+    fn user_claims(&self, sub: &str) -> Value {
+        json!({
+            "iss": "https://idp.example.com", "sub": sub, "aud": self.token_endpoint(),
+            "exp": self.now() + 120, "iat": self.now(), "jti": ostiary::crypto::secrets::random_id(),
+        })
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self.app.post(path).form(form).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// client_credentials with a client assertion.
+    async fn cc(&self, assertion: &str) -> (u16, Value) {
+        let (status, headers, body) = self
+            .post(
+                "/oauth2/v1/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", assertion),
+                ],
+            )
+            .await;
+        assert_eq!(headers["cache-control"], "no-store");
+        (status, body)
+    }
+
+    /// The JWT bearer grant for `pkjwt` (authenticated by its own assertion).
+    async fn bearer(&self, assertion: &str, scope: &str) -> (u16, Value) {
+        let client_assertion = self.sign_client(&self.client_claims("pkjwt"));
+        let (status, _, body) = self
+            .post(
+                "/oauth2/v1/token",
+                &[
+                    ("grant_type", JWT_BEARER),
+                    ("assertion", assertion),
+                    ("scope", scope),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", &client_assertion),
+                ],
+            )
+            .await;
+        (status, body)
+    }
+
+    fn sign_client(&self, claims: &Value) -> String {
+        jws::sign(&self.client_key, "JWT", claims).unwrap()
+    }
+
+    fn sign_user(&self, claims: &Value) -> String {
+        jws::sign(&self.issuer_key, "JWT", claims).unwrap()
+    }
+}
+
+fn assert_invalid_client(status: u16, body: &Value, what: &str) {
+    assert_eq!(status, 401, "{what}: {body}");
+    assert_eq!(body["error"], "invalid_client", "{what}: {body}");
+}
+
+fn assert_invalid_grant(status: u16, body: &Value, what: &str) {
+    assert_eq!(status, 400, "{what}: {body}");
+    assert_eq!(body["error"], "invalid_grant", "{what}: {body}");
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_at_the_token_endpoint() {
+    let s = Setup::new().await;
+    // aud: the issuer, or the token endpoint URL.
+    for aud in [s.app.issuer.clone(), s.token_endpoint()] {
+        let mut claims = s.client_claims("pkjwt");
+        claims["aud"] = json!(aud);
+        let (status, body) = s.cc(&s.sign_client(&claims)).await;
+        assert_eq!(status, 200, "aud {aud}: {body}");
+        assert_eq!(body["token_type"], "Bearer");
+        let (_, at) = jwt_parts(body["access_token"].as_str().unwrap());
+        assert_eq!(at["client_id"], "pkjwt");
+        assert_eq!(at["sub"], "pkjwt");
+    }
+    // A client_id in the body must name the same client.
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let (status, _, body) = s
+        .post(
+            "/oauth2/v1/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "pkjwt"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let (status, _, body) = s
+        .post(
+            "/oauth2/v1/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "backend"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_invalid_client(status, &body, "client_id differs from sub");
+}
+
+#[tokio::test]
+async fn a_replayed_client_assertion_is_refused() {
+    let s = Setup::new().await;
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    assert_eq!(s.cc(&a).await.0, 200);
+    let (status, body) = s.cc(&a).await;
+    assert_invalid_client(status, &body, "replay");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+    // Once the assertion has expired its jti is forgotten, but the assertion is then refused as expired.
+    s.app.clock.advance(120);
+    let (status, body) = s.cc(&a).await;
+    assert_invalid_client(status, &body, "expired replay");
+}
+
+#[tokio::test]
+async fn bad_client_assertions_are_invalid_client() {
+    let s = Setup::new().await;
+    let now = s.now();
+    let good = s.client_claims("pkjwt");
+    let with = |name: &str, value: Value| {
+        let mut c = good.clone();
+        c[name] = value;
+        c["jti"] = json!(ostiary::crypto::secrets::random_id());
+        c
+    };
+    let without = |name: &str| {
+        let mut c = good.clone();
+        c["jti"] = json!(ostiary::crypto::secrets::random_id());
+        c.as_object_mut().unwrap().remove(name);
+        c
+    };
+    let other_key = key(SigningAlg::RS256, "client-k1");
+    let public = s.client_key.public_jwk();
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", s.sign_client(&with("exp", json!(now - 1)))),
+        (
+            "exp too far ahead",
+            s.sign_client(&with("exp", json!(now + 3600))),
+        ),
+        ("no exp", s.sign_client(&without("exp"))),
+        ("no jti", s.sign_client(&without("jti"))),
+        (
+            "wrong audience",
+            s.sign_client(&with("aud", json!("https://elsewhere.example"))),
+        ),
+        (
+            "audience array",
+            s.sign_client(&with("aud", json!([s.app.issuer]))),
+        ),
+        (
+            "iss is not the client",
+            s.sign_client(&with("iss", json!("backend"))),
+        ),
+        ("not yet valid", s.sign_client(&with("nbf", json!(now + 600)))),
+        (
+            "unknown key",
+            jws::sign(&other_key, "JWT", &with("jti", json!("x1"))).unwrap(),
+        ),
+        ("alg none", none_jwt(&with("jti", json!("x2")))),
+        (
+            "HS256 keyed with the public key's modulus",
+            hmac_jwt(
+                "HS256",
+                public["n"].as_str().unwrap().as_bytes(),
+                &with("jti", json!("x3")),
+            ),
+        ),
+        (
+            "HS256 keyed with the whole public JWK",
+            hmac_jwt("HS256", public.to_string().as_bytes(), &with("jti", json!("x4"))),
+        ),
+    ];
+    for (what, assertion) in cases {
+        let (status, body) = s.cc(&assertion).await;
+        assert_invalid_client(status, &body, what);
+    }
+    // The registered algorithm is the only one accepted.
+    let ps = key(SigningAlg::RS256, "client-ps");
+    let (status, body) = s
+        .cc(&jws::sign(&ps, "JWT", &s.client_claims("pkjwt-ps")).unwrap())
+        .await;
+    assert_invalid_client(status, &body, "RS256 for a PS256 client");
+}
+
+#[tokio::test]
+async fn malformed_client_assertion_requests_are_invalid_request() {
+    let s = Setup::new().await;
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("no type", vec![("client_assertion", &a)]),
+        (
+            "wrong type",
+            vec![
+                ("client_assertion_type", "urn:example:saml"),
+                ("client_assertion", &a),
+            ],
+        ),
+        (
+            "not a JWT",
+            vec![
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", "abc"),
+            ],
+        ),
+        (
+            "assertion and secret",
+            vec![
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+                ("client_secret", "x"),
+                ("client_id", "pkjwt"),
+            ],
+        ),
+    ];
+    for (what, extra) in cases {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(extra);
+        let (status, _, body) = s.post("/oauth2/v1/token", &form).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+    }
+    // A private_key_jwt client cannot fall back to a secret or to nothing.
+    let (status, _, body) = s
+        .post(
+            "/oauth2/v1/token",
+            &[("grant_type", "client_credentials"), ("client_id", "pkjwt")],
+        )
+        .await;
+    assert_invalid_client(status, &body, "client_id only");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("private_key_jwt"),
+        "{body}"
+    );
+    // A secret client cannot authenticate with an assertion.
+    let backend_key = key(SigningAlg::RS256, "b");
+    let (status, body) = s
+        .cc(&jws::sign(&backend_key, "JWT", &s.client_claims("backend")).unwrap())
+        .await;
+    assert_invalid_client(status, &body, "assertion for a client_secret_basic client");
+}
+
+#[tokio::test]
+async fn client_secret_jwt_verifies_the_hmac_with_the_secret() {
+    let s = Setup::new().await;
+    for alg in ["HS256", "HS384", "HS512"] {
+        let (status, body) = s
+            .cc(&hmac_jwt(
+                alg,
+                HMAC_SECRET.as_bytes(),
+                &s.client_claims("secretjwt"),
+            ))
+            .await;
+        assert_eq!(status, 200, "{alg}: {body}");
+    }
+    let (status, body) = s
+        .cc(&hmac_jwt("HS256", b"wrong secret", &s.client_claims("secretjwt")))
+        .await;
+    assert_invalid_client(status, &body, "wrong secret");
+    let (status, body) = s.cc(&none_jwt(&s.client_claims("secretjwt"))).await;
+    assert_invalid_client(status, &body, "alg none");
+    let rsa = key(SigningAlg::RS256, "x");
+    let (status, body) = s
+        .cc(&jws::sign(&rsa, "JWT", &s.client_claims("secretjwt")).unwrap())
+        .await;
+    assert_invalid_client(status, &body, "RS256 for a client_secret_jwt client");
+    // The secret itself is refused as a client_secret.
+    let (status, _, body) = s
+        .post(
+            "/oauth2/v1/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "secretjwt"),
+                ("client_secret", HMAC_SECRET),
+            ],
+        )
+        .await;
+    assert_invalid_client(status, &body, "client_secret_post for a client_secret_jwt client");
+}
+
+#[tokio::test]
+async fn assertions_authenticate_at_introspection_and_revocation() {
+    let s = Setup::new().await;
+    let (status, body) = s.cc(&s.sign_client(&s.client_claims("pkjwt"))).await;
+    assert_eq!(status, 200);
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let (status, headers, body) = s
+        .post(
+            "/oauth2/v1/introspect",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    // The same assertion again: a replay, at any endpoint.
+    let (status, _, body) = s
+        .post(
+            "/oauth2/v1/revoke",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_invalid_client(status, &body, "replay at revocation");
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let (status, _, _) = s
+        .post(
+            "/oauth2/v1/revoke",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let (_, _, body) = s
+        .post(
+            "/oauth2/v1/introspect",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &a),
+            ],
+        )
+        .await;
+    assert_eq!(body, json!({"active": false}));
+}
+
+/// A JWK Set server the test controls.
+async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
+    let hits = Arc::new(Mutex::new(0u32));
+    let h = hits.clone();
+    let router = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let keys = keys.clone();
+            let h = h.clone();
+            async move {
+                *h.lock().unwrap() += 1;
+                axum::Json(keys.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}/jwks"), hits)
+}
+
+#[tokio::test]
+async fn jwks_uri_keys_are_fetched_cached_and_refetched_for_a_new_key() {
+    let k1 = key(SigningAlg::ES256, "r1");
+    let published = Arc::new(Mutex::new(json!({"keys": [k1.public_jwk()]})));
+    let (uri, hits) = serve_jwks(published.clone()).await;
+    let opts = Opts {
+        domain_keys: "allow_private_jwks_uri = true".into(),
+        ..Opts::default()
+    };
+    let s = Setup::with(opts, Some(&uri)).await;
+    for _ in 0..2 {
+        let (status, body) = s
+            .cc(&jws::sign(&k1, "JWT", &s.client_claims("remote")).unwrap())
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(*hits.lock().unwrap(), 1, "the second use came from the cache");
+    // The client rotates to a new key: an unknown kid makes the server fetch again.
+    let k2 = key(SigningAlg::ES256, "r2");
+    *published.lock().unwrap() = json!({"keys": [k2.public_jwk()]});
+    let (status, body) = s
+        .cc(&jws::sign(&k2, "JWT", &s.client_claims("remote")).unwrap())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(*hits.lock().unwrap(), 2);
+    // A key the client never published fails, and does not make the server fetch on every request.
+    let k3 = key(SigningAlg::ES256, "r3");
+    for _ in 0..3 {
+        let (status, body) = s
+            .cc(&jws::sign(&k3, "JWT", &s.client_claims("remote")).unwrap())
+            .await;
+        assert_invalid_client(status, &body, "unpublished key");
+    }
+    assert_eq!(*hits.lock().unwrap(), 2, "refetches are rate-limited");
+}
+
+#[tokio::test]
+async fn jwks_uri_on_a_loopback_address_is_refused_unless_allowed() {
+    let k1 = key(SigningAlg::ES256, "r1");
+    let (uri, hits) = serve_jwks(Arc::new(Mutex::new(json!({"keys": [k1.public_jwk()]})))).await;
+    let s = Setup::with(Opts::default(), Some(&uri)).await;
+    let (status, body) = s
+        .cc(&jws::sign(&k1, "JWT", &s.client_claims("remote")).unwrap())
+        .await;
+    assert_invalid_client(status, &body, "loopback jwks_uri");
+    assert_eq!(*hits.lock().unwrap(), 0, "nothing was fetched");
+}
+
+#[tokio::test]
+async fn jwt_bearer_grant_issues_an_access_token_for_the_asserted_user() {
+    let s = Setup::new().await;
+    let (status, body) = s
+        .bearer(&s.sign_user(&s.user_claims("alice")), "orders.read openid")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "orders.read openid");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+    let alice = s
+        .app
+        .handle()
+        .state()
+        .store
+        .find_user("default", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], json!(alice.id));
+    assert_eq!(claims["client_id"], "pkjwt");
+    // The token works at userinfo: it is alice's.
+    let resp = s
+        .app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let info: Value = resp.json().await.unwrap();
+    assert_eq!(info["sub"], json!(alice.id));
+    // aud may be the issuer too, and an array.
+    let mut c = s.user_claims("alice");
+    c["aud"] = json!(["https://other.example", s.app.issuer]);
+    let (status, body) = s.bearer(&s.sign_user(&c), "orders.read").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn bad_user_assertions_are_invalid_grant() {
+    let s = Setup::new().await;
+    let now = s.now();
+    let with = |name: &str, value: Value| {
+        let mut c = s.user_claims("alice");
+        c[name] = value;
+        c
+    };
+    let stranger = key(SigningAlg::ES256, "idp-k1");
+    let public = s.issuer_key.public_jwk();
+    let replayed = s.sign_user(&s.user_claims("alice"));
+    assert_eq!(s.bearer(&replayed, "orders.read").await.0, 200);
+    let cases: Vec<(&str, String)> = vec![
+        ("replayed", replayed),
+        ("expired", s.sign_user(&with("exp", json!(now - 1)))),
+        (
+            "exp too far ahead",
+            s.sign_user(&with("exp", json!(now + 86_400))),
+        ),
+        (
+            "wrong audience",
+            s.sign_user(&with("aud", json!("https://elsewhere.example"))),
+        ),
+        (
+            "untrusted issuer",
+            s.sign_user(&with("iss", json!("https://evil.example"))),
+        ),
+        ("no jti", {
+            let mut c = s.user_claims("alice");
+            c.as_object_mut().unwrap().remove("jti");
+            s.sign_user(&c)
+        }),
+        (
+            "unknown key",
+            jws::sign(&stranger, "JWT", &s.user_claims("alice")).unwrap(),
+        ),
+        ("alg none", none_jwt(&s.user_claims("alice"))),
+        (
+            "HS256 keyed with the public key",
+            hmac_jwt("HS256", public.to_string().as_bytes(), &s.user_claims("alice")),
+        ),
+        ("unknown user", s.sign_user(&s.user_claims("mallory"))),
+        ("disabled user", s.sign_user(&s.user_claims("bob"))),
+        ("not a JWT", "abc".to_string()),
+    ];
+    for (what, assertion) in cases {
+        let (status, body) = s.bearer(&assertion, "orders.read").await;
+        assert_invalid_grant(status, &body, what);
+    }
+    // Scopes the client may not have are invalid_scope.
+    let (status, body) = s
+        .bearer(&s.sign_user(&s.user_claims("alice")), "billing.read")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    // A client without the grant.
+    let resp = s
+        .app
+        .post_basic(
+            "/oauth2/v1/token",
+            "backend",
+            &[
+                ("grant_type", JWT_BEARER),
+                ("assertion", &s.sign_user(&s.user_claims("alice"))),
+            ],
+        )
+        .await;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn assertion_issuer_keys_from_a_file_and_subjects_by_user_id() {
+    let issuer_key = key(SigningAlg::RS256, "file-k");
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let path = dir.path().join("idp-jwks.json");
+    std::fs::write(&path, json!({"keys": [issuer_key.public_jwk()]}).to_string()).unwrap();
+    let opts = Opts {
+        dir: Some(dir),
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "federated"
+  secret_hash = "{hash}"
+  grant_types = ["{JWT_BEARER}"]
+  scopes = ["orders.read"]
+
+  [[domain.assertion_issuer]]
+  issuer = "https://files.example"
+  jwks_file = "{path}"
+  subject = "user_id"
+"#,
+            hash = ostiary::crypto::secrets::SecretHash::sha256_string("federated-secret"),
+            path = path.display(),
+        ),
+        ..Opts::default()
+    };
+    let app = TestApp::spawn_with(opts).await;
+    let alice = app
+        .handle()
+        .state()
+        .store
+        .find_user("default", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = app.clock.now();
+    let claims = |sub: &str| json!({"iss": "https://files.example", "sub": sub, "aud": app.issuer, "exp": now + 60, "jti": ostiary::crypto::secrets::random_id()});
+    let grant = |assertion: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post("/oauth2/v1/token")
+                .basic_auth("federated", Some("federated-secret"))
+                .form(&[("grant_type", JWT_BEARER), ("assertion", assertion.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = grant(jws::sign(&issuer_key, "JWT", &claims(&alice.id)).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, at) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(at["sub"], json!(alice.id));
+    assert_eq!(body["scope"], "orders.read", "the client's default scopes");
+    // With subject = user_id, a username is not a subject.
+    let (status, body) = grant(jws::sign(&issuer_key, "JWT", &claims("alice")).unwrap()).await;
+    assert_invalid_grant(status, &body, "username where a user id is expected");
+}

@@ -1,0 +1,206 @@
+//! The legacy resource owner password credentials grant (RFC 6749 s4.3): only for clients that
+//! list it, with the sign-in page's lockout.
+
+use serde_json::Value;
+
+use crate::harness::{Opts, TestApp, jwt_parts, password};
+
+const SECRET: &str = "password-grant-client-secret-0123456789abcdef";
+
+async fn app() -> TestApp {
+    let hash = ostiary::crypto::secrets::SecretHash::sha256_string(SECRET);
+    TestApp::spawn_with(Opts {
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "pwclient"
+  secret_hash = "{hash}"
+  grant_types = ["password", "refresh_token"]
+  scopes = ["openid", "profile", "offline_access", "orders.read"]
+"#
+        ),
+        ..Opts::default()
+    })
+    .await
+}
+
+async fn grant(
+    app: &TestApp,
+    client: &str,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut f = vec![("grant_type", "password")];
+    f.extend_from_slice(form);
+    let resp = app
+        .post("/oauth2/v1/token")
+        .basic_auth(client, Some(secret))
+        .form(&f)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_password_grant_issues_tokens_for_an_allowed_client() {
+    let app = app().await;
+    let alice = password("alice");
+    let (status, headers, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[
+            ("username", "alice"),
+            ("password", &alice),
+            ("scope", "openid profile offline_access orders.read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["scope"], "openid profile offline_access orders.read");
+    let (_, at) = jwt_parts(body["access_token"].as_str().unwrap());
+    let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert_eq!(id["sub"], at["sub"]);
+    assert_eq!(id["aud"], "pwclient");
+    assert_eq!(id["amr"], serde_json::json!(["pwd"]));
+    assert!(id.get("sid").is_none(), "no browser session, no sid: {id}");
+    // offline_access: a refresh token, which rotates.
+    let rt = body["refresh_token"].as_str().unwrap();
+    let (status, _, body) = grant(&app, "pwclient", SECRET, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let resp = app
+        .post("/oauth2/v1/token")
+        .basic_auth("pwclient", Some(SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let refreshed: Value = resp.json().await.unwrap();
+    assert_ne!(refreshed["refresh_token"].as_str().unwrap(), rt);
+    // Without offline_access, no refresh token.
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[
+            ("username", "alice"),
+            ("password", &alice),
+            ("scope", "orders.read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn wrong_unknown_and_disabled_users_get_one_invalid_grant() {
+    let app = app().await;
+    for (user, pass) in [
+        ("alice", "wrong".to_string()),
+        ("nobody", "whatever".to_string()),
+        ("bob", password("bob")),
+    ] {
+        let (status, _, body) = grant(
+            &app,
+            "pwclient",
+            SECRET,
+            &[("username", user), ("password", &pass), ("scope", "orders.read")],
+        )
+        .await;
+        assert_eq!(status, 400, "{user}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{user}");
+        assert_eq!(
+            body["error_description"], "the username or password is incorrect",
+            "{user}: the same answer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_for_the_grant_too() {
+    let app = app().await;
+    for _ in 0..5 {
+        let (status, _, _) = grant(
+            &app,
+            "pwclient",
+            SECRET,
+            &[("username", "carol"), ("password", "wrong")],
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+    let carol = password("carol");
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[("username", "carol"), ("password", &carol)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed attempts"),
+        "{body}"
+    );
+    // The lockout is shared with the sign-in page's, and ends.
+    app.clock.advance(31);
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[("username", "carol"), ("password", &carol)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn clients_without_the_password_grant_are_refused() {
+    let app = app().await;
+    let alice = password("alice");
+    let resp = app
+        .post_basic(
+            "/oauth2/v1/token",
+            "backend",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", &alice),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+    // A wrong client secret: the client is not authenticated, nothing about the user is checked.
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        "wrong",
+        &[("username", "alice"), ("password", &alice)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+}
