@@ -256,7 +256,7 @@ async fn request_and_grant_failures() {
         ),
         ("scope=orders.read", 400, "invalid_request"),
         (
-            "grant_type=password&username=a&password=b",
+            "grant_type=urn:example:unknown&username=a",
             400,
             "unsupported_grant_type",
         ),

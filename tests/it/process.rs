@@ -166,3 +166,49 @@ fn migrate_creates_the_schema() {
     assert_eq!(rt.block_on(count_rows(&db, "signing_keys")), 0);
     assert_eq!(rt.block_on(count_rows(&db, "tokens")), 0);
 }
+
+/// The README's promise for the JWT flows: `config/example.toml` served as shipped (only the
+/// address, database and key file moved aside) answers `scripts/jwt-assertions.sh` with two
+/// tokens and a refused replay.
+#[tokio::test]
+async fn the_example_configuration_serves_the_readme_jwt_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(["serve", "--config", "config/example.toml"])
+        .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("OSTIARY_DOMAIN__0__ISSUER", &issuer)
+        .env(
+            "OSTIARY_DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("example.db").display()),
+        )
+        .env("OSTIARY_KEYS__KEK_FILE", dir.path().join("example.kek"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    wait_until("the example server to answer", || async {
+        http.get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let out = Command::new("scripts/jwt-assertions.sh").arg(&issuer).output().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    assert!(answers[0]["access_token"].is_string(), "private_key_jwt: {text}");
+    assert!(answers[1]["access_token"].is_string(), "JWT bearer grant: {text}");
+    assert_eq!(answers[2]["error"], "invalid_grant", "replay: {text}");
+}
