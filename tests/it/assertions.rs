@@ -763,3 +763,15 @@ async fn assertion_issuer_keys_from_a_file_and_subjects_by_user_id() {
     let (status, body) = grant(jws::sign(&issuer_key, "JWT", &claims("alice")).unwrap()).await;
     assert_invalid_grant(status, &body, "username where a user id is expected");
 }
+
+#[tokio::test]
+async fn a_client_assertion_raced_in_parallel_is_accepted_once() {
+    let s = Setup::new().await;
+    let a = s.sign_client(&s.client_claims("pkjwt"));
+    let results = futures_util::future::join_all((0..8).map(|_| s.cc(&a))).await;
+    let ok = results.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for (status, body) in results.iter().filter(|(status, _)| *status != 200) {
+        assert_invalid_client(*status, body, "raced replay");
+    }
+}

@@ -197,11 +197,18 @@ async fn the_example_configuration_serves_the_readme_jwt_walkthrough() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let out = Command::new("scripts/jwt-assertions.sh").arg(&issuer).output().unwrap();
+    let out = Command::new("scripts/jwt-assertions.sh")
+        .arg(&issuer)
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answers: Vec<serde_json::Value> = text
         .lines()
         .filter(|l| l.starts_with('{'))
