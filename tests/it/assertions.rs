@@ -171,16 +171,28 @@ impl Setup {
         (status, headers, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// A POST authenticated by the client assertion `assertion`.
+    async fn post_asserted(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        assertion: &str,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut f = form.to_vec();
+        f.extend([
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ]);
+        self.post(path, &f).await
+    }
+
     /// client_credentials with a client assertion.
     async fn cc(&self, assertion: &str) -> (u16, Value) {
         let (status, headers, body) = self
-            .post(
+            .post_asserted(
                 "/oauth2/v1/token",
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", assertion),
-                ],
+                &[("grant_type", "client_credentials")],
+                assertion,
             )
             .await;
         assert_eq!(headers["cache-control"], "no-store");
@@ -190,17 +202,13 @@ impl Setup {
     /// The JWT bearer grant for `pkjwt` (authenticated by its own assertion).
     async fn bearer(&self, assertion: &str, scope: &str) -> (u16, Value) {
         let client_assertion = self.sign_client(&self.client_claims("pkjwt"));
+        let form = [
+            ("grant_type", JWT_BEARER),
+            ("assertion", assertion),
+            ("scope", scope),
+        ];
         let (status, _, body) = self
-            .post(
-                "/oauth2/v1/token",
-                &[
-                    ("grant_type", JWT_BEARER),
-                    ("assertion", assertion),
-                    ("scope", scope),
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", &client_assertion),
-                ],
-            )
+            .post_asserted("/oauth2/v1/token", &form, &client_assertion)
             .await;
         (status, body)
     }
@@ -463,51 +471,23 @@ async fn assertions_authenticate_at_introspection_and_revocation() {
     let token = body["access_token"].as_str().unwrap().to_string();
     let a = s.sign_client(&s.client_claims("pkjwt"));
     let (status, headers, body) = s
-        .post(
-            "/oauth2/v1/introspect",
-            &[
-                ("token", &token),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", &a),
-            ],
-        )
+        .post_asserted("/oauth2/v1/introspect", &[("token", &token)], &a)
         .await;
     assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
     assert_eq!(headers["cache-control"], "no-store");
     // The same assertion again: a replay, at any endpoint.
     let (status, _, body) = s
-        .post(
-            "/oauth2/v1/revoke",
-            &[
-                ("token", &token),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", &a),
-            ],
-        )
+        .post_asserted("/oauth2/v1/revoke", &[("token", &token)], &a)
         .await;
     assert_invalid_client(status, &body, "replay at revocation");
     let a = s.sign_client(&s.client_claims("pkjwt"));
     let (status, _, _) = s
-        .post(
-            "/oauth2/v1/revoke",
-            &[
-                ("token", &token),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", &a),
-            ],
-        )
+        .post_asserted("/oauth2/v1/revoke", &[("token", &token)], &a)
         .await;
     assert_eq!(status, 200);
     let a = s.sign_client(&s.client_claims("pkjwt"));
     let (_, _, body) = s
-        .post(
-            "/oauth2/v1/introspect",
-            &[
-                ("token", &token),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", &a),
-            ],
-        )
+        .post_asserted("/oauth2/v1/introspect", &[("token", &token)], &a)
         .await;
     assert_eq!(body, json!({"active": false}));
 }
