@@ -13,6 +13,7 @@ mod harness;
 mod introspection;
 mod keys;
 mod lockout;
+mod mtls;
 mod ops;
 mod process;
 mod refresh;
