@@ -15,6 +15,7 @@ mod keys;
 mod lockout;
 mod mtls;
 mod ops;
+mod pki;
 mod process;
 mod refresh;
 mod replicas;
