@@ -180,6 +180,21 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ServerHandle> {
+    // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
+    // before the store is touched.
+    let client_trust = Arc::new(
+        ClientCertTrust::load(config.server.client_ca_file.as_deref(), clock.clone())
+            .context("cannot load server.client_ca_file")?,
+    );
+    let tls = tls_configs(&config)?;
+    let mtls_listener = match &config.server.mtls_listen {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on {m} (server.mtls_listen)"))?,
+        ),
+        None => None,
+    };
     let store = open_store(&config).await?;
     let kek = load_kek(&config)?;
     let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
@@ -187,11 +202,6 @@ pub async fn start(
     let report = reconcile::apply(&store, &domains, now).await?;
     tracing::info!(changes = %report.summary(), "configuration reconciled with the store");
     let hasher = PasswordHasher::new(config.server.argon2_max_concurrent);
-    let client_trust = Arc::new(
-        ClientCertTrust::load(config.server.client_ca_file.as_deref(), clock.clone())
-            .context("cannot load server.client_ca_file")?,
-    );
-    let tls = tls_configs(&config)?;
     let app = App {
         store,
         kek,
@@ -222,14 +232,6 @@ pub async fn start(
     let state = AppState(Arc::new(app));
 
     let addr = listener.local_addr()?;
-    let mtls_listener = match &config.server.mtls_listen {
-        Some(m) => Some(
-            tokio::net::TcpListener::bind(m)
-                .await
-                .with_context(|| format!("cannot listen on {m} (server.mtls_listen)"))?,
-        ),
-        None => None,
-    };
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(state.clone());
     let server = match &tls.main {
