@@ -24,6 +24,7 @@ use crate::oauth::client_auth::ClientAuthenticator;
 use crate::oauth::grants::Grants;
 use crate::reconcile;
 use crate::store::{MaintenanceStore, SqlStore};
+use crate::tls::{self, ClientCertTrust, TlsListener, TlsPeer};
 
 /// Shared state of a running server.
 pub struct App {
@@ -51,6 +52,10 @@ pub struct App {
     pub instance: String,
     /// The proxy header naming the client address, if any.
     pub client_address_header: Option<axum::http::HeaderName>,
+    /// The trusted proxy's header carrying the client certificate, if any.
+    pub client_certificate_header: Option<axum::http::HeaderName>,
+    /// Whether client certificates chain to the configured client CAs.
+    pub client_trust: Arc<ClientCertTrust>,
 }
 
 /// The state handed to handlers.
@@ -111,6 +116,8 @@ pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
 pub struct ServerHandle {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address of the mutual-TLS listener, when `server.mtls_listen` is set.
+    pub mtls_addr: Option<SocketAddr>,
     state: AppState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -173,6 +180,21 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ServerHandle> {
+    // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
+    // before the store is touched.
+    let client_trust = Arc::new(
+        ClientCertTrust::load(config.server.client_ca_file.as_deref(), clock.clone())
+            .context("cannot load server.client_ca_file")?,
+    );
+    let tls = tls_configs(&config)?;
+    let mtls_listener = match &config.server.mtls_listen {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on {m} (server.mtls_listen)"))?,
+        ),
+        None => None,
+    };
     let store = open_store(&config).await?;
     let kek = load_kek(&config)?;
     let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
@@ -197,6 +219,12 @@ pub async fn start(
             .client_address_header
             .as_deref()
             .and_then(|h| axum::http::HeaderName::try_from(h).ok()),
+        client_certificate_header: config
+            .server
+            .client_certificate_header
+            .as_deref()
+            .and_then(|h| axum::http::HeaderName::try_from(h).ok()),
+        client_trust,
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));
@@ -206,23 +234,24 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(state.clone());
-    let mut serve_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = serve_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        {
-            tracing::error!(error.cause = %e, "server stopped with an error");
-        }
-    });
-    let tasks = vec![
-        server,
+    let server = match &tls.main {
+        Some(c) => serve_tls(
+            TlsListener::new(listener, c.clone(), None)?,
+            router.clone(),
+            stop_rx.clone(),
+        ),
+        None => serve_plain(listener, router.clone(), stop_rx.clone()),
+    };
+    let mut tasks = vec![server];
+    let mut mtls_addr = None;
+    if let (Some(tcp), Some(c)) = (mtls_listener, &tls.mtls) {
+        let a = tcp.local_addr()?;
+        let l = TlsListener::new(tcp, c.clone(), Some(state.client_trust.clone()))?;
+        tasks.push(serve_tls(l, router, stop_rx.clone()));
+        tracing::info!(listen = %a, "mutual-TLS listener is serving");
+        mtls_addr = Some(a);
+    }
+    tasks.extend([
         spawn_job(
             state.clone(),
             stop_rx.clone(),
@@ -244,13 +273,77 @@ pub async fn start(
             Duration::from_secs(secs(state.keys.refresh_interval.0)),
             rotate_keys,
         ),
-    ];
-    tracing::info!(listen = %addr, "ostiary is serving");
+    ]);
+    tracing::info!(listen = %addr, tls = tls.main.is_some(), "ostiary is serving");
     Ok(ServerHandle {
         addr,
+        mtls_addr,
         state,
         stop,
         tasks,
+    })
+}
+
+/// The TLS configurations of the listeners: the main one's (when it speaks TLS) and the
+/// mutual-TLS one's (when configured).
+struct TlsConfigs {
+    main: Option<Arc<rustls::ServerConfig>>,
+    mtls: Option<Arc<rustls::ServerConfig>>,
+}
+
+fn tls_configs(config: &Config) -> anyhow::Result<TlsConfigs> {
+    let s = &config.server;
+    let (Some(cert), Some(key)) = (&s.tls_cert_file, &s.tls_key_file) else {
+        return Ok(TlsConfigs {
+            main: None,
+            mtls: None,
+        });
+    };
+    let main = tls::server_config(cert, key, false).context("cannot set up TLS")?;
+    let mtls = match &s.mtls_listen {
+        Some(_) => Some(tls::server_config(cert, key, true).context("cannot set up mutual TLS")?),
+        None => None,
+    };
+    Ok(TlsConfigs {
+        main: Some(main),
+        mtls,
+    })
+}
+
+/// Serves plain HTTP on `listener` until `stop`, then lets in-flight requests finish.
+fn serve_plain(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        {
+            tracing::error!(error.cause = %e, "server stopped with an error");
+        }
+    })
+}
+
+/// Serves HTTPS on `listener` until `stop`, then lets in-flight requests finish.
+fn serve_tls(listener: TlsListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<TlsPeer>())
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error.cause = %e, "TLS server stopped with an error");
+        }
     })
 }
 

@@ -150,6 +150,21 @@ pub struct ServerConfig {
     /// A header set by a trusted reverse proxy whose last address is the client's (for
     /// sign-in throttling per address), e.g. `X-Forwarded-For`. Default: none, the peer address.
     pub client_address_header: Option<String>,
+    /// PEM certificate chain of the server; with `tls_key_file`, the main listener speaks TLS
+    /// (and the mTLS listener uses it). Default: none, plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Address of a second, TLS listener that asks for client certificates (RFC 8705), e.g.
+    /// `0.0.0.0:8443`; needs `tls_cert_file` and `tls_key_file`. Default: none.
+    pub mtls_listen: Option<String>,
+    /// PEM trust anchors of `tls_client_auth` certificates. Default: none (no certificate is
+    /// trusted; `self_signed_tls_client_auth` still works).
+    pub client_ca_file: Option<PathBuf>,
+    /// A header set by a trusted TLS-terminating proxy carrying the client certificate as
+    /// URL-encoded PEM (nginx `$ssl_client_escaped_cert`). Trusted on the main listener only;
+    /// the proxy must overwrite it on every request. Default: none (the header is ignored).
+    pub client_certificate_header: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -162,6 +177,11 @@ impl Default for ServerConfig {
             gc_interval: Seconds(60),
             gc_batch: 1000,
             client_address_header: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            mtls_listen: None,
+            client_ca_file: None,
+            client_certificate_header: None,
         }
     }
 }
@@ -319,6 +339,11 @@ pub struct DomainConfig {
     /// Trusted issuers of user assertions for the JWT bearer grant (RFC 7523 s2.1).
     #[serde(default, rename = "assertion_issuer")]
     pub assertion_issuers: Vec<AssertionIssuerConfig>,
+    /// RFC 8705 s5: the https base URL under which this domain's endpoints are reached with
+    /// mutual TLS (the mTLS listener, or a proxy passing the certificate), e.g.
+    /// `https://mtls.example.com:8443`; listed as `mtls_endpoint_aliases`. Default: none.
+    #[serde(default)]
+    pub mtls_issuer: Option<String>,
 }
 
 /// How the `sub` of a user assertion names the user.
@@ -875,6 +900,7 @@ impl Config {
         {
             errs.push("server.client_address_header", "must be an HTTP header name");
         }
+        self.validate_tls(&mut errs);
         if !(self.database.url.starts_with("sqlite:")
             || self.database.url.starts_with("postgres://")
             || self.database.url.starts_with("postgresql://"))
@@ -946,6 +972,105 @@ impl Config {
         }
         if errs.0.is_empty() { Ok(()) } else { Err(errs) }
     }
+}
+
+impl Config {
+    /// The TLS keys of `[server]` and what the domains' mutual-TLS settings need from them.
+    fn validate_tls(&self, errs: &mut ConfigErrors) {
+        let s = &self.server;
+        let tls = s.tls_cert_file.is_some() && s.tls_key_file.is_some();
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            errs.push(
+                "server.tls_key_file",
+                "give both tls_cert_file and tls_key_file, or neither",
+            );
+        }
+        if let Some(m) = &s.mtls_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(
+                    "server.mtls_listen",
+                    "must be an address and port, e.g. 0.0.0.0:8443",
+                );
+            } else if *m == s.listen && !m.ends_with(":0") {
+                errs.push("server.mtls_listen", "must differ from server.listen");
+            }
+            if !tls {
+                errs.push(
+                    "server.mtls_listen",
+                    "needs the server's certificate: set tls_cert_file and tls_key_file",
+                );
+            }
+        }
+        if let Some(h) = &s.client_certificate_header
+            && axum::http::HeaderName::try_from(h.as_str()).is_err()
+        {
+            errs.push("server.client_certificate_header", "must be an HTTP header name");
+        }
+        let certificates = s.mtls_listen.is_some() || s.client_certificate_header.is_some();
+        // Requests are routed by host and path: an alias must not be another domain's base.
+        let mut bases: HashSet<(String, String)> =
+            self.domains.iter().filter_map(|d| route_key(&d.issuer)).collect();
+        for (di, d) in self.domains.iter().enumerate() {
+            let p = format!("domain[{di}]");
+            if let Some(m) = &d.mtls_issuer {
+                match check_url(m, UrlRule::Issuer) {
+                    // RFC 8705 s5: the aliases are reached with mutual TLS, so over https.
+                    Ok(()) if !m.starts_with("https://") => {
+                        errs.push(format!("{p}.mtls_issuer"), "must be an https URL");
+                    }
+                    Ok(()) => {
+                        if route_key(m).is_some_and(|k| !bases.insert(k)) {
+                            errs.push(
+                                format!("{p}.mtls_issuer"),
+                                "has the host and path of a domain's issuer or mtls_issuer",
+                            );
+                        }
+                    }
+                    Err(msg) => errs.push(format!("{p}.mtls_issuer"), msg),
+                }
+                if !certificates {
+                    errs.push(
+                        format!("{p}.mtls_issuer"),
+                        "needs client certificates: set server.mtls_listen or server.client_certificate_header",
+                    );
+                }
+            }
+            for (ci, c) in d.clients.iter().enumerate() {
+                let method = c.token_endpoint_auth_method;
+                let cp = format!("{p}.client[{ci}].token_endpoint_auth_method");
+                if matches!(
+                    method,
+                    AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+                ) && !certificates
+                {
+                    errs.push(
+                        cp.clone(),
+                        format!(
+                            "{} needs client certificates: set server.mtls_listen or server.client_certificate_header",
+                            method.as_str()
+                        ),
+                    );
+                }
+                if method == AuthMethod::TlsClientAuth && s.client_ca_file.is_none() {
+                    errs.push(
+                        cp,
+                        "tls_client_auth needs the CAs that issue client certificates: set server.client_ca_file",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The host (lowercase, with an explicit port) and path by which requests reach a base URL.
+fn route_key(url: &str) -> Option<(String, String)> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    Some((host, u.path().trim_end_matches('/').to_string()))
 }
 
 fn validate_domain(d: &DomainConfig, p: &str, errs: &mut ConfigErrors) {
@@ -1455,6 +1580,59 @@ issuer = "http://127.0.0.1:8080"
         let env = vec![("OSTIARY_SERVER__LISTN".to_string(), "x".to_string())];
         let e = Config::from_toml_str_with_env(BASE, env).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn mtls_keys_are_checked() {
+        let bad = r#"
+[server]
+mtls_listen = "127.0.0.1:8443"
+tls_cert_file = "cert.pem"
+[[domain]]
+name = "default"
+issuer = "http://127.0.0.1:8080"
+mtls_issuer = "http://127.0.0.1:8443"
+  [[domain.client]]
+  client_id = "c"
+  token_endpoint_auth_method = "tls_client_auth"
+  tls_client_auth_san_dns = "c.example.com"
+"#;
+        let e = Config::from_toml_str(bad).unwrap_err().to_string();
+        for want in [
+            "server.tls_key_file: give both",
+            "server.mtls_listen: needs the server's certificate",
+            "domain[0].mtls_issuer: must be an https URL",
+            "domain[0].client[0].token_endpoint_auth_method: tls_client_auth needs the CAs",
+        ] {
+            assert!(e.contains(want), "{want:?} missing from:\n{e}");
+        }
+        let no_certificates = r#"
+[[domain]]
+name = "default"
+issuer = "http://127.0.0.1:8080"
+mtls_issuer = "https://mtls.example.com"
+  [[domain.client]]
+  client_id = "c"
+  token_endpoint_auth_method = "self_signed_tls_client_auth"
+  jwks = { keys = [] }
+"#;
+        let e = Config::from_toml_str(no_certificates).unwrap_err().to_string();
+        assert!(
+            e.contains("domain[0].mtls_issuer: needs client certificates"),
+            "{e}"
+        );
+        assert!(
+            e.contains("self_signed_tls_client_auth needs client certificates"),
+            "{e}"
+        );
+        let behind_a_proxy = format!(
+            "[server]\nclient_certificate_header = \"X-Client-Cert\"\n{}",
+            no_certificates.replace("https://mtls.example.com", "https://127.0.0.1:8080")
+        );
+        let e = Config::from_toml_str(&behind_a_proxy).unwrap_err().to_string();
+        assert!(e.contains("has the host and path of a domain's issuer"), "{e}");
+        let ok = behind_a_proxy.replace("https://127.0.0.1:8080", "https://mtls.example.com");
+        Config::from_toml_str(&ok).unwrap();
     }
 
     #[test]

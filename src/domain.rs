@@ -193,18 +193,20 @@ pub struct Domain {
     pub assertion_max_lifetime: i64,
     /// Trusted issuers of user assertions.
     pub assertion_issuers: Vec<AssertionIssuer>,
+    /// RFC 8705 s5: the base URL of the mutual-TLS endpoint aliases, exactly as configured.
+    pub mtls_issuer: Option<String>,
+    /// `host[:port]` and path prefix of `mtls_issuer`, normalised as `host` and `path` are.
+    pub mtls_route: Option<(String, String)>,
 }
 
 impl Domain {
     /// Builds a domain from its validated configuration.
     pub fn from_config(d: &DomainConfig) -> Result<Domain, String> {
-        let u = url::Url::parse(&d.issuer).map_err(|e| format!("issuer: {e}"))?;
-        let host_name = u.host_str().ok_or("issuer has no host")?.to_ascii_lowercase();
-        let host = match u.port() {
-            Some(p) => format!("{host_name}:{p}"),
-            None => host_name,
+        let (host, path) = host_and_path(&d.issuer).map_err(|e| format!("issuer: {e}"))?;
+        let mtls_route = match &d.mtls_issuer {
+            Some(m) => Some(host_and_path(m).map_err(|e| format!("mtls_issuer: {e}"))?),
+            None => None,
         };
-        let path = u.path().trim_end_matches('/').to_string();
         let mut clients = HashMap::new();
         for c in &d.clients {
             clients.insert(c.client_id.clone(), Arc::new(build_client(c)?));
@@ -263,7 +265,14 @@ impl Domain {
                 .iter()
                 .map(build_assertion_issuer)
                 .collect::<Result<_, _>>()?,
+            mtls_issuer: d.mtls_issuer.clone(),
+            mtls_route,
         })
+    }
+
+    /// The absolute URL of an endpoint path under the mutual-TLS alias, when there is one.
+    pub fn mtls_url(&self, path: &str) -> Option<String> {
+        self.mtls_issuer.as_ref().map(|m| format!("{m}{path}"))
     }
 
     /// The absolute URL of an endpoint path under this issuer.
@@ -311,6 +320,17 @@ impl Domain {
         rs.chain(cl)
             .fold(self.access_token_lifetime.max(self.id_token_lifetime), i64::max)
     }
+}
+
+/// `host[:port]` (lowercase, default port omitted) and path prefix ("" or "/tenant") of a URL.
+fn host_and_path(url: &str) -> Result<(String, String), String> {
+    let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host_name = u.host_str().ok_or("no host")?.to_ascii_lowercase();
+    let host = match u.port() {
+        Some(p) => format!("{host_name}:{p}"),
+        None => host_name,
+    };
+    Ok((host, u.path().trim_end_matches('/').to_string()))
 }
 
 fn build_assertion_issuer(a: &AssertionIssuerConfig) -> Result<AssertionIssuer, String> {
@@ -433,8 +453,8 @@ impl Domains {
         self.list.iter().find(|d| d.name == name)
     }
 
-    /// The domain whose issuer host matches `host` and whose path is the longest prefix of `path`;
-    /// returns it with the rest of the path.
+    /// The domain whose issuer (or mutual-TLS alias) host matches `host` and whose path is the
+    /// longest prefix of `path`; returns it with the rest of the path.
     pub fn route<'p>(
         &self,
         host: &str,
@@ -442,24 +462,27 @@ impl Domains {
         path: &'p str,
     ) -> Option<(Arc<Domain>, &'p str)> {
         let host = normalize_host(host, scheme_default_port);
-        let mut best: Option<(&Arc<Domain>, &'p str)> = None;
+        let mut best: Option<(&Arc<Domain>, usize, &'p str)> = None;
         for d in &self.list {
-            if d.host != host {
-                continue;
-            }
-            let rest = if d.path.is_empty() {
-                Some(path)
-            } else {
-                path.strip_prefix(d.path.as_str())
-                    .filter(|r| r.is_empty() || r.starts_with('/'))
-            };
-            if let Some(rest) = rest
-                && best.is_none_or(|(b, _)| b.path.len() < d.path.len())
-            {
-                best = Some((d, rest));
+            let bases = std::iter::once((&d.host, &d.path)).chain(d.mtls_route.as_ref().map(|(h, p)| (h, p)));
+            for (base_host, base_path) in bases {
+                if *base_host != host {
+                    continue;
+                }
+                let rest = if base_path.is_empty() {
+                    Some(path)
+                } else {
+                    path.strip_prefix(base_path.as_str())
+                        .filter(|r| r.is_empty() || r.starts_with('/'))
+                };
+                if let Some(rest) = rest
+                    && best.is_none_or(|(_, len, _)| len < base_path.len())
+                {
+                    best = Some((d, base_path.len(), rest));
+                }
             }
         }
-        best.map(|(d, rest)| (d.clone(), rest))
+        best.map(|(d, _, rest)| (d.clone(), rest))
     }
 
     /// The domain with exactly this host and issuer path (RFC 8414 s3 inserted well-known form).
@@ -520,5 +543,43 @@ issuer = "http://127.0.0.1:8080/tenant2"
                 .is_none()
         );
         assert_eq!(d.exact("127.0.0.1:8080", "/tenant2").unwrap().name, "b");
+    }
+
+    #[test]
+    fn routes_the_mtls_alias_to_its_domain() {
+        let c = Config::from_toml_str(
+            r#"
+[server]
+mtls_listen = "127.0.0.1:8443"
+tls_cert_file = "cert.pem"
+tls_key_file = "key.pem"
+[[domain]]
+name = "a"
+issuer = "http://127.0.0.1:8080"
+mtls_issuer = "https://mtls.example.com"
+[[domain]]
+name = "b"
+issuer = "http://127.0.0.1:8080/tenant2"
+mtls_issuer = "https://mtls.example.com:8443/tenant2"
+"#,
+        )
+        .unwrap();
+        let d = Domains::from_config(&c).unwrap();
+        let (a, rest) = d
+            .route("MTLS.example.com:443", &[80, 443], "/oauth2/v1/token")
+            .unwrap();
+        assert_eq!((a.name.as_str(), rest), ("a", "/oauth2/v1/token"));
+        let (b, rest) = d
+            .route("mtls.example.com:8443", &[80, 443], "/tenant2/oauth2/v1/token")
+            .unwrap();
+        assert_eq!((b.name.as_str(), rest), ("b", "/oauth2/v1/token"));
+        assert!(
+            d.route("mtls.example.com:8443", &[80, 443], "/oauth2/v1/token")
+                .is_none()
+        );
+        assert_eq!(
+            a.mtls_url("/oauth2/v1/token").as_deref(),
+            Some("https://mtls.example.com/oauth2/v1/token")
+        );
     }
 }

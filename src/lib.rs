@@ -13,4 +13,5 @@ pub mod keyring;
 pub mod oauth;
 pub mod reconcile;
 pub mod store;
+pub mod tls;
 pub mod views;

@@ -14,10 +14,11 @@ pub mod signin;
 pub mod token;
 pub mod userinfo;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,9 @@ use crate::app::AppState;
 use crate::crypto::secrets::random_id;
 use crate::domain::paths;
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::mtls::ClientCertificate;
 use crate::store::MaintenanceStore;
+use crate::tls::TlsPeer;
 use extract::CurrentDomain;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,6 +44,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let domain_router = domain_routes().with_state(state.clone());
     let dispatch_state = state.clone();
+    let certificate_state = state.clone();
     let root = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -52,7 +56,61 @@ pub fn router(state: AppState) -> Router {
             let router = domain_router.clone();
             async move { dispatch(app, router, req).await }
         });
+    // Outermost first: the TLS connection's peer, then the proxy's certificate header.
+    let root = root
+        .layer(middleware::from_fn_with_state(
+            certificate_state,
+            client_certificate_header,
+        ))
+        .layer(middleware::map_request(tls_connection));
     with_common_layers(root)
+}
+
+/// Marks a request that came over the mutual-TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct MtlsConnection;
+
+/// Hands a TLS connection's peer to the request as the plain listener does: its address as
+/// `ConnectInfo<SocketAddr>`, its client certificate, and the mutual-TLS listener's mark.
+async fn tls_connection(mut req: Request) -> Request {
+    if let Some(ConnectInfo(peer)) = req.extensions_mut().remove::<ConnectInfo<TlsPeer>>() {
+        req.extensions_mut().insert(ConnectInfo(peer.addr));
+        if let Some(c) = peer.certificate {
+            req.extensions_mut().insert(c);
+        }
+        if peer.mtls {
+            req.extensions_mut().insert(MtlsConnection);
+        }
+    }
+    req
+}
+
+/// `server.client_certificate_header`: the client certificate a trusted TLS-terminating proxy
+/// passes. The header is always removed; it is read on the main listener only, where the
+/// connection itself has no client certificate, and only when it appears once.
+async fn client_certificate_header(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    if let Some(name) = &app.client_certificate_header {
+        let values: Vec<HeaderValue> = req.headers().get_all(name).iter().cloned().collect();
+        req.headers_mut().remove(name);
+        let from_proxy = req.extensions().get::<MtlsConnection>().is_none()
+            && req.extensions().get::<Arc<ClientCertificate>>().is_none();
+        if let ([value], true) = (values.as_slice(), from_proxy) {
+            match value
+                .to_str()
+                .ok()
+                .map(|v| (v.trim().is_empty(), app.client_trust.from_header(v)))
+            {
+                Some((_, Some(c))) => {
+                    req.extensions_mut().insert(Arc::new(c));
+                }
+                Some((true, None)) => {}
+                _ => {
+                    tracing::warn!(header = %name, "the proxy's client certificate header is not a URL-encoded PEM certificate")
+                }
+            }
+        }
+    }
+    next.run(req).await
 }
 
 fn domain_routes() -> Router<AppState> {

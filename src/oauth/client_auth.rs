@@ -334,7 +334,9 @@ impl ClientAuthenticator {
             }
         };
         // RFC 7523 s3: aud identifies this server: its issuer, or its token endpoint URL.
-        let audiences = [ctx.domain.issuer.clone(), ctx.domain.url(paths::TOKEN)];
+        // RFC 8705 s5: the mutual-TLS alias of the token endpoint names this server too.
+        let mut audiences = vec![ctx.domain.issuer.clone(), ctx.domain.url(paths::TOKEN)];
+        audiences.extend(ctx.domain.mtls_url(paths::TOKEN));
         let accepted = assertion::check(
             &claims,
             &assertion::Expect {

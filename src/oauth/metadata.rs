@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::OPENID_SCOPES;
+use crate::config::{AuthMethod, DEVICE_CODE_GRANT, OPENID_SCOPES};
 use crate::domain::{Domain, paths};
 use crate::oauth::id_token::ACR_PASSWORD;
 
@@ -97,5 +97,50 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         }
         obj.insert("claims_supported".into(), json!(claims));
     }
+    add_mtls(&mut doc, domain, grant_types, flavor);
     doc
+}
+
+/// RFC 8705 s3.3 and s5: certificate-bound tokens, the mutual-TLS client authentication methods
+/// and the endpoint aliases, for a domain with an `mtls_issuer`.
+fn add_mtls(doc: &mut Value, domain: &Domain, grant_types: &[&str], flavor: Flavor) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    if domain.mtls_issuer.is_none() {
+        return;
+    }
+    for list in [
+        "token_endpoint_auth_methods_supported",
+        "introspection_endpoint_auth_methods_supported",
+        "revocation_endpoint_auth_methods_supported",
+    ] {
+        if let Some(Value::Array(methods)) = obj.get_mut(list) {
+            for m in [AuthMethod::TlsClientAuth, AuthMethod::SelfSignedTlsClientAuth] {
+                let m = json!(m.as_str());
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+        }
+    }
+    let mut aliases = serde_json::Map::new();
+    let mut endpoints = vec![
+        ("token_endpoint", paths::TOKEN),
+        ("introspection_endpoint", paths::INTROSPECT),
+        ("revocation_endpoint", paths::REVOKE),
+    ];
+    if flavor == Flavor::OpenId {
+        endpoints.push(("userinfo_endpoint", paths::USERINFO));
+    }
+    if grant_types.contains(&DEVICE_CODE_GRANT) {
+        endpoints.push(("device_authorization_endpoint", paths::DEVICE_AUTHORIZATION));
+    }
+    for (name, path) in endpoints {
+        if let Some(url) = domain.mtls_url(path) {
+            aliases.insert(name.into(), json!(url));
+        }
+    }
+    obj.insert("mtls_endpoint_aliases".into(), Value::Object(aliases));
+    obj.insert("tls_client_certificate_bound_access_tokens".into(), json!(true));
 }

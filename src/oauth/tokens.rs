@@ -8,7 +8,7 @@ use crate::crypto::jws;
 use crate::crypto::secrets::{random_id, random_token, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
-use crate::oauth::Ctx;
+use crate::oauth::{Ctx, mtls};
 use crate::store::{OAuthStore, TokenRow, TokenStore};
 
 /// What to put in an access token.
@@ -78,6 +78,11 @@ pub async fn issue_access_token<S: TokenStore>(
     let jti = random_id();
     let exp = ctx.now + lifetime;
     let scope = spec.scopes.join(" ");
+    let mut extra = spec.extra;
+    // RFC 8705 s3: a token requested over mutual TLS is bound to the client certificate.
+    if let Some(certificate) = &ctx.peer.certificate {
+        extra.insert(mtls::CNF.into(), mtls::confirmation(certificate));
+    }
     match format {
         TokenFormat::Jwt => {
             let key = ctx
@@ -85,7 +90,7 @@ pub async fn issue_access_token<S: TokenStore>(
                 .signing_key(ctx.domain.access_token_alg, ctx.now)
                 .ok_or_else(|| OAuthError::server_error("no active signing key"))?;
             // RFC 9068 s2.2: iss, exp, aud, sub, client_id, iat, jti; scope when granted.
-            let mut claims = spec.extra;
+            let mut claims = extra;
             claims.insert("iss".into(), json!(ctx.domain.issuer));
             claims.insert("sub".into(), json!(spec.sub));
             claims.insert("aud".into(), aud_value(&spec.audiences));
@@ -113,7 +118,7 @@ pub async fn issue_access_token<S: TokenStore>(
                 sub: spec.sub,
                 scope,
                 aud: json!(spec.audiences).to_string(),
-                claims: Value::Object(spec.extra).to_string(),
+                claims: Value::Object(extra).to_string(),
                 jti: jti.clone(),
                 issued_at: ctx.now,
                 expires_at: exp,

@@ -1,17 +1,17 @@
 //! What the grants of a signed-in person (authorization_code, refresh_token) issue: the access
 //! token, the ID token and refresh tokens in families.
 
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use crate::config::RefreshPolicy;
 use crate::crypto::secrets::{random_id, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
-use crate::oauth::Ctx;
 use crate::oauth::claims::custom_claims;
 use crate::oauth::claims_request::{ClaimsRequest, add_user_claims, stored_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
 use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token};
+use crate::oauth::{Ctx, mtls};
 use crate::store::refresh::FamilyRow;
 use crate::store::{OAuthStore, TokenRow, UserRow};
 
@@ -181,6 +181,16 @@ pub async fn store_refresh_token<S: OAuthStore>(
             ctx.now + access.expires_in,
         )
         .await?;
+    // RFC 8705 s4: a public client's refresh token issued over mutual TLS is bound to the
+    // client certificate.
+    let mut bound = Map::new();
+    let public = ctx
+        .domain
+        .client(&family.client_id)
+        .is_some_and(|c| !c.is_confidential());
+    if public && let Some(certificate) = &ctx.peer.certificate {
+        bound.insert(mtls::CNF.into(), mtls::confirmation(certificate));
+    }
     let row = TokenRow {
         hash: sha256_b64(value),
         domain: ctx.domain.name.clone(),
@@ -189,7 +199,7 @@ pub async fn store_refresh_token<S: OAuthStore>(
         sub: family.user_id.clone(),
         scope: family.scope.clone(),
         aud: "[]".into(),
-        claims: "{}".into(),
+        claims: Value::Object(bound).to_string(),
         jti: random_id(),
         issued_at: ctx.now,
         expires_at: (ctx.now + ctx.domain.refresh_token_idle_lifetime).min(family.expires_at),

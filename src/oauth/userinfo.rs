@@ -3,10 +3,10 @@
 use serde_json::{Map, Value, json};
 
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
-use crate::oauth::Ctx;
 use crate::oauth::claims_request::{add_user_claims, stored_user_claims};
 use crate::oauth::tokens::find_live_token;
 use crate::oauth::user_tokens::USERINFO_CLAIMS;
+use crate::oauth::{Ctx, mtls};
 use crate::store::OAuthStore;
 
 /// OpenID Connect Core s5.4: the claims each scope gives.
@@ -42,6 +42,12 @@ pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResu
     let t = find_live_token(ctx, token).await?.ok_or_else(invalid)?;
     if t.kind != "access" || !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
         return Err(invalid());
+    }
+    // RFC 8705 s3: a certificate-bound token is accepted only with the certificate it is bound to.
+    if !mtls::binding_holds(&t.extra, ctx.peer.certificate.as_deref()) {
+        return Err(OAuthError::invalid_token(
+            "the access token is bound to a client certificate that was not presented",
+        ));
     }
     let scopes: Vec<&str> = t.scope.split(' ').collect();
     if !scopes.contains(&"openid") {

@@ -8,9 +8,9 @@ use crate::config::{ConsentPolicy, is_scope_token};
 use crate::crypto::secrets::sha256_b64;
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
-use crate::oauth::Ctx;
 use crate::oauth::params::Params;
 use crate::oauth::user_tokens::{self, UserGrant, invalid_refresh};
+use crate::oauth::{Ctx, mtls};
 use crate::store::refresh::FamilyRow;
 use crate::store::{OAuthStore, TokenRow};
 
@@ -36,6 +36,12 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         // RFC 6749 s6: the refresh token was issued to the authenticated client.
         if row.client_id != client.id {
             return Err(invalid_refresh().with_cause("refresh token of another client"));
+        }
+        // RFC 8705 s4: a refresh token bound to a client certificate is used only with it.
+        let bound: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&row.claims).unwrap_or_default();
+        if !mtls::binding_holds(&bound, ctx.peer.certificate.as_deref()) {
+            return Err(invalid_refresh().with_cause("refresh token bound to another client certificate"));
         }
         let family_id = row.family_id.clone().ok_or_else(invalid_refresh)?;
         let family = ctx

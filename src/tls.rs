@@ -1,0 +1,321 @@
+//! TLS termination with rustls (aws-lc-rs provider): the server configurations of the main and
+//! mutual-TLS listeners, a listener that completes handshakes off its accept loop, and the
+//! decision whether a client certificate chains to a configured client CA (RFC 8705 s2.1).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::clock::Clock;
+use crate::oauth::mtls::ClientCertificate;
+
+/// How long a client has to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes in progress at once; further connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 256;
+
+/// The crypto provider of every TLS configuration: aws-lc-rs, already the server's crypto.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(aws_lc_rs::default_provider())
+}
+
+/// Decides whether client certificates chain to the configured client CAs.
+pub struct ClientCertTrust {
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for ClientCertTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertTrust")
+            .field("has_anchors", &self.verifier.is_some())
+            .finish()
+    }
+}
+
+impl ClientCertTrust {
+    /// The trust anchors of `ca_file` (PEM), or none: then no certificate is trusted.
+    pub fn load(ca_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<ClientCertTrust> {
+        let Some(path) = ca_file else {
+            return Ok(ClientCertTrust {
+                verifier: None,
+                clock,
+            });
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in read_certificates(path)? {
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: a certificate is not a usable trust anchor", path.display()))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .with_context(|| format!("{}: no client CA", path.display()))?;
+        Ok(ClientCertTrust {
+            verifier: Some(verifier),
+            clock,
+        })
+    }
+
+    /// The client certificate of a chain (end entity first), trusted when the chain leads to
+    /// a configured CA and the certificate is valid now for client authentication.
+    pub fn certificate(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertificate> {
+        let (end_entity, intermediates) = chain.split_first()?;
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(
+            u64::try_from(self.clock.now()).unwrap_or_default(),
+        ));
+        let trusted = self
+            .verifier
+            .as_ref()
+            .is_some_and(|v| v.verify_client_cert(end_entity, intermediates, now).is_ok());
+        Some(ClientCertificate {
+            der: end_entity.to_vec(),
+            trusted,
+        })
+    }
+
+    /// The certificate a trusted proxy passed in a header: URL-encoded PEM, as nginx's
+    /// `$ssl_client_escaped_cert` (an empty value means none).
+    pub fn from_header(&self, value: &str) -> Option<ClientCertificate> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        let pem = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+        self.certificate(&[cert])
+    }
+}
+
+fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS configuration of a listener with the server's certificate chain and key; with
+/// `client_certificates`, it asks clients for a certificate (RFC 8705) without requiring one.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_certificates: bool,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let chain = read_certificates(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("{}: no PEM private key", key_file.display()))?;
+    let provider = provider();
+    let verifier: Arc<dyn ClientCertVerifier> = if client_certificates {
+        Arc::new(AnyClientCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        })
+    } else {
+        WebPkiClientVerifier::no_client_auth()
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{} does not fit {}", key_file.display(), cert_file.display()))?;
+    // The HTTP server speaks HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Asks for a client certificate and accepts any, self-signed ones included: whether it is
+/// trusted is decided after the handshake, per client (RFC 8705 s2.1 and s2.2). The handshake
+/// signature is still verified, so the client has proven it holds the certificate's key.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Who is at the other end of a TLS connection.
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The client certificate, when the listener asks for one and the client sent one.
+    pub certificate: Option<Arc<ClientCertificate>>,
+    /// True on the mutual-TLS listener.
+    pub mtls: bool,
+}
+
+/// A TCP listener whose connections are handed out after their TLS handshake, which runs in its
+/// own task (bounded in time and number) so that a slow client never holds up the others.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
+    acceptor: JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on `tcp`. `trust`: on the mutual-TLS listener, how client
+    /// certificates are judged (none: the listener does not look at them).
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<ServerConfig>,
+        trust: Option<Arc<ClientCertTrust>>,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), trust, tx));
+        Ok(TlsListener {
+            local,
+            ready,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    trust: Option<Arc<ClientCertTrust>>,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, addr) = tokio::select! {
+            _ = tx.closed() => return,
+            accepted = tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error.cause = %e, "a TLS connection could not be accepted");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let trust = trust.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error.cause = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certificate = trust.as_ref().and_then(|t| {
+                let chain = tls.get_ref().1.peer_certificates()?;
+                t.certificate(chain).map(Arc::new)
+            });
+            let peer = TlsPeer {
+                addr,
+                certificate,
+                mtls: trust.is_some(),
+            };
+            let _ = tx.send((tls, peer)).await;
+        });
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = TlsPeer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept loop only ends when this listener goes away.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(TlsPeer {
+            addr: self.local,
+            certificate: None,
+            mtls: false,
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
