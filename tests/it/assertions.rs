@@ -13,6 +13,7 @@ use ostiary::store::DirectoryStore;
 use serde_json::{Value, json};
 
 use crate::harness::{Opts, TestApp, jwt_parts};
+use crate::pki::toml_inline;
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -22,20 +23,9 @@ fn key(alg: SigningAlg, kid: &str) -> SigningKey {
     SigningKey::generate(alg, kid.to_string()).unwrap().0
 }
 
-/// A flat JSON object of strings as a TOML inline table.
-fn toml_inline(v: &Value) -> String {
-    let fields: Vec<String> = v
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| format!("{k} = {}", Value::String(v.as_str().unwrap().to_string())))
-        .collect();
-    format!("{{ {} }}", fields.join(", "))
-}
-
 fn jwks_toml(keys: &[&SigningKey]) -> String {
-    let list: Vec<String> = keys.iter().map(|k| toml_inline(k.public_jwk())).collect();
-    format!("{{ keys = [{}] }}", list.join(", "))
+    let list: Vec<Value> = keys.iter().map(|k| k.public_jwk().clone()).collect();
+    toml_inline(&json!({ "keys": list }))
 }
 
 /// Signs claims with an HMAC (client_secret_jwt).

@@ -508,3 +508,63 @@ async fn the_certificate_header_is_ignored_unless_configured_and_on_the_mtls_lis
     assert_eq!(status, 200, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_assertion_may_name_the_mtls_alias_token_endpoint() {
+    use ostiary::clock::Clock;
+    use ostiary::crypto::keys::{SigningAlg, SigningKey};
+    let pki = Pki::new();
+    let (key, _) = SigningKey::generate(SigningAlg::ES256, "alias-k".into()).unwrap();
+    let mut opts = pki.opts(pki.tls_server());
+    opts.domain_extra.push_str(&format!(
+        r#"
+  [[domain.client]]
+  client_id = "signer"
+  token_endpoint_auth_method = "private_key_jwt"
+  jwks = {}
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+"#,
+        crate::pki::toml_inline(&json!({ "keys": [key.public_jwk()] }))
+    ));
+    let app = TestApp::spawn_with(opts).await;
+    let http = pki.client(None);
+    let now = app.clock.now();
+    let assertion = |aud: &str| {
+        let claims = json!({
+            "iss": "signer", "sub": "signer", "aud": aud, "exp": now + 60,
+            "jti": ostiary::crypto::secrets::random_id(),
+        });
+        ostiary::crypto::jws::sign(&key, "JWT", &claims).unwrap()
+    };
+    let post = |a: String| {
+        at_mtls(&app, &http, reqwest::Method::POST, "/oauth2/v1/token")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", a.as_str()),
+            ])
+            .send()
+    };
+    let alias = format!("https://{MTLS_HOST}/oauth2/v1/token");
+    let (status, _, body) = read(post(assertion(&alias)).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    // No certificate was presented: the token is not bound.
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert!(claims.get("cnf").is_none(), "{claims}");
+    // Another host's token endpoint is not an audience of this server.
+    let (status, _, body) = read(
+        post(assertion("https://elsewhere.example/oauth2/v1/token"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+}
