@@ -4,6 +4,7 @@
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
 pub mod assertion;
+pub mod device;
 pub mod refresh;
 pub mod signin;
 
@@ -210,11 +211,22 @@ pub trait MaintenanceStore {
 
 /// Everything the protocol code needs of the store.
 pub trait OAuthStore:
-    TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync
+    TokenStore
+    + signin::SignInStore
+    + refresh::RefreshStore
+    + assertion::AssertionStore
+    + device::DeviceStore
+    + Sync
 {
 }
-impl<T: TokenStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync>
-    OAuthStore for T
+impl<
+    T: TokenStore
+        + signin::SignInStore
+        + refresh::RefreshStore
+        + assertion::AssertionStore
+        + device::DeviceStore
+        + Sync,
+> OAuthStore for T
 {
 }
 
