@@ -10,6 +10,7 @@ use super::pages::{
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::store::signin::SignInStore;
 
@@ -74,26 +75,16 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
         let err = OAuthError::new(ErrorCode::AccessDenied, "no scope was allowed");
         return error_to_client(d, &req, &err);
     }
-    // The stored consent grows with each approval; it shrinks only when withdrawn.
-    let previous = match app
-        .store
-        .find_consent(&d.name, &session.user_id, &req.client_id)
-        .await
-    {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return error_page(&e.into()),
-    };
-    let mut all: Vec<&str> = previous.split(' ').filter(|s| !s.is_empty()).collect();
-    for s in &req.scopes {
-        if !all.contains(&s.as_str()) {
-            all.push(s);
-        }
-    }
     let now = app.clock.now();
-    if let Err(e) = app
-        .store
-        .upsert_consent(&d.name, &session.user_id, &req.client_id, &all.join(" "), now)
-        .await
+    if let Err(e) = record_consent(
+        &app.store,
+        &d.name,
+        &session.user_id,
+        &req.client_id,
+        &req.scopes,
+        now,
+    )
+    .await
     {
         return error_page(&e.into());
     }

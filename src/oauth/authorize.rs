@@ -8,6 +8,8 @@ use crate::domain::{Client, Domain};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::{pkce, redirect_uri};
+use crate::store::StoreResult;
+use crate::store::signin::SignInStore;
 
 /// A validated authorization request, kept while the person signs in and consents.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -269,9 +271,16 @@ fn check_response_mode(
 }
 
 fn check_scope(d: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
+    r.scopes = resolve_scopes(d, c, p.get("scope"))?;
+    Ok(())
+}
+
+/// The scopes a person is asked to grant `c` for a `scope` parameter (the authorization request,
+/// the device authorization request): API and OpenID scopes the client may have, each once.
+pub fn resolve_scopes(d: &Domain, c: &Client, scope: Option<&str>) -> OAuthResult<Vec<String>> {
     // RFC 6749 s3.3: without scope, the client's default; s4.1.2.1: scopes the client may not have
     // are invalid_scope, unless the client is configured to have them dropped.
-    let requested: Vec<&str> = match p.get("scope") {
+    let requested: Vec<&str> = match scope {
         Some(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
         None => c
             .scopes
@@ -280,6 +289,7 @@ fn check_scope(d: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationR
             .filter(|s| d.scope_owner.contains_key(*s))
             .collect(),
     };
+    let mut scopes: Vec<String> = Vec::new();
     for s in requested {
         if !is_scope_token(s) {
             return Err(OAuthError::invalid_scope("the scope parameter is malformed"));
@@ -294,14 +304,14 @@ fn check_scope(d: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationR
                 "the scope {s} is not allowed for this client"
             )));
         }
-        if !r.scopes.iter().any(|x| x == s) {
-            r.scopes.push(s.to_string());
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_string());
         }
     }
-    if r.scopes.is_empty() {
+    if scopes.is_empty() {
         return Err(OAuthError::invalid_scope("no requested scope can be granted"));
     }
-    Ok(())
+    Ok(scopes)
 }
 
 fn check_pkce(_: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
@@ -438,6 +448,31 @@ pub fn next_step(
         ));
     }
     Ok(Next::Consent)
+}
+
+/// Records that the person consented to `scopes` for the client. The stored consent grows with
+/// each approval; it shrinks only when withdrawn.
+pub async fn record_consent<S: SignInStore + Sync>(
+    store: &S,
+    domain: &str,
+    user_id: &str,
+    client_id: &str,
+    scopes: &[String],
+    now: i64,
+) -> StoreResult<()> {
+    let previous = store
+        .find_consent(domain, user_id, client_id)
+        .await?
+        .unwrap_or_default();
+    let mut all: Vec<&str> = previous.split(' ').filter(|s| !s.is_empty()).collect();
+    for s in scopes {
+        if !all.contains(&s.as_str()) {
+            all.push(s);
+        }
+    }
+    store
+        .upsert_consent(domain, user_id, client_id, &all.join(" "), now)
+        .await
 }
 
 /// The redirect URI with the response parameters added to its query.
