@@ -4,6 +4,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod refresh_token;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ impl<S: OAuthStore + 'static> Grants<S> {
         let list: Vec<Arc<dyn Grant<S>>> = vec![
             Arc::new(authorization_code::AuthorizationCode),
             Arc::new(client_credentials::ClientCredentials),
+            Arc::new(device_code::DeviceCode),
             Arc::new(refresh_token::RefreshToken),
         ];
         Grants {
