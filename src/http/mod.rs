@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod consent;
+pub mod device;
 pub mod device_authorization;
 pub mod discovery;
 pub mod extract;
@@ -88,6 +89,10 @@ fn domain_routes() -> Router<AppState> {
         .route(
             paths::DEVICE_AUTHORIZATION,
             post(device_authorization::post_device_authorization),
+        )
+        .route(
+            paths::DEVICE_PAGE,
+            get(device::get_device).post(device::post_device),
         )
         .route(
             paths::AUTHORIZE,

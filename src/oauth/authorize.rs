@@ -36,6 +36,11 @@ pub struct AuthorizationRequest {
     /// page, never stored.
     #[serde(skip)]
     pub id_token_hint: Option<String>,
+    /// Set on a device authorization (RFC 8628 s3.3) awaiting the person's confirmation: the
+    /// hash of its device code. Such a request goes on at the device page after sign-in, never
+    /// to a redirect URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl AuthorizationRequest {
