@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::store::StoreError;
 
-/// The error codes of RFC 6749 s5.2, RFC 6750 s3.1, RFC 7009 s2.2.1 and RFC 8707 s2.
+/// The error codes of RFC 6749 s5.2, RFC 6750 s3.1, RFC 7009 s2.2.1, RFC 8707 s2 and RFC 8628 s3.5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -25,6 +25,9 @@ pub enum ErrorCode {
     ConsentRequired,
     RequestNotSupported,
     RequestUriNotSupported,
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -52,6 +55,9 @@ impl ErrorCode {
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",

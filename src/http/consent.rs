@@ -10,8 +10,12 @@ use super::pages::{
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::store::signin::SignInStore;
+
+/// The answer to a request that is missing, unknown, expired or not for this page.
+const EXPIRED: &str = "this request has expired or is unknown; start again";
 
 /// `GET {issuer}/consent?request=ID`: the consent page of a pending request (reached by 303
 /// after sign-in).
@@ -20,13 +24,13 @@ pub async fn get_consent(State(app): State<AppState>, cur: CurrentDomain, req: R
     let d = &cur.domain;
     let query = Params::parse(parts.uri.query().unwrap_or("").as_bytes(), &[]).unwrap_or_default();
     let (row, req) = match pending(&app, d, query.get("request")).await {
-        Ok(p) => p,
+        Ok(p) if p.1.device.is_none() => p,
+        // A device authorization is confirmed on the device page, never here.
+        Ok(_) => return error_page(&OAuthError::invalid_request(EXPIRED)),
         Err(page) => return page,
     };
     let Some(csrf) = csrf_cookie(d, &parts.headers) else {
-        return error_page(&OAuthError::invalid_request(
-            "this request has expired or is unknown; start again",
-        ));
+        return error_page(&OAuthError::invalid_request(EXPIRED));
     };
     let session = match require_session(&app, d, &parts.headers).await {
         Ok(s) => s,
@@ -45,7 +49,8 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
         Err(page) => return page,
     };
     let (row, mut req) = match pending_form(&app, d, &parts.headers, &form).await {
-        Ok(p) => p,
+        Ok(p) if p.1.device.is_none() => p,
+        Ok(_) => return error_page(&OAuthError::invalid_request(EXPIRED)),
         Err(page) => return page,
     };
     let session = match require_session(&app, d, &parts.headers).await {
@@ -56,9 +61,7 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
     match app.store.take_auth_request(&d.name, &row.id).await {
         Ok(true) => {}
         Ok(false) => {
-            return error_page(&OAuthError::invalid_request(
-                "this request has expired or is unknown; start again",
-            ));
+            return error_page(&OAuthError::invalid_request(EXPIRED));
         }
         Err(e) => return error_page(&e.into()),
     }
@@ -74,26 +77,16 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
         let err = OAuthError::new(ErrorCode::AccessDenied, "no scope was allowed");
         return error_to_client(d, &req, &err);
     }
-    // The stored consent grows with each approval; it shrinks only when withdrawn.
-    let previous = match app
-        .store
-        .find_consent(&d.name, &session.user_id, &req.client_id)
-        .await
-    {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return error_page(&e.into()),
-    };
-    let mut all: Vec<&str> = previous.split(' ').filter(|s| !s.is_empty()).collect();
-    for s in &req.scopes {
-        if !all.contains(&s.as_str()) {
-            all.push(s);
-        }
-    }
     let now = app.clock.now();
-    if let Err(e) = app
-        .store
-        .upsert_consent(&d.name, &session.user_id, &req.client_id, &all.join(" "), now)
-        .await
+    if let Err(e) = record_consent(
+        &app.store,
+        &d.name,
+        &session.user_id,
+        &req.client_id,
+        &req.scopes,
+        now,
+    )
+    .await
     {
         return error_page(&e.into());
     }

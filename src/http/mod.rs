@@ -4,6 +4,8 @@
 
 pub mod authorize;
 pub mod consent;
+pub mod device;
+pub mod device_authorization;
 pub mod discovery;
 pub mod extract;
 pub mod introspect;
@@ -142,6 +144,14 @@ fn domain_routes() -> Router<AppState> {
             post(token::post_token).options(preflight).layer(cors.clone()),
         )
         .route(paths::INTROSPECT, post(introspect::post_introspect))
+        .route(
+            paths::DEVICE_AUTHORIZATION,
+            post(device_authorization::post_device_authorization),
+        )
+        .route(
+            paths::DEVICE_PAGE,
+            get(device::get_device).post(device::post_device),
+        )
         .route(
             paths::AUTHORIZE,
             get(authorize::authorize).post(authorize::authorize),

@@ -84,6 +84,18 @@ pub fn csrf_cookie(d: &Domain, headers: &HeaderMap) -> Option<String> {
     cookie_value(headers, &cookie_names(d).1)
 }
 
+/// The browser's CSRF token: its cookie, or a new one with the Set-Cookie to send.
+pub fn csrf_token(d: &Domain, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match csrf_cookie(d, headers) {
+        Some(c) => (c, None),
+        None => {
+            let c = random_token();
+            let set = set_cookie(d, &cookie_names(d).1, &c, None);
+            (c, set)
+        }
+    }
+}
+
 /// True when the form's token is the browser's CSRF cookie and the one bound to the request.
 pub fn csrf_ok(d: &Domain, headers: &HeaderMap, form_token: Option<&str>, row: &AuthRequestRow) -> bool {
     match (csrf_cookie(d, headers), form_token) {
@@ -172,6 +184,18 @@ pub async fn proceed(
     after_post: bool,
 ) -> Response {
     let d = &cur.domain;
+    // RFC 8628 s3.3: a device authorization goes on at the device page once the person is
+    // signed in; it has no redirect URI.
+    if req.device.is_some() {
+        return match (&session, &pending) {
+            (Some(_), Some(p)) => {
+                see_other(&redirect_with(&d.url(paths::DEVICE_PAGE), &[("request", &p.id)]))
+            }
+            _ => error_page(&OAuthError::invalid_request(
+                "this request has expired or is unknown; start again",
+            )),
+        };
+    }
     let Some(client) = d.client(&req.client_id).filter(|c| c.enabled) else {
         return error_page(&OAuthError::invalid_request("the client is no longer registered"));
     };
@@ -222,7 +246,8 @@ pub async fn proceed(
     }
 }
 
-fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
+/// The response with a Set-Cookie added, when there is one.
+pub fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -231,22 +256,14 @@ fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
 
 /// The pending request for `req`, created (with the browser's CSRF cookie, set when missing)
 /// unless it exists. Returns it, the CSRF token, and a Set-Cookie to send.
-async fn ensure_pending(
+pub async fn ensure_pending(
     app: &AppState,
     d: &Domain,
     headers: &HeaderMap,
     req: &AuthorizationRequest,
     pending: Option<AuthRequestRow>,
 ) -> Result<(AuthRequestRow, String, Option<HeaderValue>), OAuthError> {
-    let existing = csrf_cookie(d, headers);
-    let (csrf, set) = match existing {
-        Some(c) => (c, None),
-        None => {
-            let c = random_token();
-            let set = set_cookie(d, &cookie_names(d).1, &c, None);
-            (c, set)
-        }
-    };
+    let (csrf, set) = csrf_token(d, headers);
     if let Some(row) = pending {
         return Ok((row, csrf, set));
     }

@@ -75,8 +75,8 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
     resp
 }
 
-/// "45 seconds", "3 minutes".
-fn wait_text(secs: i64) -> String {
+/// How long a pause lasts, for a page: "45 seconds", "3 minutes".
+pub fn wait_text(secs: i64) -> String {
     if secs < 90 {
         format!("{secs} seconds")
     } else {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
-use crate::error::OAuthResult;
+use crate::error::{ErrorCode, OAuthResult};
 use crate::oauth::Peer;
 use crate::oauth::grants::TokenResponse;
 
@@ -21,7 +21,15 @@ pub async fn post_token(
 ) -> Response {
     match token(&app, &cur, peer, &form).await {
         Ok(resp) => json_no_store(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
-        Err(e) => error_response(&e, &cur.domain.issuer),
+        Err(e) => {
+            let mut resp = error_response(&e, &cur.domain.issuer);
+            // RFC 6749 s5.2 (and RFC 8628 s3.5): access_denied here is a 400 like the other
+            // token errors, not the 403 of a page.
+            if e.code == ErrorCode::AccessDenied {
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+            }
+            resp
+        }
     }
 }
 

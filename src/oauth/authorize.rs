@@ -9,6 +9,8 @@ use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::{pkce, redirect_uri};
+use crate::store::StoreResult;
+use crate::store::signin::SignInStore;
 
 /// A validated authorization request, kept while the person signs in and consents.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -35,6 +37,11 @@ pub struct AuthorizationRequest {
     /// page, never stored.
     #[serde(skip)]
     pub id_token_hint: Option<String>,
+    /// Set on a device authorization (RFC 8628 s3.3) awaiting the person's confirmation: the
+    /// hash of its device code. Such a request goes on at the device page after sign-in, never
+    /// to a redirect URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -408,6 +415,31 @@ pub fn next_step(
         ));
     }
     Ok(Next::Consent)
+}
+
+/// Records that the person consented to `scopes` for the client. The stored consent grows with
+/// each approval; it shrinks only when withdrawn.
+pub async fn record_consent<S: SignInStore + Sync>(
+    store: &S,
+    domain: &str,
+    user_id: &str,
+    client_id: &str,
+    scopes: &[String],
+    now: i64,
+) -> StoreResult<()> {
+    let previous = store
+        .find_consent(domain, user_id, client_id)
+        .await?
+        .unwrap_or_default();
+    let mut all: Vec<&str> = previous.split(' ').filter(|s| !s.is_empty()).collect();
+    for s in scopes {
+        if !all.contains(&s.as_str()) {
+            all.push(s);
+        }
+    }
+    store
+        .upsert_consent(domain, user_id, client_id, &all.join(" "), now)
+        .await
 }
 
 /// The redirect URI with the response parameters added to its query.

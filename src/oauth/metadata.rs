@@ -51,6 +51,8 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         "jwks_uri": domain.url(paths::KEYS),
         "introspection_endpoint": domain.url(paths::INTROSPECT),
         "revocation_endpoint": domain.url(paths::REVOKE),
+        // RFC 8628 s4: where devices start the device authorization grant.
+        "device_authorization_endpoint": domain.url(paths::DEVICE_AUTHORIZATION),
         "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": with_none,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,

@@ -1,5 +1,5 @@
 //! Protocol rules, free of HTTP and SQL types: client authentication, scopes, tokens, grants,
-//! introspection, revocation and metadata. Every function takes the domain, the key set, the
+//! device authorization, introspection, revocation and metadata. Every function takes the domain, the key set, the
 //! store (through its traits) and the time it should act at.
 
 pub mod assertion;
@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod claims;
 pub mod claims_request;
 pub mod client_auth;
+pub mod device;
 pub mod grants;
 pub mod id_token;
 pub mod introspection;

@@ -4,6 +4,7 @@
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
 pub mod assertion;
+pub mod device;
 pub mod refresh;
 pub mod signin;
 
@@ -210,7 +211,13 @@ pub trait MaintenanceStore {
 
 /// Everything the protocol code needs of the store.
 pub trait OAuthStore:
-    TokenStore + DirectoryStore + signin::SignInStore + refresh::RefreshStore + assertion::AssertionStore + Sync
+    TokenStore
+    + DirectoryStore
+    + signin::SignInStore
+    + refresh::RefreshStore
+    + assertion::AssertionStore
+    + device::DeviceStore
+    + Sync
 {
 }
 impl<T> OAuthStore for T where
@@ -219,6 +226,7 @@ impl<T> OAuthStore for T where
         + signin::SignInStore
         + refresh::RefreshStore
         + assertion::AssertionStore
+        + device::DeviceStore
         + Sync
 {
 }

@@ -51,3 +51,32 @@ pub struct FormPostPage<'a> {
 
 /// The inline script of the form_post page, for its CSP hash.
 pub const FORM_POST_SCRIPT: &str = "document.forms[0].submit();";
+
+/// What the device page asks the person to confirm.
+pub struct DeviceConfirm<'a> {
+    pub request_id: &'a str,
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub scopes: Vec<ConsentScope>,
+}
+
+/// The device verification page: the user code form, or the confirmation of a device's request.
+#[derive(Template)]
+#[template(path = "device.html")]
+pub struct DevicePage<'a> {
+    pub action: &'a str,
+    pub csrf: &'a str,
+    /// The code to show in the field (pre-filled or as typed).
+    pub user_code: &'a str,
+    pub error: Option<&'a str>,
+    /// Set once a code is found and the person is signed in.
+    pub confirm: Option<DeviceConfirm<'a>>,
+}
+
+/// The device verification page once the person has decided.
+#[derive(Template)]
+#[template(path = "device_done.html")]
+pub struct DeviceDonePage<'a> {
+    pub client_name: &'a str,
+    pub approved: bool,
+}

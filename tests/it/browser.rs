@@ -169,7 +169,7 @@ fn browser_installed() -> bool {
 }
 
 /// A headless Chromium with a fresh profile, driven through its own chromedriver.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     // Dropped after `client`: kills chromedriver and the browser.
     _driver: Driver,
@@ -177,7 +177,7 @@ struct Browser {
 
 impl Browser {
     /// A browser, or None (after the notice) when chromedriver is not installed.
-    async fn start() -> Option<Browser> {
+    pub(crate) async fn start() -> Option<Browser> {
         if !browser_installed() {
             return None;
         }
@@ -226,11 +226,11 @@ impl Browser {
     }
 
     /// Ends the WebDriver session (the browser quits); the driver is then killed.
-    async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = self.client.clone().close().await;
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client
             .goto(url)
             .await
@@ -238,7 +238,7 @@ impl Browser {
     }
 
     /// Waits for an element of the current page.
-    async fn find(&self, css: &str) -> Element {
+    pub(crate) async fn find(&self, css: &str) -> Element {
         match self
             .client
             .wait()
@@ -259,7 +259,7 @@ impl Browser {
         self.client.find_all(Locator::Css(css)).await.expect("find_all")
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.client
             .current_url()
             .await
@@ -267,11 +267,11 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.expect("text")
     }
 
-    async fn value(&self, css: &str) -> String {
+    pub(crate) async fn value(&self, css: &str) -> String {
         self.find(css)
             .await
             .prop("value")
@@ -280,14 +280,14 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         e.clear().await.expect("clear");
         e.send_keys(text).await.expect("send_keys");
     }
 
     /// Clicks, then waits until the page it was on has been replaced by another document.
-    async fn click_to_next_page(&self, css: &str) {
+    pub(crate) async fn click_to_next_page(&self, css: &str) {
         let old = self.find("html").await;
         self.find(css).await.click().await.expect("click");
         let deadline = Instant::now() + WAIT;
@@ -306,7 +306,7 @@ impl Browser {
     }
 
     /// Fills in and submits the sign-in form of the current page.
-    async fn sign_in(&self, username: &str, password: &str, remember: bool) {
+    pub(crate) async fn sign_in(&self, username: &str, password: &str, remember: bool) {
         self.type_into("#username", username).await;
         self.type_into("#password", password).await;
         if remember {

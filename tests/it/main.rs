@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod client_credentials;
 mod code_grant;
+mod device;
 mod discovery;
 mod flow;
 mod harness;

@@ -266,6 +266,7 @@ async fn discovery_lists_the_mtls_aliases_and_bound_tokens() {
             "introspection_endpoint": format!("{alias}/oauth2/v1/introspect"),
             "revocation_endpoint": format!("{alias}/oauth2/v1/revoke"),
             "userinfo_endpoint": format!("{alias}/oauth2/v1/userinfo"),
+            "device_authorization_endpoint": format!("{alias}/oauth2/v1/device"),
         })
     );
     assert_eq!(doc["token_endpoint"], format!("{}/oauth2/v1/token", app.issuer));

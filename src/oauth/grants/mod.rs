@@ -4,6 +4,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod jwt_bearer;
 pub mod password;
 pub mod refresh_token;
@@ -54,6 +55,7 @@ impl<S: OAuthStore + 'static> Grants<S> {
         let list: Vec<Arc<dyn Grant<S>>> = vec![
             Arc::new(authorization_code::AuthorizationCode),
             Arc::new(client_credentials::ClientCredentials),
+            Arc::new(device_code::DeviceCode),
             Arc::new(refresh_token::RefreshToken),
             Arc::new(password::Password),
             Arc::new(jwt_bearer::JwtBearer),

@@ -1,0 +1,258 @@
+//! SQL for device authorizations (RFC 8628): the device code (by its hash) and its user code
+//! (by the hash of its normalized form), the person's decision and the single redemption, each
+//! one atomic conditional update.
+
+use std::future::Future;
+
+use sqlx::FromRow;
+
+use super::{SqlStore, StoreResult};
+
+/// A device authorization, stored by the SHA-256 of its device code.
+#[derive(Debug, Clone, FromRow)]
+pub struct DeviceCodeRow {
+    pub hash: String,
+    pub domain: String,
+    /// SHA-256 of the normalized user code (8 letters, no dash).
+    pub user_code_hash: String,
+    pub client_id: String,
+    pub scope: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    /// The approving session's user, sid, auth_time, amr and end (set on approval).
+    pub user_id: Option<String>,
+    pub sid: Option<String>,
+    pub auth_time: Option<i64>,
+    pub amr: Option<String>,
+    pub session_expires_at: Option<i64>,
+    /// Seconds the device must wait between polls; grows by 5 on each slow_down.
+    pub poll_interval: i64,
+    pub last_polled_at: Option<i64>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub used_at: Option<i64>,
+}
+
+/// The statuses of a device authorization.
+pub mod status {
+    /// Waiting for the person.
+    pub const PENDING: &str = "pending";
+    /// The person approved it.
+    pub const APPROVED: &str = "approved";
+    /// The person denied it.
+    pub const DENIED: &str = "denied";
+}
+
+/// Who approved a device authorization: the signed-in session, as recorded on the row.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub user_id: String,
+    pub sid: String,
+    pub auth_time: i64,
+    /// JSON array of authentication methods.
+    pub amr: String,
+    pub session_expires_at: i64,
+}
+
+/// The outcome of recording a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// At least the current interval after the previous poll (or the first poll).
+    OnTime,
+    /// Too soon: the interval has grown by 5 seconds.
+    TooFast,
+    /// No such device code.
+    Unknown,
+}
+
+const DEVICE_COLUMNS: &str = "hash, domain, user_code_hash, client_id, scope, status, user_id, sid, auth_time, amr, \
+    session_expires_at, poll_interval, last_polled_at, issued_at, expires_at, decided_at, used_at";
+
+/// Device authorizations.
+pub trait DeviceStore {
+    /// Stores a new device authorization; Conflict when its user code is taken in the domain.
+    fn insert_device_code(&self, row: &DeviceCodeRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The device authorization with this device-code hash, whatever its state.
+    fn find_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<DeviceCodeRow>>> + Send;
+    /// The device authorization with this user-code hash, whatever its state.
+    fn find_device_code_by_user_code(
+        &self,
+        domain: &str,
+        user_code_hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<DeviceCodeRow>>> + Send;
+    /// Records the approval of a pending, unexpired device authorization; true for exactly one
+    /// decision, however many race.
+    fn approve_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        by: &Approval,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records the denial of a pending, unexpired device authorization; true when this call
+    /// decided it.
+    fn deny_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records a poll at `now`: on time when the current interval has passed since the last
+    /// one, otherwise the interval grows by 5 seconds (both record the poll).
+    fn poll_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Poll>> + Send;
+    /// Marks an approved, unused, unexpired device code used and returns it; None when it was
+    /// not redeemable (single use).
+    fn redeem_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<DeviceCodeRow>>> + Send;
+}
+
+impl DeviceStore for SqlStore {
+    async fn insert_device_code(&self, r: &DeviceCodeRow) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO device_codes ({DEVICE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        )))
+        .bind(&r.hash)
+        .bind(&r.domain)
+        .bind(&r.user_code_hash)
+        .bind(&r.client_id)
+        .bind(&r.scope)
+        .bind(&r.status)
+        .bind(&r.user_id)
+        .bind(&r.sid)
+        .bind(r.auth_time)
+        .bind(&r.amr)
+        .bind(r.session_expires_at)
+        .bind(r.poll_interval)
+        .bind(r.last_polled_at)
+        .bind(r.issued_at)
+        .bind(r.expires_at)
+        .bind(r.decided_at)
+        .bind(r.used_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_device_code(&self, domain: &str, hash: &str) -> StoreResult<Option<DeviceCodeRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE hash = $1 AND domain = $2"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_device_code_by_user_code(
+        &self,
+        domain: &str,
+        user_code_hash: &str,
+    ) -> StoreResult<Option<DeviceCodeRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE user_code_hash = $1 AND domain = $2"
+        )))
+        .bind(user_code_hash)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn approve_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        by: &Approval,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE device_codes SET status = 'approved', user_id = $4, sid = $5, auth_time = $6, amr = $7, \
+             session_expires_at = $8, decided_at = $3 \
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .bind(&by.user_id)
+        .bind(&by.sid)
+        .bind(by.auth_time)
+        .bind(&by.amr)
+        .bind(by.session_expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn deny_device_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE device_codes SET status = 'denied', decided_at = $3 \
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn poll_device_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Poll> {
+        // The on-time poll is one conditional update: of polls racing within one interval, one
+        // is on time and the others slow down.
+        let on_time = sqlx::query(
+            "UPDATE device_codes SET last_polled_at = $3 WHERE hash = $1 AND domain = $2 \
+             AND (last_polled_at IS NULL OR last_polled_at + poll_interval <= $3)",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if on_time == 1 {
+            return Ok(Poll::OnTime);
+        }
+        let slowed = sqlx::query(
+            "UPDATE device_codes SET last_polled_at = $3, poll_interval = poll_interval + 5 \
+             WHERE hash = $1 AND domain = $2",
+        )
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(if slowed == 1 { Poll::TooFast } else { Poll::Unknown })
+    }
+
+    async fn redeem_device_code(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceCodeRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE device_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND status = 'approved' \
+             AND used_at IS NULL AND expires_at > $3 RETURNING {DEVICE_COLUMNS}"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
