@@ -24,6 +24,9 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release --locked -q
+cargo build --release --locked -q --example bench-assertions
+# The private_key_jwt client's key (its public JWK goes into the configuration).
+target/release/examples/bench-assertions "$WORK" "$TARGET" 0
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' /proc/"$1"/stat; }
@@ -57,7 +60,8 @@ bench_ostiary() { # DB ALG
     rm -f "$WORK"/bench.db*
     url="sqlite://$WORK/bench.db"
   fi
-  sed -e "s|@DB@|$url|" -e "s|@DIR@|$WORK|" -e "s|@ALG@|$alg|" bench/config.toml.in > "$WORK/config.toml"
+  sed -e "s|@DB@|$url|" -e "s|@DIR@|$WORK|" -e "s|@ALG@|$alg|" -e "s|@SIGNER_JWKS@|$(cat "$WORK/signer.jwks")|" \
+    bench/config.toml.in > "$WORK/config.toml"
   RUST_LOG=warn target/release/ostiary serve --config "$WORK/config.toml" > "$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -sf "$TARGET/healthz" >/dev/null && break; sleep 0.1; done
@@ -73,6 +77,9 @@ bench_ostiary() { # DB ALG
     run "$tag cc opaque" "$c" "grant_type=client_credentials&resource=urn%3Abench%3Aopaque" /oauth2/v1/token $SERVER_PID
     run "$tag introspect jwt" "$c" "token=$jwt" /oauth2/v1/introspect $SERVER_PID
     run "$tag introspect opaque" "$c" "token=$opaque" /oauth2/v1/introspect $SERVER_PID
+    # Fresh assertions (each jti is used once), more than a run can use.
+    target/release/examples/bench-assertions "$WORK" "$TARGET" $((DURATION * 25000))
+    ASSERTIONS="$WORK/assertions.txt" run "$tag cc jwt, private_key_jwt" "$c" "" /oauth2/v1/token $SERVER_PID bench/assertion.lua
   done
   bench_signin "$tag"
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
