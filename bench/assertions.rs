@@ -34,7 +34,11 @@ fn main() {
         .iter()
         .map(|(k, v)| format!("{k} = {v}"))
         .collect();
-    std::fs::write(dir.join("signer.jwks"), format!("{{ keys = [{{ {} }}] }}", fields.join(", "))).unwrap();
+    std::fs::write(
+        dir.join("signer.jwks"),
+        format!("{{ keys = [{{ {} }}] }}", fields.join(", ")),
+    )
+    .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

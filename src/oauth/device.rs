@@ -12,6 +12,7 @@ use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
+use crate::oauth::throttle::{Bucket, locked_for, record_failure};
 use crate::store::device::{Approval, DeviceCodeRow, DeviceStore, status};
 use crate::store::signin::SignInStore;
 use crate::store::{OAuthStore, StoreError, StoreResult};
@@ -163,13 +164,10 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
 ) -> StoreResult<UserCodeCheck> {
     let limits = &domain.config;
     let buckets = [
-        (format!("dc:{}", sha256_b64(browser)), limits.user_code_attempts),
-        (format!("da:{address}"), limits.address_user_code_attempts),
+        Bucket::new(format!("dc:{}", sha256_b64(browser)), limits.user_code_attempts),
+        Bucket::new(format!("da:{address}"), limits.address_user_code_attempts),
     ];
-    let mut locked = 0;
-    for (bucket, _) in &buckets {
-        locked = locked.max(store.login_locked_for(&domain.name, bucket, now).await?);
-    }
+    let locked = locked_for(store, domain, &buckets, now).await?;
     if locked > 0 {
         tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");
         return Ok(UserCodeCheck::Locked(locked));
@@ -186,18 +184,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     // must not buy more guesses at the codes of others.
     let Some(row) = found else {
         tracing::info!(domain = %domain.name, "unknown user code");
-        for (bucket, threshold) in &buckets {
-            store
-                .record_login_failure(
-                    &domain.name,
-                    bucket,
-                    now,
-                    *threshold,
-                    limits.lockout_duration.0,
-                    limits.lockout_max.0,
-                )
-                .await?;
-        }
+        record_failure(store, domain, &buckets, now).await?;
         return Ok(UserCodeCheck::Unknown);
     };
     Ok(if row.expires_at <= now {

@@ -19,6 +19,7 @@ pub mod pkce;
 pub mod redirect_uri;
 pub mod revocation;
 pub mod scopes;
+pub mod throttle;
 pub mod tokens;
 pub mod user_tokens;
 pub mod userinfo;

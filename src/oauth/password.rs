@@ -4,6 +4,7 @@
 
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
+use crate::oauth::throttle::{Bucket, locked_for, record_failure};
 use crate::store::signin::SignInStore;
 use crate::store::{DirectoryStore, StoreResult, UserRow};
 
@@ -35,13 +36,10 @@ pub async fn check_password<S: SignInStore + DirectoryStore + Sync>(
 ) -> StoreResult<PasswordCheck> {
     let limits = &domain.config;
     let buckets = [
-        (format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
-        (format!("a:{address}"), limits.address_lockout_threshold),
+        Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
+        Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
     ];
-    let mut locked = 0;
-    for (bucket, _) in &buckets {
-        locked = locked.max(store.login_locked_for(&domain.name, bucket, now).await?);
-    }
+    let locked = locked_for(store, domain, &buckets, now).await?;
     if locked > 0 {
         tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
         return Ok(PasswordCheck::Locked(locked));
@@ -58,23 +56,12 @@ pub async fn check_password<S: SignInStore + DirectoryStore + Sync>(
         Some(u) if verified && active && hash.is_some() => {
             // The account's failures are forgotten; the address's are not (one good account
             // must not reset the count of an address guessing others).
-            store.clear_login_failures(&domain.name, &buckets[0].0).await?;
+            store.clear_login_failures(&domain.name, &buckets[0].key).await?;
             Ok(PasswordCheck::Valid(u))
         }
         _ => {
             tracing::info!(domain = %domain.name, "password check failed");
-            for (bucket, threshold) in &buckets {
-                store
-                    .record_login_failure(
-                        &domain.name,
-                        bucket,
-                        now,
-                        *threshold,
-                        limits.lockout_duration.0,
-                        limits.lockout_max.0,
-                    )
-                    .await?;
-            }
+            record_failure(store, domain, &buckets, now).await?;
             Ok(PasswordCheck::Failed)
         }
     }

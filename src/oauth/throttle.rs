@@ -1,0 +1,60 @@
+//! Throttling with a lockout that backs off, shared by the sign-in page, the password grant and
+//! the device page's user codes: failures are counted per bucket (an account, a browser, a client
+//! address); a bucket over its threshold is locked for `lockout_duration`, doubling with each
+//! further failure up to `lockout_max`.
+
+use crate::domain::Domain;
+use crate::store::StoreResult;
+use crate::store::signin::SignInStore;
+
+/// A failure counter and the failures it allows before a lockout.
+pub struct Bucket {
+    /// Its key: a prefix saying what it counts, then the account, browser or address.
+    pub key: String,
+    /// Failures before the lockout.
+    pub threshold: i64,
+}
+
+impl Bucket {
+    /// The bucket `key` with `threshold`.
+    pub fn new(key: String, threshold: i64) -> Bucket {
+        Bucket { key, threshold }
+    }
+}
+
+/// Seconds until every bucket is unlocked (0: none is locked).
+pub async fn locked_for<S: SignInStore + Sync>(
+    store: &S,
+    domain: &Domain,
+    buckets: &[Bucket],
+    now: i64,
+) -> StoreResult<i64> {
+    let mut locked = 0;
+    for b in buckets {
+        locked = locked.max(store.login_locked_for(&domain.name, &b.key, now).await?);
+    }
+    Ok(locked)
+}
+
+/// Counts one failure in every bucket.
+pub async fn record_failure<S: SignInStore + Sync>(
+    store: &S,
+    domain: &Domain,
+    buckets: &[Bucket],
+    now: i64,
+) -> StoreResult<()> {
+    let limits = &domain.config;
+    for b in buckets {
+        store
+            .record_login_failure(
+                &domain.name,
+                &b.key,
+                now,
+                b.threshold,
+                limits.lockout_duration.0,
+                limits.lockout_max.0,
+            )
+            .await?;
+    }
+    Ok(())
+}
