@@ -107,6 +107,16 @@ pub struct Client {
     pub shared_secret: Option<SharedSecret>,
     /// The certificate name of a tls_client_auth client.
     pub tls_subject: Option<TlsSubject>,
+    /// Registered post-logout redirect URIs (RP-Initiated Logout 1.0).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// OpenID Back-Channel Logout 1.0 endpoint.
+    pub backchannel_logout_uri: Option<String>,
+    /// Whether its logout tokens must carry `sid`.
+    pub backchannel_logout_session_required: bool,
+    /// OpenID Front-Channel Logout 1.0 endpoint.
+    pub frontchannel_logout_uri: Option<String>,
+    /// Whether `iss` and `sid` are added to the front-channel URI.
+    pub frontchannel_logout_session_required: bool,
 }
 
 impl Client {
@@ -420,6 +430,11 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         assertion_alg: c.token_endpoint_auth_signing_alg.clone(),
         shared_secret,
         tls_subject,
+        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+        backchannel_logout_session_required: c.backchannel_logout_session_required,
+        frontchannel_logout_uri: c.frontchannel_logout_uri.clone(),
+        frontchannel_logout_session_required: c.frontchannel_logout_session_required,
     })
 }
 
