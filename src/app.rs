@@ -264,7 +264,8 @@ pub async fn start(
             Duration::from_secs(secs(config.server.gc_interval.0)),
             {
                 let batch = config.server.gc_batch;
-                move |s| collect_garbage(s, batch)
+                let retention = config.server.audit_retention.0;
+                move |s| collect_garbage(s, batch, retention)
             },
         ),
         spawn_job(
@@ -385,7 +386,7 @@ async fn refresh_keys(state: AppState) {
 }
 
 /// Removes expired rows in bounded batches; one replica at a time.
-async fn collect_garbage(state: AppState, batch: i64) {
+async fn collect_garbage(state: AppState, batch: i64, audit_retention: i64) {
     let now = state.clock.now();
     match state.store.acquire_lease("gc", &state.instance, now, 120).await {
         Ok(true) => {}
@@ -395,7 +396,11 @@ async fn collect_garbage(state: AppState, batch: i64) {
             return;
         }
     }
-    match state.store.delete_expired(now, batch).await {
+    match state
+        .store
+        .delete_expired(now, batch, now - audit_retention)
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::debug!(rows = n, "expired rows removed"),
         Err(e) => tracing::warn!(error.cause = %e, "garbage collection failed"),

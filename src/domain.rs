@@ -10,8 +10,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::config::{
-    AssertionIssuerConfig, AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy, DomainConfig,
-    RefreshPolicy, SubjectMapping, TokenFormat, UnknownScopes, read_client_secret,
+    AdminRole, AssertionIssuerConfig, AuthMethod, ClaimSource, ClientConfig, Config, ConsentPolicy,
+    DomainConfig, RefreshPolicy, SubjectMapping, TokenFormat, UnknownScopes, read_client_secret,
 };
 use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::{SecretHash, SharedSecret};
@@ -117,6 +117,8 @@ pub struct Client {
     pub frontchannel_logout_uri: Option<String>,
     /// Whether `iss` and `sid` are added to the front-channel URI.
     pub frontchannel_logout_session_required: bool,
+    /// Administrator app roles of its client_credentials tokens.
+    pub admin_roles: Vec<AdminRole>,
 }
 
 impl Client {
@@ -435,6 +437,7 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         backchannel_logout_session_required: c.backchannel_logout_session_required,
         frontchannel_logout_uri: c.frontchannel_logout_uri.clone(),
         frontchannel_logout_session_required: c.frontchannel_logout_session_required,
+        admin_roles: c.admin_roles.clone(),
     })
 }
 

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     SlowDown,
     ExpiredToken,
     NotFound,
+    Forbidden,
+    Conflict,
     MethodNotAllowed,
     PayloadTooLarge,
     ServerError,
@@ -59,6 +61,8 @@ impl ErrorCode {
             ErrorCode::SlowDown => "slow_down",
             ErrorCode::ExpiredToken => "expired_token",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ServerError => "server_error",
@@ -70,8 +74,9 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
-            ErrorCode::InsufficientScope | ErrorCode::AccessDenied => 403,
+            ErrorCode::InsufficientScope | ErrorCode::AccessDenied | ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::ServerError => 500,

@@ -1,6 +1,8 @@
 //! Ostiary: a standalone OAuth 2.0 and OpenID Connect authorization server serving identity domains.
 
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -186,6 +186,57 @@ pub struct ClientConfig {
     /// revoking the family (at most 60s; 0, the default, turns it off).
     #[serde(default)]
     pub refresh_token_grace: Seconds,
+    /// Administrator app roles: its client_credentials tokens may call the administration API
+    /// (`{issuer}/admin/v1/`) within these roles. Default: none.
+    #[serde(default)]
+    pub admin_roles: Vec<AdminRole>,
+}
+
+/// An administrator app role of a client (what its tokens may do at `{issuer}/admin/v1/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum AdminRole {
+    /// Every administration resource.
+    #[serde(rename = "Identity Domain Administrator")]
+    IdentityDomainAdministrator,
+    /// Users and Sessions.
+    #[serde(rename = "User Administrator")]
+    UserAdministrator,
+    /// OAuthConsents.
+    #[serde(rename = "Consent Administrator")]
+    ConsentAdministrator,
+    /// Keys and Events.
+    #[serde(rename = "Security Administrator")]
+    SecurityAdministrator,
+    /// Clients (read only).
+    #[serde(rename = "Application Administrator")]
+    ApplicationAdministrator,
+}
+
+impl AdminRole {
+    /// Every role.
+    pub const ALL: [AdminRole; 5] = [
+        AdminRole::IdentityDomainAdministrator,
+        AdminRole::UserAdministrator,
+        AdminRole::ConsentAdministrator,
+        AdminRole::SecurityAdministrator,
+        AdminRole::ApplicationAdministrator,
+    ];
+
+    /// The role's name, as configured and carried in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::IdentityDomainAdministrator => "Identity Domain Administrator",
+            AdminRole::UserAdministrator => "User Administrator",
+            AdminRole::ConsentAdministrator => "Consent Administrator",
+            AdminRole::SecurityAdministrator => "Security Administrator",
+            AdminRole::ApplicationAdministrator => "Application Administrator",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn from_name(name: &str) -> Option<AdminRole> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
 }
 
 /// When a client gets refresh tokens.
@@ -316,6 +367,15 @@ pub(super) fn validate_client(c: &ClientConfig, cp: &str, scopes: &HashSet<&str>
         errs.push(format!("{cp}.access_token_lifetime"), "must be at least 1s");
     }
     validate_client_keys(c, cp, errs);
+    // Administrator tokens come from client_credentials, which only confidential clients use.
+    if !c.admin_roles.is_empty()
+        && (!confidential || !c.grant_types.iter().any(|g| g == "client_credentials"))
+    {
+        errs.push(
+            format!("{cp}.admin_roles"),
+            "administrator roles need a confidential client with the client_credentials grant",
+        );
+    }
     if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
         errs.push(
             format!("{cp}.redirect_uris"),

@@ -150,6 +150,8 @@ pub struct ServerConfig {
     pub gc_interval: Seconds,
     /// Rows removed per statement by the garbage collector. Default 1000.
     pub gc_batch: i64,
+    /// How long audit events are kept before the garbage collector removes them. Default 90d.
+    pub audit_retention: Seconds,
     /// A header set by a trusted reverse proxy whose last address is the client's (for
     /// sign-in throttling per address), e.g. `X-Forwarded-For`. Default: none, the peer address.
     pub client_address_header: Option<String>,
@@ -179,6 +181,7 @@ impl Default for ServerConfig {
             argon2_max_concurrent: 2,
             gc_interval: Seconds(60),
             gc_batch: 1000,
+            audit_retention: Seconds(90 * 86400),
             client_address_header: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -315,6 +318,9 @@ impl Config {
         }
         if self.server.gc_batch < 1 {
             errs.push("server.gc_batch", "must be at least 1");
+        }
+        if self.server.audit_retention.0 == 0 {
+            errs.push("server.audit_retention", "must be at least 1s");
         }
         if let Some(h) = &self.server.client_address_header
             && axum::http::HeaderName::try_from(h.as_str()).is_err()

@@ -48,6 +48,7 @@ pub fn peer_of(app: &App, parts: &Parts) -> Peer {
     Peer {
         address: client_address(app, parts),
         certificate: parts.extensions.get::<Arc<ClientCertificate>>().cloned(),
+        request_id: request_id_of(&parts.headers),
     }
 }
 
@@ -57,6 +58,15 @@ impl FromRequestParts<AppState> for Peer {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, OAuthError> {
         Ok(peer_of(app, parts))
     }
+}
+
+/// The request id set by the request-id layer (`X-Request-Id`), or empty.
+pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The client's address: the last entry of the trusted proxy's header when one is configured,

@@ -2,6 +2,7 @@
 //! domain, and the layers every response goes through. Handlers are thin: they turn a request
 //! into one `oauth` call and its result into a response.
 
+pub mod admin;
 pub mod authorize;
 pub mod consent;
 pub mod device;
@@ -169,6 +170,7 @@ fn domain_routes() -> Router<AppState> {
                 .layer(cors),
         )
         .route(paths::REVOKE, post(revoke::post_revoke))
+        .nest(crate::admin::PREFIX, admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_metrics))

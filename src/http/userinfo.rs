@@ -61,7 +61,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
 }
 
 /// RFC 6750 s3.1: a request without a token gets the challenge and no error code.
-fn bearer_challenge(realm: &str) -> Response {
+pub fn bearer_challenge(realm: &str) -> Response {
     let mut resp = json_no_store(
         StatusCode::UNAUTHORIZED,
         &serde_json::json!({"error": "invalid_token", "error_description": "a bearer token is required"}),
@@ -73,7 +73,7 @@ fn bearer_challenge(realm: &str) -> Response {
 }
 
 /// RFC 6750 s3: errors with `WWW-Authenticate: Bearer error="..."`.
-fn bearer_error(err: &OAuthError, realm: &str) -> Response {
+pub fn bearer_error(err: &OAuthError, realm: &str) -> Response {
     let mut resp = error_response(err, realm);
     let in_header = matches!(
         err.code,

@@ -56,4 +56,6 @@ pub struct Peer {
     pub address: String,
     /// The client certificate of the TLS connection, or from the trusted proxy's header.
     pub certificate: Option<Arc<mtls::ClientCertificate>>,
+    /// The request's `X-Request-Id` (for audit events); empty when unknown.
+    pub request_id: String,
 }

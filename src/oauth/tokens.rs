@@ -11,6 +11,13 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::{Ctx, mtls};
 use crate::store::{OAuthStore, TokenRow, TokenStore};
 
+/// Longest lifetime of an access token of a client with administrator roles (seconds).
+pub const ADMIN_ACCESS_TOKEN_MAX: i64 = 3600;
+/// Longest lifetime of a refresh-token family of a client with administrator roles (seconds).
+pub const ADMIN_REFRESH_TOKEN_MAX: i64 = 7 * 86400;
+/// The access-token claim carrying the administrator roles of a client_credentials token.
+pub const ADMIN_ROLES_CLAIM: &str = "admin_roles";
+
 /// What to put in an access token.
 pub struct AccessTokenSpec<'a> {
     /// The client it is issued to.
@@ -73,7 +80,11 @@ pub async fn issue_access_token<S: TokenStore>(
     spec: AccessTokenSpec<'_>,
 ) -> OAuthResult<IssuedToken> {
     let configured = access_token_lifetime(ctx.domain, spec.client, &spec.audiences);
-    let lifetime = spec.max_lifetime.map_or(configured, |m| configured.min(m.max(1)));
+    let mut lifetime = spec.max_lifetime.map_or(configured, |m| configured.min(m.max(1)));
+    // Tokens of a client with administrator roles live at most an hour, whatever is configured.
+    if !spec.client.admin_roles.is_empty() {
+        lifetime = lifetime.min(ADMIN_ACCESS_TOKEN_MAX);
+    }
     let format = access_token_format(ctx.domain, spec.client, &spec.audiences);
     let jti = random_id();
     let exp = ctx.now + lifetime;

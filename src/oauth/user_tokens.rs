@@ -143,7 +143,11 @@ pub async fn start_family<S: OAuthStore>(
     session_expires_at: i64,
 ) -> OAuthResult<FamilyRow> {
     let offline = is_offline(ctx.domain, g.scopes);
-    let max = ctx.now + ctx.domain.refresh_token_max_lifetime;
+    let mut max = ctx.now + ctx.domain.refresh_token_max_lifetime;
+    // A client with administrator roles keeps refresh tokens a week at most.
+    if !g.client.admin_roles.is_empty() {
+        max = max.min(ctx.now + crate::oauth::tokens::ADMIN_REFRESH_TOKEN_MAX);
+    }
     let f = FamilyRow {
         id: random_id(),
         domain: ctx.domain.name.clone(),

@@ -3,6 +3,7 @@
 //!
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
 
+pub mod admin;
 pub mod assertion;
 pub mod device;
 pub mod refresh;
@@ -197,8 +198,14 @@ pub trait DirectoryStore {
 pub trait MaintenanceStore {
     /// Succeeds when the database answers.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Deletes at most `batch` expired rows of each kind; returns how many went.
-    fn delete_expired(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Deletes at most `batch` expired rows of each kind, and audit events older than
+    /// `events_before`; returns how many went.
+    fn delete_expired(
+        &self,
+        now: i64,
+        batch: i64,
+        events_before: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Takes or renews the lease `name` for `holder` until `now + ttl`; true when held.
     fn acquire_lease(
         &self,
@@ -217,6 +224,8 @@ pub trait OAuthStore:
     + refresh::RefreshStore
     + assertion::AssertionStore
     + device::DeviceStore
+    + admin::AuditStore
+    + admin::AdminStore
     + Sync
 {
 }
@@ -227,6 +236,8 @@ impl<T> OAuthStore for T where
         + refresh::RefreshStore
         + assertion::AssertionStore
         + device::DeviceStore
+        + admin::AuditStore
+        + admin::AdminStore
         + Sync
 {
 }
@@ -591,7 +602,7 @@ impl MaintenanceStore for SqlStore {
         Ok(())
     }
 
-    async fn delete_expired(&self, now: i64, batch: i64) -> StoreResult<u64> {
+    async fn delete_expired(&self, now: i64, batch: i64, events_before: i64) -> StoreResult<u64> {
         let tokens = sqlx::query(
             "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at < $1 LIMIT $2)",
         )
@@ -626,6 +637,15 @@ impl MaintenanceStore for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        // Audit events are kept for server.audit_retention.
+        other += sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+        )
+        .bind(events_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         let mut jtis = 0;
         for table in ["revoked_jtis", "assertion_jtis"] {
             jtis += sqlx::query(sqlx::AssertSqlSafe(format!(

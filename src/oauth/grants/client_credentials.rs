@@ -9,7 +9,7 @@ use crate::oauth::Ctx;
 use crate::oauth::claims::custom_claims;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_api_scopes;
-use crate::oauth::tokens::{AccessTokenSpec, issue_access_token};
+use crate::oauth::tokens::{ADMIN_ROLES_CLAIM, AccessTokenSpec, issue_access_token};
 use crate::store::OAuthStore;
 
 /// `grant_type=client_credentials`.
@@ -29,7 +29,12 @@ impl<S: OAuthStore> Grant<S> for ClientCredentials {
             ));
         }
         let grant = resolve_api_scopes(ctx.domain, client, params.get("scope"), params.all("resource"))?;
-        let extra = custom_claims(ctx.domain, &grant.audiences, &grant.scopes, None);
+        let mut extra = custom_claims(ctx.domain, &grant.audiences, &grant.scopes, None);
+        // The client's administrator roles travel in its own tokens only (never a user's).
+        if !client.admin_roles.is_empty() {
+            let roles: Vec<&str> = client.admin_roles.iter().map(|r| r.as_str()).collect();
+            extra.insert(ADMIN_ROLES_CLAIM.into(), serde_json::json!(roles));
+        }
         let token = issue_access_token(
             ctx,
             AccessTokenSpec {

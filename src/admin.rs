@@ -1,0 +1,574 @@
+//! The administration API's rules, free of HTTP types: who may call it (access tokens of the
+//! domain carrying administrator roles), which role reaches which resource, pagination, and the
+//! operations on users, sessions, consents, clients, keys and audit events.
+//!
+//! Role matrix (`Identity Domain Administrator` reaches everything):
+//!
+//! | resource      | roles besides Identity Domain Administrator |
+//! |---------------|---------------------------------------------|
+//! | Users         | User Administrator                          |
+//! | Sessions      | User Administrator                          |
+//! | OAuthConsents | Consent Administrator                       |
+//! | Keys          | Security Administrator                      |
+//! | Events        | Security Administrator                      |
+//! | Clients       | Application Administrator                   |
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::audit::{self, AuditEvent, Outcome};
+use crate::config::AdminRole;
+use crate::crypto::secrets::random_id;
+use crate::domain::Client;
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::oauth::Ctx;
+use crate::oauth::tokens::{ADMIN_ROLES_CLAIM, find_live_token};
+use crate::oauth::user_tokens;
+use crate::store::admin::{ConsentRow, EventFilter, EventRow};
+use crate::store::signin::SessionRow;
+use crate::store::{OAuthStore, StoreError, UserRow};
+
+/// Path prefix of the administration API under an issuer.
+pub const PREFIX: &str = "/admin/v1";
+/// Default page size.
+pub const DEFAULT_COUNT: i64 = 50;
+/// Largest page size.
+pub const MAX_COUNT: i64 = 200;
+
+/// The resources of the administration API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `/Users`.
+    Users,
+    /// `/Sessions`.
+    Sessions,
+    /// `/OAuthConsents`.
+    OAuthConsents,
+    /// `/Clients` (read only).
+    Clients,
+    /// `/Keys`.
+    Keys,
+    /// `/Events`.
+    Events,
+}
+
+/// True when `role` reaches `resource` (the matrix of the module comment).
+pub fn allows(role: AdminRole, resource: Resource) -> bool {
+    use AdminRole as R;
+    use Resource as S;
+    matches!(
+        (role, resource),
+        (R::IdentityDomainAdministrator, _)
+            | (R::UserAdministrator, S::Users | S::Sessions)
+            | (R::ConsentAdministrator, S::OAuthConsents)
+            | (R::SecurityAdministrator, S::Keys | S::Events)
+            | (R::ApplicationAdministrator, S::Clients)
+    )
+}
+
+/// The authenticated caller of the administration API.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The client whose token was presented.
+    pub client_id: String,
+    /// Its roles: those in the token that its configuration still grants.
+    pub roles: Vec<AdminRole>,
+}
+
+/// RFC 6750 s3.1: the error of every token that cannot be used here.
+fn invalid_token() -> OAuthError {
+    OAuthError::invalid_token("the access token is invalid, expired or revoked")
+}
+
+/// Checks a bearer token for `resource`: a live access token of this domain, issued by
+/// client_credentials to a still enabled client, carrying a role that reaches the resource and
+/// that the client's configuration still grants. 401 invalid_token otherwise, 403
+/// insufficient_scope when no role reaches the resource.
+pub async fn authorize<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    token: &str,
+    resource: Resource,
+) -> OAuthResult<Caller> {
+    let t = find_live_token(ctx, token).await?.ok_or_else(invalid_token)?;
+    if t.kind != "access" {
+        return Err(invalid_token().with_cause("a refresh token was presented"));
+    }
+    let client = ctx
+        .domain
+        .client(&t.client_id)
+        .filter(|c| c.enabled)
+        .ok_or_else(|| invalid_token().with_cause("the token's client is unknown or disabled"))?;
+    let claimed: Vec<AdminRole> = t
+        .extra
+        .get(ADMIN_ROLES_CLAIM)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter_map(AdminRole::from_name)
+                .collect()
+        })
+        .unwrap_or_default();
+    // Only the client's own token (sub = client_id) carries its roles.
+    let roles: Vec<AdminRole> = if t.sub == client.id {
+        claimed
+            .into_iter()
+            .filter(|r| client.admin_roles.contains(r))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !roles.iter().any(|r| allows(*r, resource)) {
+        return Err(OAuthError::new(
+            ErrorCode::InsufficientScope,
+            "the token carries no administrator role for this resource",
+        ));
+    }
+    Ok(Caller {
+        client_id: client.id.clone(),
+        roles,
+    })
+}
+
+/// A page request: `startIndex` (1-based, default 1) and `count` (default 50, at most 200).
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// 1-based index of the first item.
+    pub start_index: i64,
+    /// Items per page.
+    pub count: i64,
+}
+
+impl Paging {
+    /// Reads `startIndex` and `count` from query parameters.
+    pub fn from_query(q: &HashMap<String, String>) -> OAuthResult<Paging> {
+        let number = |name: &str, default: i64| -> OAuthResult<i64> {
+            match q.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| OAuthError::invalid_request(format!("{name} must be an integer"))),
+            }
+        };
+        let start_index = number("startIndex", 1)?;
+        let count = number("count", DEFAULT_COUNT)?;
+        if start_index < 1 {
+            return Err(OAuthError::invalid_request("startIndex must be at least 1"));
+        }
+        if !(0..=MAX_COUNT).contains(&count) {
+            return Err(OAuthError::invalid_request(format!(
+                "count must be between 0 and {MAX_COUNT}"
+            )));
+        }
+        Ok(Paging { start_index, count })
+    }
+
+    /// Rows to skip.
+    pub fn offset(&self) -> i64 {
+        self.start_index - 1
+    }
+
+    /// The list response: `totalResults`, `startIndex`, `itemsPerPage`, `Resources`.
+    pub fn page(&self, items: Vec<Value>, total: i64) -> Value {
+        json!({
+            "totalResults": total,
+            "startIndex": self.start_index,
+            "itemsPerPage": items.len(),
+            "Resources": items,
+        })
+    }
+
+    /// Pages a list held in memory.
+    pub fn slice(&self, all: Vec<Value>) -> Value {
+        let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+        let skip = usize::try_from(self.offset()).unwrap_or(usize::MAX);
+        let take = usize::try_from(self.count).unwrap_or(0);
+        self.page(all.into_iter().skip(skip).take(take).collect(), total)
+    }
+}
+
+fn not_found(what: &str) -> OAuthError {
+    OAuthError::new(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+fn event(ctx: &Ctx<'_, impl Sized>, caller: &Caller, kind: &'static str) -> AuditEvent {
+    AuditEvent::new(kind, &ctx.domain.name, Outcome::Success)
+        .by_client(&caller.client_id)
+        .request(&ctx.peer.request_id)
+}
+
+// ----- Users -----
+
+/// The public view of a user: never its password hash.
+pub fn user_json(u: &UserRow) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "status": u.status,
+        "source": u.source,
+        "readOnly": u.source == "config",
+        "claims": serde_json::from_str::<Value>(&u.claims).unwrap_or_else(|_| json!({})),
+        "created": u.created_at,
+        "updated": u.updated_at,
+    })
+}
+
+async fn user_by_id<S: OAuthStore>(ctx: &Ctx<'_, S>, id: &str) -> OAuthResult<UserRow> {
+    ctx.store
+        .find_user_by_id(&ctx.domain.name, id)
+        .await?
+        .ok_or_else(|| not_found("user"))
+}
+
+/// Users declared in configuration are changed there, not here.
+fn writable(u: &UserRow) -> OAuthResult<()> {
+    if u.source == "config" {
+        return Err(OAuthError::new(
+            ErrorCode::Forbidden,
+            "this user is declared in configuration and is read-only here",
+        ));
+    }
+    Ok(())
+}
+
+fn password_of(body: &Value) -> OAuthResult<Zeroizing<String>> {
+    let p = body
+        .get("password")
+        .and_then(Value::as_str)
+        .ok_or_else(|| OAuthError::invalid_request("password is required"))?;
+    if p.is_empty() {
+        return Err(OAuthError::invalid_request("password must not be empty"));
+    }
+    Ok(Zeroizing::new(p.to_string()))
+}
+
+fn claims_of(body: &Value) -> OAuthResult<Option<serde_json::Map<String, Value>>> {
+    match body.get("claims") {
+        None => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(OAuthError::invalid_request("claims must be a JSON object")),
+    }
+}
+
+/// Lists the domain's users.
+pub async fn list_users<S: OAuthStore>(ctx: &Ctx<'_, S>, paging: Paging) -> OAuthResult<Value> {
+    let users = ctx.store.list_users(&ctx.domain.name).await?;
+    Ok(paging.slice(users.iter().map(user_json).collect()))
+}
+
+/// One user.
+pub async fn get_user<S: OAuthStore>(ctx: &Ctx<'_, S>, id: &str) -> OAuthResult<Value> {
+    Ok(user_json(&user_by_id(ctx, id).await?))
+}
+
+/// Creates a store-managed user from `{"username", "password", "claims"?}`.
+pub async fn create_user<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    caller: &Caller,
+    body: &Value,
+) -> OAuthResult<Value> {
+    let username = body
+        .get("username")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
+        .ok_or_else(|| OAuthError::invalid_request("username must be non-empty printable text"))?;
+    let password = password_of(body)?;
+    let claims = claims_of(body)?.unwrap_or_default();
+    let hash = ctx
+        .hasher
+        .hash(password)
+        .await
+        .map_err(OAuthError::server_error)?;
+    let row = UserRow {
+        id: random_id(),
+        domain: ctx.domain.name.clone(),
+        username: username.to_string(),
+        password_hash: Some(hash),
+        status: "active".into(),
+        claims: Value::Object(claims).to_string(),
+        source: "store".into(),
+        config_hash: None,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    };
+    match ctx.store.insert_user(&row).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(OAuthError::new(
+                ErrorCode::Conflict,
+                "a user with this username exists",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    audit::record(
+        ctx.store,
+        ctx.now,
+        event(ctx, caller, "admin.user.created")
+            .user(&row.id)
+            .details(json!({"username": row.username})),
+    )
+    .await;
+    Ok(user_json(&row))
+}
+
+/// Updates a store-managed user from `{"claims"?, "status"?: "active" | "disabled"}`; disabling
+/// ends the user's sessions and refresh tokens.
+pub async fn update_user<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    caller: &Caller,
+    id: &str,
+    body: &Value,
+) -> OAuthResult<Value> {
+    let u = user_by_id(ctx, id).await?;
+    writable(&u)?;
+    let status = match body.get("status") {
+        None => None,
+        Some(Value::String(s)) if s == "active" || s == "disabled" => Some(s.clone()),
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "status must be \"active\" or \"disabled\"",
+            ));
+        }
+    };
+    let claims = claims_of(body)?;
+    let d = &ctx.domain.name;
+    let mut changed = Vec::new();
+    if let Some(c) = &claims {
+        ctx.store
+            .set_user_claims(d, &u.id, &Value::Object(c.clone()).to_string(), ctx.now)
+            .await?;
+        changed.push("claims");
+    }
+    if let Some(s) = &status {
+        ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
+        changed.push("status");
+    }
+    audit::record(
+        ctx.store,
+        ctx.now,
+        event(ctx, caller, "admin.user.updated")
+            .user(&u.id)
+            .details(json!({"changed": changed, "status": status})),
+    )
+    .await;
+    get_user(ctx, id).await
+}
+
+/// Sets a store-managed user's password from `{"password"}`; ends its sessions and refresh tokens.
+pub async fn reset_password<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    caller: &Caller,
+    id: &str,
+    body: &Value,
+) -> OAuthResult<()> {
+    let u = user_by_id(ctx, id).await?;
+    writable(&u)?;
+    let password = password_of(body)?;
+    let hash = ctx
+        .hasher
+        .hash(password)
+        .await
+        .map_err(OAuthError::server_error)?;
+    ctx.store
+        .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now)
+        .await?;
+    audit::record(
+        ctx.store,
+        ctx.now,
+        event(ctx, caller, "admin.user.password_reset").user(&u.id),
+    )
+    .await;
+    Ok(())
+}
+
+// ----- Sessions -----
+
+fn session_json(s: &SessionRow) -> Value {
+    json!({
+        "id": s.sid,
+        "userId": s.user_id,
+        "authTime": s.auth_time,
+        "created": s.created_at,
+        "lastSeen": s.last_seen,
+        "expires": s.expires_at,
+    })
+}
+
+/// Live sessions, of one user (`user` = user id) when given.
+pub async fn list_sessions<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    user: Option<&str>,
+    paging: Paging,
+) -> OAuthResult<Value> {
+    let (rows, total) = ctx
+        .store
+        .list_live_sessions(&ctx.domain.name, user, ctx.now, paging.count, paging.offset())
+        .await?;
+    Ok(paging.page(rows.iter().map(session_json).collect(), total))
+}
+
+/// Ends a live session (its session-bound refresh tokens die with it).
+pub async fn revoke_session<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Caller, sid: &str) -> OAuthResult<()> {
+    let s = ctx
+        .store
+        .find_session_by_sid(&ctx.domain.name, sid, ctx.now)
+        .await?
+        .ok_or_else(|| not_found("session"))?;
+    ctx.store
+        .end_session_by_sid(&ctx.domain.name, sid, ctx.now)
+        .await?;
+    audit::record(
+        ctx.store,
+        ctx.now,
+        event(ctx, caller, "admin.session.revoked")
+            .user(&s.user_id)
+            .details(json!({"sid": s.sid})),
+    )
+    .await;
+    Ok(())
+}
+
+// ----- OAuthConsents -----
+
+fn consent_json(c: &ConsentRow) -> Value {
+    json!({
+        "userId": c.user_id,
+        "clientId": c.client_id,
+        "scope": c.scope,
+        "created": c.created_at,
+        "updated": c.updated_at,
+    })
+}
+
+/// Consents, filtered by user id and/or client id.
+pub async fn list_consents<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    user: Option<&str>,
+    client: Option<&str>,
+    paging: Paging,
+) -> OAuthResult<Value> {
+    let (rows, total) = ctx
+        .store
+        .list_consents(&ctx.domain.name, user, client, paging.count, paging.offset())
+        .await?;
+    Ok(paging.page(rows.iter().map(consent_json).collect(), total))
+}
+
+/// The consent of a user to a client.
+pub async fn get_consent<S: OAuthStore>(ctx: &Ctx<'_, S>, user: &str, client: &str) -> OAuthResult<Value> {
+    let (rows, _) = ctx
+        .store
+        .list_consents(&ctx.domain.name, Some(user), Some(client), 1, 0)
+        .await?;
+    rows.first().map(consent_json).ok_or_else(|| not_found("consent"))
+}
+
+/// Withdraws a consent and revokes the user's refresh-token families for that client (and the
+/// access tokens issued in them).
+pub async fn delete_consent<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    caller: &Caller,
+    user: &str,
+    client: &str,
+) -> OAuthResult<()> {
+    if !ctx.store.delete_consent(&ctx.domain.name, user, client).await? {
+        return Err(not_found("consent"));
+    }
+    let families = ctx.store.family_ids_of(&ctx.domain.name, user, client).await?;
+    for f in &families {
+        user_tokens::revoke_family(ctx, f, client).await?;
+    }
+    audit::record(
+        ctx.store,
+        ctx.now,
+        event(ctx, caller, "consent.withdrawn")
+            .user(user)
+            .client(client)
+            .details(json!({"refresh_families_revoked": families.len()})),
+    )
+    .await;
+    Ok(())
+}
+
+// ----- Clients -----
+
+/// The public view of a client: never its secret or its hash.
+pub fn client_json(c: &Client) -> Value {
+    let mut grant_types: Vec<&String> = c.grant_types.iter().collect();
+    grant_types.sort();
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "enabled": c.enabled,
+        "tokenEndpointAuthMethod": c.auth_method.as_str(),
+        "hasSecret": c.secret.is_some(),
+        "grantTypes": grant_types,
+        "scopes": c.scopes,
+        "redirectUris": c.redirect_uris,
+        "postLogoutRedirectUris": c.post_logout_redirect_uris,
+        "adminRoles": c.admin_roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// The domain's clients, by client_id.
+pub fn list_clients<S>(ctx: &Ctx<'_, S>, paging: Paging) -> Value {
+    let mut clients: Vec<&std::sync::Arc<Client>> = ctx.domain.clients.values().collect();
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    paging.slice(clients.into_iter().map(|c| client_json(c)).collect())
+}
+
+/// One client.
+pub fn get_client<S>(ctx: &Ctx<'_, S>, id: &str) -> OAuthResult<Value> {
+    ctx.domain
+        .client(id)
+        .map(|c| client_json(c))
+        .ok_or_else(|| not_found("client"))
+}
+
+// ----- Events -----
+
+fn event_json(e: &EventRow) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "time": e.at,
+        "type": e.kind,
+        "actor": e.actor,
+        "clientId": e.client_id,
+        "userId": e.user_id,
+        "outcome": e.outcome,
+        "requestId": e.request_id,
+        "details": serde_json::from_str::<Value>(&e.details).unwrap_or_else(|_| json!({})),
+    })
+}
+
+/// Events, newest first, with the filters `type`, `user`, `client`, `since`, `until` (unix seconds).
+pub async fn list_events<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    q: &HashMap<String, String>,
+    paging: Paging,
+) -> OAuthResult<Value> {
+    let time = |name: &str| -> OAuthResult<Option<i64>> {
+        q.get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| OAuthError::invalid_request(format!("{name} must be unix seconds")))
+            })
+            .transpose()
+    };
+    let f = EventFilter {
+        kind: q.get("type").cloned(),
+        user_id: q.get("user").cloned(),
+        client_id: q.get("client").cloned(),
+        since: time("since")?,
+        until: time("until")?,
+    };
+    let (rows, total) = ctx
+        .store
+        .list_events(&ctx.domain.name, &f, paging.count, paging.offset())
+        .await?;
+    Ok(paging.page(rows.iter().map(event_json).collect(), total))
+}

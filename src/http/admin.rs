@@ -1,0 +1,513 @@
+//! `{issuer}/admin/v1/...`: the administration API (JSON). Each handler checks the bearer token
+//! for its resource, makes one `admin` call and turns the result into JSON. Errors use the body
+//! `{"error", "error_description"}`; 401 and 403 carry `WWW-Authenticate: Bearer` (RFC 6750 s3).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::extract::CurrentDomain;
+use super::response::{error_response, json_no_store};
+use super::userinfo::{bearer_challenge, bearer_error};
+use crate::admin::{self, Caller, Paging, Resource};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, Outcome};
+use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::keyring;
+use crate::oauth::{Ctx, Peer};
+use crate::store::{KeyStore, SqlStore};
+
+type Q = Query<HashMap<String, String>>;
+
+/// The administration API's routes, under `admin::PREFIX`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(get_openapi))
+        .route("/Users", get(get_users).post(post_users))
+        .route("/Users/{id}", get(get_user).patch(patch_user))
+        .route("/Users/{id}/password", post(post_user_password))
+        .route("/Sessions", get(get_sessions))
+        .route("/Sessions/{id}", axum::routing::delete(delete_session))
+        .route("/OAuthConsents", get(get_consents))
+        .route(
+            "/OAuthConsents/{user}/{client}",
+            get(get_consent).delete(delete_consent),
+        )
+        .route("/Clients", get(get_clients))
+        .route("/Clients/{id}", get(get_client))
+        .route("/Keys", get(get_keys))
+        .route("/Keys/rotate", post(post_keys_rotate))
+        .route("/Events", get(get_events))
+}
+
+/// The bearer token of the Authorization header, checked for `resource`.
+async fn guard(ctx: &Ctx<'_, SqlStore>, headers: &HeaderMap, resource: Resource) -> Result<Caller, Response> {
+    let realm = &ctx.domain.issuer;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(bearer_challenge(realm));
+    };
+    admin::authorize(ctx, token, resource)
+        .await
+        .map_err(|e| bearer_error(&e, realm))
+}
+
+fn reply(result: OAuthResult<Value>, status: StatusCode, realm: &str) -> Response {
+    match result {
+        Ok(v) => json_no_store(status, &v),
+        Err(e) => error_response(&e, realm),
+    }
+}
+
+fn done(result: OAuthResult<()>, realm: &str) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error_response(&e, realm),
+    }
+}
+
+fn json_body(body: &Bytes) -> OAuthResult<Value> {
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(OAuthError::invalid_request("the body must be a JSON object")),
+    }
+}
+
+/// Runs `$body` for an authorised caller of `$resource`: binds `ctx` and `caller`.
+macro_rules! admin_call {
+    ($app:expr, $cur:expr, $peer:expr, $headers:expr, $resource:expr, |$ctx:ident, $caller:ident| $body:expr) => {{
+        let keys = $cur.ring.current();
+        let $ctx = $cur.ctx(&$app, &keys, $peer);
+        let $caller = match guard(&$ctx, &$headers, $resource).await {
+            Ok(c) => c,
+            Err(resp) => return resp,
+        };
+        let _ = &$caller;
+        $body
+    }};
+}
+
+/// `GET /admin/v1/openapi.json`: the OpenAPI 3 description of this API (public).
+pub async fn get_openapi(cur: CurrentDomain) -> Response {
+    json_no_store(StatusCode::OK, &openapi(&cur.domain.issuer))
+}
+
+/// `GET /Users`.
+pub async fn get_users(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+        let r = async { admin::list_users(&ctx, Paging::from_query(&q)?).await }.await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `POST /Users`: 201 with the new user.
+pub async fn post_users(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+        let r = async { admin::create_user(&ctx, &caller, &json_body(&body)?).await }.await;
+        reply(r, StatusCode::CREATED, &cur.domain.issuer)
+    })
+}
+
+/// `GET /Users/{id}`.
+pub async fn get_user(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+        reply(
+            admin::get_user(&ctx, &id).await,
+            StatusCode::OK,
+            &cur.domain.issuer,
+        )
+    })
+}
+
+/// `PATCH /Users/{id}`: claims and status (`disabled` ends sessions and refresh tokens).
+pub async fn patch_user(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+        let r = async { admin::update_user(&ctx, &caller, &id, &json_body(&body)?).await }.await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `POST /Users/{id}/password`: 204; ends sessions and refresh tokens.
+pub async fn post_user_password(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+        let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }.await;
+        done(r, &cur.domain.issuer)
+    })
+}
+
+/// `GET /Sessions?user=`.
+pub async fn get_sessions(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
+        let r = async {
+            admin::list_sessions(&ctx, q.get("user").map(String::as_str), Paging::from_query(&q)?).await
+        }
+        .await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `DELETE /Sessions/{id}`: 204.
+pub async fn delete_session(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
+        done(
+            admin::revoke_session(&ctx, &caller, &id).await,
+            &cur.domain.issuer,
+        )
+    })
+}
+
+/// `GET /OAuthConsents?user=&client=`.
+pub async fn get_consents(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
+        let r = async {
+            let paging = Paging::from_query(&q)?;
+            admin::list_consents(
+                &ctx,
+                q.get("user").map(String::as_str),
+                q.get("client").map(String::as_str),
+                paging,
+            )
+            .await
+        }
+        .await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `GET /OAuthConsents/{user}/{client}`.
+pub async fn get_consent(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path((user, client)): Path<(String, String)>,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
+        reply(
+            admin::get_consent(&ctx, &user, &client).await,
+            StatusCode::OK,
+            &cur.domain.issuer,
+        )
+    })
+}
+
+/// `DELETE /OAuthConsents/{user}/{client}`: 204; the user's refresh tokens for the client end.
+pub async fn delete_consent(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path((user, client)): Path<(String, String)>,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
+        done(
+            admin::delete_consent(&ctx, &caller, &user, &client).await,
+            &cur.domain.issuer,
+        )
+    })
+}
+
+/// `GET /Clients`.
+pub async fn get_clients(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Clients, |ctx, caller| {
+        let r = Paging::from_query(&q).map(|p| admin::list_clients(&ctx, p));
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `GET /Clients/{id}`.
+pub async fn get_client(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Clients, |ctx, caller| {
+        reply(admin::get_client(&ctx, &id), StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `GET /Keys`: the domain's signing keys (public parts) and their state.
+pub async fn get_keys(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Keys, |ctx, caller| {
+        let r = async {
+            let paging = Paging::from_query(&q)?;
+            let rows = app.store.list_keys(&ctx.domain.name).await?;
+            let items = rows
+                .iter()
+                .map(|r| {
+                    let successor_active = rows
+                        .iter()
+                        .any(|o| o.alg == r.alg && o.generation > r.generation && o.activates_at <= ctx.now);
+                    let state = if r.activates_at > ctx.now {
+                        "next"
+                    } else if successor_active {
+                        "retired"
+                    } else {
+                        "active"
+                    };
+                    json!({
+                        "kid": r.kid,
+                        "alg": r.alg,
+                        "generation": r.generation,
+                        "state": state,
+                        "created": r.created_at,
+                        "activates": r.activates_at,
+                        "publicJwk": serde_json::from_str::<Value>(&r.public_jwk).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            Ok(paging.slice(items))
+        }
+        .await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `POST /Keys/rotate`: stages a new key per algorithm (published now, signing after
+/// `keys.publish_ahead`); 200 with the new kids.
+pub async fn post_keys_rotate(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Keys, |ctx, caller| {
+        let r = async {
+            let kids = keyring::rotate(
+                &app.store,
+                &app.kek,
+                &ctx.domain.name,
+                &ctx.domain.signing_algs(),
+                ctx.now,
+                app.keys.publish_ahead.0,
+            )
+            .await
+            .map_err(OAuthError::server_error)?;
+            cur.ring
+                .refresh(&app.store, &app.kek)
+                .await
+                .map_err(OAuthError::server_error)?;
+            audit::record(
+                &app.store,
+                ctx.now,
+                AuditEvent::new("admin.keys.rotated", &ctx.domain.name, Outcome::Success)
+                    .by_client(&caller.client_id)
+                    .request(&ctx.peer.request_id)
+                    .details(json!({"kids": kids})),
+            )
+            .await;
+            Ok(json!({"created": kids, "activates": ctx.now + app.keys.publish_ahead.0}))
+        }
+        .await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// `GET /Events?type=&user=&client=&since=&until=`.
+pub async fn get_events(
+    State(app): State<AppState>,
+    cur: CurrentDomain,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    admin_call!(app, cur, peer, headers, Resource::Events, |ctx, caller| {
+        let r = async { admin::list_events(&ctx, &q, Paging::from_query(&q)?).await }.await;
+        reply(r, StatusCode::OK, &cur.domain.issuer)
+    })
+}
+
+/// Unused error code kept visible to the compiler: 404 of unknown admin paths comes from the
+/// domain router's fallback.
+const _: ErrorCode = ErrorCode::NotFound;
+
+/// The OpenAPI 3 document of the administration API.
+pub fn openapi(issuer: &str) -> Value {
+    let error = json!({"$ref": "#/components/responses/Error"});
+    let std_errors = |extra: &[(&str, Value)]| {
+        let mut m = serde_json::Map::new();
+        m.insert("401".into(), error.clone());
+        m.insert("403".into(), error.clone());
+        for (k, v) in extra {
+            m.insert((*k).into(), v.clone());
+        }
+        m
+    };
+    let ok =
+        |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let list = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ListResponse"}}}});
+    let no_content = json!({"description": "Done"});
+    let paging = json!([
+        {"name": "startIndex", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+        {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": admin::MAX_COUNT, "default": admin::DEFAULT_COUNT}}
+    ]);
+    let q = |name: &str, d: &str| json!({"name": name, "in": "query", "description": d, "schema": {"type": "string"}});
+    let p = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
+    let with = |mut base: Value, extra: Vec<Value>| {
+        if let Some(a) = base.as_array_mut() {
+            a.extend(extra);
+        }
+        base
+    };
+    let body = |props: Value| json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": props}}}});
+    let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
+    let mut paths = serde_json::Map::new();
+    paths.insert("/Users".into(), json!({
+        "get": op("listUsers", "List users (User Administrator)", paging.clone(), std_errors(&[("200", list("Users"))])),
+        "post": {
+            "operationId": "createUser", "summary": "Create a store-managed user",
+            "requestBody": body(json!({"username": {"type": "string"}, "password": {"type": "string", "writeOnly": true}, "claims": {"type": "object"}})),
+            "responses": std_errors(&[("201", ok("The user")), ("400", error.clone()), ("409", error.clone())])
+        }
+    }));
+    paths.insert("/Users/{id}".into(), json!({
+        "get": op("getUser", "Read a user", json!([p("id")]), std_errors(&[("200", ok("The user")), ("404", error.clone())])),
+        "patch": {
+            "operationId": "updateUser", "summary": "Update claims or status (disabled ends sessions and refresh tokens); configuration users are read-only (403)",
+            "parameters": [p("id")],
+            "requestBody": body(json!({"claims": {"type": "object"}, "status": {"type": "string", "enum": ["active", "disabled"]}})),
+            "responses": std_errors(&[("200", ok("The user")), ("400", error.clone()), ("404", error.clone())])
+        }
+    }));
+    paths.insert("/Users/{id}/password".into(), json!({
+        "post": {
+            "operationId": "resetUserPassword", "summary": "Set a new password (ends sessions and refresh tokens)",
+            "parameters": [p("id")],
+            "requestBody": body(json!({"password": {"type": "string", "writeOnly": true}})),
+            "responses": std_errors(&[("204", no_content.clone()), ("400", error.clone()), ("404", error.clone())])
+        }
+    }));
+    paths.insert("/Sessions".into(), json!({
+        "get": op("listSessions", "List live sessions (User Administrator)", with(paging.clone(), vec![q("user", "user id")]), std_errors(&[("200", list("Sessions"))]))
+    }));
+    paths.insert("/Sessions/{id}".into(), json!({
+        "delete": op("revokeSession", "End a session", json!([p("id")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
+    }));
+    paths.insert("/OAuthConsents".into(), json!({
+        "get": op("listConsents", "List consents (Consent Administrator)", with(paging.clone(), vec![q("user", "user id"), q("client", "client_id")]), std_errors(&[("200", list("Consents"))]))
+    }));
+    paths.insert("/OAuthConsents/{user}/{client}".into(), json!({
+        "get": op("getConsent", "Read a consent", json!([p("user"), p("client")]), std_errors(&[("200", ok("The consent")), ("404", error.clone())])),
+        "delete": op("deleteConsent", "Withdraw a consent and revoke the user's refresh tokens for the client", json!([p("user"), p("client")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
+    }));
+    paths.insert("/Clients".into(), json!({
+        "get": op("listClients", "List clients, without secrets (Application Administrator)", paging.clone(), std_errors(&[("200", list("Clients"))]))
+    }));
+    paths.insert("/Clients/{id}".into(), json!({
+        "get": op("getClient", "Read a client", json!([p("id")]), std_errors(&[("200", ok("The client")), ("404", error.clone())]))
+    }));
+    paths.insert("/Keys".into(), json!({
+        "get": op("listKeys", "List signing keys (Security Administrator)", paging.clone(), std_errors(&[("200", list("Keys"))]))
+    }));
+    paths.insert("/Keys/rotate".into(), json!({
+        "post": op("rotateKeys", "Stage a new signing key per algorithm", json!([]), std_errors(&[("200", ok("The new kids"))]))
+    }));
+    paths.insert("/Events".into(), json!({
+        "get": op("listEvents", "List audit events, newest first (Security Administrator)", with(paging, vec![
+            q("type", "event type, e.g. signin.failure"), q("user", "user id"), q("client", "client_id"),
+            json!({"name": "since", "in": "query", "description": "unix seconds, inclusive", "schema": {"type": "integer"}}),
+            json!({"name": "until", "in": "query", "description": "unix seconds, exclusive", "schema": {"type": "integer"}})
+        ]), std_errors(&[("200", list("Events"))]))
+    }));
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Ostiary administration API",
+            "version": "1",
+            "description": "Call with an access token from client_credentials of a client holding admin_roles."
+        },
+        "servers": [{"url": format!("{issuer}{}", admin::PREFIX)}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string", "enum": ["invalid_request", "invalid_token", "insufficient_scope", "forbidden", "not_found", "conflict", "server_error", "temporarily_unavailable"]},
+                    "error_description": {"type": "string"}
+                }},
+                "ListResponse": {"type": "object", "properties": {
+                    "totalResults": {"type": "integer"}, "startIndex": {"type": "integer"},
+                    "itemsPerPage": {"type": "integer"}, "Resources": {"type": "array", "items": {"type": "object"}}
+                }}
+            },
+            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
+        }
+    })
+}

@@ -1,0 +1,296 @@
+//! SQL of the administration API and the audit trail: audit events, consents, sessions and the
+//! profile of store-managed users. Optional filters are bound as NULL when absent.
+
+use std::future::Future;
+
+use sqlx::FromRow;
+
+use super::signin::SessionRow;
+use super::{SqlStore, StoreResult};
+
+/// One audit event as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub domain: String,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub outcome: String,
+    pub request_id: Option<String>,
+    /// JSON object, without secrets.
+    pub details: String,
+}
+
+/// Filters of an event listing; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// Events at or after this unix time.
+    pub since: Option<i64>,
+    /// Events before this unix time.
+    pub until: Option<i64>,
+}
+
+/// A consent as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct ConsentRow {
+    pub domain: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A page of rows and the number of rows matching in all.
+pub type Page<T> = (Vec<T>, i64);
+
+/// The audit trail.
+pub trait AuditStore {
+    /// Appends an event (its `id` is assigned by the store).
+    fn insert_event(&self, e: &EventRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Events of a domain matching `f`, newest first.
+    fn list_events(
+        &self,
+        domain: &str,
+        f: &EventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = StoreResult<Page<EventRow>>> + Send;
+}
+
+/// What the administration API reads and changes beyond the other stores.
+pub trait AdminStore {
+    /// Consents of a domain, optionally of one user and/or one client, by user then client.
+    fn list_consents(
+        &self,
+        domain: &str,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = StoreResult<Page<ConsentRow>>> + Send;
+    /// Deletes a consent; true when it existed.
+    fn delete_consent(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Ids of the unrevoked refresh-token families of a user for a client.
+    fn family_ids_of(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Live sessions of a domain at `now`, optionally of one user, newest first.
+    fn list_live_sessions(
+        &self,
+        domain: &str,
+        user_id: Option<&str>,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = StoreResult<Page<SessionRow>>> + Send;
+    /// Ends a live session by its public id; true when it was live.
+    fn end_session_by_sid(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Replaces the claims (JSON) of a store-managed user; false when no such store user exists.
+    fn set_user_claims(
+        &self,
+        domain: &str,
+        user_id: &str,
+        claims: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+const EVENT_COLUMNS: &str = "id, at, kind, actor, domain, client_id, user_id, outcome, request_id, details";
+const EVENT_FILTER: &str = "domain = $1 AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR user_id = $3) \
+    AND ($4 IS NULL OR client_id = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)";
+const CONSENT_FILTER: &str =
+    "domain = $1 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR client_id = $3)";
+/// A live session at `$3`, of the user `$2` when bound.
+const SESSION_FILTER: &str = "domain = $1 AND ($2 IS NULL OR user_id = $2) AND ended_at IS NULL \
+    AND expires_at > $3 AND last_seen + idle_timeout > $3";
+
+impl AuditStore for SqlStore {
+    async fn insert_event(&self, e: &EventRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.domain)
+        .bind(&e.client_id)
+        .bind(&e.user_id)
+        .bind(&e.outcome)
+        .bind(&e.request_id)
+        .bind(&e.details)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        domain: &str,
+        f: &EventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<EventRow>> {
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE {EVENT_FILTER} ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8"
+        )))
+        .bind(domain)
+        .bind(&f.kind)
+        .bind(&f.user_id)
+        .bind(&f.client_id)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM audit_events WHERE {EVENT_FILTER}"
+        )))
+        .bind(domain)
+        .bind(&f.kind)
+        .bind(&f.user_id)
+        .bind(&f.client_id)
+        .bind(f.since)
+        .bind(f.until)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+}
+
+impl AdminStore for SqlStore {
+    async fn list_consents(
+        &self,
+        domain: &str,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<ConsentRow>> {
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT domain, user_id, client_id, scope, created_at, updated_at FROM consents \
+             WHERE {CONSENT_FILTER} ORDER BY user_id, client_id LIMIT $4 OFFSET $5"
+        )))
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM consents WHERE {CONSENT_FILTER}"
+        )))
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    async fn delete_consent(&self, domain: &str, user_id: &str, client_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3")
+            .bind(domain)
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn family_ids_of(&self, domain: &str, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND client_id = $3 \
+             AND revoked_at IS NULL",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn list_live_sessions(
+        &self,
+        domain: &str,
+        user_id: Option<&str>,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Page<SessionRow>> {
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, \
+             ended_at FROM sessions WHERE {SESSION_FILTER} ORDER BY created_at DESC, sid LIMIT $4 OFFSET $5"
+        )))
+        .bind(domain)
+        .bind(user_id)
+        .bind(now)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM sessions WHERE {SESSION_FILTER}"
+        )))
+        .bind(domain)
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    async fn end_session_by_sid(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL",
+        )
+        .bind(domain)
+        .bind(sid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() >= 1)
+    }
+
+    async fn set_user_claims(
+        &self,
+        domain: &str,
+        user_id: &str,
+        claims: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE users SET claims = $3, updated_at = $4 WHERE domain = $1 AND id = $2 AND source = 'store'",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(claims)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
