@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::error_response;
 use crate::app::AppState;
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::oauth::Peer;
 use crate::oauth::revocation::revoke;
 
@@ -26,7 +27,14 @@ pub async fn post_revoke(
             .authenticate(&ctx, &form.presented, true)
             .await?;
         let token = form.params.require("token")?;
-        revoke(&ctx, &caller, token).await
+        revoke(&ctx, &caller, token).await?;
+        let event = AuditEvent::new("token.revoked", &cur.domain.name, Outcome::Success)
+            .by_client(&caller.id)
+            .client(&caller.id)
+            .request(&ctx.peer.request_id)
+            .details(serde_json::json!({"token_type_hint": form.params.get("token_type_hint")}));
+        audit::record(&app.store, ctx.now, event).await;
+        Ok(())
     }
     .await;
     match result {

@@ -8,6 +8,7 @@ use axum::response::Response;
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::error::{ErrorCode, OAuthResult};
 use crate::oauth::Peer;
 use crate::oauth::grants::TokenResponse;
@@ -47,5 +48,18 @@ async fn token(
         .authenticate(&ctx, &form.presented, true)
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
-    grant.handle(&ctx, &client, &form.params).await
+    let resp = grant.handle(&ctx, &client, &form.params).await?;
+    let event = AuditEvent::new("token.issued", &cur.domain.name, Outcome::Success)
+        .by_client(&client.id)
+        .client(&client.id)
+        .request(&ctx.peer.request_id)
+        .details(serde_json::json!({
+            "grant_type": grant_type,
+            "scope": resp.scope,
+            "expires_in": resp.expires_in,
+            "refresh_token": resp.refresh_token.is_some(),
+            "id_token": resp.id_token.is_some(),
+        }));
+    audit::record(&app.store, ctx.now, event).await;
+    Ok(resp)
 }

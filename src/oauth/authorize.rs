@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::config::ConsentPolicy;
 use crate::domain::{Client, Domain};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
@@ -10,6 +11,7 @@ use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::{pkce, redirect_uri};
 use crate::store::StoreResult;
+use crate::store::admin::AuditStore;
 use crate::store::signin::SignInStore;
 
 /// A validated authorization request, kept while the person signs in and consents.
@@ -419,7 +421,7 @@ pub fn next_step(
 
 /// Records that the person consented to `scopes` for the client. The stored consent grows with
 /// each approval; it shrinks only when withdrawn.
-pub async fn record_consent<S: SignInStore + Sync>(
+pub async fn record_consent<S: SignInStore + AuditStore + Sync>(
     store: &S,
     domain: &str,
     user_id: &str,
@@ -439,7 +441,14 @@ pub async fn record_consent<S: SignInStore + Sync>(
     }
     store
         .upsert_consent(domain, user_id, client_id, &all.join(" "), now)
-        .await
+        .await?;
+    let event = AuditEvent::new("consent.given", domain, Outcome::Success)
+        .by_user(user_id)
+        .user(user_id)
+        .client(client_id)
+        .details(serde_json::json!({"scope": all.join(" ")}));
+    audit::record(store, now, event).await;
+    Ok(())
 }
 
 /// The redirect URI with the response parameters added to its query.

@@ -199,7 +199,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
 /// RFC 8628 s3.3: the person's decision on a device authorization, by the hash of its device
 /// code. Approval records the session and, as on the consent page, the consent to its scopes.
 /// False when it was no longer pending or has expired.
-pub async fn decide<S: DeviceStore + SignInStore + Sync>(
+pub async fn decide<S: DeviceStore + SignInStore + crate::store::admin::AuditStore + Sync>(
     store: &S,
     domain: &Domain,
     hash: &str,
