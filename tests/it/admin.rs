@@ -1,0 +1,634 @@
+//! The administration API: who may call it (roles, domains, expiry, revocation), each resource's
+//! operations, the token caps of administrator clients, audit events and the OpenAPI document.
+
+use ostiary::crypto::secrets::SecretHash;
+use serde_json::{Value, json};
+
+use crate::flow::{Browser, refresh, sign_in_tokens};
+use crate::harness::{Opts, TestApp, jwt_parts, password, secret};
+
+/// One admin client per role, plus one with every role and a long configured lifetime.
+fn admin_clients() -> String {
+    let roles = [
+        ("superadmin", "Identity Domain Administrator"),
+        ("useradmin", "User Administrator"),
+        ("consentadmin", "Consent Administrator"),
+        ("secadmin", "Security Administrator"),
+        ("appadmin", "Application Administrator"),
+    ];
+    let mut out = String::new();
+    for (id, role) in roles {
+        out.push_str(&format!(
+            r#"
+  [[domain.client]]
+  client_id = "{id}"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  access_token_lifetime = "1d"
+  admin_roles = ["{role}"]
+"#,
+            SecretHash::sha256_string(&secret(id))
+        ));
+    }
+    out
+}
+
+async fn spawn() -> TestApp {
+    TestApp::spawn_with(Opts {
+        domain_extra: admin_clients(),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let url = format!("{}/admin/v1{path}", app.issuer);
+    let mut req = app.http.request(method.parse().unwrap(), &url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn the_role_matrix_allows_and_refuses_each_resource() {
+    let app = spawn().await;
+    let resources = [
+        "/Users",
+        "/Sessions",
+        "/OAuthConsents",
+        "/Clients",
+        "/Keys",
+        "/Events",
+    ];
+    let allowed: &[(&str, &[&str])] = &[
+        (
+            "superadmin",
+            &[
+                "/Users",
+                "/Sessions",
+                "/OAuthConsents",
+                "/Clients",
+                "/Keys",
+                "/Events",
+            ],
+        ),
+        ("useradmin", &["/Users", "/Sessions"]),
+        ("consentadmin", &["/OAuthConsents"]),
+        ("secadmin", &["/Keys", "/Events"]),
+        ("appadmin", &["/Clients"]),
+        ("backend", &[]),
+    ];
+    for (client, ok) in allowed {
+        let token = app.access_token(client).await;
+        for r in resources {
+            let (status, headers, body) = call(&app, "GET", r, Some(&token), None).await;
+            if ok.contains(&r) {
+                assert_eq!(status, 200, "{client} {r}: {body}");
+                assert!(body["Resources"].is_array(), "{body}");
+                assert_eq!(headers["cache-control"], "no-store");
+            } else {
+                assert_eq!(status, 403, "{client} {r}: {body}");
+                assert_eq!(body["error"], "insufficient_scope");
+                let www = headers["www-authenticate"].to_str().unwrap();
+                assert!(
+                    www.starts_with("Bearer ") && www.contains("insufficient_scope"),
+                    "{www}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_foreign_expired_and_revoked_tokens_are_refused() {
+    let app = spawn().await;
+    let (status, headers, body) = call(&app, "GET", "/Users", None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(
+        headers["www-authenticate"],
+        format!("Bearer realm=\"{}\"", app.issuer).as_str()
+    );
+
+    // A token of this domain presented to the other domain.
+    let token = app.access_token("superadmin").await;
+    let resp = app
+        .http
+        .get(format!("{}/admin/v1/Users", app.issuer2))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // Revoked (RFC 7009) by its client.
+    let revoked = app.access_token("superadmin").await;
+    let resp = app
+        .post_basic("/oauth2/v1/revoke", "superadmin", &[("token", revoked.as_str())])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (status, _, body) = call(&app, "GET", "/Users", Some(&revoked), None).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
+
+    // Still good, then expired after its one-hour cap.
+    let (status, _, _) = call(&app, "GET", "/Users", Some(&token), None).await;
+    assert_eq!(status, 200);
+    app.clock.advance(3601);
+    let (status, headers, body) = call(&app, "GET", "/Users", Some(&token), None).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+}
+
+#[tokio::test]
+async fn admin_tokens_live_an_hour_at_most_and_carry_their_roles() {
+    let app = spawn().await;
+    let body = app.token("useradmin", &[]).await;
+    assert_eq!(body["expires_in"], 3600, "1d configured, capped at 1h: {body}");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["admin_roles"], json!(["User Administrator"]));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+    // A client without roles keeps its configured lifetime and has no roles claim.
+    let body = app.token("backend", &[]).await;
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert!(claims.get("admin_roles").is_none());
+}
+
+#[test]
+fn admin_roles_are_validated_in_configuration() {
+    let base =
+        |client: &str| format!("[[domain]]\nname = \"d\"\nissuer = \"http://127.0.0.1:8080\"\n{client}");
+    let hash = SecretHash::sha256_string("x");
+    let unknown = format!(
+        "[[domain.client]]\nclient_id = \"a\"\nsecret_hash = \"{hash}\"\ngrant_types = [\"client_credentials\"]\nadmin_roles = [\"Root\"]\n"
+    );
+    let err = ostiary::config::Config::from_toml_str(&base(&unknown))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin_roles"), "{err}");
+    let no_cc = format!(
+        "[[domain.client]]\nclient_id = \"a\"\nsecret_hash = \"{hash}\"\ngrant_types = [\"refresh_token\"]\nadmin_roles = [\"User Administrator\"]\n"
+    );
+    let err = ostiary::config::Config::from_toml_str(&base(&no_cc))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin_roles") && err.contains("client_credentials"),
+        "{err}"
+    );
+    let good = format!(
+        "[[domain.client]]\nclient_id = \"a\"\nsecret_hash = \"{hash}\"\ngrant_types = [\"client_credentials\"]\nadmin_roles = [\"User Administrator\"]\n"
+    );
+    assert!(ostiary::config::Config::from_toml_str(&base(&good)).is_ok());
+}
+
+#[tokio::test]
+async fn users_are_created_read_updated_disabled_and_reset() {
+    let app = spawn().await;
+    let token = app.access_token("useradmin").await;
+    let (status, _, created) = call(
+        &app,
+        "POST",
+        "/Users",
+        Some(&token),
+        Some(json!({"username": "zed", "password": "zed-pass-123", "claims": {"email": "zed@example.com"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["username"], "zed");
+    assert_eq!(created["readOnly"], false);
+    assert!(created.get("password_hash").is_none() && !created.to_string().contains("argon2"));
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        "/Users",
+        Some(&token),
+        Some(json!({"username": "zed", "password": "x"})),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        "/Users",
+        Some(&token),
+        Some(json!({"username": "dave"})),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+
+    let (status, _, got) = call(&app, "GET", &format!("/Users/{id}"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["claims"]["email"], "zed@example.com");
+    let (status, _, list) = call(&app, "GET", "/Users?count=1&startIndex=1", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["itemsPerPage"], 1);
+    assert!(list["totalResults"].as_i64().unwrap() >= 2);
+
+    let (status, _, updated) = call(
+        &app,
+        "PATCH",
+        &format!("/Users/{id}"),
+        Some(&token),
+        Some(json!({"claims": {"name": "Zed"}, "status": "disabled"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["status"], "disabled");
+    assert_eq!(updated["claims"]["name"], "Zed");
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        &format!("/Users/{id}/password"),
+        Some(&token),
+        Some(json!({"password": "new-pass-456"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let store = &app.handle().state().store;
+    use ostiary::store::DirectoryStore;
+    let row = store.find_user("default", "zed").await.unwrap().unwrap();
+    assert!(ostiary::crypto::secrets::argon2_verify(
+        row.password_hash.as_deref().unwrap(),
+        "new-pass-456"
+    ));
+
+    // Users declared in configuration are read-only here.
+    let alice = store.find_user("default", "alice").await.unwrap().unwrap();
+    let (status, _, body) = call(&app, "GET", &format!("/Users/{}", alice.id), Some(&token), None).await;
+    assert_eq!((status, body["readOnly"].as_bool()), (200, Some(true)));
+    let (status, _, body) = call(
+        &app,
+        "PATCH",
+        &format!("/Users/{}", alice.id),
+        Some(&token),
+        Some(json!({"status": "disabled"})),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        &format!("/Users/{}/password", alice.id),
+        Some(&token),
+        Some(json!({"password": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, body) = call(&app, "GET", "/Users/nobody", Some(&token), None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+
+    // Every change is audited, without the password.
+    let sec = app.access_token("secadmin").await;
+    let (_, _, events) = call(&app, "GET", &format!("/Events?user={id}"), Some(&sec), None).await;
+    let kinds: Vec<&str> = events["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "admin.user.password_reset",
+            "admin.user.updated",
+            "admin.user.created"
+        ]
+    );
+    assert_eq!(events["Resources"][0]["actor"], "client:useradmin");
+    assert!(!events.to_string().contains("new-pass-456") && !events.to_string().contains("zed-pass-123"));
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked() {
+    let app = spawn().await;
+    let tokens = sign_in_tokens(&app, &Browser::new(), "firstparty", "openid").await;
+    assert!(tokens["refresh_token"].is_string());
+    let token = app.access_token("useradmin").await;
+    use ostiary::store::DirectoryStore;
+    let alice = app
+        .handle()
+        .state()
+        .store
+        .find_user("default", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, _, list) = call(
+        &app,
+        "GET",
+        &format!("/Sessions?user={}", alice.id),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["totalResults"], 1);
+    let sid = list["Resources"][0]["id"].as_str().unwrap().to_string();
+    let (status, _, _) = call(&app, "DELETE", &format!("/Sessions/{sid}"), Some(&token), None).await;
+    assert_eq!(status, 204);
+    let (_, _, list) = call(&app, "GET", "/Sessions", Some(&token), None).await;
+    assert_eq!(list["totalResults"], 0);
+    let (status, _, _) = call(&app, "DELETE", &format!("/Sessions/{sid}"), Some(&token), None).await;
+    assert_eq!(status, 404);
+    // The session-bound refresh token died with the session.
+    let (status, _) = refresh(&app, "firstparty", tokens["refresh_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn consents_are_listed_filtered_and_withdrawn_with_their_refresh_tokens() {
+    let app = spawn().await;
+    let first = sign_in_tokens(
+        &app,
+        &Browser::new(),
+        "webapp",
+        "openid orders.read offline_access",
+    )
+    .await;
+    let rt = first["refresh_token"].as_str().unwrap().to_string();
+    let token = app.access_token("consentadmin").await;
+    use ostiary::store::DirectoryStore;
+    let alice = app
+        .handle()
+        .state()
+        .store
+        .find_user("default", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, _, list) = call(&app, "GET", "/OAuthConsents?client=webapp", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["totalResults"], 1, "{list}");
+    assert_eq!(list["Resources"][0]["userId"], alice.id.as_str());
+    let (_, _, none) = call(&app, "GET", "/OAuthConsents?client=spa", Some(&token), None).await;
+    assert_eq!(none["totalResults"], 0);
+    let path = format!("/OAuthConsents/{}/webapp", alice.id);
+    let (status, _, one) = call(&app, "GET", &path, Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(one["scope"].as_str().unwrap().contains("offline_access"));
+    let (status, _, _) = call(&app, "DELETE", &path, Some(&token), None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = call(&app, "GET", &path, Some(&token), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = refresh(&app, "webapp", &rt, &[]).await;
+    assert_eq!(status, 400, "the refresh token ended with the consent");
+
+    let sec = app.access_token("secadmin").await;
+    let (_, _, ev) = call(&app, "GET", "/Events?type=consent.withdrawn", Some(&sec), None).await;
+    assert_eq!(ev["totalResults"], 1);
+    assert_eq!(ev["Resources"][0]["details"]["refresh_families_revoked"], 1);
+    let (_, _, ev) = call(
+        &app,
+        "GET",
+        "/Events?type=consent.given&client=webapp",
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert_eq!(ev["totalResults"], 1);
+}
+
+#[tokio::test]
+async fn clients_are_read_without_secrets() {
+    let app = spawn().await;
+    let token = app.access_token("appadmin").await;
+    let (status, _, list) = call(&app, "GET", "/Clients?count=200", Some(&token), None).await;
+    assert_eq!(status, 200);
+    let text = list.to_string();
+    assert!(!text.contains("sha256:") && !text.contains("secret_hash") && !text.contains(&secret("webapp")));
+    let ids: Vec<&str> = list["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"webapp") && ids.contains(&"appadmin"));
+    let (status, _, c) = call(&app, "GET", "/Clients/superadmin", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(c["adminRoles"], json!(["Identity Domain Administrator"]));
+    assert_eq!(c["hasSecret"], true);
+    let (status, _, _) = call(&app, "GET", "/Clients/ghost", Some(&token), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn keys_are_listed_and_rotated() {
+    let app = spawn().await;
+    let token = app.access_token("secadmin").await;
+    let (status, _, before) = call(&app, "GET", "/Keys", Some(&token), None).await;
+    assert_eq!(status, 200);
+    let n = before["totalResults"].as_i64().unwrap();
+    assert!(n >= 1);
+    assert!(!before.to_string().contains("private"));
+    let (status, _, rotated) = call(&app, "POST", "/Keys/rotate", Some(&token), None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let created = rotated["created"].as_array().unwrap().len() as i64;
+    assert!(created >= 1);
+    let (_, _, after) = call(&app, "GET", "/Keys", Some(&token), None).await;
+    assert_eq!(after["totalResults"].as_i64().unwrap(), n + created);
+    assert!(
+        after["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["state"] == "next")
+    );
+    let (_, _, jwks) = app.get_json(&format!("{}/oauth2/v1/keys", app.issuer)).await;
+    let kid = rotated["created"][0].as_str().unwrap();
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid),
+        "the new key is published"
+    );
+}
+
+#[tokio::test]
+async fn sign_ins_tokens_and_revocations_are_audited_and_filtered() {
+    let app = spawn().await;
+    let browser = Browser::new();
+    // A failed sign-in, then a good one (through the flow helper).
+    let page = browser
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", crate::flow::redirect_uri_of("firstparty")),
+                ("scope", "openid"),
+                ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    let failed = browser.sign_in(&page, "alice", "wrong").await;
+    assert_eq!(failed.status, 401);
+    let ok = browser.sign_in(&failed, "alice", &password("alice")).await;
+    assert_eq!(ok.status, 303);
+    let t = app.access_token("backend").await;
+    let resp = app
+        .post_basic("/oauth2/v1/revoke", "backend", &[("token", t.as_str())])
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    let before = ostiary::clock::Clock::now(app.clock.as_ref());
+    let sec = app.access_token("secadmin").await;
+    let (status, _, all) = call(&app, "GET", "/Events?count=200", Some(&sec), None).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = all["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for k in [
+        "signin.failure",
+        "signin.success",
+        "token.issued",
+        "token.revoked",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let text = all.to_string();
+    assert!(!text.contains(&t) && !text.contains(&password("alice")) && !text.contains("wrong"));
+    let (_, _, f) = call(&app, "GET", "/Events?type=signin.failure", Some(&sec), None).await;
+    assert_eq!(f["totalResults"], 1);
+    assert_eq!(f["Resources"][0]["outcome"], "failure");
+    assert_eq!(f["Resources"][0]["clientId"], "firstparty");
+    assert!(
+        f["Resources"][0]["requestId"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    let (_, _, c) = call(
+        &app,
+        "GET",
+        "/Events?client=backend&type=token.issued",
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert_eq!(c["totalResults"], 1);
+    assert_eq!(c["Resources"][0]["details"]["grant_type"], "client_credentials");
+    let (_, _, later) = call(
+        &app,
+        "GET",
+        &format!("/Events?since={}", before + 1000),
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert_eq!(later["totalResults"], 0);
+    let (_, _, until) = call(
+        &app,
+        "GET",
+        &format!("/Events?until={}", before + 1000),
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert!(until["totalResults"].as_i64().unwrap() >= 4);
+    let (status, _, bad) = call(&app, "GET", "/Events?since=yesterday", Some(&sec), None).await;
+    assert_eq!((status, bad["error"].as_str()), (400, Some("invalid_request")));
+    let (status, _, _) = call(&app, "GET", "/Events?count=1000", Some(&sec), None).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn lockouts_are_audited() {
+    let app = spawn().await;
+    let browser = Browser::new();
+    let mut page = browser
+        .get(&crate::flow::authorize_url(
+            &app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "firstparty"),
+                ("redirect_uri", crate::flow::redirect_uri_of("firstparty")),
+                ("scope", "openid"),
+                ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    for _ in 0..12 {
+        page = browser.sign_in(&page, "alice", "wrong").await;
+        if page.status == 429 {
+            break;
+        }
+    }
+    assert_eq!(page.status, 429);
+    let sec = app.access_token("secadmin").await;
+    let (_, _, ev) = call(&app, "GET", "/Events?type=signin.lockout", Some(&sec), None).await;
+    assert_eq!(ev["totalResults"], 1);
+    assert_eq!(ev["Resources"][0]["outcome"], "failure");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_path() {
+    let app = spawn().await;
+    let (status, headers, doc) = app
+        .get_json(&format!("{}/admin/v1/openapi.json", app.issuer))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(
+        doc["servers"][0]["url"],
+        format!("{}/admin/v1", app.issuer).as_str()
+    );
+    for p in [
+        "/Users",
+        "/Users/{id}",
+        "/Users/{id}/password",
+        "/Sessions",
+        "/Sessions/{id}",
+        "/OAuthConsents",
+        "/OAuthConsents/{user}/{client}",
+        "/Clients",
+        "/Clients/{id}",
+        "/Keys",
+        "/Keys/rotate",
+        "/Events",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} missing");
+    }
+}
