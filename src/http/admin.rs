@@ -18,7 +18,7 @@ use super::userinfo::{bearer_challenge, bearer_error};
 use crate::admin::{self, Caller, Paging, Resource};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, Outcome};
-use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::error::{OAuthError, OAuthResult};
 use crate::keyring;
 use crate::oauth::{Ctx, Peer};
 use crate::store::{KeyStore, SqlStore};
@@ -392,10 +392,6 @@ pub async fn get_events(
         reply(r, StatusCode::OK, &cur.domain.issuer)
     })
 }
-
-/// Unused error code kept visible to the compiler: 404 of unknown admin paths comes from the
-/// domain router's fallback.
-const _: ErrorCode = ErrorCode::NotFound;
 
 /// The OpenAPI 3 document of the administration API.
 pub fn openapi(issuer: &str) -> Value {
