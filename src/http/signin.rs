@@ -8,7 +8,6 @@ use zeroize::Zeroizing;
 use super::extract::{CurrentDomain, peer_of};
 use super::pages::{error_page, login_page, pending_form, proceed, read_form, start_session};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent, Outcome};
 use crate::oauth::password::{PasswordCheck, check_password};
 
 /// One message for an unknown user, a wrong password, and a disabled user.
@@ -45,11 +44,11 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         d,
         username,
         password,
-        &peer.address,
+        &peer,
+        &req.client_id,
         now,
     )
     .await;
-    audit_signin(&app, &d.name, &req.client_id, &peer.request_id, &checked, now).await;
     let user = match checked {
         Ok(PasswordCheck::Valid(u)) => u,
         Ok(PasswordCheck::Locked(locked)) => {
@@ -76,27 +75,6 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
-}
-
-/// Audits a sign-in attempt: success, failure, or refused while locked out.
-async fn audit_signin(
-    app: &AppState,
-    domain: &str,
-    client_id: &str,
-    request_id: &str,
-    checked: &crate::store::StoreResult<PasswordCheck>,
-    now: i64,
-) {
-    let event = match checked {
-        Ok(PasswordCheck::Valid(u)) => AuditEvent::new("signin.success", domain, Outcome::Success)
-            .by_user(&u.id)
-            .user(&u.id),
-        Ok(PasswordCheck::Locked(secs)) => AuditEvent::new("signin.lockout", domain, Outcome::Failure)
-            .details(serde_json::json!({"locked_for": secs})),
-        Ok(PasswordCheck::Failed) => AuditEvent::new("signin.failure", domain, Outcome::Failure),
-        Err(_) => return,
-    };
-    audit::record(&app.store, now, event.client(client_id).request(request_id)).await;
 }
 
 /// How long a pause lasts, for a page: "45 seconds", "3 minutes".

@@ -2,9 +2,12 @@
 //! account and per client address decided before any password is checked, the same argon2 work
 //! and the same answer for an unknown user, a wrong password and a disabled user.
 
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
+use crate::oauth::Peer;
 use crate::oauth::throttle::{Bucket, locked_for, record_failure};
+use crate::store::admin::AuditStore;
 use crate::store::signin::SignInStore;
 use crate::store::{DirectoryStore, StoreResult, UserRow};
 
@@ -24,8 +27,33 @@ pub enum PasswordCheck {
     Failed,
 }
 
-/// Checks `username`'s `password` from `address`, counting failures towards lockouts.
-pub async fn check_password<S: SignInStore + DirectoryStore + Sync>(
+/// Checks `username`'s `password` for `client_id` from `peer`, counting failures towards
+/// lockouts, and audits the attempt (success, failure, or refused while locked out).
+#[expect(clippy::too_many_arguments, reason = "each is a distinct fact of the attempt")]
+pub async fn check_password<S: SignInStore + DirectoryStore + AuditStore + Sync>(
+    store: &S,
+    hasher: &PasswordHasher,
+    domain: &Domain,
+    username: &str,
+    password: zeroize::Zeroizing<String>,
+    peer: &Peer,
+    client_id: &str,
+    now: i64,
+) -> StoreResult<PasswordCheck> {
+    let checked = check(store, hasher, domain, username, password, &peer.address, now).await?;
+    let event = match &checked {
+        PasswordCheck::Valid(u) => AuditEvent::new("signin.success", &domain.name, Outcome::Success)
+            .by_user(&u.id)
+            .user(&u.id),
+        PasswordCheck::Locked(secs) => AuditEvent::new("signin.lockout", &domain.name, Outcome::Failure)
+            .details(serde_json::json!({ "locked_for": secs })),
+        PasswordCheck::Failed => AuditEvent::new("signin.failure", &domain.name, Outcome::Failure),
+    };
+    audit::record(store, now, event.client(client_id).request(&peer.request_id)).await;
+    Ok(checked)
+}
+
+async fn check<S: SignInStore + DirectoryStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,
     domain: &Domain,

@@ -18,13 +18,19 @@ fn admin_clients() -> String {
     ];
     let mut out = String::new();
     for (id, role) in roles {
+        // appadmin has no API scope: its token is for the admin API only.
+        let scopes = if id == "appadmin" {
+            ""
+        } else {
+            r#"scopes = ["orders.read"]"#
+        };
         out.push_str(&format!(
             r#"
   [[domain.client]]
   client_id = "{id}"
   secret_hash = "{}"
   grant_types = ["client_credentials"]
-  scopes = ["orders.read"]
+  {scopes}
   access_token_lifetime = "1d"
   admin_roles = ["{role}"]
 "#,
@@ -181,6 +187,13 @@ async fn admin_tokens_live_an_hour_at_most_and_carry_their_roles() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         3600
     );
+    // An administrator client without API scopes gets a token for this domain's admin API only.
+    let body = app.token("appadmin", &[]).await;
+    assert!(body.get("scope").is_none(), "{body}");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], app.issuer.as_str());
+    let (status, _, _) = call(&app, "GET", "/Clients", body["access_token"].as_str(), None).await;
+    assert_eq!(status, 200);
     // A client without roles keeps its configured lifetime and has no roles claim.
     let body = app.token("backend", &[]).await;
     let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());

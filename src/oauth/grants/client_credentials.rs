@@ -8,7 +8,7 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::claims::custom_claims;
 use crate::oauth::params::Params;
-use crate::oauth::scopes::resolve_api_scopes;
+use crate::oauth::scopes::{self, resolve_api_scopes};
 use crate::oauth::tokens::{ADMIN_ROLES_CLAIM, AccessTokenSpec, issue_access_token};
 use crate::store::OAuthStore;
 
@@ -28,7 +28,19 @@ impl<S: OAuthStore> Grant<S> for ClientCredentials {
                 "client_credentials requires a confidential client",
             ));
         }
-        let grant = resolve_api_scopes(ctx.domain, client, params.get("scope"), params.all("resource"))?;
+        let only_admin = !client.admin_roles.is_empty()
+            && params.get("scope").is_none()
+            && params.all("resource").is_empty()
+            && !client.scopes.iter().any(|s| ctx.domain.scope(s).is_some());
+        let grant = if only_admin {
+            // An administrator client without API scopes: a token for this domain's admin API.
+            scopes::Grant {
+                scopes: Vec::new(),
+                audiences: vec![ctx.domain.issuer.clone()],
+            }
+        } else {
+            resolve_api_scopes(ctx.domain, client, params.get("scope"), params.all("resource"))?
+        };
         let mut extra = custom_claims(ctx.domain, &grant.audiences, &grant.scopes, None);
         // The client's administrator roles travel in its own tokens only (never a user's).
         if !client.admin_roles.is_empty() {

@@ -9,6 +9,7 @@ use super::{Grant, TokenResponse};
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
+use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::oauth::password::{PasswordCheck, check_password};
 use crate::oauth::scopes::resolve_user_scopes;
@@ -33,13 +34,7 @@ impl<S: OAuthStore> Grant<S> for Password {
         let password = Zeroizing::new(params.require("password")?.to_string());
         let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
         let checked = check_password(
-            ctx.store,
-            ctx.hasher,
-            ctx.domain,
-            username,
-            password,
-            &ctx.peer.address,
-            ctx.now,
+            ctx.store, ctx.hasher, ctx.domain, username, password, &ctx.peer, &client.id, ctx.now,
         )
         .await?;
         // RFC 6749 s5.2 invalid_grant: the resource owner credentials are invalid.
@@ -78,9 +73,15 @@ impl<S: OAuthStore> Grant<S> for Password {
         let refresh_token = if offline {
             // The person gave their password to this client: that is their consent to these
             // scopes, recorded so that withdrawing it ends the refresh tokens like any other.
-            ctx.store
-                .upsert_consent(&ctx.domain.name, &user.id, &client.id, &scopes.join(" "), ctx.now)
-                .await?;
+            record_consent(
+                ctx.store,
+                &ctx.domain.name,
+                &user.id,
+                &client.id,
+                &scopes,
+                ctx.now,
+            )
+            .await?;
             let family = user_tokens::start_family(ctx, &grant, family_end).await?;
             let value = crate::crypto::secrets::random_token();
             user_tokens::store_refresh_token(ctx, &family, &value, &issued.access).await?;
