@@ -645,3 +645,68 @@ async fn the_openapi_document_lists_every_path() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
 }
+
+#[tokio::test]
+async fn an_administrator_clients_refresh_tokens_live_a_week_at_most() {
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "adminapp"
+  secret_hash = "{}"
+  grant_types = ["client_credentials", "password", "refresh_token"]
+  scopes = ["openid", "offline_access", "orders.read"]
+  admin_roles = ["User Administrator"]
+"#,
+            SecretHash::sha256_string(&secret("adminapp"))
+        ),
+        domain_keys: "refresh_token_max_lifetime = \"90d\"\nrefresh_token_idle_lifetime = \"30d\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let grant = |form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post("/oauth2/v1/token")
+                .basic_auth("adminapp", Some(secret("adminapp")))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = grant(vec![
+        ("grant_type", "password".into()),
+        ("username", "alice".into()),
+        ("password", password("alice")),
+        ("scope", "openid offline_access orders.read".into()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["expires_in"].as_i64().unwrap() <= 3600, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap().to_string();
+    // Six days on, the family still lives (configured: 90 days), and rotates.
+    app.clock.advance(6 * 86_400);
+    let (status, body) = grant(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", rt),
+    ])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap().to_string();
+    // Past seven days since the grant, it is over, whatever the configuration says.
+    app.clock.advance(86_400 + 60);
+    let (status, body) = grant(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", rt),
+    ])
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
