@@ -150,6 +150,8 @@ pub struct ServerConfig {
     pub gc_interval: Seconds,
     /// Rows removed per statement by the garbage collector. Default 1000.
     pub gc_batch: i64,
+    /// How often due back-channel logouts are delivered (retries wait longer). Default 5s.
+    pub logout_delivery_interval: Seconds,
     /// A header set by a trusted reverse proxy whose last address is the client's (for
     /// sign-in throttling per address), e.g. `X-Forwarded-For`. Default: none, the peer address.
     pub client_address_header: Option<String>,
@@ -179,6 +181,7 @@ impl Default for ServerConfig {
             argon2_max_concurrent: 2,
             gc_interval: Seconds(60),
             gc_batch: 1000,
+            logout_delivery_interval: Seconds(5),
             client_address_header: None,
             tls_cert_file: None,
             tls_key_file: None,

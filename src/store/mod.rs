@@ -5,6 +5,7 @@
 
 pub mod assertion;
 pub mod device;
+pub mod logout;
 pub mod refresh;
 pub mod signin;
 
@@ -217,6 +218,7 @@ pub trait OAuthStore:
     + refresh::RefreshStore
     + assertion::AssertionStore
     + device::DeviceStore
+    + logout::LogoutStore
     + Sync
 {
 }
@@ -227,6 +229,7 @@ impl<T> OAuthStore for T where
         + refresh::RefreshStore
         + assertion::AssertionStore
         + device::DeviceStore
+        + logout::LogoutStore
         + Sync
 {
 }
