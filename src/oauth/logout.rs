@@ -147,8 +147,10 @@ pub fn hint_matches(hint: &LogoutHint, session: &SessionRow) -> bool {
 /// RP-Initiated Logout 1.0 s3: where to send the browser after sign-out, with `state`.
 pub fn post_logout_location(req: &EndSessionRequest) -> Option<String> {
     let uri = req.post_logout_redirect_uri.as_deref()?;
-    let params: Vec<(&str, &str)> = req.state.as_deref().map(|s| ("state", s)).into_iter().collect();
-    Some(redirect_with(uri, &params))
+    Some(match req.state.as_deref() {
+        Some(state) => redirect_with(uri, &[("state", state)]),
+        None => uri.to_string(),
+    })
 }
 
 /// Front-Channel Logout 1.0 s2: the client's frontchannel_logout_uri with `iss` and `sid` (sent
