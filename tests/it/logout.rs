@@ -17,6 +17,8 @@ use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
 
 pub const RP_REDIRECT: &str = "https://rp.example.com/cb";
 pub const RP_AFTER: &str = "https://rp.example.com/bye";
+/// The redirect URI of the account tests' consenting client `rpc`.
+pub const RPC_REDIRECT: &str = "https://rpc.example.com/cb";
 const FC_REDIRECT: &str = "https://fc.example.com/cb";
 const FC_AFTER: &str = "https://fc.example.com/bye";
 const FC_FRAME: &str = "https://fc.example.com/frontchannel?x=1";
@@ -131,6 +133,7 @@ pub async fn tokens(app: &TestApp, browser: &Browser, client: &str, scope: &str)
     let redirect = match client {
         "rp" => RP_REDIRECT,
         "fc" => FC_REDIRECT,
+        "rpc" => RPC_REDIRECT,
         other => panic!("no redirect URI for {other}"),
     };
     let page = walk(
@@ -172,7 +175,7 @@ fn end_session_url(app: &TestApp, params: &[(&str, &str)]) -> String {
 }
 
 /// True when the browser still has a live session (an authorization goes straight to a code).
-async fn signed_in(app: &TestApp, browser: &Browser) -> bool {
+pub async fn signed_in(app: &TestApp, browser: &Browser) -> bool {
     let p = pkce();
     let page = browser
         .get(&authorize_url(
