@@ -22,8 +22,8 @@ use crate::domain::Domains;
 use crate::keyring::{self, KeyRing};
 use crate::oauth::client_auth::ClientAuthenticator;
 use crate::oauth::grants::Grants;
-use crate::reconcile;
 use crate::oauth::logout::{logout_token, next_attempt};
+use crate::reconcile;
 use crate::store::logout::{DeliveryRow, LogoutStore};
 use crate::store::{MaintenanceStore, SqlStore};
 use crate::tls::{self, ClientCertTrust, TlsListener, TlsPeer};
@@ -509,8 +509,12 @@ pub async fn deliver_logouts(state: &AppState) -> usize {
             Err(why) => {
                 let retry = next_attempt(attempts, now);
                 match retry {
-                    Some(at) => tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, retry_in = at - now, error.cause = %why, "back-channel logout failed; will retry"),
-                    None => tracing::warn!(domain = %row.domain, client_id = %row.client_id, attempts, error.cause = %why, "back-channel logout failed; giving up"),
+                    Some(at) => {
+                        tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, retry_in = at - now, error.cause = %why, "back-channel logout failed; will retry")
+                    }
+                    None => {
+                        tracing::warn!(domain = %row.domain, client_id = %row.client_id, attempts, error.cause = %why, "back-channel logout failed; giving up")
+                    }
                 }
                 state.store.logout_failed(&row.id, now, retry, why).await
             }
@@ -552,8 +556,15 @@ async fn deliver_one(state: &AppState, row: &DeliveryRow) -> Result<(), String> 
         .cloned()
         .ok_or("the domain's keys are not loaded")?;
     let keys = ring.current();
-    let token = logout_token(domain, &keys, client, &row.sub, row.sid.as_deref(), state.clock.now())
-        .map_err(|e| e.description.to_string())?;
+    let token = logout_token(
+        domain,
+        &keys,
+        client,
+        &row.sub,
+        row.sid.as_deref(),
+        state.clock.now(),
+    )
+    .map_err(|e| e.description.to_string())?;
     // Back-Channel Logout 1.0 s2.5: a form POST of logout_token; 200 (or 204) is success.
     let resp = state
         .logout_http

@@ -90,16 +90,14 @@ pub async fn post_account(State(app): State<AppState>, cur: CurrentDomain, req: 
                 Err(e) => error_page(&e),
             }
         }
-        (Some("everywhere"), _) => match logout::end_all_sessions(&app.store, d, &session.user_id, now).await {
+        (Some("everywhere"), _) => match logout::end_all_sessions(&app.store, d, &session.user_id, now).await
+        {
             Ok(queued) => {
                 if queued {
                     deliver_logouts_soon(&app);
                 }
                 tracing::info!(domain = %d.name, user.id = %session.user_id, "signed out everywhere");
-                with_cookie(
-                    see_other(&d.url(paths::END_SESSION)),
-                    clear_session_cookie(d),
-                )
+                with_cookie(see_other(&d.url(paths::END_SESSION)), clear_session_cookie(d))
             }
             Err(e) => error_page(&e),
         },
@@ -131,7 +129,9 @@ async fn account_page(
     let consents = consents
         .into_iter()
         .map(|c| AccountConsent {
-            client_name: d.client(&c.client_id).map_or_else(|| c.client_id.clone(), |x| x.name.clone()),
+            client_name: d
+                .client(&c.client_id)
+                .map_or_else(|| c.client_id.clone(), |x| x.name.clone()),
             when: date(c.updated_at),
             scopes: c
                 .scope

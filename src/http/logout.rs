@@ -47,7 +47,12 @@ pub async fn post_end_session(State(app): State<AppState>, cur: CurrentDomain, r
 }
 
 /// Checks the request; signs out at once when the hint names this browser's session, else asks.
-async fn end_session_request(app: &AppState, cur: &CurrentDomain, headers: &HeaderMap, p: &Params) -> Response {
+async fn end_session_request(
+    app: &AppState,
+    cur: &CurrentDomain,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Response {
     let d = &cur.domain;
     let keys = cur.ring.current();
     // ui_locales and logout_hint are accepted; the pages have one language and one account.

@@ -70,10 +70,18 @@ pub fn read_hint(domain: &Domain, keys: &KeySet, token: &str) -> OAuthResult<Log
         _ => return Err(bad()),
     };
     // An access token signed by the same key is not an ID token.
-    if header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
         return Err(bad());
     }
-    let sub = claims.get("sub").and_then(Value::as_str).ok_or_else(bad)?.to_string();
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
     let sid = claims.get("sid").and_then(Value::as_str).map(str::to_string);
     Ok(LogoutHint { client_id, sub, sid })
 }
@@ -226,7 +234,9 @@ async fn queue_backchannel<S: OAuthStore>(
     let Some(client) = domain.client(client_id) else {
         return Ok(false);
     };
-    if client.backchannel_logout_uri.is_none() || (client.backchannel_logout_session_required && sid.is_none()) {
+    if client.backchannel_logout_uri.is_none()
+        || (client.backchannel_logout_session_required && sid.is_none())
+    {
         return Ok(false);
     }
     store
@@ -298,7 +308,10 @@ pub async fn withdraw_consent<S: OAuthStore>(
     now: i64,
 ) -> OAuthResult<bool> {
     store.delete_consent(&domain.name, user_id, client_id).await?;
-    for (family, c) in store.user_families(&domain.name, user_id, Some(client_id)).await? {
+    for (family, c) in store
+        .user_families(&domain.name, user_id, Some(client_id))
+        .await?
+    {
         revoke_family(store, domain, &family, &c, now).await?;
     }
     let sids = store.client_sids(&domain.name, user_id, client_id, now).await?;

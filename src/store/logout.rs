@@ -53,7 +53,11 @@ pub trait LogoutStore {
         expires_at: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// The clients issued a code in session `sid`.
-    fn session_clients(&self, domain: &str, sid: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    fn session_clients(
+        &self,
+        domain: &str,
+        sid: &str,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// The sids of the user's sessions, not ended, in which `client_id` was issued a code.
     fn client_sids(
         &self,
@@ -63,7 +67,12 @@ pub trait LogoutStore {
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Ends the session `sid`; true when this call ended it.
-    fn end_session(&self, domain: &str, sid: &str, now: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn end_session(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// The user's live sessions (not ended, within their limits), most recently seen first.
     fn live_sessions(
         &self,
@@ -87,7 +96,11 @@ pub trait LogoutStore {
         client_id: Option<&str>,
     ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
     /// The user's consents, most recent first.
-    fn list_consents(&self, domain: &str, user_id: &str) -> impl Future<Output = StoreResult<Vec<ConsentRow>>> + Send;
+    fn list_consents(
+        &self,
+        domain: &str,
+        user_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ConsentRow>>> + Send;
     /// Deletes a consent; true when there was one.
     fn delete_consent(
         &self,
@@ -98,7 +111,8 @@ pub trait LogoutStore {
     /// Queues a back-channel logout.
     fn enqueue_logout(&self, d: &DeliveryRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// Up to `limit` deliveries due at `now` and not claimed.
-    fn due_logouts(&self, now: i64, limit: i64) -> impl Future<Output = StoreResult<Vec<DeliveryRow>>> + Send;
+    fn due_logouts(&self, now: i64, limit: i64)
+    -> impl Future<Output = StoreResult<Vec<DeliveryRow>>> + Send;
     /// Claims a due delivery until `until` and counts the attempt; true for exactly one caller.
     fn claim_logout(&self, id: &str, now: i64, until: i64) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Records a delivered logout.
@@ -143,16 +157,23 @@ impl LogoutStore for SqlStore {
     }
 
     async fn session_clients(&self, domain: &str, sid: &str) -> StoreResult<Vec<String>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id")
-                .bind(domain)
-                .bind(sid)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id",
+        )
+        .bind(domain)
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    async fn client_sids(&self, domain: &str, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<String>> {
+    async fn client_sids(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
              WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4",
@@ -167,12 +188,14 @@ impl LogoutStore for SqlStore {
     }
 
     async fn end_session(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL")
-            .bind(domain)
-            .bind(sid)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL",
+        )
+        .bind(domain)
+        .bind(sid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -188,7 +211,12 @@ impl LogoutStore for SqlStore {
         .await?)
     }
 
-    async fn session_families(&self, domain: &str, sid: &str, with_offline: bool) -> StoreResult<Vec<(String, String)>> {
+    async fn session_families(
+        &self,
+        domain: &str,
+        sid: &str,
+        with_offline: bool,
+    ) -> StoreResult<Vec<(String, String)>> {
         Ok(sqlx::query_as(
             "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND sid = $2 AND revoked_at IS NULL \
              AND (offline = 0 OR $3 = 1)",

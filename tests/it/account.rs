@@ -91,7 +91,12 @@ async fn browser_account_withdraws_a_consent_and_signs_out_everywhere() {
 
     chrome.click_to_next_page("#withdraw-rpc").await;
     assert_eq!(chrome.text(".notice").await, "Access removed.");
-    assert!(chrome.text("#no-apps").await.contains("not given any application access"));
+    assert!(
+        chrome
+            .text("#no-apps")
+            .await
+            .contains("not given any application access")
+    );
     let (status, body) = refresh(&app, "rpc", s(&rpc, "refresh_token"), &[]).await;
     assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
     let claims = check_logout_token(&app, &listener.next().await, "rpc").await;
@@ -102,7 +107,10 @@ async fn browser_account_withdraws_a_consent_and_signs_out_everywhere() {
 
     chrome.click_to_next_page("#everywhere").await;
     assert!(chrome.text("h1").await.contains("You are signed out"));
-    assert!(!signed_in(&app, &other).await, "the other browser's session ended too");
+    assert!(
+        !signed_in(&app, &other).await,
+        "the other browser's session ended too"
+    );
     let (status, _) = refresh(&app, "rp", &rp_refresh, &[]).await;
     assert_eq!(status, 400);
     // The session the other browser ended served rp and rpc: both hear of it, in any order.

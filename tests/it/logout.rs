@@ -220,7 +220,10 @@ pub async fn check_logout_token(app: &TestApp, token: &str, client: &str) -> Val
         "{claims}"
     );
     assert!(!s(&claims, "jti").is_empty());
-    let (iat, exp) = (claims["iat"].as_i64().expect("iat"), claims["exp"].as_i64().expect("exp"));
+    let (iat, exp) = (
+        claims["iat"].as_i64().expect("iat"),
+        claims["exp"].as_i64().expect("exp"),
+    );
     assert!(exp > iat && exp - iat <= 120, "short-lived: {claims}");
     claims
 }
@@ -228,7 +231,9 @@ pub async fn check_logout_token(app: &TestApp, token: &str, client: &str) -> Val
 /// The (attempts, delivered, failed) of the only back-channel delivery in the database.
 async fn delivery_state(app: &TestApp) -> (i64, bool, bool) {
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&app.database_url).await.expect("connect");
+    let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
     let (attempts, delivered, failed): (i64, i64, i64) = sqlx::query_as(
         "SELECT attempts, CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END, \
          CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END FROM logout_deliveries",
@@ -242,7 +247,9 @@ async fn delivery_state(app: &TestApp) -> (i64, bool, bool) {
 /// Waits until the delivery has recorded `attempts` attempts and is no longer claimed.
 async fn wait_attempts(app: &TestApp, attempts: i64) {
     for _ in 0..100 {
-        let mut conn = sqlx::AnyConnection::connect(&app.database_url).await.expect("connect");
+        let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+            .await
+            .expect("connect");
         let row: (i64, i64) = sqlx::query_as("SELECT attempts, claimed_until FROM logout_deliveries")
             .fetch_one(&mut conn)
             .await
@@ -277,7 +284,10 @@ async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
         ))
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
-    assert_eq!(page.location().as_deref(), Some(&*format!("{RP_AFTER}?state=st-bye")));
+    assert_eq!(
+        page.location().as_deref(),
+        Some(&*format!("{RP_AFTER}?state=st-bye"))
+    );
     assert_eq!(page.header("cache-control"), "no-store");
     assert!(
         page.set_cookies()
@@ -310,11 +320,17 @@ async fn logout_accepts_an_expired_hint() {
     let t = tokens(&app, &browser, "rp", "openid").await;
     app.clock.advance(300);
     let (_, claims) = jwt_parts(s(&t, "id_token"));
-    assert!(claims["exp"].as_i64().expect("exp") < ostiary::clock::Clock::now(&*app.clock), "the hint has expired");
+    assert!(
+        claims["exp"].as_i64().expect("exp") < ostiary::clock::Clock::now(&*app.clock),
+        "the hint has expired"
+    );
     let page = browser
         .get(&end_session_url(
             &app,
-            &[("id_token_hint", s(&t, "id_token")), ("post_logout_redirect_uri", RP_AFTER)],
+            &[
+                ("id_token_hint", s(&t, "id_token")),
+                ("post_logout_redirect_uri", RP_AFTER),
+            ],
         ))
         .await;
     assert_eq!(page.status, 303, "{}", page.body);
@@ -331,14 +347,25 @@ async fn logout_without_a_hint_asks_first_and_refuses_a_form_without_csrf() {
     tokens(&app, &browser, "rp", "openid").await;
     let url = end_session_url(
         &app,
-        &[("client_id", "rp"), ("post_logout_redirect_uri", RP_AFTER), ("state", "s1")],
+        &[
+            ("client_id", "rp"),
+            ("post_logout_redirect_uri", RP_AFTER),
+            ("state", "s1"),
+        ],
     );
     let confirm = browser.get(&url).await;
     assert_eq!(confirm.status, 200, "{}", confirm.body);
     assert!(confirm.body.contains("Sign out?") && confirm.body.contains("Relying Party"));
-    assert!(confirm.header("content-security-policy").contains("script-src 'none'"));
+    assert!(
+        confirm
+            .header("content-security-policy")
+            .contains("script-src 'none'")
+    );
     let csrf = confirm.field("csrf").expect("csrf field");
-    assert_eq!(confirm.field("post_logout_redirect_uri").as_deref(), Some(RP_AFTER));
+    assert_eq!(
+        confirm.field("post_logout_redirect_uri").as_deref(),
+        Some(RP_AFTER)
+    );
     assert!(signed_in(&app, &browser).await, "asking signs nobody out");
 
     // Without the CSRF token, or with another, nothing happens.
@@ -375,7 +402,10 @@ async fn logout_without_a_hint_asks_first_and_refuses_a_form_without_csrf() {
     let other = Browser::new();
     tokens(&app, &other, "rp", "openid").await;
     let page = other
-        .get(&end_session_url(&app, &[("id_token_hint", s(&first, "id_token"))]))
+        .get(&end_session_url(
+            &app,
+            &[("id_token_hint", s(&first, "id_token"))],
+        ))
         .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Sign out?"));
@@ -391,12 +421,21 @@ async fn logout_refuses_an_unregistered_post_logout_redirect_uri() {
     let t = tokens(&app, &browser, "rp", "openid").await;
     let hint = s(&t, "id_token");
     let cases: Vec<Vec<(&str, &str)>> = vec![
-        vec![("id_token_hint", hint), ("post_logout_redirect_uri", "https://evil.example.com/")],
-        vec![("client_id", "rp"), ("post_logout_redirect_uri", "https://rp.example.com/bye/")],
+        vec![
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", "https://evil.example.com/"),
+        ],
+        vec![
+            ("client_id", "rp"),
+            ("post_logout_redirect_uri", "https://rp.example.com/bye/"),
+        ],
         vec![("post_logout_redirect_uri", RP_AFTER)],
         vec![("client_id", "fc"), ("post_logout_redirect_uri", RP_AFTER)],
         vec![("id_token_hint", hint), ("client_id", "fc")],
-        vec![("id_token_hint", "not.a.jwt"), ("post_logout_redirect_uri", RP_AFTER)],
+        vec![
+            ("id_token_hint", "not.a.jwt"),
+            ("post_logout_redirect_uri", RP_AFTER),
+        ],
     ];
     for params in cases {
         let page = browser.get(&end_session_url(&app, &params)).await;
@@ -405,7 +444,10 @@ async fn logout_refuses_an_unregistered_post_logout_redirect_uri() {
         assert!(page.header("content-type").starts_with("text/html"));
         assert!(!page.body.contains("evil.example.com"));
     }
-    assert!(signed_in(&app, &browser).await, "a refused request signs nobody out");
+    assert!(
+        signed_in(&app, &browser).await,
+        "a refused request signs nobody out"
+    );
     app.stop().await;
 }
 
@@ -514,14 +556,20 @@ async fn signed_out_page_loads_the_frontchannel_iframes_then_goes_back() {
         .append_pair("sid", s(&id_claims, "sid"));
     let escaped = frame.as_str().replace('&', "&#38;");
     assert!(
-        page.body.contains(&format!("<iframe class=\"frontchannel\" src=\"{escaped}\"")),
+        page.body
+            .contains(&format!("<iframe class=\"frontchannel\" src=\"{escaped}\"")),
         "{}",
         page.body
     );
     let csp = page.header("content-security-policy");
     assert!(csp.contains("frame-src https://fc.example.com;"), "{csp}");
     assert!(csp.contains("script-src 'none'"), "{csp}");
-    assert!(page.body.contains(&format!("content=\"2;url={FC_AFTER}?state=xyz\"")), "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("content=\"2;url={FC_AFTER}?state=xyz\"")),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains(&format!("href=\"{FC_AFTER}?state=xyz\"")));
     assert!(!signed_in(&app, &browser).await);
     app.stop().await;
@@ -535,7 +583,10 @@ async fn discovery_advertises_sign_out() {
         .get_json(&format!("{}/.well-known/openid-configuration", app.base))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(doc["end_session_endpoint"], format!("{}/oauth2/v1/userlogout", app.issuer));
+    assert_eq!(
+        doc["end_session_endpoint"],
+        format!("{}/oauth2/v1/userlogout", app.issuer)
+    );
     for k in [
         "frontchannel_logout_supported",
         "frontchannel_logout_session_supported",
