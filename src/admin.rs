@@ -24,8 +24,8 @@ use crate::crypto::secrets::random_id;
 use crate::domain::Client;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::Ctx;
+use crate::oauth::logout;
 use crate::oauth::tokens::{ADMIN_ROLES_CLAIM, find_live_token};
-use crate::oauth::user_tokens;
 use crate::store::admin::{ConsentRow, EventFilter, EventRow};
 use crate::store::signin::SessionRow;
 use crate::store::{OAuthStore, StoreError, UserRow};
@@ -475,22 +475,23 @@ pub async fn delete_consent<S: OAuthStore>(
     user: &str,
     client: &str,
 ) -> OAuthResult<()> {
-    if !ctx.store.delete_consent(&ctx.domain.name, user, client).await? {
+    let (found, _) = ctx
+        .store
+        .list_consents(&ctx.domain.name, Some(user), Some(client), 1, 0)
+        .await?;
+    if found.is_empty() {
         return Err(not_found("consent"));
     }
-    let families = ctx.store.family_ids_of(&ctx.domain.name, user, client).await?;
-    for f in &families {
-        user_tokens::revoke_family(ctx, f, client).await?;
-    }
-    audit::record(
+    // The same withdrawal as the account page's: families revoked, back-channel logout queued.
+    logout::withdraw_consent(
         ctx.store,
+        ctx.domain,
+        user,
+        client,
+        &format!("client:{}", caller.client_id),
         ctx.now,
-        event(ctx, caller, "consent.withdrawn")
-            .user(user)
-            .client(client)
-            .details(json!({"refresh_families_revoked": families.len()})),
     )
-    .await;
+    .await?;
     Ok(())
 }
 

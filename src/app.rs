@@ -22,7 +22,9 @@ use crate::domain::Domains;
 use crate::keyring::{self, KeyRing};
 use crate::oauth::client_auth::ClientAuthenticator;
 use crate::oauth::grants::Grants;
+use crate::oauth::logout::{logout_token, next_attempt};
 use crate::reconcile;
+use crate::store::logout::{DeliveryRow, LogoutStore};
 use crate::store::{MaintenanceStore, SqlStore};
 use crate::tls::{self, ClientCertTrust, TlsListener, TlsPeer};
 
@@ -56,6 +58,8 @@ pub struct App {
     pub client_certificate_header: Option<axum::http::HeaderName>,
     /// Whether client certificates chain to the configured client CAs.
     pub client_trust: Arc<ClientCertTrust>,
+    /// The HTTP client of back-channel logout deliveries (timeouts, no redirects).
+    pub logout_http: reqwest::Client,
 }
 
 /// The state handed to handlers.
@@ -225,6 +229,12 @@ pub async fn start(
             .as_deref()
             .and_then(|h| axum::http::HeaderName::try_from(h).ok()),
         client_trust,
+        logout_http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(LOGOUT_TIMEOUT_SECS))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the back-channel logout HTTP client")?,
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));
@@ -270,9 +280,17 @@ pub async fn start(
         ),
         spawn_job(
             state.clone(),
-            stop_rx,
+            stop_rx.clone(),
             Duration::from_secs(secs(state.keys.refresh_interval.0)),
             rotate_keys,
+        ),
+        spawn_job(
+            state.clone(),
+            stop_rx,
+            Duration::from_secs(secs(config.server.logout_delivery_interval.0)),
+            |s| async move {
+                deliver_logouts(&s).await;
+            },
         ),
     ]);
     tracing::info!(listen = %addr, tls = tls.main.is_some(), "ostiary is serving");
@@ -405,6 +423,11 @@ async fn collect_garbage(state: AppState, batch: i64, audit_retention: i64) {
         Ok(n) => tracing::debug!(rows = n, "expired rows removed"),
         Err(e) => tracing::warn!(error.cause = %e, "garbage collection failed"),
     }
+    match state.store.delete_finished_logouts(now, batch).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "finished sign-out rows removed"),
+        Err(e) => tracing::warn!(error.cause = %e, "sign-out garbage collection failed"),
+    }
     let domains = state.domains.load_full();
     for d in &domains.list {
         if let Err(e) = keyring::prune(&state.store, &d.name, now, d.max_token_lifetime()).await {
@@ -446,5 +469,118 @@ async fn rotate_keys(state: AppState) {
             }
             Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "key rotation failed"),
         }
+    }
+}
+
+/// Seconds a back-channel logout POST may take.
+const LOGOUT_TIMEOUT_SECS: u64 = 10;
+/// Deliveries attempted per run of the outbox.
+const LOGOUT_BATCH: i64 = 50;
+
+/// Back-Channel Logout 1.0 s2.5: delivers the due logouts of the outbox once. Each is claimed by
+/// an atomic conditional update first, so replicas may run this together. A failure is retried
+/// with exponential backoff until the attempts are spent, then given up and logged. Returns how
+/// many were delivered.
+pub async fn deliver_logouts(state: &AppState) -> usize {
+    let now = state.clock.now();
+    let due = match state.store.due_logouts(now, LOGOUT_BATCH).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error.cause = %e, "back-channel logouts could not be read");
+            return 0;
+        }
+    };
+    let mut delivered = 0;
+    for row in due {
+        // The claim outlasts the request's timeout, so a crashed attempt is retried later.
+        let claim_until = now + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
+        match state.store.claim_logout(&row.id, now, claim_until).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error.cause = %e, "back-channel logout could not be claimed");
+                continue;
+            }
+        }
+        let attempts = row.attempts + 1;
+        let result = deliver_one(state, &row).await;
+        let now = state.clock.now();
+        let stored = match &result {
+            Ok(()) => {
+                delivered += 1;
+                tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, "back-channel logout delivered");
+                state.store.logout_delivered(&row.id, now).await
+            }
+            Err(why) => {
+                let retry = next_attempt(attempts, now);
+                match retry {
+                    Some(at) => {
+                        tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, retry_in = at - now, error.cause = %why, "back-channel logout failed; will retry")
+                    }
+                    None => {
+                        tracing::warn!(domain = %row.domain, client_id = %row.client_id, attempts, error.cause = %why, "back-channel logout failed; giving up")
+                    }
+                }
+                state.store.logout_failed(&row.id, now, retry, why).await
+            }
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error.cause = %e, "back-channel logout outcome could not be stored");
+        }
+    }
+    delivered
+}
+
+/// Runs the outbox now, without waiting for it (after a sign-out queued deliveries).
+pub fn deliver_logouts_soon(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        deliver_logouts(&state).await;
+    });
+}
+
+/// POSTs one logout token (signed now) to the client's current back-channel endpoint.
+async fn deliver_one(state: &AppState, row: &DeliveryRow) -> Result<(), String> {
+    let domains = state.domains.load_full();
+    let domain = domains
+        .list
+        .iter()
+        .find(|d| d.name == row.domain)
+        .ok_or("the domain is no longer configured")?;
+    let client = domain
+        .client(&row.client_id)
+        .ok_or("the client is no longer registered")?;
+    let uri = client
+        .backchannel_logout_uri
+        .as_deref()
+        .ok_or("the client no longer has a backchannel_logout_uri")?;
+    let ring = state
+        .rings
+        .load()
+        .get(&domain.name)
+        .cloned()
+        .ok_or("the domain's keys are not loaded")?;
+    let keys = ring.current();
+    let token = logout_token(
+        domain,
+        &keys,
+        client,
+        &row.sub,
+        row.sid.as_deref(),
+        state.clock.now(),
+    )
+    .map_err(|e| e.description.to_string())?;
+    // Back-Channel Logout 1.0 s2.5: a form POST of logout_token; 200 (or 204) is success.
+    let resp = state
+        .logout_http
+        .post(uri)
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the client answered {}", resp.status()))
     }
 }

@@ -30,6 +30,10 @@ pub mod paths {
     pub const CONSENT: &str = "/consent";
     pub const DEVICE_AUTHORIZATION: &str = "/oauth2/v1/device";
     pub const DEVICE_PAGE: &str = "/device";
+    /// OpenID Connect RP-Initiated Logout 1.0 end-session endpoint.
+    pub const END_SESSION: &str = "/oauth2/v1/userlogout";
+    /// The person's account page.
+    pub const ACCOUNT: &str = "/account";
 }
 
 /// RFC 8705 s2.1.2: the one certificate name a tls_client_auth client is registered with.

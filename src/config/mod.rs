@@ -152,6 +152,8 @@ pub struct ServerConfig {
     pub gc_batch: i64,
     /// How long audit events are kept before the garbage collector removes them. Default 90d.
     pub audit_retention: Seconds,
+    /// How often due back-channel logouts are delivered (retries wait longer). Default 5s.
+    pub logout_delivery_interval: Seconds,
     /// A header set by a trusted reverse proxy whose last address is the client's (for
     /// sign-in throttling per address), e.g. `X-Forwarded-For`. Default: none, the peer address.
     pub client_address_header: Option<String>,
@@ -182,6 +184,7 @@ impl Default for ServerConfig {
             gc_interval: Seconds(60),
             gc_batch: 1000,
             audit_retention: Seconds(90 * 86400),
+            logout_delivery_interval: Seconds(5),
             client_address_header: None,
             tls_cert_file: None,
             tls_key_file: None,

@@ -2,6 +2,7 @@
 //! domain, and the layers every response goes through. Handlers are thin: they turn a request
 //! into one `oauth` call and its result into a response.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
 pub mod consent;
@@ -10,6 +11,7 @@ pub mod device_authorization;
 pub mod discovery;
 pub mod extract;
 pub mod introspect;
+pub mod logout;
 pub mod pages;
 pub mod response;
 pub mod revoke;
@@ -171,6 +173,14 @@ fn domain_routes() -> Router<AppState> {
         )
         .route(paths::REVOKE, post(revoke::post_revoke))
         .nest(crate::admin::PREFIX, admin::routes())
+        .route(
+            paths::END_SESSION,
+            get(logout::get_end_session).post(logout::post_end_session),
+        )
+        .route(
+            paths::ACCOUNT,
+            get(account::get_account).post(account::post_account),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_metrics))

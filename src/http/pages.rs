@@ -17,6 +17,7 @@ use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, Next, error_params, next_step, redirect_with};
 use crate::oauth::params::Params;
+use crate::store::logout::LogoutStore;
 use crate::store::signin::{AuthRequestRow, CodeRow, SessionRow, SignInStore};
 use crate::views::{ConsentPage, ConsentScope, ErrorPage, FORM_POST_SCRIPT, FormPostPage, LoginPage};
 
@@ -109,6 +110,17 @@ pub fn csrf_ok(d: &Domain, headers: &HeaderMap, form_token: Option<&str>, row: &
 
 /// An HTML page: no caching, no framing, no scripts (except the form_post page's own).
 pub fn page(status: StatusCode, body: Result<String, askama::Error>, script_hash: Option<&str>) -> Response {
+    page_with_frames(status, body, script_hash, &[])
+}
+
+/// An HTML page as [`page`] makes it, that may also frame these origins (the front-channel
+/// logout iframes of the signed-out page).
+pub fn page_with_frames(
+    status: StatusCode,
+    body: Result<String, askama::Error>,
+    script_hash: Option<&str>,
+    frame_origins: &[String],
+) -> Response {
     let html = match body {
         Ok(h) => h,
         Err(e) => return OAuthError::server_error(e).into_response(),
@@ -116,8 +128,13 @@ pub fn page(status: StatusCode, body: Result<String, askama::Error>, script_hash
     let script = script_hash
         .map(|h| format!("'sha256-{h}'"))
         .unwrap_or_else(|| "'none'".into());
+    let frames = if frame_origins.is_empty() {
+        String::new()
+    } else {
+        format!(" frame-src {};", frame_origins.join(" "))
+    };
     let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; script-src {script}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'unsafe-inline'; script-src {script};{frames} frame-ancestors 'none'; base-uri 'none'"
     );
     let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     let h = resp.headers_mut();
@@ -190,6 +207,18 @@ pub async fn proceed(
         return match (&session, &pending) {
             (Some(_), Some(p)) => {
                 see_other(&redirect_with(&d.url(paths::DEVICE_PAGE), &[("request", &p.id)]))
+            }
+            _ => error_page(&OAuthError::invalid_request(
+                "this request has expired or is unknown; start again",
+            )),
+        };
+    }
+    // The account page asked the person to sign in: back to it.
+    if req.account {
+        return match (&session, &pending) {
+            (Some(_), Some(p)) => {
+                let _ = app.store.take_auth_request(&d.name, &p.id).await;
+                see_other(&d.url(paths::ACCOUNT))
             }
             _ => error_page(&OAuthError::invalid_request(
                 "this request has expired or is unknown; start again",
@@ -396,6 +425,11 @@ pub async fn start_session(
     Ok((row, set))
 }
 
+/// The Set-Cookie that removes the browser's session cookie.
+pub fn clear_session_cookie(d: &Domain) -> Option<HeaderValue> {
+    set_cookie(d, &cookie_names(d).0, "", Some(0))
+}
+
 /// Issues a code for the session and sends it to the client.
 pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, s: &SessionRow) -> Response {
     let now = app.clock.now();
@@ -432,6 +466,15 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
             OAuthError::server_error(err)
         };
         return error_to_client(d, req, &err);
+    }
+    // Back- and Front-Channel Logout 1.0: remember which clients this session served, to tell
+    // them at sign-out (codes themselves are collected a day after expiry).
+    if let Err(e) = app
+        .store
+        .record_session_client(&d.name, &s.sid, &s.user_id, &req.client_id, now, s.expires_at)
+        .await
+    {
+        return error_to_client(d, req, &OAuthError::from(e));
     }
     let mut params = vec![("code", code.as_str())];
     if let Some(st) = &req.state {

@@ -44,6 +44,9 @@ pub struct AuthorizationRequest {
     /// to a redirect URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Set when the account page sends the person to sign in: after sign-in they go back to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account: bool,
 }
 
 impl AuthorizationRequest {

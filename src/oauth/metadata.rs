@@ -78,6 +78,16 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
             "prompt_values_supported".into(),
             json!(["none", "login", "consent", "select_account"]),
         );
+        // RP-Initiated Logout 1.0 s2.1, Front-Channel Logout 1.0 s3, Back-Channel Logout 1.0
+        // s2.1: sign-out, with sid in the iframe URIs and in the logout tokens.
+        obj.insert(
+            "end_session_endpoint".into(),
+            json!(domain.url(paths::END_SESSION)),
+        );
+        obj.insert("frontchannel_logout_supported".into(), json!(true));
+        obj.insert("frontchannel_logout_session_supported".into(), json!(true));
+        obj.insert("backchannel_logout_supported".into(), json!(true));
+        obj.insert("backchannel_logout_session_supported".into(), json!(true));
         obj.insert("claims_parameter_supported".into(), json!(true));
         obj.insert("request_parameter_supported".into(), json!(false));
         obj.insert("request_uri_parameter_supported".into(), json!(false));

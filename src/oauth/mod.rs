@@ -11,6 +11,7 @@ pub mod device;
 pub mod grants;
 pub mod id_token;
 pub mod introspection;
+pub mod logout;
 pub mod metadata;
 pub mod mtls;
 pub mod params;

@@ -228,18 +228,22 @@ pub async fn revoke_family<S: OAuthStore>(
     family_id: &str,
     client_id: &str,
 ) -> OAuthResult<()> {
-    let jtis = ctx
-        .store
-        .revoke_family(&ctx.domain.name, family_id, ctx.now)
-        .await?;
-    let until = ctx.now + ctx.domain.max_token_lifetime();
+    revoke_family_in(ctx.store, ctx.domain, family_id, client_id, ctx.now).await
+}
+
+/// [`revoke_family`] outside a request's context (sign-out, the account page).
+pub async fn revoke_family_in<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    family_id: &str,
+    client_id: &str,
+    now: i64,
+) -> OAuthResult<()> {
+    let jtis = store.revoke_family(&domain.name, family_id, now).await?;
+    let until = now + domain.max_token_lifetime();
     for jti in jtis {
-        ctx.store
-            .revoke_jti(&ctx.domain.name, &jti, client_id, until)
-            .await?;
-        ctx.store
-            .revoke_tokens_by_jti(&ctx.domain.name, &jti, ctx.now)
-            .await?;
+        store.revoke_jti(&domain.name, &jti, client_id, until).await?;
+        store.revoke_tokens_by_jti(&domain.name, &jti, now).await?;
     }
     Ok(())
 }

@@ -82,13 +82,6 @@ pub trait AdminStore {
         user_id: &str,
         client_id: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Ids of the unrevoked refresh-token families of a user for a client.
-    fn family_ids_of(
-        &self,
-        domain: &str,
-        user_id: &str,
-        client_id: &str,
-    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Live sessions of a domain at `now`, optionally of one user, newest first.
     fn list_live_sessions(
         &self,
@@ -218,19 +211,6 @@ impl AdminStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    async fn family_ids_of(&self, domain: &str, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND client_id = $3 \
-             AND revoked_at IS NULL",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     async fn list_live_sessions(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod assertion;
 pub mod device;
+pub mod logout;
 pub mod refresh;
 pub mod signin;
 
@@ -226,6 +227,7 @@ pub trait OAuthStore:
     + device::DeviceStore
     + admin::AuditStore
     + admin::AdminStore
+    + logout::LogoutStore
     + Sync
 {
 }
@@ -238,6 +240,7 @@ impl<T> OAuthStore for T where
         + device::DeviceStore
         + admin::AuditStore
         + admin::AdminStore
+        + logout::LogoutStore
         + Sync
 {
 }

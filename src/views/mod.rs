@@ -80,3 +80,51 @@ pub struct DeviceDonePage<'a> {
     pub client_name: &'a str,
     pub approved: bool,
 }
+
+/// The end-session pages: the confirmation (`confirm`), or the signed-out page with the
+/// front-channel logout iframes and the way back to the client.
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage<'a> {
+    pub confirm: bool,
+    pub action: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub client_name: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub state: Option<&'a str>,
+    /// False when the person chose to stay signed in.
+    pub signed_out: bool,
+    /// Front-channel logout URIs, loaded in hidden iframes.
+    pub frames: Vec<String>,
+    /// Where to go next (meta refresh and a link).
+    pub redirect: Option<&'a str>,
+}
+
+/// One consent on the account page.
+pub struct AccountConsent {
+    pub client_id: String,
+    pub client_name: String,
+    pub when: String,
+    pub scopes: Vec<ConsentScope>,
+}
+
+/// One live session on the account page.
+pub struct AccountSession {
+    pub current: bool,
+    pub signed_in: String,
+    pub last_seen: String,
+}
+
+/// The account page: consents and sessions, with their actions.
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage<'a> {
+    pub action: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub notice: Option<&'a str>,
+    pub consents: Vec<AccountConsent>,
+    pub sessions: Vec<AccountSession>,
+}

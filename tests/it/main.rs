@@ -2,6 +2,7 @@
 //! when OSTIARY_TEST_DATABASE_URL is set) and walks a flow over HTTP as a client would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod account;
 mod admin;
 mod assertions;
 mod authorize;
@@ -16,6 +17,7 @@ mod harness;
 mod introspection;
 mod keys;
 mod lockout;
+mod logout;
 mod mtls;
 mod ops;
 mod password;

@@ -1,0 +1,325 @@
+//! SQL for sign-out: the clients of a session, ending sessions, the families they hold, consents
+//! as the account page lists them, and the outbox of back-channel logout deliveries.
+
+use std::future::Future;
+
+use sqlx::FromRow;
+
+use super::signin::SessionRow;
+use super::{SqlStore, StoreResult};
+
+/// A back-channel logout waiting for delivery (the logout token is signed at each attempt).
+#[derive(Debug, Clone, FromRow)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub domain: String,
+    pub client_id: String,
+    pub sub: String,
+    pub sid: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub claimed_until: i64,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+const DELIVERY_COLUMNS: &str = "id, domain, client_id, sub, sid, attempts, next_attempt_at, claimed_until, \
+    created_at, delivered_at, failed_at, last_error";
+
+const SESSION_COLUMNS: &str =
+    "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at";
+
+/// Sign-out state.
+pub trait LogoutStore {
+    /// Records that `client_id` was issued a code in session `sid` (idempotent).
+    fn record_session_client(
+        &self,
+        domain: &str,
+        sid: &str,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The clients issued a code in session `sid`.
+    fn session_clients(
+        &self,
+        domain: &str,
+        sid: &str,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// The sids of the user's sessions, not ended, in which `client_id` was issued a code.
+    fn client_sids(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Ends the session `sid`; true when this call ended it.
+    fn end_session(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The user's live sessions (not ended, within their limits), most recently seen first.
+    fn live_sessions(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
+    /// Unrevoked families bound to session `sid`, as (id, client_id); `offline` ones included
+    /// only when asked.
+    fn session_families(
+        &self,
+        domain: &str,
+        sid: &str,
+        with_offline: bool,
+    ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+    /// Unrevoked families of a user, as (id, client_id): all of them, or one client's.
+    fn user_families(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+    /// Queues a back-channel logout.
+    fn enqueue_logout(&self, d: &DeliveryRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Up to `limit` deliveries due at `now` and not claimed.
+    fn due_logouts(&self, now: i64, limit: i64)
+    -> impl Future<Output = StoreResult<Vec<DeliveryRow>>> + Send;
+    /// Claims a due delivery until `until` and counts the attempt; true for exactly one caller.
+    fn claim_logout(&self, id: &str, now: i64, until: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records a delivered logout.
+    fn logout_delivered(&self, id: &str, now: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records a failed attempt: retried at `retry_at`, or given up (None).
+    fn logout_failed(
+        &self,
+        id: &str,
+        now: i64,
+        retry_at: Option<i64>,
+        error: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A delivery by id, whatever its state.
+    fn find_logout(&self, id: &str) -> impl Future<Output = StoreResult<Option<DeliveryRow>>> + Send;
+    /// Removes session clients of expired sessions and deliveries finished a day ago.
+    fn delete_finished_logouts(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+impl LogoutStore for SqlStore {
+    async fn record_session_client(
+        &self,
+        domain: &str,
+        sid: &str,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO session_clients (domain, sid, client_id, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain, sid, client_id) DO NOTHING",
+        )
+        .bind(domain)
+        .bind(sid)
+        .bind(client_id)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_clients(&self, domain: &str, sid: &str) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id",
+        )
+        .bind(domain)
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn client_sids(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
+             WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn end_session(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL",
+        )
+        .bind(domain)
+        .bind(sid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn live_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
+             AND expires_at > $3 AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
+        )))
+        .bind(domain)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn session_families(
+        &self,
+        domain: &str,
+        sid: &str,
+        with_offline: bool,
+    ) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND sid = $2 AND revoked_at IS NULL \
+             AND (offline = 0 OR $3 = 1)",
+        )
+        .bind(domain)
+        .bind(sid)
+        .bind(i64::from(with_offline))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn user_families(
+        &self,
+        domain: &str,
+        user_id: &str,
+        client_id: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL \
+             AND ($3 = '' OR client_id = $3)",
+        )
+        .bind(domain)
+        .bind(user_id)
+        .bind(client_id.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn enqueue_logout(&self, d: &DeliveryRow) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO logout_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        )))
+        .bind(&d.id)
+        .bind(&d.domain)
+        .bind(&d.client_id)
+        .bind(&d.sub)
+        .bind(&d.sid)
+        .bind(d.attempts)
+        .bind(d.next_attempt_at)
+        .bind(d.claimed_until)
+        .bind(d.created_at)
+        .bind(d.delivered_at)
+        .bind(d.failed_at)
+        .bind(&d.last_error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_logouts(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM logout_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL \
+             AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT $2"
+        )))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn claim_logout(&self, id: &str, now: i64, until: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE logout_deliveries SET claimed_until = $3, attempts = attempts + 1 WHERE id = $1 \
+             AND delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $2 AND claimed_until <= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn logout_delivered(&self, id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE logout_deliveries SET delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn logout_failed(&self, id: &str, now: i64, retry_at: Option<i64>, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE logout_deliveries SET claimed_until = 0, last_error = $4, \
+             next_attempt_at = COALESCE($3, next_attempt_at), failed_at = CASE WHEN $3 IS NULL THEN $2 ELSE NULL END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(retry_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_logout(&self, id: &str) -> StoreResult<Option<DeliveryRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM logout_deliveries WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn delete_finished_logouts(&self, now: i64, batch: i64) -> StoreResult<u64> {
+        let a = sqlx::query(
+            "DELETE FROM session_clients WHERE (domain, sid, client_id) IN \
+             (SELECT domain, sid, client_id FROM session_clients WHERE expires_at < $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let b = sqlx::query(
+            "DELETE FROM logout_deliveries WHERE id IN (SELECT id FROM logout_deliveries \
+             WHERE COALESCE(delivered_at, failed_at) < $1 LIMIT $2)",
+        )
+        .bind(now - 86_400)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(a + b)
+    }
+}

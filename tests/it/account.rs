@@ -1,0 +1,128 @@
+//! The account page: sign-in first and back, CSRF on its forms, and in a real headless Chromium,
+//! withdrawing a consent (the client's refresh token dies, its back-channel logout arrives) and
+//! signing out everywhere (every session ends).
+
+use serde_json::Value;
+
+use crate::browser::Browser as Chrome;
+use crate::flow::{Browser, refresh};
+use crate::harness::{Opts, TestApp, jwt_parts, password, secret};
+use crate::logout::{Listener, RPC_REDIRECT, check_logout_token, clients, signed_in, tokens};
+
+/// The sign-out clients plus `rpc`, which asks for consent and has a back-channel endpoint.
+async fn spawn(listener: &Listener) -> TestApp {
+    let rpc = format!(
+        r#"
+  [[domain.client]]
+  client_id = "rpc"
+  name = "Consenting <RP>"
+  secret_hash = "{}"
+  refresh_tokens = "always"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["{RPC_REDIRECT}"]
+  backchannel_logout_uri = "{}"
+  scopes = ["openid", "profile", "offline_access"]
+"#,
+        ostiary::crypto::secrets::SecretHash::sha256_string(&secret("rpc")),
+        listener.uri
+    );
+    TestApp::spawn_with(Opts {
+        domain_extra: format!("{}{rpc}", clients(&listener.uri)),
+        ..Opts::default()
+    })
+    .await
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[tokio::test]
+async fn account_page_signs_in_first_and_refuses_forms_without_csrf() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener).await;
+    let browser = Browser::new();
+    let url = format!("{}/account", app.issuer);
+    let login = browser.get(&url).await;
+    assert!(login.is_login(), "{}", login.body);
+    assert!(login.body.contains("your account"));
+    let back = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert_eq!(back.location().as_deref(), Some(url.as_str()));
+    let page = browser.get(&url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Signed in as <strong>alice</strong>"));
+    assert!(page.body.contains("You have not given any application access."));
+    assert!(page.body.contains("<strong>This browser</strong>"));
+    assert_eq!(page.header("cache-control"), "no-store");
+
+    for form in [
+        vec![("action", "everywhere")],
+        vec![("action", "everywhere"), ("csrf", "forged")],
+    ] {
+        let refused = browser.post(&url, &form).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(refused.body.contains("could not be verified"));
+    }
+    assert!(signed_in(&app, &browser).await, "a refused form changes nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn browser_account_withdraws_a_consent_and_signs_out_everywhere() {
+    let Some(chrome) = Chrome::start().await else {
+        return;
+    };
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener).await;
+    // Another browser consents to rpc and signs in to rp.
+    let other = Browser::new();
+    let rpc = tokens(&app, &other, "rpc", "openid profile").await;
+    let rp = tokens(&app, &other, "rp", "openid").await;
+    let other_sid = jwt_parts(s(&rpc, "id_token")).1["sid"].clone();
+
+    chrome.goto(&format!("{}/account", app.issuer)).await;
+    chrome.sign_in("alice", &password("alice"), false).await;
+    assert!(chrome.url().await.ends_with("/account"), "{}", chrome.url().await);
+    let app_line = chrome.text("li.app[data-client=rpc]").await;
+    assert!(app_line.contains("Consenting <RP>"), "{app_line}");
+    assert!(app_line.contains("See your name and profile"), "{app_line}");
+    assert_eq!(chrome.text("ul.sessions").await.lines().count(), 2);
+
+    chrome.click_to_next_page("#withdraw-rpc").await;
+    assert_eq!(chrome.text(".notice").await, "Access removed.");
+    assert!(
+        chrome
+            .text("#no-apps")
+            .await
+            .contains("not given any application access")
+    );
+    let (status, body) = refresh(&app, "rpc", s(&rpc, "refresh_token"), &[]).await;
+    assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
+    let claims = check_logout_token(&app, &listener.next().await, "rpc").await;
+    assert_eq!(claims["sid"], other_sid);
+    let (status, body) = refresh(&app, "rp", s(&rp, "refresh_token"), &[]).await;
+    assert_eq!(status, 200, "another client is untouched: {body}");
+    let rp_refresh = s(&body, "refresh_token").to_string();
+
+    chrome.click_to_next_page("#everywhere").await;
+    assert!(chrome.text("h1").await.contains("You are signed out"));
+    assert!(
+        !signed_in(&app, &other).await,
+        "the other browser's session ended too"
+    );
+    let (status, _) = refresh(&app, "rp", &rp_refresh, &[]).await;
+    assert_eq!(status, 400);
+    // The session the other browser ended served rp and rpc: both hear of it, in any order.
+    let (a, b) = (listener.next().await, listener.next().await);
+    let rp_token = [a, b]
+        .into_iter()
+        .find(|t| jwt_parts(t).1["aud"] == "rp")
+        .expect("a logout token for rp");
+    let claims = check_logout_token(&app, &rp_token, "rp").await;
+    assert_eq!(claims["sid"], other_sid);
+    chrome.goto(&format!("{}/account", app.issuer)).await;
+    chrome.find("#password").await;
+    chrome.quit().await;
+    app.stop().await;
+}

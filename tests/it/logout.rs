@@ -1,0 +1,599 @@
+//! Sign-out over HTTP: RP-Initiated Logout 1.0 (with a hint, an expired hint, no hint, a bad
+//! post_logout_redirect_uri), what dies with a session, Back-Channel Logout 1.0 delivered to a
+//! listener of the test's own (retried, and across a restart), and Front-Channel Logout iframes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::mpsc;
+
+use crate::flow::{Browser, Code, Page, authorize_url, exchange, pkce, refresh, walk};
+use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
+
+pub const RP_REDIRECT: &str = "https://rp.example.com/cb";
+pub const RP_AFTER: &str = "https://rp.example.com/bye";
+/// The redirect URI of the account tests' consenting client `rpc`.
+pub const RPC_REDIRECT: &str = "https://rpc.example.com/cb";
+const FC_REDIRECT: &str = "https://fc.example.com/cb";
+const FC_AFTER: &str = "https://fc.example.com/bye";
+const FC_FRAME: &str = "https://fc.example.com/frontchannel?x=1";
+
+/// A listener standing in for a client's back-channel logout endpoint: records every
+/// `logout_token` and answers with the queued statuses (200 once they run out).
+pub struct Listener {
+    pub uri: String,
+    pub tokens: mpsc::UnboundedReceiver<String>,
+}
+
+type Answers = Arc<Mutex<Vec<u16>>>;
+
+async fn backchannel(
+    State((tx, answers)): State<(mpsc::UnboundedSender<String>, Answers)>,
+    body: String,
+) -> StatusCode {
+    let token = url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let _ = tx.send(token);
+    let mut a = answers.lock().expect("lock");
+    let code = if a.is_empty() { 200 } else { a.remove(0) };
+    StatusCode::from_u16(code).expect("status")
+}
+
+impl Listener {
+    /// Starts the listener; `answers`: statuses of the first requests.
+    pub async fn start(answers: &[u16]) -> Listener {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = (tx, Arc::new(Mutex::new(answers.to_vec())));
+        let router = axum::Router::new()
+            .route("/backchannel", post(backchannel))
+            .with_state(state);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let _ = axum::serve(tcp, router).await;
+        });
+        Listener {
+            uri: format!("http://127.0.0.1:{port}/backchannel"),
+            tokens: rx,
+        }
+    }
+
+    /// The next logout token received, within a few seconds.
+    pub async fn next(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.tokens.recv())
+            .await
+            .expect("a back-channel logout within 10 s")
+            .expect("listener open")
+    }
+
+    /// True when nothing arrives within `ms` milliseconds.
+    pub async fn quiet(&mut self, ms: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(ms), self.tokens.recv())
+            .await
+            .is_err()
+    }
+}
+
+/// Test clients: `rp` (back-channel logout, post-logout redirect, sid required) and `fc`
+/// (front-channel logout), both first-party (no consent page) with refresh tokens.
+pub fn clients(backchannel_uri: &str) -> String {
+    let sha = |id: &str| ostiary::crypto::secrets::SecretHash::sha256_string(&secret(id));
+    format!(
+        r#"
+  [[domain.client]]
+  client_id = "rp"
+  name = "Relying Party"
+  secret_hash = "{rp}"
+  consent = "skip"
+  refresh_tokens = "always"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["{RP_REDIRECT}"]
+  post_logout_redirect_uris = ["{RP_AFTER}"]
+  backchannel_logout_uri = "{backchannel_uri}"
+  backchannel_logout_session_required = true
+  scopes = ["openid", "profile", "offline_access"]
+
+  [[domain.client]]
+  client_id = "fc"
+  name = "Front Channel"
+  secret_hash = "{fc}"
+  consent = "skip"
+  refresh_tokens = "always"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["{FC_REDIRECT}"]
+  post_logout_redirect_uris = ["{FC_AFTER}"]
+  frontchannel_logout_uri = "{FC_FRAME}"
+  frontchannel_logout_session_required = true
+  scopes = ["openid", "profile", "offline_access"]
+"#,
+        rp = sha("rp"),
+        fc = sha("fc"),
+    )
+}
+
+async fn spawn(listener: &Listener, domain_keys: &str) -> TestApp {
+    TestApp::spawn_with(Opts {
+        domain_extra: clients(&listener.uri),
+        domain_keys: domain_keys.to_string(),
+        ..Opts::default()
+    })
+    .await
+}
+
+/// Signs in (or reuses the browser's session) through `client` and exchanges the code.
+pub async fn tokens(app: &TestApp, browser: &Browser, client: &str, scope: &str) -> Value {
+    let p = pkce();
+    let redirect = match client {
+        "rp" => RP_REDIRECT,
+        "fc" => FC_REDIRECT,
+        "rpc" => RPC_REDIRECT,
+        other => panic!("no redirect URI for {other}"),
+    };
+    let page = walk(
+        app,
+        browser,
+        &[
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", redirect),
+            ("scope", scope),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+            ("nonce", "n-0S6"),
+        ],
+    )
+    .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let code = page.redirect_params().get("code").expect("code").clone();
+    let (status, body) = exchange(
+        app,
+        &Code {
+            code,
+            verifier: p.verifier,
+            redirect_uri: redirect.to_string(),
+            client: client.to_string(),
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn end_session_url(app: &TestApp, params: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(&format!("{}/oauth2/v1/userlogout", app.issuer)).expect("url");
+    for (k, v) in params {
+        u.query_pairs_mut().append_pair(k, v);
+    }
+    u.to_string()
+}
+
+/// True when the browser still has a live session (an authorization goes straight to a code).
+pub async fn signed_in(app: &TestApp, browser: &Browser) -> bool {
+    let p = pkce();
+    let page = browser
+        .get(&authorize_url(
+            app,
+            &[
+                ("response_type", "code"),
+                ("client_id", "rp"),
+                ("redirect_uri", RP_REDIRECT),
+                ("scope", "openid"),
+                ("code_challenge", &p.challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ))
+        .await;
+    !page.is_login()
+}
+
+async fn userinfo_status(app: &TestApp, access_token: &str) -> u16 {
+    app.get("/oauth2/v1/userinfo")
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// Checks a logout token as a client would (Back-Channel Logout 1.0 s2.6); returns its claims.
+pub async fn check_logout_token(app: &TestApp, token: &str, client: &str) -> Value {
+    let (header, _) = jwt_parts(token);
+    assert_eq!(header["typ"], "logout+jwt");
+    assert_eq!(header["alg"], "RS256");
+    let (_, _, jwks) = app.get_json(&format!("{}/oauth2/v1/keys", app.base)).await;
+    let claims = verify_with_jwks(token, &jwks, &app.issuer, client).expect("a valid logout token");
+    assert!(claims.get("nonce").is_none(), "a logout token never has a nonce");
+    assert!(
+        claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object(),
+        "{claims}"
+    );
+    assert!(!s(&claims, "jti").is_empty());
+    let (iat, exp) = (
+        claims["iat"].as_i64().expect("iat"),
+        claims["exp"].as_i64().expect("exp"),
+    );
+    assert!(exp > iat && exp - iat <= 120, "short-lived: {claims}");
+    claims
+}
+
+/// The (attempts, delivered, failed) of the only back-channel delivery in the database.
+async fn delivery_state(app: &TestApp) -> (i64, bool, bool) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let (attempts, delivered, failed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT attempts, CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END, \
+         CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END FROM logout_deliveries",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("one delivery");
+    (attempts, delivered == 1, failed == 1)
+}
+
+/// Waits until the delivery has recorded `attempts` attempts and is no longer claimed.
+async fn wait_attempts(app: &TestApp, attempts: i64) {
+    for _ in 0..100 {
+        let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+            .await
+            .expect("connect");
+        let row: (i64, i64) = sqlx::query_as("SELECT attempts, claimed_until FROM logout_deliveries")
+            .fetch_one(&mut conn)
+            .await
+            .expect("one delivery");
+        if row.0 == attempts && row.1 == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the delivery never recorded {attempts} attempts");
+}
+
+#[tokio::test]
+async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let online = tokens(&app, &browser, "rp", "openid profile").await;
+    let offline = tokens(&app, &browser, "rp", "openid offline_access").await;
+    let id_token = s(&online, "id_token");
+    let (_, id_claims) = jwt_parts(id_token);
+
+    let page = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("id_token_hint", id_token),
+                ("post_logout_redirect_uri", RP_AFTER),
+                ("state", "st-bye"),
+                ("ui_locales", "fr en"),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        page.location().as_deref(),
+        Some(&*format!("{RP_AFTER}?state=st-bye"))
+    );
+    assert_eq!(page.header("cache-control"), "no-store");
+    assert!(
+        page.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("ostiary_session_default=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        page.set_cookies()
+    );
+    assert!(!signed_in(&app, &browser).await, "the session has ended");
+
+    // The session's refresh tokens and access tokens are dead; the offline family lives.
+    let (status, body) = refresh(&app, "rp", s(&online, "refresh_token"), &[]).await;
+    assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
+    assert_eq!(userinfo_status(&app, s(&online, "access_token")).await, 401);
+    let (status, body) = refresh(&app, "rp", s(&offline, "refresh_token"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Back-Channel Logout 1.0: the client hears of it, for this session and subject.
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_eq!(claims["sid"], id_claims["sid"]);
+    assert_eq!(claims["sub"], id_claims["sub"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_accepts_an_expired_hint() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, r#"id_token_lifetime = "1m""#).await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    app.clock.advance(300);
+    let (_, claims) = jwt_parts(s(&t, "id_token"));
+    assert!(
+        claims["exp"].as_i64().expect("exp") < ostiary::clock::Clock::now(&*app.clock),
+        "the hint has expired"
+    );
+    let page = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("id_token_hint", s(&t, "id_token")),
+                ("post_logout_redirect_uri", RP_AFTER),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(page.location().as_deref(), Some(RP_AFTER));
+    assert!(!signed_in(&app, &browser).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_without_a_hint_asks_first_and_refuses_a_form_without_csrf() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    tokens(&app, &browser, "rp", "openid").await;
+    let url = end_session_url(
+        &app,
+        &[
+            ("client_id", "rp"),
+            ("post_logout_redirect_uri", RP_AFTER),
+            ("state", "s1"),
+        ],
+    );
+    let confirm = browser.get(&url).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("Sign out?") && confirm.body.contains("Relying Party"));
+    assert!(
+        confirm
+            .header("content-security-policy")
+            .contains("script-src 'none'")
+    );
+    let csrf = confirm.field("csrf").expect("csrf field");
+    assert_eq!(
+        confirm.field("post_logout_redirect_uri").as_deref(),
+        Some(RP_AFTER)
+    );
+    assert!(signed_in(&app, &browser).await, "asking signs nobody out");
+
+    // Without the CSRF token, or with another, nothing happens.
+    let action = format!("{}/oauth2/v1/userlogout", app.issuer);
+    for form in [
+        vec![("logout", "yes"), ("client_id", "rp")],
+        vec![("logout", "yes"), ("csrf", "forged"), ("client_id", "rp")],
+    ] {
+        let page = browser.post(&action, &form).await;
+        assert_eq!(page.status, 403, "{}", page.body);
+        assert!(page.location().is_none());
+        assert!(page.body.contains("could not be verified"));
+    }
+    assert!(signed_in(&app, &browser).await);
+
+    let page = browser
+        .post(
+            &action,
+            &[
+                ("csrf", csrf.as_str()),
+                ("logout", "yes"),
+                ("client_id", "rp"),
+                ("post_logout_redirect_uri", RP_AFTER),
+                ("state", "s1"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(page.location().as_deref(), Some(&*format!("{RP_AFTER}?state=s1")));
+    assert!(!signed_in(&app, &browser).await);
+
+    // A hint for another session (a new sign-in) is asked about, not obeyed.
+    let first = tokens(&app, &browser, "rp", "openid").await;
+    let other = Browser::new();
+    tokens(&app, &other, "rp", "openid").await;
+    let page = other
+        .get(&end_session_url(
+            &app,
+            &[("id_token_hint", s(&first, "id_token"))],
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Sign out?"));
+    assert!(signed_in(&app, &other).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_refuses_an_unregistered_post_logout_redirect_uri() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    let hint = s(&t, "id_token");
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", "https://evil.example.com/"),
+        ],
+        vec![
+            ("client_id", "rp"),
+            ("post_logout_redirect_uri", "https://rp.example.com/bye/"),
+        ],
+        vec![("post_logout_redirect_uri", RP_AFTER)],
+        vec![("client_id", "fc"), ("post_logout_redirect_uri", RP_AFTER)],
+        vec![("id_token_hint", hint), ("client_id", "fc")],
+        vec![
+            ("id_token_hint", "not.a.jwt"),
+            ("post_logout_redirect_uri", RP_AFTER),
+        ],
+    ];
+    for params in cases {
+        let page = browser.get(&end_session_url(&app, &params)).await;
+        assert_eq!(page.status, 400, "{params:?}: {}", page.body);
+        assert!(page.location().is_none(), "{params:?}: never redirected");
+        assert!(page.header("content-type").starts_with("text/html"));
+        assert!(!page.body.contains("evil.example.com"));
+    }
+    assert!(
+        signed_in(&app, &browser).await,
+        "a refused request signs nobody out"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_die_with_an_expired_session_while_offline_ones_live() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, r#"session_max_lifetime = "10m""#).await;
+    let browser = Browser::new();
+    let online = tokens(&app, &browser, "rp", "openid").await;
+    let offline = tokens(&app, &browser, "rp", "openid offline_access").await;
+    let (status, body) = refresh(&app, "rp", s(&online, "refresh_token"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let online_rt = s(&body, "refresh_token").to_string();
+    app.clock.advance(11 * 60);
+    let (status, body) = refresh(&app, "rp", &online_rt, &[]).await;
+    assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
+    let (status, body) = refresh(&app, "rp", s(&offline, "refresh_token"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn backchannel_logout_is_retried_with_backoff() {
+    let mut listener = Listener::start(&[500]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    let page = browser
+        .get(&end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]))
+        .await;
+    assert_eq!(page.status, 200, "signed-out page: {}", page.body);
+    assert!(page.body.contains("You are signed out"));
+    check_logout_token(&app, &listener.next().await, "rp").await;
+    wait_attempts(&app, 1).await;
+    assert_eq!(delivery_state(&app).await, (1, false, false));
+
+    // Not before the backoff has passed.
+    let state = app.handle().state();
+    assert_eq!(ostiary::app::deliver_logouts(state).await, 0);
+    assert!(listener.quiet(300).await);
+    app.clock.advance(31);
+    ostiary::app::deliver_logouts(state).await;
+    check_logout_token(&app, &listener.next().await, "rp").await;
+    wait_attempts(&app, 2).await;
+    assert_eq!(delivery_state(&app).await, (2, true, false));
+    assert_eq!(ostiary::app::deliver_logouts(state).await, 0, "delivered once");
+    assert!(listener.quiet(300).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn backchannel_logout_survives_a_restart() {
+    let mut listener = Listener::start(&[500]).await;
+    let first = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&first, &browser, "rp", "openid").await;
+    let page = browser
+        .get(&end_session_url(&first, &[("id_token_hint", s(&t, "id_token"))]))
+        .await;
+    assert_eq!(page.status, 200);
+    listener.next().await;
+    wait_attempts(&first, 1).await;
+    let (database_url, dir) = (first.database_url.clone(), first.dir.clone());
+    first.stop().await;
+
+    let second = TestApp::spawn_with(Opts {
+        domain_extra: clients(&listener.uri),
+        database_url: Some(database_url),
+        dir: Some(dir),
+        ..Opts::default()
+    })
+    .await;
+    second.clock.advance(60);
+    ostiary::app::deliver_logouts(second.handle().state()).await;
+    let token = listener.next().await;
+    let (_, claims) = jwt_parts(&token);
+    assert_eq!(claims["aud"], "rp");
+    assert_eq!(claims["sid"], jwt_parts(s(&t, "id_token")).1["sid"]);
+    wait_attempts(&second, 2).await;
+    assert_eq!(delivery_state(&second).await, (2, true, false));
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn signed_out_page_loads_the_frontchannel_iframes_then_goes_back() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "fc", "openid").await;
+    let (_, id_claims) = jwt_parts(s(&t, "id_token"));
+    let page: Page = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("id_token_hint", s(&t, "id_token")),
+                ("post_logout_redirect_uri", FC_AFTER),
+                ("state", "xyz"),
+            ],
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut frame = url::Url::parse(FC_FRAME).expect("url");
+    frame
+        .query_pairs_mut()
+        .append_pair("iss", &app.issuer)
+        .append_pair("sid", s(&id_claims, "sid"));
+    let escaped = frame.as_str().replace('&', "&#38;");
+    assert!(
+        page.body
+            .contains(&format!("<iframe class=\"frontchannel\" src=\"{escaped}\"")),
+        "{}",
+        page.body
+    );
+    let csp = page.header("content-security-policy");
+    assert!(csp.contains("frame-src https://fc.example.com;"), "{csp}");
+    assert!(csp.contains("script-src 'none'"), "{csp}");
+    assert!(
+        page.body
+            .contains(&format!("content=\"2;url={FC_AFTER}?state=xyz\"")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&format!("href=\"{FC_AFTER}?state=xyz\"")));
+    assert!(!signed_in(&app, &browser).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn discovery_advertises_sign_out() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let (status, _, doc) = app
+        .get_json(&format!("{}/.well-known/openid-configuration", app.base))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["end_session_endpoint"],
+        format!("{}/oauth2/v1/userlogout", app.issuer)
+    );
+    for k in [
+        "frontchannel_logout_supported",
+        "frontchannel_logout_session_supported",
+        "backchannel_logout_supported",
+        "backchannel_logout_session_supported",
+    ] {
+        assert_eq!(doc[k], true, "{k}");
+    }
+    app.stop().await;
+}
