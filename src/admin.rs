@@ -395,6 +395,7 @@ fn session_json(s: &SessionRow) -> Value {
         "created": s.created_at,
         "lastSeen": s.last_seen,
         "expires": s.expires_at,
+        "userAgent": s.user_agent,
     })
 }
 

@@ -35,3 +35,7 @@ CREATE TABLE logout_deliveries (
     last_error      TEXT
 );
 CREATE INDEX logout_deliveries_due ON logout_deliveries (next_attempt_at);
+
+-- The browser a session was started from (its User-Agent, at most 256 characters), shown on the
+-- account page and to administrators so that a person can tell their sessions apart.
+ALTER TABLE sessions ADD COLUMN user_agent TEXT;

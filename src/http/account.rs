@@ -156,6 +156,7 @@ async fn account_page(
         .into_iter()
         .map(|x| AccountSession {
             current: x.sid == s.sid,
+            device: describe_user_agent(x.user_agent.as_deref()),
             signed_in: date(x.auth_time),
             last_seen: date(x.last_seen),
         })
@@ -185,5 +186,65 @@ fn date(unix: i64) -> String {
             t.minute()
         ),
         Err(_) => unix.to_string(),
+    }
+}
+
+/// "Firefox on Windows", "Chrome on Android", ... from a User-Agent; the first known name wins.
+fn describe_user_agent(ua: Option<&str>) -> String {
+    let Some(ua) = ua.filter(|u| !u.is_empty()) else {
+        return "An unknown browser".into();
+    };
+    let browsers = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ];
+    let systems = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ];
+    let browser = browsers
+        .iter()
+        .find(|(needle, _)| ua.contains(needle))
+        .map_or("A browser", |(_, name)| name);
+    match systems.iter().find(|(needle, _)| ua.contains(needle)) {
+        Some((_, os)) => format!("{browser} on {os}"),
+        None => browser.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::describe_user_agent;
+
+    #[test]
+    fn user_agents_are_named() {
+        let cases = [
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36",
+                "Chrome on Linux",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; rv:130.0) Gecko/20100101 Firefox/130.0",
+                "Firefox on Windows",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile Safari/604.1",
+                "Safari on iOS",
+            ),
+            ("curl/8.5.0", "curl"),
+        ];
+        for (ua, want) in cases {
+            assert_eq!(describe_user_agent(Some(ua)), want, "{ua}");
+        }
+        assert_eq!(describe_user_agent(None), "An unknown browser");
     }
 }

@@ -401,6 +401,7 @@ pub fn scope_description(d: &Domain, name: &str) -> String {
 pub async fn start_session(
     app: &AppState,
     d: &Domain,
+    headers: &HeaderMap,
     user_id: &str,
     remember: bool,
 ) -> Result<(SessionRow, Option<HeaderValue>), OAuthError> {
@@ -418,6 +419,10 @@ pub async fn start_session(
         expires_at: now + d.session_max_lifetime,
         idle_timeout: d.session_idle_timeout,
         ended_at: None,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
     };
     app.store.insert_session(&row).await?;
     let max_age = remember.then_some(d.session_max_lifetime);

@@ -63,7 +63,7 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         Err(e) => return error_page(&e.into()),
     };
     let remember = form.get("remember").is_some();
-    let (session, cookie) = match start_session(&app, d, &user.id, remember).await {
+    let (session, cookie) = match start_session(&app, d, &parts.headers, &user.id, remember).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
+use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult};
 
@@ -222,8 +223,7 @@ impl AdminStore for SqlStore {
         offset: i64,
     ) -> StoreResult<Page<SessionRow>> {
         let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, \
-             ended_at FROM sessions WHERE {SESSION_FILTER} ORDER BY created_at DESC, sid LIMIT $4 OFFSET $5"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {SESSION_FILTER} ORDER BY created_at DESC, sid LIMIT $4 OFFSET $5"
         )))
         .bind(domain)
         .bind(user_id)

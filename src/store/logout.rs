@@ -5,6 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
+use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult};
 
@@ -27,9 +28,6 @@ pub struct DeliveryRow {
 
 const DELIVERY_COLUMNS: &str = "id, domain, client_id, sub, sid, attempts, next_attempt_at, claimed_until, \
     created_at, delivered_at, failed_at, last_error";
-
-const SESSION_COLUMNS: &str =
-    "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at";
 
 /// Sign-out state.
 pub trait LogoutStore {

@@ -33,6 +33,8 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub idle_timeout: i64,
     pub ended_at: Option<i64>,
+    /// The browser's User-Agent at sign-in, shortened.
+    pub user_agent: Option<String>,
 }
 
 /// An authorization code, stored by its SHA-256.
@@ -68,8 +70,8 @@ const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redi
     code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
     family_id, claims, reused_at";
 
-const SESSION_COLUMNS: &str =
-    "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at";
+/// The columns of a [`SessionRow`], in its order.
+pub(crate) const SESSION_COLUMNS: &str = "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at, user_agent";
 
 /// A live session at the time bound to `$3`: not ended, within its absolute and idle limits.
 const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at > $3 AND last_seen + idle_timeout > $3";
@@ -238,8 +240,8 @@ impl SignInStore for SqlStore {
     async fn insert_session(&self, s: &SessionRow) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sessions (hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, \
-             idle_timeout, ended_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             idle_timeout, ended_at, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&s.hash)
         .bind(&s.domain)
@@ -252,6 +254,7 @@ impl SignInStore for SqlStore {
         .bind(s.expires_at)
         .bind(s.idle_timeout)
         .bind(s.ended_at)
+        .bind(&s.user_agent)
         .execute(&self.pool)
         .await?;
         Ok(())

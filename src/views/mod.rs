@@ -113,6 +113,8 @@ pub struct AccountConsent {
 /// One live session on the account page.
 pub struct AccountSession {
     pub current: bool,
+    /// Browser and system, from the User-Agent at sign-in ("Chrome on Linux").
+    pub device: String,
     pub signed_in: String,
     pub last_seen: String,
 }

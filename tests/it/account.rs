@@ -53,7 +53,12 @@ async fn account_page_signs_in_first_and_refuses_forms_without_csrf() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Signed in as <strong>alice</strong>"));
     assert!(page.body.contains("You have not given any application access."));
-    assert!(page.body.contains("<strong>This browser</strong>"));
+    assert!(
+        page.body
+            .contains("<strong>This browser</strong> (Firefox on Linux)"),
+        "{}",
+        page.body
+    );
     assert_eq!(page.header("cache-control"), "no-store");
 
     for form in [

@@ -371,6 +371,7 @@ async fn sessions_are_listed_and_revoked() {
     .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["totalResults"], 1);
+    assert_eq!(list["Resources"][0]["userAgent"], crate::flow::USER_AGENT);
     let sid = list["Resources"][0]["id"].as_str().unwrap().to_string();
     let (status, _, _) = call(&app, "DELETE", &format!("/Sessions/{sid}"), Some(&token), None).await;
     assert_eq!(status, 204);

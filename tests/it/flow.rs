@@ -66,6 +66,9 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The User-Agent the test browser sends (the account page names it "Firefox on Linux").
+pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0";
+
 /// A browser: keeps cookies, never follows redirects.
 pub struct Browser {
     pub http: reqwest::Client,
@@ -83,6 +86,7 @@ impl Browser {
         Browser {
             http: reqwest::Client::builder()
                 .cookie_store(true)
+                .user_agent(USER_AGENT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
