@@ -14,6 +14,8 @@ use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::throttle::{Bucket, locked_for, record_failure};
 use crate::store::device::{Approval, DeviceCodeRow, DeviceStore, status};
+use crate::store::admin::AuditStore;
+use crate::store::logout::LogoutStore;
 use crate::store::signin::SignInStore;
 use crate::store::{OAuthStore, StoreError, StoreResult};
 
@@ -199,7 +201,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
 /// RFC 8628 s3.3: the person's decision on a device authorization, by the hash of its device
 /// code. Approval records the session and, as on the consent page, the consent to its scopes.
 /// False when it was no longer pending or has expired.
-pub async fn decide<S: DeviceStore + SignInStore + crate::store::admin::AuditStore + Sync>(
+pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sync>(
     store: &S,
     domain: &Domain,
     hash: &str,
@@ -220,6 +222,17 @@ pub async fn decide<S: DeviceStore + SignInStore + crate::store::admin::AuditSto
             .map(str::to_string)
             .collect();
         record_consent(store, &domain.name, &by.user_id, &row.client_id, &scopes, now).await?;
+        // Back-Channel Logout 1.0: the device's client is told when the approving session ends.
+        store
+            .record_session_client(
+                &domain.name,
+                &by.sid,
+                &by.user_id,
+                &row.client_id,
+                now,
+                by.session_expires_at,
+            )
+            .await?;
     }
     Ok(true)
 }
