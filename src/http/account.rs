@@ -94,12 +94,16 @@ pub async fn post_account(State(app): State<AppState>, cur: CurrentDomain, req: 
         }
         (Some("everywhere"), _) => match logout::end_all_sessions(&app.store, d, &session.user_id, now).await
         {
-            Ok(queued) => {
+            Ok((served, queued)) => {
                 if queued {
                     deliver_logouts_soon(&app);
                 }
                 tracing::info!(domain = %d.name, user.id = %session.user_id, "signed out everywhere");
-                with_cookie(see_other(&d.url(paths::END_SESSION)), clear_session_cookie(d))
+                // Front-Channel Logout 1.0: every client of every ended session, in iframes.
+                with_cookie(
+                    super::logout::signed_out_everywhere(d, &served),
+                    clear_session_cookie(d),
+                )
             }
             Err(e) => error_page(&e),
         },

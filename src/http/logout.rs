@@ -152,6 +152,16 @@ async fn sign_out(app: &AppState, d: &Domain, req: &EndSessionRequest, s: &Sessi
     with_cookie(done(req, frames), clear_session_cookie(d))
 }
 
+/// The signed-out page after "sign out everywhere": the front-channel iframes of every client
+/// of every session that ended (`served`: sid and client_id pairs), and no redirect.
+pub fn signed_out_everywhere(d: &Domain, served: &[(String, String)]) -> Response {
+    let frames = served
+        .iter()
+        .filter_map(|(sid, c)| d.client(c).and_then(|c| logout::frontchannel_uri(d, c, sid)))
+        .collect();
+    done(&EndSessionRequest::default(), frames)
+}
+
 /// After sign-out: straight to the client when there is nothing to load; otherwise the page
 /// with the front-channel iframes, going on to the client after a moment.
 fn done(req: &EndSessionRequest, frames: Vec<String>) -> Response {
@@ -161,7 +171,9 @@ fn done(req: &EndSessionRequest, frames: Vec<String>) -> Response {
     {
         return see_other(to);
     }
-    let origins: Vec<String> = frames.iter().filter_map(|f| origin_of(f)).collect();
+    let mut origins: Vec<String> = frames.iter().filter_map(|f| origin_of(f)).collect();
+    origins.sort_unstable();
+    origins.dedup();
     let view = LogoutPage {
         confirm: false,
         action: "",

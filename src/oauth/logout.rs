@@ -266,20 +266,25 @@ pub async fn end_session<S: OAuthStore>(
 
 /// Signs the user out everywhere: ends every live session as [`end_session`] does, then revokes
 /// every remaining family of theirs, offline ones included (nothing they granted keeps working).
+/// Returns the (sid, client_id) pairs of the ended sessions (for front-channel logout) and
+/// whether back-channel logouts were queued.
 pub async fn end_all_sessions<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     user_id: &str,
     now: i64,
-) -> OAuthResult<bool> {
+) -> OAuthResult<(Vec<(String, String)>, bool)> {
     let mut queued = false;
+    let mut served = Vec::new();
     for s in store.live_sessions(&domain.name, user_id, now).await? {
-        queued |= end_session(store, domain, &s, now).await?.1;
+        let (clients, q) = end_session(store, domain, &s, now).await?;
+        queued |= q;
+        served.extend(clients.into_iter().map(|c| (s.sid.clone(), c)));
     }
     for (family, client_id) in store.user_families(&domain.name, user_id, None).await? {
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
-    Ok(queued)
+    Ok((served, queued))
 }
 
 /// What withdrawing a consent did.

@@ -131,3 +131,45 @@ async fn browser_account_withdraws_a_consent_and_signs_out_everywhere() {
     chrome.quit().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn signing_out_everywhere_loads_the_frontchannel_iframes_of_every_session() {
+    use crate::logout::FC_FRAME;
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener).await;
+    // Two browsers of alice's, each signed in to the front-channel client `fc`.
+    let (here, there) = (Browser::new(), Browser::new());
+    let mut sids = Vec::new();
+    for b in [&here, &there] {
+        let t = tokens(&app, b, "fc", "openid").await;
+        let (_, id) = jwt_parts(s(&t, "id_token"));
+        sids.push(s(&id, "sid").to_string());
+    }
+    let url = format!("{}/account", app.issuer);
+    let page = here.get(&url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.field("csrf").expect("csrf field");
+    let done = here
+        .post(&url, &[("action", "everywhere"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    for sid in &sids {
+        let mut frame = url::Url::parse(FC_FRAME).unwrap();
+        frame
+            .query_pairs_mut()
+            .append_pair("iss", &app.issuer)
+            .append_pair("sid", sid);
+        let escaped = frame.as_str().replace('&', "&#38;");
+        assert!(
+            done.body
+                .contains(&format!("<iframe class=\"frontchannel\" src=\"{escaped}\"")),
+            "{sid}: {}",
+            done.body
+        );
+    }
+    let csp = done.header("content-security-policy");
+    assert!(csp.contains("frame-src https://fc.example.com;"), "{csp}");
+    assert!(!signed_in(&app, &here).await);
+    assert!(!signed_in(&app, &there).await);
+    app.stop().await;
+}

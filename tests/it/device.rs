@@ -404,7 +404,10 @@ async fn device_flow_end_to_end_issues_tokens_once() {
     let (status, user_id, _) = device_row(&app, &device_code).await;
     assert_eq!(status, "approved");
     // The approving session now counts the device's client among those told of its sign-out.
-    assert_eq!(crate::harness::count_rows(&app.database_url, "session_clients").await, 1);
+    assert_eq!(
+        crate::harness::count_rows(&app.database_url, "session_clients").await,
+        1
+    );
 
     app.clock.advance(5);
     let (status, headers, tokens) = poll(&app, "tv", &device_code).await;

@@ -21,7 +21,7 @@ pub const RP_AFTER: &str = "https://rp.example.com/bye";
 pub const RPC_REDIRECT: &str = "https://rpc.example.com/cb";
 const FC_REDIRECT: &str = "https://fc.example.com/cb";
 const FC_AFTER: &str = "https://fc.example.com/bye";
-const FC_FRAME: &str = "https://fc.example.com/frontchannel?x=1";
+pub const FC_FRAME: &str = "https://fc.example.com/frontchannel?x=1";
 
 /// A listener standing in for a client's back-channel logout endpoint: records every
 /// `logout_token` and answers with the queued statuses (200 once they run out).
