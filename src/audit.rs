@@ -33,7 +33,7 @@ pub struct AuditEvent {
     pub kind: &'static str,
     /// The domain it happened in.
     pub domain: String,
-    /// Who acted: `user:<id>`, `client:<client_id>` or `anonymous`.
+    /// Who acted: `user:<id>`, `client:<client_id>`, `cli` (the command line) or `anonymous`.
     pub actor: String,
     /// The client concerned, if any.
     pub client_id: Option<String>,

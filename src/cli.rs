@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::app;
+use crate::audit::{self, AuditEvent, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::crypto::kek::Kek;
@@ -354,6 +355,13 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
     result
 }
 
+/// An audit event of an administrative change made with the CLI (actor `cli`).
+fn cli_event(kind: &'static str, domain: &str) -> AuditEvent {
+    let mut e = AuditEvent::new(kind, domain, Outcome::Success);
+    e.actor = "cli".into();
+    e
+}
+
 async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) -> anyhow::Result<()> {
     let declared = |u: &UserRow| u.source == "config";
     match action {
@@ -383,7 +391,13 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
                 updated_at: now,
             };
             match store.insert_user(&row).await {
-                Ok(()) => println!("user {username} added to domain {domain}"),
+                Ok(()) => {
+                    let event = cli_event("admin.user.created", domain)
+                        .user(&row.id)
+                        .details(serde_json::json!({ "username": username }));
+                    audit::record(store, now, event).await;
+                    println!("user {username} added to domain {domain}");
+                }
                 Err(crate::store::StoreError::Conflict(_)) => {
                     bail!("user {username} already exists in domain {domain}")
                 }
@@ -403,6 +417,12 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
                     store
                         .set_user_password(domain, &u.username, &argon2_hash(&password)?, now)
                         .await?;
+                    audit::record(
+                        store,
+                        now,
+                        cli_event("admin.user.password_reset", domain).user(&u.id),
+                    )
+                    .await;
                     println!("password of {} changed", u.username);
                 }
             }
@@ -417,6 +437,10 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
                 store
                     .set_user_status(domain, &u.username, "disabled", now)
                     .await?;
+                let event = cli_event("admin.user.updated", domain)
+                    .user(&u.id)
+                    .details(serde_json::json!({ "changed": ["status"], "status": "disabled" }));
+                audit::record(store, now, event).await;
                 println!("user {} disabled", u.username);
             }
         },
@@ -503,6 +527,11 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                 config.keys.publish_ahead.0,
             )
             .await?;
+            if !kids.is_empty() {
+                let event =
+                    cli_event("admin.keys.rotated", &d.name).details(serde_json::json!({ "kids": kids }));
+                audit::record(&store, now, event).await;
+            }
             for kid in kids {
                 println!(
                     "domain {}: new key {kid} published now, signing from {}",

@@ -8,7 +8,7 @@ CREATE TABLE audit_events (
     id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
     at         BIGINT  NOT NULL,
     kind       TEXT    NOT NULL,   -- e.g. signin.success, token.issued, admin.user.created
-    actor      TEXT    NOT NULL,   -- user:<id>, client:<client_id>, or anonymous
+    actor      TEXT    NOT NULL,   -- user:<id>, client:<client_id>, cli, or anonymous
     domain     TEXT    NOT NULL,
     client_id  TEXT,
     user_id    TEXT,

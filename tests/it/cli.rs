@@ -250,4 +250,18 @@ async fn user_commands_manage_store_users_only() {
     assert!(err.contains("declared in configuration"), "{err}");
     let (_, out, _) = ostiary(&["user", "list", "--domain", "default"], &config, None);
     assert!(out.contains("carol\tactive\tconfiguration"), "{out}");
+    // Each change is audited, by the CLI.
+    let kinds: Vec<(String,)> =
+        sqlx::query_as("SELECT kind FROM audit_events WHERE actor = 'cli' ORDER BY at, kind")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    for want in [
+        "admin.user.created",
+        "admin.user.password_reset",
+        "admin.user.updated",
+    ] {
+        assert!(kinds.contains(&want), "{want} not in {kinds:?}");
+    }
 }
