@@ -132,6 +132,7 @@ bench_ostiary() { # DB ALG
 
 # jwt_header JWT: the JOSE header of a JWT ({"alg":...,"kid":...}).
 jwt_header() {
+  [ -n "$1" ] || { echo "(none)"; return 0; }
   local h=${1%%.*}
   h=$(tr '_-' '/+' <<<"$h")
   while [ $(( ${#h} % 4 )) != 0 ]; do h="$h="; done
@@ -184,11 +185,16 @@ bench_browser() { # TAG
   cookie=$(sign_in "$jar")
   [ -n "$cookie" ] || { echo "   sign-in failed: browser paths skipped"; return 0; }
   web_basic=$(printf %s "$WEB_CREDS" | base64 -w0)
+  # The ID token of a refresh answer (one chain used up here): the run's algorithm too.
+  exchange_codes 1
+  local refreshed
+  refreshed=$(curl -sf -u "$WEB_CREDS" "$TARGET/oauth2/v1/token" -d grant_type=refresh_token \
+    -d refresh_token="${TOKENS_ALL# }" | sed -nE 's/.*"id_token":"([^"]+)".*/\1/p')
   # One code exchange per connection of the largest run: the refresh chains (and an access token).
   maxc=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -n1)
   exchange_codes "$maxc"
   local access=$ACCESS
-  echo "   ID tokens: $(jwt_header "$ID_TOKEN")"
+  echo "   ID tokens: $(jwt_header "$ID_TOKEN"); after a refresh: $(jwt_header "$refreshed")"
   for c in $CONNS; do
     if scenario signin; then
       COOKIE="$cookie" run "$tag authorize (SSO, silent)" "$c" "" "$AUTHZ" $SERVER_PID bench/get.lua
