@@ -77,7 +77,7 @@ pub struct TokenRow {
     pub used_at: Option<i64>,
 }
 
-const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
+pub(crate) const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
     revoked_at, family_id, used_at";
 
 /// A client's mirror row.

@@ -113,14 +113,15 @@ pub trait SignInStore {
         domain: &str,
         hash: &str,
     ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
-    /// Records the access token and refresh-token family issued from a code.
+    /// Records the access token and refresh-token family issued from a code; true when the code
+    /// has been marked reused (by then or concurrently: the update sees the latest row).
     fn set_code_access(
         &self,
         hash: &str,
         jti: &str,
         expires_at: i64,
         family_id: Option<&str>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Marks a redeemed code as replayed (the first time only).
     fn mark_code_reused(
         &self,
@@ -330,17 +331,18 @@ impl SignInStore for SqlStore {
         jti: &str,
         expires_at: i64,
         family_id: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1",
+    ) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1 \
+             RETURNING reused_at",
         )
         .bind(hash)
         .bind(jti)
         .bind(expires_at)
         .bind(family_id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(row.is_some_and(|(r,)| r.is_some()))
     }
 
     async fn mark_code_reused(&self, domain: &str, hash: &str, now: i64) -> StoreResult<()> {
