@@ -133,7 +133,7 @@ impl AuditStore for SqlStore {
         .bind(&e.outcome)
         .bind(&e.request_id)
         .bind(&e.details)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -209,7 +209,7 @@ impl AdminStore for SqlStore {
             .bind(domain)
             .bind(user_id)
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -250,7 +250,7 @@ impl AdminStore for SqlStore {
         .bind(domain)
         .bind(sid)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() >= 1)
     }
@@ -269,7 +269,7 @@ impl AdminStore for SqlStore {
         .bind(user_id)
         .bind(claims)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }

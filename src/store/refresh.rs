@@ -107,7 +107,7 @@ impl SqlStore {
         .bind(domain)
         .bind(arg)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -131,7 +131,7 @@ impl RefreshStore for SqlStore {
         .bind(f.created_at)
         .bind(f.expires_at)
         .bind(f.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl RefreshStore for SqlStore {
         .bind(domain)
         .bind(now)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
@@ -227,7 +227,7 @@ impl RefreshStore for SqlStore {
         .bind(t.revoked_at)
         .bind(&t.family_id)
         .bind(t.used_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -240,7 +240,7 @@ impl RefreshStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -260,7 +260,7 @@ impl RefreshStore for SqlStore {
         .bind(family_id)
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -270,7 +270,7 @@ impl RefreshStore for SqlStore {
             .bind(id)
             .bind(domain)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         let jtis: Vec<(String,)> =
             sqlx::query_as("SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2")
@@ -289,7 +289,7 @@ impl RefreshStore for SqlStore {
         .bind(domain)
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         // The tokens of the user's revoked families (those just revoked among them).
         let families =

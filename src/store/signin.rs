@@ -207,7 +207,7 @@ impl SignInStore for SqlStore {
         .bind(&r.csrf_hash)
         .bind(r.created_at)
         .bind(r.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl SignInStore for SqlStore {
         let r = sqlx::query("DELETE FROM auth_requests WHERE id = $1 AND domain = $2")
             .bind(id)
             .bind(domain)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -256,7 +256,7 @@ impl SignInStore for SqlStore {
         .bind(s.idle_timeout)
         .bind(s.ended_at)
         .bind(&s.user_agent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -268,7 +268,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
@@ -298,7 +298,7 @@ impl SignInStore for SqlStore {
         .bind(&c.family_id)
         .bind(&c.claims)
         .bind(c.reused_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -311,7 +311,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
@@ -340,7 +340,7 @@ impl SignInStore for SqlStore {
         .bind(jti)
         .bind(expires_at)
         .bind(family_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.is_some_and(|(r,)| r.is_some()))
     }
@@ -352,7 +352,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -391,7 +391,7 @@ impl SignInStore for SqlStore {
         .bind(client_id)
         .bind(scope)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -419,7 +419,7 @@ impl SignInStore for SqlStore {
         .bind(domain)
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.revoke_user_families(domain, user_id, now).await?;
         Ok(r.rows_affected())
@@ -454,7 +454,7 @@ impl SignInStore for SqlStore {
         .bind(bucket)
         .bind(now)
         .bind(now - 86_400)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         if failures >= threshold {
             let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
@@ -463,7 +463,7 @@ impl SignInStore for SqlStore {
                 .bind(domain)
                 .bind(bucket)
                 .bind(now + lock)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         }
         Ok(failures)
@@ -473,7 +473,7 @@ impl SignInStore for SqlStore {
         sqlx::query("DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2")
             .bind(domain)
             .bind(bucket)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
