@@ -60,6 +60,8 @@ pub struct App {
     pub client_trust: Arc<ClientCertTrust>,
     /// The HTTP client of back-channel logout deliveries (timeouts, no redirects).
     pub logout_http: reqwest::Client,
+    /// JWT access tokens whose signature this process has verified (never their revocation).
+    pub verified_jwts: crate::oauth::verified_jwts::VerifiedJwts,
 }
 
 /// The state handed to handlers.
@@ -235,6 +237,7 @@ pub async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the back-channel logout HTTP client")?,
+        verified_jwts: Default::default(),
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));
