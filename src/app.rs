@@ -60,6 +60,10 @@ pub struct App {
     pub client_trust: Arc<ClientCertTrust>,
     /// The HTTP client of back-channel logout deliveries (timeouts, no redirects).
     pub logout_http: reqwest::Client,
+    /// JWT access tokens whose signature this process has verified (never their revocation).
+    pub verified_jwts: crate::oauth::verified_jwts::VerifiedJwts,
+    /// Audit events of the token endpoint, stored in batches off the request path.
+    pub audit_queue: crate::audit::AuditQueue,
 }
 
 /// The state handed to handlers.
@@ -139,6 +143,7 @@ impl ServerHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.state.audit_queue.flush().await;
         self.state.store.close().await;
     }
 
@@ -206,7 +211,9 @@ pub async fn start(
     let report = reconcile::apply(&store, &domains, now).await?;
     tracing::info!(changes = %report.summary(), "configuration reconciled with the store");
     let hasher = PasswordHasher::new(config.server.argon2_max_concurrent);
+    let audit_queue = crate::audit::AuditQueue::start(store.clone());
     let app = App {
+        audit_queue,
         store,
         kek,
         clock,
@@ -235,6 +242,7 @@ pub async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the back-channel logout HTTP client")?,
+        verified_jwts: Default::default(),
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));

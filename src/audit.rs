@@ -102,6 +102,15 @@ impl AuditEvent {
 /// Logs `event` and stores it at `now`. A store failure is logged, never returned: auditing does
 /// not fail the action it records.
 pub async fn record<S: AuditStore + Sync>(store: &S, now: i64, event: AuditEvent) {
+    let row = logged_row(now, event);
+    if let Err(e) = store.insert_event(&row).await {
+        metrics::counter!("ostiary_store_errors_total").increment(1);
+        tracing::warn!(error.cause = %e, audit.kind = %row.kind, "audit event could not be stored");
+    }
+}
+
+/// Logs `event` and returns its row.
+fn logged_row(now: i64, event: AuditEvent) -> EventRow {
     tracing::info!(
         audit.kind = event.kind,
         audit.domain = %event.domain,
@@ -113,7 +122,7 @@ pub async fn record<S: AuditStore + Sync>(store: &S, now: i64, event: AuditEvent
         audit.details = %event.details,
         "audit event"
     );
-    let row = EventRow {
+    EventRow {
         id: 0,
         at: now,
         kind: event.kind.to_string(),
@@ -124,9 +133,77 @@ pub async fn record<S: AuditStore + Sync>(store: &S, now: i64, event: AuditEvent
         outcome: event.outcome.as_str().to_string(),
         request_id: event.request_id,
         details: event.details.to_string(),
-    };
-    if let Err(e) = store.insert_event(&row).await {
-        metrics::counter!("ostiary_store_errors_total").increment(1);
-        tracing::warn!(error.cause = %e, audit.kind = %row.kind, "audit event could not be stored");
+    }
+}
+
+enum Queued {
+    Event(EventRow),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Events waiting at most this many in the queue; beyond, recording waits (backpressure).
+const QUEUE: usize = 4096;
+/// Events stored by one turn of the writer.
+const BATCH: usize = 256;
+
+/// Audit events of hot paths (tokens issued), stored by one background task in batches instead
+/// of one insert per request: the request does not wait for the store. The events queued when
+/// the store is asked for events ([`AuditQueue::flush`]) or the server stops are stored first.
+/// As with [`record`], a store failure is logged and the events lost.
+#[derive(Clone, Debug)]
+pub struct AuditQueue {
+    tx: tokio::sync::mpsc::Sender<Queued>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
+}
+
+impl AuditQueue {
+    /// Starts the writer task on `store`; it ends when every clone of the queue is dropped,
+    /// after storing what was queued.
+    pub fn start<S: AuditStore + Send + Sync + 'static>(store: S) -> AuditQueue {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
+        tokio::spawn(async move {
+            let mut items = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut items, BATCH).await > 0 {
+                let mut rows = Vec::with_capacity(items.len());
+                let mut flushes = Vec::new();
+                for item in items.drain(..) {
+                    match item {
+                        Queued::Event(row) => rows.push(row),
+                        Queued::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !rows.is_empty()
+                    && let Err(e) = store.insert_events(&rows).await
+                {
+                    metrics::counter!("ostiary_store_errors_total").increment(1);
+                    tracing::warn!(error.cause = %e, audit.events = rows.len(), "audit events could not be stored");
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        });
+        AuditQueue { tx }
+    }
+
+    /// Logs `event` and queues it for storing at `now`.
+    pub async fn record(&self, now: i64, event: AuditEvent) {
+        let row = logged_row(now, event);
+        if self.tx.send(Queued::Event(row)).await.is_err() {
+            tracing::warn!("audit event could not be queued: the audit writer has stopped");
+        }
+    }
+
+    /// Returns once every event queued before this call is stored (or failed to be).
+    pub async fn flush(&self) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if self.tx.send(Queued::Flush(done)).await.is_ok() {
+            let _ = stored.await;
+        }
     }
 }

@@ -144,7 +144,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Largest accepted request body; larger ones get 413. Default 65536.
     pub max_body_bytes: usize,
-    /// Password hashes verified at once, off the async threads. Default 2.
+    /// Password hashes verified at once, on argon2 threads of their own at a lower priority.
+    /// Default: the number of cores.
     pub argon2_max_concurrent: usize,
     /// How often expired rows are removed. Default 60s.
     pub gc_interval: Seconds,
@@ -180,7 +181,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
-            argon2_max_concurrent: 2,
+            argon2_max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             gc_interval: Seconds(60),
             gc_batch: 1000,
             audit_retention: Seconds(90 * 86400),

@@ -1,5 +1,5 @@
 //! Random values, hashes of tokens and secrets, constant-time comparison, and argon2id run off
-//! the async threads under a concurrency limit.
+//! the async threads, on threads of its own at a lower priority, under a concurrency limit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::CryptoError;
@@ -126,40 +125,86 @@ pub fn argon2_verify(phc: &str, password: &str) -> bool {
         .is_ok()
 }
 
-/// Runs argon2 on the blocking pool, at most `max_concurrent` at a time.
+/// A job for the argon2 threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs argon2 on threads of its own, `max_concurrent` of them, at a lower scheduling priority
+/// than the async workers (Linux: nice 10), so that a storm of password checks takes the CPU
+/// the token and introspection endpoints leave, never the other way round. Checks beyond
+/// `max_concurrent` wait in a queue.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
+
+/// The nice value of the argon2 threads (0 is the default; 19 the lowest priority).
+#[cfg(target_os = "linux")]
+const ARGON2_NICE: i32 = 10;
 
 impl PasswordHasher {
     /// A hasher allowing `max_concurrent` (at least 1) simultaneous hashes.
     pub fn new(max_concurrent: usize) -> Self {
-        PasswordHasher {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..max_concurrent.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while taking a job; the queue ends with the
+                        // last clone of the hasher.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error.cause = %e, "cannot start an argon2 thread");
+            }
         }
+        PasswordHasher { jobs }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.send(job).ok()?;
+        rx.await.ok()
     }
 
     /// Verifies off the async threads; false on any failure.
     pub async fn verify(&self, phc: String, password: Zeroizing<String>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(move || argon2_verify(&phc, &password))
+        self.run(move || argon2_verify(&phc, &password))
             .await
             .unwrap_or(false)
     }
 
     /// Hashes off the async threads.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, CryptoError> {
-        let _permit = self
-            .permits
-            .acquire()
+        self.run(move || argon2_hash(&password))
             .await
-            .map_err(|e| CryptoError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || argon2_hash(&password))
-            .await
-            .map_err(|e| CryptoError::Internal(e.to_string()))?
+            .ok_or_else(|| CryptoError::Internal("the argon2 threads are gone".into()))?
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: its nice value; a thread id names
+/// one thread to setpriority). Elsewhere nothing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), ARGON2_NICE) {
+            tracing::warn!(error.cause = %e, "cannot lower the priority of an argon2 thread");
+        }
     }
 }
 

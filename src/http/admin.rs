@@ -387,6 +387,8 @@ pub async fn get_events(
     headers: HeaderMap,
     Query(q): Q,
 ) -> Response {
+    // Events of the token endpoint still queued are stored first.
+    app.audit_queue.flush().await;
     admin_call!(app, cur, peer, headers, Resource::Events, |ctx, caller| {
         let r = async { admin::list_events(&ctx, &q, Paging::from_query(&q)?).await }.await;
         reply(r, StatusCode::OK, &cur.domain.issuer)

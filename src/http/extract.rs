@@ -38,6 +38,7 @@ impl CurrentDomain {
             kek: &app.kek,
             now: app.clock.now(),
             hasher: app.authenticator.hasher(),
+            verified: &app.verified_jwts,
             peer,
         }
     }

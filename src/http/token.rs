@@ -8,7 +8,7 @@ use axum::response::Response;
 use super::extract::{ClientForm, CurrentDomain};
 use super::response::{error_response, json_no_store};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent, Outcome};
+use crate::audit::{AuditEvent, Outcome};
 use crate::error::{ErrorCode, OAuthResult};
 use crate::oauth::Peer;
 use crate::oauth::grants::TokenResponse;
@@ -60,6 +60,6 @@ async fn token(
             "refresh_token": resp.refresh_token.is_some(),
             "id_token": resp.id_token.is_some(),
         }));
-    audit::record(&app.store, ctx.now, event).await;
+    app.audit_queue.record(ctx.now, event).await;
     Ok(resp)
 }

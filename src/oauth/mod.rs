@@ -24,6 +24,7 @@ pub mod throttle;
 pub mod tokens;
 pub mod user_tokens;
 pub mod userinfo;
+pub mod verified_jwts;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Ctx<'a, S> {
     pub now: i64,
     /// argon2 off the async threads, bounded (password checks).
     pub hasher: &'a PasswordHasher,
+    /// JWT access tokens whose signature this process has verified.
+    pub verified: &'a verified_jwts::VerifiedJwts,
     /// Who sent the request.
     pub peer: Peer,
 }

@@ -8,6 +8,7 @@ use crate::crypto::jws;
 use crate::crypto::secrets::{random_id, random_token, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::verified_jwts::{Verified, VerifiedJwts};
 use crate::oauth::{Ctx, mtls};
 use crate::store::{OAuthStore, TokenRow, TokenStore};
 
@@ -257,6 +258,28 @@ async fn refresh_is_live<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &TokenRow) -> OAu
 
 /// Verifies a JWT access token of this domain (signature, issuer, type, expiry); no store lookups.
 pub fn verify_own_jwt<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<PresentedToken> {
+    let digest = VerifiedJwts::digest(token);
+    // Verified before: only what can change is checked again (expiry, the key still published,
+    // the issuer of this domain).
+    if let Some(v) = ctx.verified.get(&digest) {
+        let live =
+            v.token.exp > ctx.now && v.iss == ctx.domain.issuer && ctx.keys.verifying_key(&v.kid).is_some();
+        return live.then(|| v.token.clone());
+    }
+    let t = verify_jwt_signature(ctx, token)?;
+    ctx.verified.insert(
+        digest,
+        Verified {
+            token: t.0.clone(),
+            kid: t.1,
+            iss: ctx.domain.issuer.clone(),
+        },
+    );
+    Some(t.0)
+}
+
+/// [`verify_own_jwt`] without the cache; also returns the kid of the key that verified.
+fn verify_jwt_signature<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<(PresentedToken, String)> {
     let header = jws::peek_header(token).ok()?;
     if !header
         .typ
@@ -265,7 +288,8 @@ pub fn verify_own_jwt<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<PresentedToken
     {
         return None;
     }
-    let key = ctx.keys.verifying_key(header.kid.as_deref()?)?;
+    let kid = header.kid?;
+    let key = ctx.keys.verifying_key(&kid)?;
     let mut claims = jws::verify(token, &key).ok()?;
     if claims.get("iss").and_then(Value::as_str) != Some(ctx.domain.issuer.as_str()) {
         return None;
@@ -299,5 +323,5 @@ pub fn verify_own_jwt<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<PresentedToken
         return None;
     }
     claims.retain(|k, _| !REGISTERED.contains(&k.as_str()));
-    Some(PresentedToken { extra: claims, ..t })
+    Some((PresentedToken { extra: claims, ..t }, kid))
 }

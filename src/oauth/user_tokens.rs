@@ -167,14 +167,39 @@ pub async fn start_family<S: OAuthStore>(
     Ok(f)
 }
 
-/// Stores a refresh token of `family` and records the access token issued with it (revoked
-/// with the family). `value`: the token (random for a family's first, derived from its
-/// predecessor on rotation; a retried rotation stores nothing new). Idle expiry restarts; the
-/// family's absolute expiry is never passed.
+/// Stores the first refresh token of `family` and records the access token issued with it
+/// (revoked with the family). `value`: the token (random). Idle expiry restarts; the family's
+/// absolute expiry is never passed.
 pub async fn store_refresh_token<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     family: &FamilyRow,
     value: &str,
+    access: &IssuedToken,
+) -> OAuthResult<()> {
+    record_family_jti(ctx, family, access).await?;
+    ctx.store.insert_token(&refresh_row(ctx, family, value)).await?;
+    Ok(())
+}
+
+/// On rotation: records the access token issued in `family`, then stores the successor `value`
+/// (derived from its predecessor) while the family is unrevoked. False when nothing new was
+/// stored: the family was revoked meanwhile, or this is a retry whose successor exists.
+pub async fn store_successor<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    family: &FamilyRow,
+    value: &str,
+    access: &IssuedToken,
+) -> OAuthResult<bool> {
+    record_family_jti(ctx, family, access).await?;
+    Ok(ctx
+        .store
+        .insert_successor(&refresh_row(ctx, family, value))
+        .await?)
+}
+
+async fn record_family_jti<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    family: &FamilyRow,
     access: &IssuedToken,
 ) -> OAuthResult<()> {
     ctx.store
@@ -185,6 +210,10 @@ pub async fn store_refresh_token<S: OAuthStore>(
             ctx.now + access.expires_in,
         )
         .await?;
+    Ok(())
+}
+
+fn refresh_row<S>(ctx: &Ctx<'_, S>, family: &FamilyRow, value: &str) -> TokenRow {
     // RFC 8705 s4: a public client's refresh token issued over mutual TLS is bound to the
     // client certificate.
     let mut bound = Map::new();
@@ -195,7 +224,7 @@ pub async fn store_refresh_token<S: OAuthStore>(
     if public && let Some(certificate) = &ctx.peer.certificate {
         bound.insert(mtls::CNF.into(), mtls::confirmation(certificate));
     }
-    let row = TokenRow {
+    TokenRow {
         hash: sha256_b64(value),
         domain: ctx.domain.name.clone(),
         kind: "refresh".into(),
@@ -210,9 +239,7 @@ pub async fn store_refresh_token<S: OAuthStore>(
         revoked_at: None,
         family_id: Some(family.id.clone()),
         used_at: None,
-    };
-    ctx.store.insert_token(&row).await?;
-    Ok(())
+    }
 }
 
 /// The successor of a rotated refresh token: derived, so that a retry within the client's grace

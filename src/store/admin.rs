@@ -55,6 +55,8 @@ pub type Page<T> = (Vec<T>, i64);
 pub trait AuditStore {
     /// Appends an event (its `id` is assigned by the store).
     fn insert_event(&self, e: &EventRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Appends events in order, up to 32 in one statement.
+    fn insert_events(&self, events: &[EventRow]) -> impl Future<Output = StoreResult<()>> + Send;
     /// Events of a domain matching `f`, newest first.
     fn list_events(
         &self,
@@ -133,8 +135,47 @@ impl AuditStore for SqlStore {
         .bind(&e.outcome)
         .bind(&e.request_id)
         .bind(&e.details)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
+        Ok(())
+    }
+
+    async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {
+        // Chunks of 32, 16, ... 1 rows: a handful of statement shapes, each prepared once.
+        let mut rest = events;
+        while !rest.is_empty() {
+            let n = [32, 16, 8, 4, 2, 1]
+                .into_iter()
+                .find(|n| *n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            let values: Vec<String> = (0..n)
+                .map(|i| {
+                    let p: Vec<String> = (1..=9).map(|c| format!("${}", i * 9 + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
+                 VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(&e.kind)
+                    .bind(&e.actor)
+                    .bind(&e.domain)
+                    .bind(&e.client_id)
+                    .bind(&e.user_id)
+                    .bind(&e.outcome)
+                    .bind(&e.request_id)
+                    .bind(&e.details);
+            }
+            q.execute(&self.writer).await?;
+            rest = tail;
+        }
         Ok(())
     }
 
@@ -209,7 +250,7 @@ impl AdminStore for SqlStore {
             .bind(domain)
             .bind(user_id)
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -250,7 +291,7 @@ impl AdminStore for SqlStore {
         .bind(domain)
         .bind(sid)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() >= 1)
     }
@@ -269,7 +310,7 @@ impl AdminStore for SqlStore {
         .bind(user_id)
         .bind(claims)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }

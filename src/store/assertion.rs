@@ -40,7 +40,7 @@ impl AssertionStore for SqlStore {
         .bind(jti)
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)

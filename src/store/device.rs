@@ -143,7 +143,7 @@ impl DeviceStore for SqlStore {
         .bind(r.expires_at)
         .bind(r.decided_at)
         .bind(r.used_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -192,7 +192,7 @@ impl DeviceStore for SqlStore {
         .bind(by.auth_time)
         .bind(&by.amr)
         .bind(by.session_expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -205,7 +205,7 @@ impl DeviceStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -220,7 +220,7 @@ impl DeviceStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if on_time == 1 {
@@ -233,7 +233,7 @@ impl DeviceStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(if slowed == 1 { Poll::TooFast } else { Poll::Unknown })
@@ -252,7 +252,7 @@ impl DeviceStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 }

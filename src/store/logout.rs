@@ -127,7 +127,7 @@ impl LogoutStore for SqlStore {
         .bind(user_id)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -170,7 +170,7 @@ impl LogoutStore for SqlStore {
         .bind(domain)
         .bind(sid)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -237,7 +237,7 @@ impl LogoutStore for SqlStore {
         .bind(d.delivered_at)
         .bind(d.failed_at)
         .bind(&d.last_error)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -261,7 +261,7 @@ impl LogoutStore for SqlStore {
         .bind(id)
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -270,7 +270,7 @@ impl LogoutStore for SqlStore {
         sqlx::query("UPDATE logout_deliveries SET delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -285,7 +285,7 @@ impl LogoutStore for SqlStore {
         .bind(now)
         .bind(retry_at)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -306,7 +306,7 @@ impl LogoutStore for SqlStore {
         )
         .bind(now)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         let b = sqlx::query(
@@ -315,7 +315,7 @@ impl LogoutStore for SqlStore {
         )
         .bind(now - 86_400)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(a + b)

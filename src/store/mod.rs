@@ -77,7 +77,7 @@ pub struct TokenRow {
     pub used_at: Option<i64>,
 }
 
-const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
+pub(crate) const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
     revoked_at, family_id, used_at";
 
 /// A client's mirror row.
@@ -256,6 +256,10 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Where writes go. SQLite takes one writer at a time, and a writer that finds the lock taken
+    /// sleeps in its busy handler (up to 100 ms a turn): so on SQLite the writes queue in-process
+    /// on one connection of their own instead. On PostgreSQL, the pool itself.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -282,21 +286,35 @@ impl SqlStore {
         } else {
             (url.to_string(), Backend::Postgres)
         };
-        let mut opts = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5));
-        if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _| {
+        let options = |max: u32| {
+            let opts = AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(5));
+            if backend != Backend::Sqlite {
+                return opts;
+            }
+            opts.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
-            });
-        }
-        let pool = opts.connect(&url).await?;
-        Ok(SqlStore { pool, backend })
+            })
+        };
+        let pool = options(max_connections).connect(&url).await?;
+        // An in-memory database exists once per connection: it keeps a single pool.
+        let writer =
+            if backend == Backend::Sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
+                options(1).connect(&url).await?
+            } else {
+                pool.clone()
+            };
+        Ok(SqlStore {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     /// Which database this is.
@@ -321,8 +339,9 @@ impl SqlStore {
             .is_ok()
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -351,7 +370,7 @@ impl KeyStore for SqlStore {
         .bind(&k.public_jwk)
         .bind(k.created_at)
         .bind(k.activates_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -359,7 +378,7 @@ impl KeyStore for SqlStore {
     async fn delete_key(&self, kid: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
             .bind(kid)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -385,7 +404,7 @@ impl TokenStore for SqlStore {
         .bind(t.revoked_at)
         .bind(&t.family_id)
         .bind(t.used_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -407,7 +426,7 @@ impl TokenStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -419,7 +438,7 @@ impl TokenStore for SqlStore {
         .bind(domain)
         .bind(jti)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected())
     }
@@ -433,7 +452,7 @@ impl TokenStore for SqlStore {
         .bind(jti)
         .bind(client_id)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -486,7 +505,7 @@ impl DirectoryStore for SqlStore {
         .bind(config_hash)
         .bind(i64::from(enabled))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -522,7 +541,7 @@ impl DirectoryStore for SqlStore {
         .bind(&u.config_hash)
         .bind(u.created_at)
         .bind(u.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if ends {
             self.end_sessions_of(&u.domain, &u.username, u.updated_at).await?;
@@ -545,7 +564,7 @@ impl DirectoryStore for SqlStore {
         .bind(&u.config_hash)
         .bind(u.created_at)
         .bind(u.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -575,7 +594,7 @@ impl DirectoryStore for SqlStore {
         .bind(username)
         .bind(password_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let changed = r.rows_affected() == 1;
         if changed {
@@ -590,7 +609,7 @@ impl DirectoryStore for SqlStore {
             .bind(username)
             .bind(status)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if status != "active" {
             self.end_sessions_of(domain, username, now).await?;
@@ -611,7 +630,7 @@ impl MaintenanceStore for SqlStore {
         )
         .bind(now)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         let mut other = 0;
@@ -629,7 +648,7 @@ impl MaintenanceStore for SqlStore {
             )))
             .bind(now - grace)
             .bind(batch)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         }
@@ -637,7 +656,7 @@ impl MaintenanceStore for SqlStore {
         other += sqlx::query("DELETE FROM login_attempts WHERE updated_at < $1 AND locked_until < $2")
             .bind(now - 86_400)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         // Audit events are kept for server.audit_retention.
@@ -646,7 +665,7 @@ impl MaintenanceStore for SqlStore {
         )
         .bind(events_before)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         let mut jtis = 0;
@@ -657,7 +676,7 @@ impl MaintenanceStore for SqlStore {
             )))
             .bind(now)
             .bind(batch)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         }
@@ -674,7 +693,7 @@ impl MaintenanceStore for SqlStore {
         .bind(holder)
         .bind(now + ttl)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.is_some())
     }

@@ -3,9 +3,9 @@
 
 use std::future::Future;
 
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
 
-use super::{SqlStore, StoreResult};
+use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
 /// A refresh-token family: one grant, many rotated tokens.
 #[derive(Debug, Clone, FromRow)]
@@ -55,6 +55,27 @@ pub trait RefreshStore {
         jti: &str,
         expires_at: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The family with this id and its user (None when the user is gone), in one read.
+    fn find_family_with_user(
+        &self,
+        domain: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<(FamilyRow, Option<UserRow>)>>> + Send;
+    /// One conditional update that uses up a live, unrotated, unbound (no certificate binding)
+    /// refresh token of `client_id` and returns it as it is now; None when no such token exists
+    /// (the caller then checks why the slow way). Single use as [`RefreshStore::rotate_refresh`].
+    fn take_refresh(
+        &self,
+        domain: &str,
+        hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
+    /// Stores the successor refresh token of a rotation only while its family is unrevoked;
+    /// false when nothing was stored (the family was revoked, or the same successor exists: a
+    /// retry). Call it after recording the access token's jti, so that a revocation that this
+    /// insert did not see finds that jti.
+    fn insert_successor(&self, token: &TokenRow) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Revokes a family: the family row and every token in it. Returns the jtis of the access
     /// tokens issued in it (JWTs are revoked by jti by the caller).
     fn revoke_family(
@@ -86,7 +107,7 @@ impl SqlStore {
         .bind(domain)
         .bind(arg)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -110,7 +131,7 @@ impl RefreshStore for SqlStore {
         .bind(f.created_at)
         .bind(f.expires_at)
         .bind(f.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -125,6 +146,92 @@ impl RefreshStore for SqlStore {
         .await?)
     }
 
+    async fn find_family_with_user(
+        &self,
+        domain: &str,
+        id: &str,
+    ) -> StoreResult<Option<(FamilyRow, Option<UserRow>)>> {
+        let row = sqlx::query(
+            "SELECT f.id, f.domain, f.client_id, f.user_id, f.scope, f.sid, f.offline, f.auth_time, f.amr, \
+             f.claims, f.created_at, f.expires_at, f.revoked_at, \
+             u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash, u.status AS u_status, \
+             u.claims AS u_claims, u.source AS u_source, u.config_hash AS u_config_hash, \
+             u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+             FROM refresh_families f LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id \
+             WHERE f.id = $1 AND f.domain = $2",
+        )
+        .bind(id)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let family = FamilyRow::from_row(&r)?;
+        let user = match r.try_get::<Option<String>, _>("u_id")? {
+            Some(uid) => Some(UserRow {
+                id: uid,
+                domain: family.domain.clone(),
+                username: r.try_get("u_username")?,
+                password_hash: r.try_get("u_password_hash")?,
+                status: r.try_get("u_status")?,
+                claims: r.try_get("u_claims")?,
+                source: r.try_get("u_source")?,
+                config_hash: r.try_get("u_config_hash")?,
+                created_at: r.try_get("u_created_at")?,
+                updated_at: r.try_get("u_updated_at")?,
+            }),
+            None => None,
+        };
+        Ok(Some((family, user)))
+    }
+
+    async fn take_refresh(
+        &self,
+        domain: &str,
+        hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<TokenRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
+             AND client_id = $4 AND claims = '{{}}' AND used_at IS NULL AND revoked_at IS NULL \
+             RETURNING {TOKEN_COLUMNS}"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .bind(now)
+        .bind(client_id)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
+    async fn insert_successor(&self, t: &TokenRow) -> StoreResult<bool> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+             WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
+             ON CONFLICT (hash) DO NOTHING"
+        )))
+        .bind(&t.hash)
+        .bind(&t.domain)
+        .bind(&t.kind)
+        .bind(&t.client_id)
+        .bind(&t.sub)
+        .bind(&t.scope)
+        .bind(&t.aud)
+        .bind(&t.claims)
+        .bind(&t.jti)
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(&t.family_id)
+        .bind(t.used_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn rotate_refresh(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
         let r = sqlx::query(
             "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
@@ -133,7 +240,7 @@ impl RefreshStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -153,7 +260,7 @@ impl RefreshStore for SqlStore {
         .bind(family_id)
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -163,7 +270,7 @@ impl RefreshStore for SqlStore {
             .bind(id)
             .bind(domain)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         let jtis: Vec<(String,)> =
             sqlx::query_as("SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2")
@@ -182,7 +289,7 @@ impl RefreshStore for SqlStore {
         .bind(domain)
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         // The tokens of the user's revoked families (those just revoked among them).
         let families =

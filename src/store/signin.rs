@@ -113,14 +113,15 @@ pub trait SignInStore {
         domain: &str,
         hash: &str,
     ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
-    /// Records the access token and refresh-token family issued from a code.
+    /// Records the access token and refresh-token family issued from a code; true when the code
+    /// has been marked reused (by then or concurrently: the update sees the latest row).
     fn set_code_access(
         &self,
         hash: &str,
         jti: &str,
         expires_at: i64,
         family_id: Option<&str>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Marks a redeemed code as replayed (the first time only).
     fn mark_code_reused(
         &self,
@@ -206,7 +207,7 @@ impl SignInStore for SqlStore {
         .bind(&r.csrf_hash)
         .bind(r.created_at)
         .bind(r.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -232,7 +233,7 @@ impl SignInStore for SqlStore {
         let r = sqlx::query("DELETE FROM auth_requests WHERE id = $1 AND domain = $2")
             .bind(id)
             .bind(domain)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -255,7 +256,7 @@ impl SignInStore for SqlStore {
         .bind(s.idle_timeout)
         .bind(s.ended_at)
         .bind(&s.user_agent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -267,7 +268,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
@@ -297,7 +298,7 @@ impl SignInStore for SqlStore {
         .bind(&c.family_id)
         .bind(&c.claims)
         .bind(c.reused_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -310,7 +311,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
@@ -330,17 +331,18 @@ impl SignInStore for SqlStore {
         jti: &str,
         expires_at: i64,
         family_id: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1",
+    ) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1 \
+             RETURNING reused_at",
         )
         .bind(hash)
         .bind(jti)
         .bind(expires_at)
         .bind(family_id)
-        .execute(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
-        Ok(())
+        Ok(row.is_some_and(|(r,)| r.is_some()))
     }
 
     async fn mark_code_reused(&self, domain: &str, hash: &str, now: i64) -> StoreResult<()> {
@@ -350,7 +352,7 @@ impl SignInStore for SqlStore {
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -389,7 +391,7 @@ impl SignInStore for SqlStore {
         .bind(client_id)
         .bind(scope)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -417,7 +419,7 @@ impl SignInStore for SqlStore {
         .bind(domain)
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.revoke_user_families(domain, user_id, now).await?;
         Ok(r.rows_affected())
@@ -452,7 +454,7 @@ impl SignInStore for SqlStore {
         .bind(bucket)
         .bind(now)
         .bind(now - 86_400)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         if failures >= threshold {
             let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
@@ -461,7 +463,7 @@ impl SignInStore for SqlStore {
                 .bind(domain)
                 .bind(bucket)
                 .bind(now + lock)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         }
         Ok(failures)
@@ -471,7 +473,7 @@ impl SignInStore for SqlStore {
         sqlx::query("DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2")
             .bind(domain)
             .bind(bucket)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -102,7 +102,11 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         } else {
             None
         };
-        ctx.store
+        // A reuse that arrived while we issued found nothing recorded to revoke: then what we
+        // issued is revoked here (and the single success still answers, with dead tokens). The
+        // same update that records what we issued tells whether the code is marked reused.
+        let reused_meanwhile = ctx
+            .store
             .set_code_access(
                 &hash,
                 &issued.access.jti,
@@ -110,11 +114,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
                 family.as_ref().map(|f| f.id.as_str()),
             )
             .await?;
-        // A reuse that arrived while we issued found nothing recorded to revoke: then what we
-        // issued is revoked here (and the single success still answers, with dead tokens).
-        if let Some(now_row) = ctx.store.find_code(domain, &hash).await?
-            && now_row.reused_at.is_some()
-        {
+        if reused_meanwhile && let Some(now_row) = ctx.store.find_code(domain, &hash).await? {
             revoke_issued(ctx, &now_row).await?;
             tracing::warn!(client_id = %client.id, "code reused during its redemption: the tokens issued from it are revoked");
         }

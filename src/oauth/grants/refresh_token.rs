@@ -12,7 +12,7 @@ use crate::oauth::params::Params;
 use crate::oauth::user_tokens::{self, UserGrant, invalid_refresh};
 use crate::oauth::{Ctx, mtls};
 use crate::store::refresh::FamilyRow;
-use crate::store::{OAuthStore, TokenRow};
+use crate::store::{OAuthStore, TokenRow, UserRow};
 
 /// `grant_type=refresh_token`.
 pub struct RefreshToken;
@@ -27,44 +27,31 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         let presented = params.require("refresh_token")?;
         let hash = sha256_b64(presented);
         let domain = &ctx.domain.name;
-        let row = ctx
-            .store
-            .find_token(domain, &hash)
-            .await?
-            .filter(|t| t.kind == "refresh")
-            .ok_or_else(invalid_refresh)?;
-        // RFC 6749 s6: the refresh token was issued to the authenticated client.
-        if row.client_id != client.id {
-            return Err(invalid_refresh().with_cause("refresh token of another client"));
-        }
-        // RFC 8705 s4: a refresh token bound to a client certificate is used only with it.
-        let bound: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&row.claims).unwrap_or_default();
-        if !mtls::binding_holds(&bound, ctx.peer.certificate.as_deref()) {
-            return Err(invalid_refresh().with_cause("refresh token bound to another client certificate"));
-        }
-        let family_id = row.family_id.clone().ok_or_else(invalid_refresh)?;
-        let family = ctx
-            .store
-            .find_family(domain, &family_id)
-            .await?
-            .ok_or_else(invalid_refresh)?;
-        if family.revoked_at.is_some() || row.revoked_at.is_some() {
-            return Err(invalid_refresh().with_cause("refresh token revoked"));
-        }
-        // A malformed or widened scope is refused before the token is used up.
-        let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
-        let scopes = narrowed(&granted, params.get("scope"))?;
-        // Single use: one conditional update; a token already rotated is a retry or a replay.
-        if row.used_at.is_some() || !ctx.store.rotate_refresh(domain, &hash, ctx.now).await? {
-            reused(ctx, client, &row, presented).await?;
-        }
+        // The common case (no narrowing asked for) in one conditional update that uses the token
+        // up; anything it does not take goes the careful way below.
+        let taken = match params.get("scope") {
+            None => ctx.store.take_refresh(domain, &hash, &client.id, ctx.now).await?,
+            Some(_) => None,
+        };
+        let (row, family, user, scopes) = match taken {
+            Some(row) => {
+                let family_id = row.family_id.clone().ok_or_else(invalid_refresh)?;
+                let (family, user) = ctx
+                    .store
+                    .find_family_with_user(domain, &family_id)
+                    .await?
+                    .ok_or_else(invalid_refresh)?;
+                if family.revoked_at.is_some() {
+                    return Err(invalid_refresh().with_cause("refresh token revoked"));
+                }
+                let scopes: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
+                (row, family, user, scopes)
+            }
+            None => checked_rotation(ctx, client, params, presented, &hash).await?,
+        };
         // Checked after the rotation so that a token refused here is used up all the same.
         check_family(ctx, client, &row, &family).await?;
-        let user = ctx
-            .store
-            .find_user_by_id(domain, &family.user_id)
-            .await?
+        let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
         let remaining = match family.offline {
@@ -85,13 +72,14 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         };
         let issued = user_tokens::issue(ctx, &grant).await?;
         let next = user_tokens::successor(ctx, presented);
-        user_tokens::store_refresh_token(ctx, &family, &next, &issued.access).await?;
         // A reuse detected concurrently may have revoked the family while we issued: then what
         // we issued dies with it, and the family never forks.
-        let still = ctx.store.find_family(domain, &family.id).await?;
-        if still.is_none_or(|f| f.revoked_at.is_some()) {
-            user_tokens::revoke_family(ctx, &family.id, &client.id).await?;
-            return Err(invalid_refresh().with_cause("family revoked during the refresh"));
+        if !user_tokens::store_successor(ctx, &family, &next, &issued.access).await? {
+            let still = ctx.store.find_family(domain, &family.id).await?;
+            if still.is_none_or(|f| f.revoked_at.is_some()) {
+                user_tokens::revoke_family(ctx, &family.id, &client.id).await?;
+                return Err(invalid_refresh().with_cause("family revoked during the refresh"));
+            }
         }
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "refresh_token").increment(1);
         Ok(TokenResponse {
@@ -103,6 +91,52 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             id_token: issued.id_token,
         })
     }
+}
+
+/// The refresh token checked before it is used up (client, certificate binding, family, asked
+/// scope), then rotated by one conditional update; a token already rotated is a retry or a
+/// replay. Returns the token, its family, the family's user and the scopes to issue.
+async fn checked_rotation<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    client: &Client,
+    params: &Params,
+    presented: &str,
+    hash: &str,
+) -> OAuthResult<(TokenRow, FamilyRow, Option<UserRow>, Vec<String>)> {
+    let domain = &ctx.domain.name;
+    let row = ctx
+        .store
+        .find_token(domain, hash)
+        .await?
+        .filter(|t| t.kind == "refresh")
+        .ok_or_else(invalid_refresh)?;
+    // RFC 6749 s6: the refresh token was issued to the authenticated client.
+    if row.client_id != client.id {
+        return Err(invalid_refresh().with_cause("refresh token of another client"));
+    }
+    // RFC 8705 s4: a refresh token bound to a client certificate is used only with it.
+    let bound: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.claims).unwrap_or_default();
+    if !mtls::binding_holds(&bound, ctx.peer.certificate.as_deref()) {
+        return Err(invalid_refresh().with_cause("refresh token bound to another client certificate"));
+    }
+    let family_id = row.family_id.clone().ok_or_else(invalid_refresh)?;
+    let (family, user) = ctx
+        .store
+        .find_family_with_user(domain, &family_id)
+        .await?
+        .ok_or_else(invalid_refresh)?;
+    if family.revoked_at.is_some() || row.revoked_at.is_some() {
+        return Err(invalid_refresh().with_cause("refresh token revoked"));
+    }
+    // A malformed or widened scope is refused before the token is used up.
+    let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
+    let scopes = narrowed(&granted, params.get("scope"))?;
+    // Single use: one conditional update; a token already rotated is a retry or a replay.
+    if row.used_at.is_some() || !ctx.store.rotate_refresh(domain, hash, ctx.now).await? {
+        reused(ctx, client, &row, presented).await?;
+    }
+    Ok((row, family, user, scopes))
 }
 
 /// A token presented after its rotation: within the grace window and while its successor is
