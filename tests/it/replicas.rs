@@ -557,10 +557,41 @@ async fn a_backchannel_logout_is_delivered_once_however_many_replicas_run_the_ou
     listener.next().await;
     assert_eq!(settled_delivery(&r[0]).await, (1, false));
 
-    // Every replica runs the outbox at the same moment, once the retry is due.
+    // Not due before its backoff, on any replica (this also warms every replica's pool, so the
+    // runs below really overlap).
+    for app in &r {
+        assert_eq!(ostiary::app::deliver_logouts(app.handle().state()).await, 0);
+    }
     for app in &r {
         app.clock.advance(31);
     }
+    // Every replica sees the due delivery; of their simultaneous claims exactly one wins.
+    use ostiary::clock::Clock;
+    use ostiary::store::logout::LogoutStore;
+    let mut due = vec![];
+    for app in &r {
+        let now = app.clock.now();
+        let rows = app.handle().state().store.due_logouts(now, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        due.push((rows[0].id.clone(), now));
+    }
+    let claim = |i: usize| {
+        let (id, now) = due[i].clone();
+        let state = r[i].handle().state().clone();
+        async move { state.store.claim_logout(&id, now, now + 60).await.unwrap() }
+    };
+    let (x, y, z) = tokio::join!(claim(0), claim(1), claim(2));
+    assert_eq!(
+        [x, y, z].iter().filter(|w| **w).count(),
+        1,
+        "one claim wins: {x} {y} {z}"
+    );
+    // The claim lapses unused (as if its replica crashed): the delivery is due again.
+    for app in &r {
+        app.clock.advance(61);
+    }
+
+    // Every replica runs the outbox at the same moment.
     let (x, y, z) = tokio::join!(
         ostiary::app::deliver_logouts(r[0].handle().state()),
         ostiary::app::deliver_logouts(r[1].handle().state()),
@@ -571,7 +602,11 @@ async fn a_backchannel_logout_is_delivered_once_however_many_replicas_run_the_ou
     let claims = check_logout_token(&r[0], &token, "rp").await;
     assert_eq!(claims["sid"], jwt_parts(s(&t, "id_token")).1["sid"]);
     assert!(listener.quiet(500).await, "a second delivery arrived");
-    assert_eq!(settled_delivery(&r[0]).await, (2, true));
+    assert_eq!(
+        settled_delivery(&r[0]).await,
+        (3, true),
+        "attempts: failed, lapsed claim, delivered"
+    );
 }
 
 /// The holder of the job lease `name`.
