@@ -283,14 +283,18 @@ pub async fn start(
             {
                 let batch = config.server.gc_batch;
                 let retention = config.server.audit_retention.0;
-                move |s| collect_garbage(s, batch, retention)
+                move |s| async move {
+                    collect_garbage(&s, batch, retention).await;
+                }
             },
         ),
         spawn_job(
             state.clone(),
             stop_rx.clone(),
             Duration::from_secs(secs(state.keys.refresh_interval.0)),
-            rotate_keys,
+            |s| async move {
+                rotate_keys(&s).await;
+            },
         ),
         spawn_job(
             state.clone(),
@@ -411,42 +415,53 @@ async fn refresh_keys(state: AppState) {
     }
 }
 
-/// Removes expired rows in bounded batches; one replica at a time.
-async fn collect_garbage(state: AppState, batch: i64, audit_retention: i64) {
+/// Removes expired rows in bounded batches; one replica at a time: returns None when another
+/// replica holds the `gc` lease, else how many rows (and retired keys) this run removed.
+pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64) -> Option<u64> {
     let now = state.clock.now();
     match state.store.acquire_lease("gc", &state.instance, now, 120).await {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => return None,
         Err(e) => {
             tracing::warn!(error.cause = %e, "garbage collection lease unavailable");
-            return;
+            return None;
         }
     }
+    let mut removed = 0;
     match state
         .store
         .delete_expired(now, batch, now - audit_retention)
         .await
     {
         Ok(0) => {}
-        Ok(n) => tracing::debug!(rows = n, "expired rows removed"),
+        Ok(n) => {
+            removed += n;
+            tracing::debug!(rows = n, "expired rows removed");
+        }
         Err(e) => tracing::warn!(error.cause = %e, "garbage collection failed"),
     }
     match state.store.delete_finished_logouts(now, batch).await {
         Ok(0) => {}
-        Ok(n) => tracing::debug!(rows = n, "finished sign-out rows removed"),
+        Ok(n) => {
+            removed += n;
+            tracing::debug!(rows = n, "finished sign-out rows removed");
+        }
         Err(e) => tracing::warn!(error.cause = %e, "sign-out garbage collection failed"),
     }
     let domains = state.domains.load_full();
     for d in &domains.list {
-        if let Err(e) = keyring::prune(&state.store, &d.name, now, d.max_token_lifetime()).await {
-            tracing::warn!(domain = %d.name, error.cause = %e, "retired keys could not be pruned");
+        match keyring::prune(&state.store, &d.name, now, d.max_token_lifetime()).await {
+            Ok(n) => removed += u64::try_from(n).unwrap_or(0),
+            Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "retired keys could not be pruned"),
         }
     }
+    Some(removed)
 }
 
 /// Stages new keys when the rotation interval is due; one replica at a time (checked at the
-/// key-refresh cadence; the lease outlives a few refresh intervals).
-async fn rotate_keys(state: AppState) {
+/// key-refresh cadence; the lease outlives a few refresh intervals). Returns None when another
+/// replica holds the `rotate` lease, else the kids this run staged.
+pub async fn rotate_keys(state: &AppState) -> Option<Vec<String>> {
     let now = state.clock.now();
     if !matches!(
         state
@@ -455,8 +470,9 @@ async fn rotate_keys(state: AppState) {
             .await,
         Ok(true)
     ) {
-        return;
+        return None;
     }
+    let mut staged = Vec::new();
     let domains = state.domains.load_full();
     for d in &domains.list {
         let r = keyring::rotate_if_due(
@@ -473,11 +489,13 @@ async fn rotate_keys(state: AppState) {
             Ok(kids) => {
                 for kid in kids {
                     tracing::info!(domain = %d.name, key.kid = %kid, "signing key rotation staged");
+                    staged.push(kid);
                 }
             }
             Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "key rotation failed"),
         }
     }
+    Some(staged)
 }
 
 /// Seconds a back-channel logout POST may take.

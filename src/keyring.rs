@@ -6,13 +6,17 @@
 //! `activates_at = now + publish_ahead`, so every replica publishes it (after its next refresh)
 //! long before any replica signs with it. A superseded key stays published until every token it
 //! signed has expired. `(domain, alg, generation)` is unique in the store, so concurrent replicas
-//! can never create two keys of one generation.
+//! can never create two keys of one generation. A token naming a kid this replica does not know
+//! (a key another replica created since the last refresh) makes the ring re-read the store at
+//! once, one request at a time and at most once per [`MIN_REREAD`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::crypto::jws;
 use crate::crypto::kek::Kek;
 use crate::crypto::keys::{SigningAlg, SigningKey, VerifyingKey};
 use crate::crypto::secrets::random_id;
@@ -21,6 +25,10 @@ use crate::store::{KeyRow, KeyStore, StoreError};
 /// How long past its successor's activation a key stays published, beyond the longest token
 /// lifetime, to cover clock skew between replicas and resource servers.
 const RETIRE_MARGIN: i64 = 300;
+
+/// The soonest a ring re-reads the store again because a token named an unknown kid, so tokens
+/// with made-up kids cost at most one store read per second per domain and replica.
+pub const MIN_REREAD: Duration = Duration::from_secs(1);
 
 /// One key of the ring.
 #[derive(Debug, Clone)]
@@ -104,6 +112,8 @@ pub enum KeyError {
 pub struct KeyRing {
     domain: String,
     set: ArcSwap<KeySet>,
+    /// Held while re-reading for an unknown kid; when that last happened.
+    reread: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl KeyRing {
@@ -112,12 +122,35 @@ impl KeyRing {
         KeyRing {
             domain: domain.to_string(),
             set: ArcSwap::from_pointee(KeySet::default()),
+            reread: tokio::sync::Mutex::new(None),
         }
     }
 
     /// The current key set.
     pub fn current(&self) -> Arc<KeySet> {
         self.set.load_full()
+    }
+
+    /// The key set to verify `token` with: the current one, unless `token` is a JWS naming a kid
+    /// this ring does not know (a key another replica or the CLI created since the last refresh);
+    /// then the keys are re-read from the store first. Re-reads are single-flight (waiters use
+    /// the result of the one in progress) and at most one per [`MIN_REREAD`]; a failed re-read
+    /// is logged and the current set returned.
+    pub async fn keys_for(&self, token: &str, store: &impl KeyStore, kek: &Kek) -> Arc<KeySet> {
+        let set = self.current();
+        let Some(kid) = unknown_kid(&set, token) else {
+            return set;
+        };
+        let mut last = self.reread.lock().await;
+        let set = self.current();
+        if set.by_kid.contains_key(&kid) || last.is_some_and(|t| t.elapsed() < MIN_REREAD) {
+            return set;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh(store, kek).await {
+            tracing::warn!(domain = %self.domain, error.cause = %e, "signing keys could not be re-read for an unknown kid");
+        }
+        self.current()
     }
 
     /// Re-reads the domain's keys from the store, reusing already parsed keys.
@@ -133,6 +166,15 @@ impl KeyRing {
         self.set.store(Arc::new(set));
         Ok(())
     }
+}
+
+/// The kid of `token` when it is a JWS whose header names a kid missing from `set`.
+fn unknown_kid(set: &KeySet, token: &str) -> Option<String> {
+    if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        return None;
+    }
+    let kid = jws::peek_header(token).ok()?.kid?;
+    (!set.by_kid.contains_key(&kid)).then_some(kid)
 }
 
 fn build_set(
@@ -307,4 +349,89 @@ pub async fn prune(store: &impl KeyStore, domain: &str, now: i64, retain: i64) -
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::StoreResult;
+
+    /// A key store in memory that counts its reads.
+    #[derive(Default)]
+    struct Counting {
+        rows: Mutex<Vec<KeyRow>>,
+        reads: AtomicUsize,
+    }
+
+    impl KeyStore for Counting {
+        async fn list_keys(&self, _domain: &str) -> StoreResult<Vec<KeyRow>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.rows.lock().unwrap().clone())
+        }
+        async fn insert_key(&self, key: &KeyRow) -> StoreResult<bool> {
+            self.rows.lock().unwrap().push(key.clone());
+            Ok(true)
+        }
+        async fn delete_key(&self, _kid: &str) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    fn jws_naming(kid: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let h = b64.encode(format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"{kid}"}}"#));
+        format!("{h}.e30.c2ln")
+    }
+
+    /// Asks the ring for the keys of `token` from `n` concurrent tasks.
+    async fn concurrently(ring: &Arc<KeyRing>, store: &Arc<Counting>, kek: &Arc<Kek>, token: &str, n: usize) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (ring, store, kek, token) = (ring.clone(), store.clone(), kek.clone(), token.to_string());
+            set.spawn(async move {
+                ring.keys_for(&token, store.as_ref(), &kek).await;
+            });
+        }
+        set.join_all().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_kid_rereads_the_store_once_per_interval() {
+        let store = Arc::new(Counting::default());
+        let kek = Arc::new(Kek::from_bytes(&[7u8; 32]).unwrap());
+        ensure_keys(store.as_ref(), &kek, "d", &[SigningAlg::ES256], 0)
+            .await
+            .unwrap();
+        let ring = Arc::new(KeyRing::new("d"));
+        ring.refresh(store.as_ref(), &kek).await.unwrap();
+        let known = ring.current().all()[0].key.kid().to_string();
+        let reads = || store.reads.load(Ordering::SeqCst);
+        let before = reads();
+
+        // Known kids and opaque tokens never touch the store.
+        ring.keys_for(&jws_naming(&known), store.as_ref(), &kek).await;
+        ring.keys_for("opaque-token", store.as_ref(), &kek).await;
+        assert_eq!(reads(), before);
+
+        // Another replica stages a key; a token naming it makes this ring re-read at once.
+        let new = rotate(store.as_ref(), &kek, "d", &[SigningAlg::ES256], 0, 0)
+            .await
+            .unwrap();
+        let set = ring.keys_for(&jws_naming(&new[0]), store.as_ref(), &kek).await;
+        assert!(set.verifying_key(&new[0]).is_some());
+        assert_eq!(reads(), before + 2, "rotate read once, the ring once");
+
+        // Made-up kids, many at once: at most one re-read per interval.
+        let garbage = jws_naming("no-such-kid");
+        concurrently(&ring, &store, &kek, &garbage, 20).await;
+        assert_eq!(reads(), before + 2, "within the interval: no re-read");
+        tokio::time::sleep(MIN_REREAD + Duration::from_millis(50)).await;
+        concurrently(&ring, &store, &kek, &garbage, 20).await;
+        assert_eq!(reads(), before + 3, "after it: one re-read for all of them");
+    }
 }

@@ -47,16 +47,20 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The bearer token of the Authorization header, checked for `resource`.
-async fn guard(ctx: &Ctx<'_, SqlStore>, headers: &HeaderMap, resource: Resource) -> Result<Caller, Response> {
-    let realm = &ctx.domain.issuer;
-    let token = headers
+/// The bearer token of the Authorization header, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+        .filter(|t| !t.is_empty())
+}
+
+async fn guard(ctx: &Ctx<'_, SqlStore>, headers: &HeaderMap, resource: Resource) -> Result<Caller, Response> {
+    let realm = &ctx.domain.issuer;
+    let Some(token) = bearer(headers) else {
         return Err(bearer_challenge(realm));
     };
     admin::authorize(ctx, token, resource)
@@ -88,7 +92,7 @@ fn json_body(body: &Bytes) -> OAuthResult<Value> {
 /// Runs `$body` for an authorised caller of `$resource`: binds `ctx` and `caller`.
 macro_rules! admin_call {
     ($app:expr, $cur:expr, $peer:expr, $headers:expr, $resource:expr, |$ctx:ident, $caller:ident| $body:expr) => {{
-        let keys = $cur.ring.current();
+        let keys = $cur.keys_for(&$app, bearer(&$headers)).await;
         let $ctx = $cur.ctx(&$app, &keys, $peer);
         let $caller = match guard(&$ctx, &$headers, $resource).await {
             Ok(c) => c,

@@ -46,7 +46,7 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
     // OpenID Connect Core s3.1.2.1: id_token_hint names the user the client expects; the session
     // of someone else counts as none (so prompt=none answers login_required).
     if let Some(hint) = &req.id_token_hint {
-        let keys = cur.ring.current();
+        let keys = cur.keys_for(&app, Some(hint)).await;
         match hint_subject(&cur.domain, &keys, &req.client_id, hint) {
             Ok(sub) if session.as_ref().is_some_and(|s| s.user_id != sub) => session = None,
             Ok(_) => {}

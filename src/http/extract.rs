@@ -28,6 +28,15 @@ pub struct CurrentDomain {
 }
 
 impl CurrentDomain {
+    /// The keys to verify `token` with (when the request carries a token of ours): the ring
+    /// re-reads the store first when the token names a kid this replica does not know yet.
+    pub async fn keys_for(&self, app: &App, token: Option<&str>) -> Arc<KeySet> {
+        match token {
+            Some(t) => self.ring.keys_for(t, &app.store, &app.kek).await,
+            None => self.ring.current(),
+        }
+    }
+
     /// The protocol context of a request to this domain from `peer`, with `keys` (from
     /// `self.ring.current()`).
     pub fn ctx<'a>(&'a self, app: &'a App, keys: &'a KeySet, peer: Peer) -> Ctx<'a, SqlStore> {

@@ -19,7 +19,7 @@ pub async fn post_introspect(
 ) -> Response {
     let result = async {
         // RFC 7662 s2.1: the endpoint requires authorization; public clients cannot give it.
-        let keys = cur.ring.current();
+        let keys = cur.keys_for(&app, form.params.get("token")).await;
         let ctx = cur.ctx(&app, &keys, peer);
         let caller = app
             .authenticator

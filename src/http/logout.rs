@@ -54,7 +54,7 @@ async fn end_session_request(
     p: &Params,
 ) -> Response {
     let d = &cur.domain;
-    let keys = cur.ring.current();
+    let keys = cur.keys_for(app, p.get("id_token_hint")).await;
     // ui_locales and logout_hint are accepted; the pages have one language and one account.
     let req = match logout::check_request(
         d,

@@ -20,7 +20,7 @@ pub async fn post_revoke(
 ) -> Response {
     let result = async {
         // RFC 7009 s2.1: public clients may revoke their own tokens.
-        let keys = cur.ring.current();
+        let keys = cur.keys_for(&app, form.params.get("token")).await;
         let ctx = cur.ctx(&app, &keys, peer);
         let caller = app
             .authenticator

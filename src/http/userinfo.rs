@@ -52,7 +52,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
         (Some(t), None) | (None, Some(t)) => t,
         (None, None) => return bearer_challenge(&realm),
     };
-    let keys = cur.ring.current();
+    let keys = cur.keys_for(&app, Some(&token)).await;
     let ctx = cur.ctx(&app, &keys, peer);
     match userinfo(&ctx, &token).await {
         Ok(v) => json_no_store(StatusCode::OK, &v),

@@ -273,7 +273,7 @@ max_connections = 5
 
 [keys]
 kek_file = "{dir}/ostiary.kek"
-refresh_interval = "1s"
+{refresh}
 {keys_extra}
 
 [[domain]]
@@ -337,6 +337,12 @@ access_token_signing_alg = "ES256"
 "#,
         dir = dir.display(),
         keys_extra = opts.keys_extra,
+        // `keys_extra` may set its own refresh_interval.
+        refresh = if opts.keys_extra.contains("refresh_interval") {
+            ""
+        } else {
+            "refresh_interval = \"1s\""
+        },
         server_extra = opts.server_extra,
         t2 = SecretHash::sha256_string(&format!("t2-{}", secret("backend"))),
         alice = password_hash("alice"),
