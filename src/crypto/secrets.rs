@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -116,13 +116,45 @@ pub fn argon2_hash(password: &str) -> Result<String, CryptoError> {
 }
 
 /// Blocking check of `password` against a PHC string; false when the hash is malformed.
+/// argon2's working memory (19 MiB with OWASP parameters) is kept per thread and reused, so
+/// a storm of checks on the argon2 threads holds that much per thread instead of leaving
+/// freed blocks to the allocator's arenas.
 pub fn argon2_verify(phc: &str, password: &str) -> bool {
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &hash)
-        .is_ok()
+    let (Some(expected), Some(salt)) = (hash.hash, hash.salt) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let Ok(version) = hash.version.map(Version::try_from).transpose() else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    let hashed = BLOCKS.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+            .is_ok()
+    });
+    hashed && ct_eq(&out, expected.as_bytes())
 }
 
 /// A job for the argon2 threads.
@@ -234,6 +266,37 @@ mod tests {
         let phc = argon2_hash("pw").unwrap();
         assert!(matches!(SecretHash::parse(&phc), Ok(SecretHash::Argon2(_))));
         assert!(!format!("{:?}", SecretHash::parse(&s).unwrap()).contains(&s[7..]));
+    }
+
+    #[test]
+    fn argon2_verify_reuses_its_memory_across_parameters() {
+        // The bench user's hash (m = 19 MiB), then a smaller one made by the argon2 crate: the
+        // per-thread memory serves both, and a wrong password or a changed hash still fails.
+        let bench = "$argon2id$v=19$m=19456,t=2,p=1$6KJB1J8/UOwlEF2cLeFF1w$RilUWOPDGQ/lkGz+zSX6pFfAdfGfzCRuiXQlNsIr8r4";
+        assert!(argon2_verify(bench, "bench-password"));
+        assert!(!argon2_verify(bench, "bench-passwore"));
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw", &SaltString::encode_b64(b"0123456789abcdef").unwrap())
+        .unwrap()
+        .to_string();
+        assert!(argon2_verify(&small, "pw"));
+        assert!(argon2_verify(bench, "bench-password"));
+        let tampered = small.replacen("m=1024", "m=2048", 1);
+        assert!(!argon2_verify(&tampered, "pw"));
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw", &SaltString::encode_b64(b"0123456789abcdef").unwrap())
+        .unwrap()
+        .to_string();
+        assert!(argon2_verify(&argon2i, "pw"));
+        assert!(!argon2_verify(&argon2i.replacen("argon2i", "argon2id", 1), "pw"));
     }
 
     #[tokio::test]

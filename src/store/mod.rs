@@ -287,9 +287,13 @@ impl SqlStore {
             (url.to_string(), Backend::Postgres)
         };
         let options = |max: u32| {
+            // No ping before each checkout: it doubled the round trips of every statement (sqlx
+            // still pings on release, off the request's path). A connection that died while idle
+            // (a database restart) fails its next statement once (503) and is replaced.
             let opts = AnyPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(5));
+                .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false);
             if backend != Backend::Sqlite {
                 return opts;
             }
