@@ -219,6 +219,9 @@ impl DirectoryStore for EmptyStore {
     async fn list_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
         Ok(Vec::new())
     }
+    async fn list_config_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
+        Ok(Vec::new())
+    }
     async fn upsert_user(&self, _: &UserRow) -> StoreResult<()> {
         Ok(())
     }
