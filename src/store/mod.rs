@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod device;
 pub mod logout;
 pub mod refresh;
+pub mod seed;
 pub mod signin;
 
 use std::future::Future;
