@@ -1,4 +1,4 @@
-//! The command line: serve, check-config, hash-secret, migrate, keys.
+//! The command line: serve, check-config, hash-secret, migrate, keys, user, seed.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,28 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Fills the store with load-test data: per user a session, a consent, a refresh-token family
+    /// with its tokens; no seeded token can be presented (only hashes without plaintext).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The domain (may be left out when there is only one).
+    #[arg(long)]
+    domain: Option<String>,
+    /// How many users to seed.
+    #[arg(long)]
+    count: i64,
+    /// The client the rows belong to (default: each batch the next client that may use the
+    /// authorization_code grant).
+    #[arg(long)]
+    client: Option<String>,
+    /// Percentage of users whose rows are already expired, for the garbage collector.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=100))]
+    expired_percent: i64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +155,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Migrate(c) => migrate(&c.config).await,
         Command::Keys { action } => keys(action).await,
         Command::User { action } => user(action).await,
+        Command::Seed(args) => seed(args).await,
     };
     match result {
         Ok(()) => 0,
@@ -217,6 +240,9 @@ impl DirectoryStore for EmptyStore {
         Ok(())
     }
     async fn list_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
+        Ok(Vec::new())
+    }
+    async fn list_config_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
         Ok(Vec::new())
     }
     async fn upsert_user(&self, _: &UserRow) -> StoreResult<()> {
@@ -455,6 +481,87 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
             }
         }
     }
+    Ok(())
+}
+
+/// Users per batch: one transaction, one statement per table of this many rows.
+const SEED_BATCH: i64 = 50_000;
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    if args.count < 1 {
+        bail!("--count must be at least 1");
+    }
+    let config = load_config(&args.config.config)?;
+    let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+    let name = one_domain(&domains, args.domain.as_deref())?;
+    let d = domains
+        .by_name(&name)
+        .with_context(|| format!("no domain named {name:?}"))?;
+    let mut clients: Vec<&Arc<crate::domain::Client>> = match &args.client {
+        Some(id) => vec![
+            d.client(id)
+                .with_context(|| format!("no client {id:?} in domain {name}"))?,
+        ],
+        None => d
+            .clients
+            .values()
+            .filter(|c| c.grant_types.contains("authorization_code"))
+            .collect(),
+    };
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    if clients.is_empty() {
+        bail!("domain {name} has no client with the authorization_code grant: name one with --client");
+    }
+    let store = app::open_store(&config).await?;
+    let started = std::time::Instant::now();
+    let now = SystemClock.now();
+    let salt: String = random_token().chars().take(32).collect();
+    let dead_every = match args.expired_percent {
+        0 => 0,
+        p => (100 / p).max(1),
+    };
+    let mut rows = 0;
+    let mut first = 1;
+    let mut batch_no = 0;
+    let result = async {
+        while first <= args.count {
+            let client = clients[batch_no % clients.len()];
+            let batch = crate::store::seed::SeedBatch {
+                first,
+                last: (first + SEED_BATCH - 1).min(args.count),
+                now,
+                salt: salt.clone(),
+                domain: name.clone(),
+                client_id: client.id.clone(),
+                scope: client.scopes.join(" "),
+                dead_every,
+                session_max: d.session_max_lifetime,
+                session_idle: d.session_idle_timeout,
+                refresh_max: d.refresh_token_max_lifetime,
+                refresh_idle: d.refresh_token_idle_lifetime,
+            };
+            rows += store.seed_batch(&batch).await?;
+            eprintln!(
+                "seeded users {}..={} ({} rows so far, {:.1}s)",
+                batch.first,
+                batch.last,
+                rows,
+                started.elapsed().as_secs_f64()
+            );
+            first = batch.last + 1;
+            batch_no += 1;
+        }
+        store.analyze().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result?;
+    println!(
+        "seeded {} users ({rows} rows) in domain {name} in {:.1}s",
+        args.count,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -108,7 +108,16 @@ pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult
                 action: Action::Disabled,
             });
         }
-        let users = store.list_users(&d.name).await?;
+        // The users declared in configuration, then and now: a store holding millions of users
+        // is not read whole.
+        let mut users = store.list_config_users(&d.name).await?;
+        for u in &d.config.users {
+            if !users.iter().any(|r| r.username == u.username)
+                && let Some(row) = store.find_user(&d.name, &u.username).await?
+            {
+                users.push(row);
+            }
+        }
         let by_name: HashMap<&str, &UserRow> = users.iter().map(|u| (u.username.as_str(), u)).collect();
         for u in &d.config.users {
             let action = match by_name.get(u.username.as_str()) {

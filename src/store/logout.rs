@@ -302,7 +302,7 @@ impl LogoutStore for SqlStore {
     async fn delete_finished_logouts(&self, now: i64, batch: i64) -> StoreResult<u64> {
         let a = sqlx::query(
             "DELETE FROM session_clients WHERE (domain, sid, client_id) IN \
-             (SELECT domain, sid, client_id FROM session_clients WHERE expires_at < $1 LIMIT $2)",
+             (SELECT domain, sid, client_id FROM session_clients WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
         )
         .bind(now)
         .bind(batch)
@@ -311,7 +311,7 @@ impl LogoutStore for SqlStore {
         .rows_affected();
         let b = sqlx::query(
             "DELETE FROM logout_deliveries WHERE id IN (SELECT id FROM logout_deliveries \
-             WHERE COALESCE(delivered_at, failed_at) < $1 LIMIT $2)",
+             WHERE COALESCE(delivered_at, failed_at) < $1 ORDER BY COALESCE(delivered_at, failed_at) LIMIT $2)",
         )
         .bind(now - 86_400)
         .bind(batch)

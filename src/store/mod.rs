@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod device;
 pub mod logout;
 pub mod refresh;
+pub mod seed;
 pub mod signin;
 
 use std::future::Future;
@@ -165,6 +166,8 @@ pub trait DirectoryStore {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Users of a domain.
     fn list_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
+    /// Users of a domain that came from configuration (`source = 'config'`).
+    fn list_config_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
     /// Inserts or updates a user by (domain, username). When an existing user's password hash
     /// changes or the status is no longer `active`, the user's sessions and refresh tokens end.
     fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
@@ -524,6 +527,16 @@ impl DirectoryStore for SqlStore {
         .await?)
     }
 
+    async fn list_config_users(&self, domain: &str) -> StoreResult<Vec<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+             FROM users WHERE domain = $1 AND source = 'config' ORDER BY username",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
         let before = self.find_user(&u.domain, &u.username).await?;
         let ends = before.is_some_and(|b| {
@@ -630,7 +643,7 @@ impl MaintenanceStore for SqlStore {
 
     async fn delete_expired(&self, now: i64, batch: i64, events_before: i64) -> StoreResult<u64> {
         let tokens = sqlx::query(
-            "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at < $1 LIMIT $2)",
+            "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
         )
         .bind(now)
         .bind(batch)
@@ -644,11 +657,13 @@ impl MaintenanceStore for SqlStore {
             ("sessions", "hash", 0),
             ("auth_codes", "hash", 86_400),
             ("refresh_families", "id", 0),
-            ("family_jtis", "jti", 0),
+            ("family_jtis", "domain, jti", 0),
             ("device_codes", "hash", 0),
         ] {
+            // Oldest first along the expiry index, then by the whole primary key: a run reads
+            // `batch` index entries, however many rows the table holds.
             other += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
+                "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
             )))
             .bind(now - grace)
             .bind(batch)
@@ -657,15 +672,19 @@ impl MaintenanceStore for SqlStore {
             .rows_affected();
         }
         // Sign-in failures are forgotten a day after the last one.
-        other += sqlx::query("DELETE FROM login_attempts WHERE updated_at < $1 AND locked_until < $2")
-            .bind(now - 86_400)
-            .bind(now)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+        other += sqlx::query(
+            "DELETE FROM login_attempts WHERE (domain, bucket) IN (SELECT domain, bucket FROM login_attempts \
+             WHERE updated_at < $1 AND locked_until < $2 ORDER BY updated_at LIMIT $3)",
+        )
+        .bind(now - 86_400)
+        .bind(now)
+        .bind(batch)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
         // Audit events are kept for server.audit_retention.
         other += sqlx::query(
-            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
         )
         .bind(events_before)
         .bind(batch)
@@ -673,10 +692,12 @@ impl MaintenanceStore for SqlStore {
         .await?
         .rows_affected();
         let mut jtis = 0;
-        for table in ["revoked_jtis", "assertion_jtis"] {
+        for (table, key) in [
+            ("revoked_jtis", "domain, jti"),
+            ("assertion_jtis", "domain, issuer, jti"),
+        ] {
             jtis += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE jti IN (SELECT jti FROM {table} WHERE expires_at < $1 LIMIT $2) \
-                 AND expires_at < $1"
+                "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
             )))
             .bind(now)
             .bind(batch)

@@ -26,5 +26,6 @@ mod process;
 mod refresh;
 mod replicas;
 mod revocation;
+mod seed;
 mod sessions;
 mod signin;
