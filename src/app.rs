@@ -296,6 +296,16 @@ pub async fn start(
                 rotate_keys(&s).await;
             },
         ),
+        // The recorder keeps every latency sample until it is drained: without this, memory
+        // grew with the request count (about 5 MB a minute at 15,000 requests/s in the soak).
+        spawn_job(
+            state.clone(),
+            stop_rx.clone(),
+            Duration::from_secs(5),
+            |_| async {
+                metrics_handle().run_upkeep();
+            },
+        ),
         spawn_job(
             state.clone(),
             stop_rx,

@@ -57,14 +57,16 @@ async fn rotation_publishes_before_signing_and_old_tokens_still_verify() {
     let still_old = app.access_token("backend").await;
     assert_eq!(jwt_parts(&still_old).0["kid"], old_kid.as_str());
 
-    // After publish_ahead, new tokens carry the new kid; the old key stays published.
-    app.clock.advance(3601);
+    // After publish_ahead, new tokens carry the new kid; the old key stays published. The CLI
+    // dated the key by the real clock, which may be ahead of the test clock by the seconds this
+    // test took so far on a loaded machine: a two-minute margin.
+    app.clock.advance(3600 + 120);
     let fresh = app.access_token("backend").await;
     assert_eq!(jwt_parts(&fresh).0["kid"], new_kid.as_str());
     let (_, _, jwks) = app.get_json(&jwks_url).await;
     assert!(kids(&jwks).contains(&old_kid));
     // The old token was issued with a 30m lifetime; move back within it to check it still verifies.
-    app.clock.advance(-3601);
+    app.clock.advance(-(3600 + 120));
     verify_with_jwks(&old_token, &jwks, &app.issuer, "https://api.example.com/orders").unwrap();
     assert_eq!(app.introspect("backend", &old_token).await["active"], true);
 
@@ -105,8 +107,9 @@ async fn retired_keys_leave_the_jwks_after_their_tokens_expired() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Longest token lifetime in the default domain is 1h; plus a 5-minute margin.
-    app.clock.advance(10 + 3600 + 300 + 1);
+    // Longest token lifetime in the default domain is 1h; plus a 5-minute margin; plus two
+    // minutes for the real clock that dated the CLI's key running ahead of the test clock.
+    app.clock.advance(10 + 3600 + 300 + 120);
     let (_, _, jwks) = app.get_json(&jwks_url).await;
     assert_eq!(kids(&jwks).len(), 1, "{jwks}");
     assert!(!kids(&jwks).contains(&old_kid));
