@@ -122,22 +122,7 @@ const SESSION_FILTER: &str = "domain = $1 AND ($2 IS NULL OR user_id = $2) AND e
 
 impl AuditStore for SqlStore {
     async fn insert_event(&self, e: &EventRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(e.at)
-        .bind(&e.kind)
-        .bind(&e.actor)
-        .bind(&e.domain)
-        .bind(&e.client_id)
-        .bind(&e.user_id)
-        .bind(&e.outcome)
-        .bind(&e.request_id)
-        .bind(&e.details)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.insert_events(std::slice::from_ref(e)).await
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {

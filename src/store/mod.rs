@@ -81,6 +81,27 @@ pub struct TokenRow {
 pub(crate) const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
     revoked_at, family_id, used_at";
 
+/// Binds a token row's columns as $1 to $14, in the order of [`TOKEN_COLUMNS`].
+pub(crate) fn bind_token<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    t: &'q TokenRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(&t.hash)
+        .bind(&t.domain)
+        .bind(&t.kind)
+        .bind(&t.client_id)
+        .bind(&t.sub)
+        .bind(&t.scope)
+        .bind(&t.aud)
+        .bind(&t.claims)
+        .bind(&t.jti)
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(&t.family_id)
+        .bind(t.used_at)
+}
+
 /// A client's mirror row.
 #[derive(Debug, Clone, FromRow)]
 pub struct ClientRow {
@@ -393,24 +414,13 @@ impl KeyStore for SqlStore {
 
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (hash) DO NOTHING"
-        )))
-        .bind(&t.hash)
-        .bind(&t.domain)
-        .bind(&t.kind)
-        .bind(&t.client_id)
-        .bind(&t.sub)
-        .bind(&t.scope)
-        .bind(&t.aud)
-        .bind(&t.claims)
-        .bind(&t.jti)
-        .bind(t.issued_at)
-        .bind(t.expires_at)
-        .bind(t.revoked_at)
-        .bind(&t.family_id)
-        .bind(t.used_at)
+        bind_token(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (hash) DO NOTHING"
+            ))),
+            t,
+        )
         .execute(&self.writer)
         .await?;
         Ok(())

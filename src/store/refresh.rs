@@ -5,7 +5,7 @@ use std::future::Future;
 
 use sqlx::{FromRow, Row};
 
-use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
+use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow, bind_token};
 
 /// A refresh-token family: one grant, many rotated tokens.
 #[derive(Debug, Clone, FromRow)]
@@ -207,26 +207,15 @@ impl RefreshStore for SqlStore {
     }
 
     async fn insert_successor(&self, t: &TokenRow) -> StoreResult<bool> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-             WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
-             ON CONFLICT (hash) DO NOTHING"
-        )))
-        .bind(&t.hash)
-        .bind(&t.domain)
-        .bind(&t.kind)
-        .bind(&t.client_id)
-        .bind(&t.sub)
-        .bind(&t.scope)
-        .bind(&t.aud)
-        .bind(&t.claims)
-        .bind(&t.jti)
-        .bind(t.issued_at)
-        .bind(t.expires_at)
-        .bind(t.revoked_at)
-        .bind(&t.family_id)
-        .bind(t.used_at)
+        let r = bind_token(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+                 WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
+                 ON CONFLICT (hash) DO NOTHING"
+            ))),
+            t,
+        )
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
