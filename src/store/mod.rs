@@ -7,6 +7,7 @@ pub mod admin;
 pub mod assertion;
 pub mod device;
 pub mod logout;
+pub mod pool;
 pub mod refresh;
 pub mod seed;
 pub mod signin;
@@ -14,8 +15,10 @@ pub mod signin;
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor, FromRow};
+use sqlx::FromRow;
+use sqlx::any::install_default_drivers;
+
+use self::pool::Pool;
 
 /// What can go wrong in the store, without SQL details.
 #[derive(Debug, thiserror::Error)]
@@ -279,11 +282,11 @@ pub enum Backend {
 /// The SQL store over SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pool: Pool,
     /// Where writes go. SQLite takes one writer at a time, and a writer that finds the lock taken
     /// sleeps in its busy handler (up to 100 ms a turn): so on SQLite the writes queue in-process
     /// on one connection of their own instead. On PostgreSQL, the pool itself.
-    writer: AnyPool,
+    writer: Pool,
     backend: Backend,
 }
 
@@ -310,34 +313,15 @@ impl SqlStore {
         } else {
             (url.to_string(), Backend::Postgres)
         };
-        let options = |max: u32| {
-            // No ping before each checkout: it doubled the round trips of every statement (sqlx
-            // still pings on release, off the request's path). A connection that died while idle
-            // (a database restart) fails its next statement once (503) and is replaced.
-            let opts = AnyPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(5))
-                .test_before_acquire(false);
-            if backend != Backend::Sqlite {
-                return opts;
-            }
-            opts.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    Ok(())
-                })
-            })
-        };
-        let pool = options(max_connections).connect(&url).await?;
+        let sqlite = backend == Backend::Sqlite;
+        let wait = Duration::from_secs(5);
+        let pool = Pool::connect(&url, sqlite, max_connections as usize, wait).await?;
         // An in-memory database exists once per connection: it keeps a single pool.
-        let writer =
-            if backend == Backend::Sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
-                options(1).connect(&url).await?
-            } else {
-                pool.clone()
-            };
+        let writer = if sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
+            Pool::connect(&url, true, 1, wait).await?
+        } else {
+            pool.clone()
+        };
         Ok(SqlStore {
             pool,
             writer,
@@ -352,11 +336,14 @@ impl SqlStore {
 
     /// Applies the embedded migrations of this database.
     pub async fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await?;
         let result = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&mut *conn).await,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&mut *conn).await,
         };
-        result.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+        result.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        conn.release();
+        Ok(())
     }
 
     /// True when the schema exists (used by `check-config` without changing anything).
@@ -369,8 +356,8 @@ impl SqlStore {
 
     /// Closes the pools.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.pool.close().await;
+        self.writer.close();
+        self.pool.close();
     }
 }
 

@@ -7,6 +7,8 @@
 //! exists for them, so no seeded token can ever be presented. Every `dead_every`-th user's rows
 //! are already expired (for the garbage collector).
 
+use sqlx::Connection;
+
 use super::{SqlStore, StoreResult};
 
 /// One batch of seeded users: `first..=last`, all in one domain and for one client.
@@ -99,7 +101,8 @@ impl SqlStore {
     /// Inserts one batch of seeded users and their rows in one transaction; returns the number of
     /// rows inserted.
     pub async fn seed_batch(&self, b: &SeedBatch) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
         let mut rows = 0;
         for insert in INSERTS {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!("{CTE}{insert}")))
@@ -120,6 +123,7 @@ impl SqlStore {
             rows += r.rows_affected();
         }
         tx.commit().await?;
+        conn.release();
         Ok(rows)
     }
 

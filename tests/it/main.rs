@@ -22,6 +22,7 @@ mod mtls;
 mod ops;
 mod password;
 mod pki;
+mod pool;
 mod process;
 mod refresh;
 mod replicas;

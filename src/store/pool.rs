@@ -1,0 +1,230 @@
+//! The connection pool: sqlx connections in a `deadpool` pool, handed back without a round trip.
+//!
+//! sqlx's own pool (0.9) pings every connection it takes back (on PostgreSQL a Sync message and a
+//! wait for ReadyForQuery; on SQLite a round trip to the connection's worker thread): one extra
+//! round trip per statement, which cost a third of the JWT introspections per second on
+//! PostgreSQL. This pool hands a connection back as it is, and instead never keeps one whose
+//! state it cannot vouch for: a connection is reused only after its statement ran to
+//! the end (rows or a database error such as a constraint violation). One whose statement was
+//! cancelled mid-way (the request's future dropped), or failed below SQL (I/O, protocol), is
+//! closed and replaced, so a database restart costs each idle connection one failed statement
+//! (503), as before.
+//!
+//! `&Pool` is a sqlx `Executor`, so statements run on it as on sqlx's pool:
+//! `query(..).execute(&self.pool)`.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
+use sqlx::{AnyConnection, Connection, Describe, Either, Execute, Executor, SqlStr};
+
+/// A pooled connection and whether its state is unknown (a statement began and did not end).
+struct Conn {
+    conn: AnyConnection,
+    unsettled: bool,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("unsettled", &self.unsettled)
+            .finish()
+    }
+}
+
+/// Opens connections (SQLite ones with the pragmas every connection of the store needs) and takes
+/// back only settled ones.
+struct Manager {
+    url: String,
+    sqlite: bool,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("Manager").field("sqlite", &self.sqlite).finish()
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<Conn, sqlx::Error> {
+        let mut conn = AnyConnection::connect(&self.url).await?;
+        if self.sqlite {
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA busy_timeout = 5000").await?;
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+        }
+        Ok(Conn {
+            conn,
+            unsettled: false,
+        })
+    }
+
+    /// No round trip: a settled connection is idle; an unsettled one is closed (dropped by the
+    /// pool, which then takes or opens another).
+    async fn recycle(&self, c: &mut Conn, _: &Metrics) -> RecycleResult<sqlx::Error> {
+        if c.unsettled {
+            return Err(RecycleError::message("connection left mid-statement"));
+        }
+        Ok(())
+    }
+}
+
+/// A pool of store connections. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: managed::Pool<Manager>,
+}
+
+impl Pool {
+    /// Opens one connection (so a wrong URL or an unreachable database fails here, at start-up)
+    /// and returns a pool of at most `max` connections; a statement waits at most `wait` for one.
+    pub async fn connect(url: &str, sqlite: bool, max: usize, wait: Duration) -> sqlx::Result<Pool> {
+        let manager = Manager {
+            url: url.to_string(),
+            sqlite,
+        };
+        let inner = managed::Pool::builder(manager)
+            .max_size(max.max(1))
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+        let pool = Pool { inner };
+        pool.acquire().await?.release();
+        Ok(pool)
+    }
+
+    /// A connection for several statements (a transaction, the migrations). It goes back to the
+    /// pool usable only through [`Lease::release`]; dropped otherwise (an error on the way), it is
+    /// closed.
+    pub async fn acquire(&self) -> sqlx::Result<Lease> {
+        let mut conn = self.inner.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(TimeoutType::Create) => sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to the database timed out",
+            )),
+            PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+            PoolError::Closed => sqlx::Error::PoolClosed,
+            other => sqlx::Error::Configuration(other.to_string().into()),
+        })?;
+        conn.unsettled = true;
+        Ok(Lease(conn))
+    }
+
+    /// Closes the pool: waiting statements fail, idle connections are dropped.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// How many connections are open (idle or in use).
+    pub fn size(&self) -> usize {
+        self.inner.status().size
+    }
+}
+
+/// A connection taken from the pool; unsettled until released.
+pub struct Lease(Object<Manager>);
+
+impl Lease {
+    /// Hands the connection back to the pool, in a state known to be idle.
+    pub fn release(mut self) {
+        self.0.unsettled = false;
+    }
+
+    /// Records how a statement ended: the connection stays poolable when the statement completed,
+    /// including with an error the database reported (its protocol state is then known: idle).
+    fn settle<T>(&mut self, result: &sqlx::Result<T>) {
+        self.0.unsettled = !matches!(result, Ok(_) | Err(sqlx::Error::Database(_)));
+    }
+}
+
+impl Deref for Lease {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0.conn
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0.conn
+    }
+}
+
+impl<'p> Executor<'p> for &'_ Pool {
+    type Database = Any;
+
+    /// Runs the statement to the end on one connection, then yields its results. Buffering is what
+    /// lets the connection go back to the pool before the caller reads the rows (every statement of
+    /// the store reads a bounded number of rows).
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, sqlx::Result<Either<AnyQueryResult, AnyRow>>>
+    where
+        E: 'q + Execute<'q, Any>,
+    {
+        let pool = self.clone();
+        stream::once(async move {
+            let mut lease = pool.acquire().await?;
+            let results: sqlx::Result<Vec<_>> = (&mut *lease).fetch_many(query).try_collect().await;
+            lease.settle(&results);
+            results.map(|all| stream::iter(all.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, sqlx::Result<Option<AnyRow>>>
+    where
+        E: 'q + Execute<'q, Any>,
+    {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.acquire().await?;
+            let result = (&mut *lease).fetch_optional(query).await;
+            lease.settle(&result);
+            result
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, sqlx::Result<AnyStatement>>
+    where
+        'p: 'e,
+    {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.acquire().await?;
+            let result = (&mut *lease).prepare_with(sql, parameters).await;
+            lease.settle(&result);
+            result
+        })
+    }
+
+    /// Used by sqlx's compile-time macros, which Ostiary does not use; kept for the trait.
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, sqlx::Result<Describe<Any>>> {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.acquire().await?;
+            let result = (&mut *lease).describe(sql).await;
+            lease.settle(&result);
+            result
+        })
+    }
+}

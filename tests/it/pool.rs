@@ -1,0 +1,106 @@
+//! The store's connection pool: a connection is reused only in a state known to be idle. A
+//! statement cancelled mid-way (its request dropped) or a lease dropped without release must not
+//! hand its connection to the next statement; a statement the database rejected must.
+//!
+//! A TEMP table exists only on the connection that created it: it tells which connection ran.
+
+use std::time::Duration;
+
+use ostiary::store::pool::Pool;
+
+use crate::harness::{fresh_database, on_postgres};
+
+async fn one_connection_pool(wait: Duration) -> (Pool, tempfile::TempDir) {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut url = fresh_database(dir.path()).await;
+    if !on_postgres() {
+        url.push_str("?mode=rwc");
+    }
+    let pool = Pool::connect(&url, !on_postgres(), 1, wait).await.unwrap();
+    (pool, dir)
+}
+
+async fn marker_visible(pool: &Pool) -> bool {
+    sqlx::query("SELECT x FROM marker").fetch_all(pool).await.is_ok()
+}
+
+/// A statement that runs for seconds on either database.
+fn slow_statement() -> &'static str {
+    if on_postgres() {
+        "SELECT pg_sleep(3)"
+    } else {
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 20000000) \
+         SELECT COUNT(*) FROM c"
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_statement_does_not_hand_its_connection_on() {
+    let (pool, _dir) = one_connection_pool(Duration::from_secs(5)).await;
+    sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        marker_visible(&pool).await,
+        "one connection: the next statement runs on it"
+    );
+
+    // Rejected by the database: the connection is idle again and stays in the pool.
+    let err = sqlx::query("SELECT no_such_column FROM marker")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sqlx::Error::Database(_)), "{err:?}");
+    assert!(
+        marker_visible(&pool).await,
+        "a database error keeps the connection"
+    );
+
+    // Cancelled mid-statement: that connection is closed, the next statement gets a new one.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        sqlx::query(slow_statement()).fetch_all(&pool),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the slow statement was cancelled, not finished"
+    );
+    assert!(
+        !marker_visible(&pool).await,
+        "the cancelled connection was not reused"
+    );
+    assert_eq!(pool.size(), 1, "its slot went to the new connection");
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_is_reused_only_when_released() {
+    let (pool, _dir) = one_connection_pool(Duration::from_secs(5)).await;
+    let mut lease = pool.acquire().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
+        .execute(&mut *lease)
+        .await
+        .unwrap();
+    lease.release();
+    assert!(marker_visible(&pool).await);
+
+    let lease = pool.acquire().await.unwrap();
+    drop(lease); // as on an error half-way through a transaction
+    assert!(
+        !marker_visible(&pool).await,
+        "a lease dropped unreleased is closed"
+    );
+}
+
+#[tokio::test]
+async fn waiting_longer_than_the_pool_allows_is_a_pool_timeout() {
+    let (pool, _dir) = one_connection_pool(Duration::from_millis(200)).await;
+    let held = pool.acquire().await.unwrap();
+    let err = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
+    assert!(matches!(err, sqlx::Error::PoolTimedOut), "{err:?}");
+    held.release();
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+}
