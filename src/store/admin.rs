@@ -5,6 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
+use super::batch::{chunk_sizes, values_placeholders};
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult};
@@ -126,24 +127,13 @@ impl AuditStore for SqlStore {
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {
-        // Chunks of 32, 16, ... 1 rows: a handful of statement shapes, each prepared once.
         let mut rest = events;
-        while !rest.is_empty() {
-            let n = [32, 16, 8, 4, 2, 1]
-                .into_iter()
-                .find(|n| *n <= rest.len())
-                .unwrap_or(1);
+        for n in chunk_sizes(events.len()) {
             let (chunk, tail) = rest.split_at(n);
-            let values: Vec<String> = (0..n)
-                .map(|i| {
-                    let p: Vec<String> = (1..=9).map(|c| format!("${}", i * 9 + c)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
                  VALUES {}",
-                values.join(", ")
+                values_placeholders(n, 9)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {

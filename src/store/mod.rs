@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod assertion;
+mod batch;
 pub mod device;
 pub mod logout;
 pub mod pool;
@@ -279,6 +280,14 @@ pub enum Backend {
     Postgres,
 }
 
+/// Every SQLite connection: a write-ahead log, up to 5 s of waiting for a lock, and fsync only at
+/// checkpoints (a crash may lose the last transactions, never corrupt the file).
+const SQLITE_INIT: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA synchronous = NORMAL",
+];
+
 /// The SQL store over SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -287,6 +296,8 @@ pub struct SqlStore {
     /// sleeps in its busy handler (up to 100 ms a turn): so on SQLite the writes queue in-process
     /// on one connection of their own instead. On PostgreSQL, the pool itself.
     writer: Pool,
+    /// Token inserts, committed in groups on `writer`.
+    tokens: batch::TokenWriter,
     backend: Backend,
 }
 
@@ -315,15 +326,17 @@ impl SqlStore {
         };
         let sqlite = backend == Backend::Sqlite;
         let wait = Duration::from_secs(5);
-        let pool = Pool::connect(&url, sqlite, max_connections as usize, wait).await?;
+        let init = if sqlite { SQLITE_INIT } else { &[] };
+        let pool = Pool::connect(&url, init, max_connections as usize, wait).await?;
         // An in-memory database exists once per connection: it keeps a single pool.
         let writer = if sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
-            Pool::connect(&url, true, 1, wait).await?
+            Pool::connect(&url, SQLITE_INIT, 1, wait).await?
         } else {
             pool.clone()
         };
         Ok(SqlStore {
             pool,
+            tokens: batch::TokenWriter::start(writer.clone()),
             writer,
             backend,
         })
@@ -401,16 +414,7 @@ impl KeyStore for SqlStore {
 
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
-        bind_token(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (hash) DO NOTHING"
-            ))),
-            t,
-        )
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.tokens.insert(t.clone()).await
     }
 
     async fn find_token(&self, domain: &str, hash: &str) -> StoreResult<Option<TokenRow>> {

@@ -38,17 +38,16 @@ impl fmt::Debug for Conn {
     }
 }
 
-/// Opens connections (SQLite ones with the pragmas every connection of the store needs) and takes
-/// back only settled ones.
+/// Opens connections (each set up by the `init` statements) and takes back only settled ones.
 struct Manager {
     url: String,
-    sqlite: bool,
+    init: &'static [&'static str],
 }
 
 impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may hold the database password.
-        f.debug_struct("Manager").field("sqlite", &self.sqlite).finish()
+        f.debug_struct("Manager").field("init", &self.init).finish()
     }
 }
 
@@ -58,10 +57,8 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<Conn, sqlx::Error> {
         let mut conn = AnyConnection::connect(&self.url).await?;
-        if self.sqlite {
-            conn.execute("PRAGMA journal_mode = WAL").await?;
-            conn.execute("PRAGMA busy_timeout = 5000").await?;
-            conn.execute("PRAGMA synchronous = NORMAL").await?;
+        for statement in self.init {
+            conn.execute(*statement).await?;
         }
         Ok(Conn {
             conn,
@@ -87,11 +84,17 @@ pub struct Pool {
 
 impl Pool {
     /// Opens one connection (so a wrong URL or an unreachable database fails here, at start-up)
-    /// and returns a pool of at most `max` connections; a statement waits at most `wait` for one.
-    pub async fn connect(url: &str, sqlite: bool, max: usize, wait: Duration) -> sqlx::Result<Pool> {
+    /// and returns a pool of at most `max` connections, each set up by the `init` statements; a
+    /// statement waits at most `wait` for a connection.
+    pub async fn connect(
+        url: &str,
+        init: &'static [&'static str],
+        max: usize,
+        wait: Duration,
+    ) -> sqlx::Result<Pool> {
         let manager = Manager {
             url: url.to_string(),
-            sqlite,
+            init,
         };
         let inner = managed::Pool::builder(manager)
             .max_size(max.max(1))
