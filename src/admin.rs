@@ -91,7 +91,10 @@ pub async fn authorize<S: OAuthStore>(
     token: &str,
     resource: Resource,
 ) -> OAuthResult<Caller> {
-    let t = find_live_token(ctx, token).await?.ok_or_else(invalid_token)?;
+    let t = find_live_token(ctx, token)
+        .await?
+        .filter(|t| !t.user_disabled)
+        .ok_or_else(invalid_token)?;
     if t.kind != "access" {
         return Err(invalid_token().with_cause("a refresh token was presented"));
     }

@@ -11,13 +11,13 @@ use crate::store::OAuthStore;
 /// The introspection response for `token` as seen by `caller`.
 /// RFC 7662 s2.2: inactive (`{"active":false}`) for unknown, expired, revoked or foreign tokens and
 /// for tokens the caller may not see (neither issued to it nor meant for an API it acts for);
-/// also inactive when the token's client is disabled or gone.
+/// also inactive when the token's client is disabled or gone, or its user disabled.
 pub async fn introspect<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Client, token: &str) -> OAuthResult<Value> {
     let inactive = json!({ "active": false });
     let Some(t) = find_live_token(ctx, token).await? else {
         return Ok(inactive);
     };
-    if !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
+    if t.user_disabled || !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
         return Ok(inactive);
     }
     let meant_for_caller = t.audiences.iter().any(|a| {

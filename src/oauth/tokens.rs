@@ -168,6 +168,9 @@ pub struct PresentedToken {
     pub jti: String,
     /// Custom claims.
     pub extra: Map<String, Value>,
+    /// True when `sub` names a user of the domain who is no longer active (disabled): the token
+    /// is still found (it can be revoked) but is not honoured.
+    pub user_disabled: bool,
 }
 
 const REGISTERED: &[&str] = &[
@@ -192,12 +195,20 @@ pub async fn find_live_token<S: OAuthStore>(
         let Some(t) = verify_own_jwt(ctx, token) else {
             return Ok(None);
         };
-        if ctx.store.is_jti_revoked(&ctx.domain.name, &t.jti).await? {
+        let state = ctx.store.jwt_state(&ctx.domain.name, &t.jti, &t.sub).await?;
+        if state.revoked {
             return Ok(None);
         }
-        return Ok(Some(t));
+        return Ok(Some(PresentedToken {
+            user_disabled: state.user_disabled,
+            ..t
+        }));
     }
-    let Some(row) = ctx.store.find_token(&ctx.domain.name, &sha256_b64(token)).await? else {
+    let Some((row, user_disabled)) = ctx
+        .store
+        .find_token_and_user(&ctx.domain.name, &sha256_b64(token))
+        .await?
+    else {
         return Ok(None);
     };
     if row.revoked_at.is_some() || row.expires_at <= ctx.now {
@@ -228,6 +239,7 @@ pub async fn find_live_token<S: OAuthStore>(
         exp: row.expires_at,
         jti: row.jti,
         extra,
+        user_disabled,
     }))
 }
 
@@ -318,6 +330,7 @@ fn verify_jwt_signature<S>(ctx: &Ctx<'_, S>, token: &str) -> Option<(PresentedTo
         exp,
         jti: text(&claims, "jti"),
         extra: Map::new(),
+        user_disabled: false,
     };
     if t.jti.is_empty() || t.client_id.is_empty() {
         return None;

@@ -40,7 +40,7 @@ pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
 pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResult<Value> {
     let invalid = || OAuthError::invalid_token("the access token is invalid or expired");
     let t = find_live_token(ctx, token).await?.ok_or_else(invalid)?;
-    if t.kind != "access" || !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
+    if t.kind != "access" || t.user_disabled || !ctx.domain.client(&t.client_id).is_some_and(|c| c.enabled) {
         return Err(invalid());
     }
     // RFC 8705 s3: a certificate-bound token is accepted only with the certificate it is bound to.

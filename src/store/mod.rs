@@ -172,8 +172,30 @@ pub trait TokenStore {
         client_id: &str,
         expires_at: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// True when the jti was revoked.
-    fn is_jti_revoked(&self, domain: &str, jti: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// What the store says of a JWT access token, in one statement: whether its jti was revoked,
+    /// and whether `sub` names a user of the domain who is not active.
+    fn jwt_state(
+        &self,
+        domain: &str,
+        jti: &str,
+        sub: &str,
+    ) -> impl Future<Output = StoreResult<JwtState>> + Send;
+    /// The token with this hash, and whether its `sub` names a user of the domain who is not
+    /// active (one statement).
+    fn find_token_and_user(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<(TokenRow, bool)>>> + Send;
+}
+
+/// The store's part of a JWT access token's validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwtState {
+    /// Its jti was revoked.
+    pub revoked: bool,
+    /// Its subject is a user of the domain who is not active.
+    pub user_disabled: bool,
 }
 
 /// The mirror of configuration-declared clients and users.
@@ -465,14 +487,40 @@ impl TokenStore for SqlStore {
         Ok(())
     }
 
-    async fn is_jti_revoked(&self, domain: &str, jti: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT expires_at FROM revoked_jtis WHERE domain = $1 AND jti = $2")
-                .bind(domain)
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.is_some())
+    async fn jwt_state(&self, domain: &str, jti: &str, sub: &str) -> StoreResult<JwtState> {
+        let (revoked, disabled): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM revoked_jtis WHERE domain = $1 AND jti = $2), \
+                    (SELECT COUNT(*) FROM users WHERE domain = $1 AND id = $3 AND status <> 'active')",
+        )
+        .bind(domain)
+        .bind(jti)
+        .bind(sub)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(JwtState {
+            revoked: revoked > 0,
+            user_disabled: disabled > 0,
+        })
+    }
+
+    async fn find_token_and_user(&self, domain: &str, hash: &str) -> StoreResult<Option<(TokenRow, bool)>> {
+        #[derive(FromRow)]
+        struct Found {
+            #[sqlx(flatten)]
+            token: TokenRow,
+            user_disabled: i64,
+        }
+        let found: Option<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS}, \
+                    (SELECT COUNT(*) FROM users WHERE users.domain = tokens.domain AND users.id = tokens.sub \
+                     AND users.status <> 'active') AS user_disabled \
+             FROM tokens WHERE hash = $1 AND domain = $2"
+        )))
+        .bind(hash)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.map(|f| (f.token, f.user_disabled > 0)))
     }
 }
 

@@ -17,6 +17,13 @@ async fn app() -> TestApp {
   secret_hash = "{hash}"
   grant_types = ["password", "refresh_token"]
   scopes = ["openid", "profile", "offline_access", "orders.read"]
+
+  [[domain.client]]
+  client_id = "pwopaque"
+  secret_hash = "{hash}"
+  grant_types = ["password"]
+  scopes = ["openid", "orders.read"]
+  access_token_format = "opaque"
 "#
         ),
         ..Opts::default()
@@ -202,5 +209,98 @@ async fn clients_without_the_password_grant_are_refused() {
         (status, body["error"].as_str()),
         (401, Some("invalid_client")),
         "{body}"
+    );
+}
+
+/// A disabled user's access tokens (JWT and opaque) introspect as inactive and are refused by
+/// userinfo, yet can still be revoked: enabled again, the revoked one stays dead.
+#[tokio::test]
+async fn a_disabled_users_access_tokens_are_inactive_and_still_revocable() {
+    use ostiary::clock::Clock;
+    use ostiary::store::DirectoryStore;
+
+    let app = app().await;
+    let alice = password("alice");
+    let token_of = |client: &'static str| {
+        let (app, alice) = (&app, alice.clone());
+        async move {
+            let (status, _, body) = grant(
+                app,
+                client,
+                SECRET,
+                &[
+                    ("username", "alice"),
+                    ("password", &alice),
+                    ("scope", "openid orders.read"),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let jwt = token_of("pwclient").await;
+    let opaque = token_of("pwopaque").await;
+    assert_eq!(jwt.split('.').count(), 3);
+    assert_eq!(opaque.split('.').count(), 1);
+    let call = |path: &'static str, client: &'static str, token: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post(path)
+                .basic_auth(client, Some(SECRET))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let active = |client, token: &String| {
+        let token = token.clone();
+        async move { call("/oauth2/v1/introspect", client, token).await.1["active"].clone() }
+    };
+    let userinfo = |token: &String| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.get("/oauth2/v1/userinfo")
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(active("pwclient", &jwt).await, true);
+    assert_eq!(active("pwopaque", &opaque).await, true);
+    assert_eq!(userinfo(&jwt).await, 200);
+
+    let store = &app.handle().state().store;
+    store
+        .set_user_status("default", "alice", "disabled", app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(active("pwclient", &jwt).await, false);
+    assert_eq!(active("pwopaque", &opaque).await, false);
+    assert_eq!(userinfo(&jwt).await, 401);
+    assert_eq!(userinfo(&opaque).await, 401);
+    assert_eq!(call("/oauth2/v1/revoke", "pwopaque", opaque.clone()).await.0, 200);
+
+    store
+        .set_user_status("default", "alice", "active", app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        active("pwclient", &jwt).await,
+        true,
+        "not revoked: honoured again"
+    );
+    assert_eq!(
+        active("pwopaque", &opaque).await,
+        false,
+        "revoked while the user was disabled"
     );
 }

@@ -167,3 +167,57 @@ async fn concurrent_token_inserts_are_all_stored() {
         "user-7"
     );
 }
+
+/// PostgreSQL dropping every connection (a restart, a failover): each pooled connection fails its
+/// next statement once (503, never 500), is closed, and the server goes on without a restart.
+#[tokio::test]
+async fn the_server_recovers_when_postgres_drops_every_connection() {
+    use sqlx::{Connection, Executor};
+
+    use crate::harness::TestApp;
+
+    if !on_postgres() {
+        eprintln!("note: the connection-loss test runs on PostgreSQL only");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let opaque_token = || async {
+        app.post_basic(
+            "/oauth2/v1/token",
+            "opaque",
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .status()
+        .as_u16()
+    };
+    let warm = futures_util::future::join_all((0..8).map(|_| opaque_token())).await;
+    assert!(warm.iter().all(|s| *s == 200), "{warm:?}");
+
+    let mut admin = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    let killed = admin
+        .fetch_all(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    assert!(!killed.is_empty(), "the server had connections open");
+
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(opaque_token().await);
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    // At most one failure per pooled connection (max_connections = 5 in the test config).
+    assert!(
+        statuses.iter().filter(|s| **s == 503).count() <= 5,
+        "{statuses:?}"
+    );
+    assert!(statuses[6..].iter().all(|s| *s == 200), "recovered: {statuses:?}");
+    let token = app.token("opaque", &[]).await;
+    let active = app
+        .introspect("opaque", token["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(active["active"], true);
+}

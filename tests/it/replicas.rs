@@ -387,7 +387,8 @@ async fn revocation_sign_out_and_disabling_on_one_replica_hold_on_the_other_at_o
     assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
     assert_eq!(userinfo_status(b, s(&t, "access_token")).await, 401);
 
-    // A user disabled through the admin API on A: B refuses the user's refresh and userinfo.
+    // A user disabled through the admin API on A: B refuses the user's refresh, userinfo and
+    // introspection.
     let admin_token = a.access_token("useradmin").await;
     let (status, user) = admin(
         a,
@@ -431,6 +432,10 @@ async fn revocation_sign_out_and_disabling_on_one_replica_hold_on_the_other_at_o
         "{patched}"
     );
     assert_eq!(userinfo_status(b, s(&zt, "access_token")).await, 401);
+    assert_eq!(
+        b.introspect("webapp", s(&zt, "access_token")).await["active"],
+        false
+    );
     let (status, body) = refresh(b, "webapp", s(&zt, "refresh_token"), &[]).await;
     assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
     assert_eq!(
