@@ -12,8 +12,8 @@
 #   SHOW    1 to list each phase's statements (first 110 characters, with counts)
 #   KEEP    a directory to keep each phase's strace log in (for a closer look)
 # Prints per request: statements (every execute and simple statement, BEGIN/COMMIT included),
-# transactions, pings (sqlx's liveness check: a bare Sync on every checkout from the pool, since
-# test_before_acquire defaults to true, and on every return to it; invisible in the log), and wire
+# transactions, pings (a bare Sync message, invisible in the log: sqlx's pool sent one on every
+# return of a connection; the pool of src/store/pool.rs sends none, so 0 is expected), and wire
 # round trips (a write to a database socket after its last reply: statements + pings + any
 # statement preparation). Takes about 45 s with K=20 (the release build aside).
 set -euo pipefail

@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh and bench/run.sh: a throwaway PostgreSQL cluster in a temporary
 # directory. pg_start sets PG_URL (database "postgres", role "ostiary", trust auth on 127.0.0.1)
 # and returns 1 when PostgreSQL is not installed; pg_stop stops it and removes the directory.
+# PG_EXTRA adds server options (e.g. "-c shared_buffers=1GB").
 
 pg_bindir() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
@@ -29,7 +30,7 @@ pg_start() {
   "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$PG_TMP/data" -A trust -U ostiary --no-sync >"$PG_TMP/initdb.log" 2>&1 || {
     cat "$PG_TMP/initdb.log" >&2; echo "error: initdb failed" >&2; return 2; }
   "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -w -l "$PG_TMP/server.log" \
-    -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null || {
+    -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 ${PG_EXTRA:-}" start >/dev/null || {
     cat "$PG_TMP/server.log" >&2; echo "error: PostgreSQL did not start" >&2; return 2; }
   PG_URL="postgres://ostiary@127.0.0.1:$port/postgres"
 }
