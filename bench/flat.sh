@@ -11,12 +11,10 @@
 #   DBS       "sqlite postgres" (default)          CONNS   wrk connections (default 8)
 #   ALG       signing algorithm (default ES256)    LIMIT   allowed p50 growth in % (default 20)
 #   ROUNDS    measurements of each endpoint on each store (default 2)
-#   PG_EXTRA  PostgreSQL server options (default "-c shared_buffers=1GB": the million-user store is
-#             3.4 GB, and PostgreSQL's default of 128 MB holds little of its indexes)
+#   PG_EXTRA  PostgreSQL server options, e.g. "-c shared_buffers=1GB" (default: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
-PG_EXTRA=${PG_EXTRA:-"-c shared_buffers=1GB"}
 DURATION=${DURATION:-10}
 COUNTS=${COUNTS:-"1000 1000000"}
 DBS=${DBS:-"sqlite postgres"}
