@@ -3,6 +3,12 @@
 
 use std::future::Future;
 
+use std::collections::HashSet;
+
+use sqlx::Row;
+
+use super::batch::{GroupWriter, chunks, in_one_commit, values_placeholders};
+use super::pool::Pool;
 use super::{SqlStore, StoreResult};
 
 /// Accepted assertion ids.
@@ -29,20 +35,78 @@ impl AssertionStore for SqlStore {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<bool> {
-        // A row left by an expired assertion (not yet collected) may be taken over.
-        let n = sqlx::query(
-            "INSERT INTO assertion_jtis (domain, issuer, jti, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (domain, issuer, jti) DO UPDATE SET expires_at = $4 \
-             WHERE assertion_jtis.expires_at < $5",
-        )
-        .bind(domain)
-        .bind(issuer)
-        .bind(jti)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        self.jtis
+            .submit(UsedJti {
+                domain: domain.to_string(),
+                issuer: issuer.to_string(),
+                jti: jti.to_string(),
+                expires_at,
+                now,
+            })
+            .await
     }
+}
+
+/// One assertion id to record.
+#[derive(Debug)]
+pub(crate) struct UsedJti {
+    domain: String,
+    issuer: String,
+    jti: String,
+    expires_at: i64,
+    now: i64,
+}
+
+/// The writer of assertion ids: the ids of concurrent requests are recorded in one commit.
+pub(crate) fn jti_writer(pool: Pool) -> GroupWriter<UsedJti, bool> {
+    GroupWriter::start("assertion id", move |rows: Vec<UsedJti>| {
+        let pool = pool.clone();
+        async move { use_jtis(&pool, &rows).await }
+    })
+}
+
+/// Records `rows` in one commit; for each, true when this row took its id (first use, or the
+/// previous use expired), false for a replay. Within one group only the first row of an id can
+/// take it. A row left by an expired assertion (not yet collected) is taken over: expired by the
+/// earliest clock of the group, so that no row counts as expired before its own request's time.
+async fn use_jtis(pool: &Pool, rows: &[UsedJti]) -> StoreResult<Vec<bool>> {
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = rows
+        .iter()
+        .map(|r| seen.insert((r.domain.as_str(), r.issuer.as_str(), r.jti.as_str())))
+        .collect();
+    let unique: Vec<&UsedJti> = rows
+        .iter()
+        .zip(&first)
+        .filter(|(_, f)| **f)
+        .map(|(r, _)| r)
+        .collect();
+    let now = rows.iter().map(|r| r.now).min().unwrap_or_default();
+    let statements = chunks(&unique)
+        .map(|chunk| {
+            let sql = format!(
+                "INSERT INTO assertion_jtis (domain, issuer, jti, expires_at) VALUES {} \
+                 ON CONFLICT (domain, issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE assertion_jtis.expires_at < ${} RETURNING domain, issuer, jti",
+                values_placeholders(chunk.len(), 4),
+                chunk.len() * 4 + 1
+            );
+            chunk
+                .iter()
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, r| {
+                    q.bind(&r.domain).bind(&r.issuer).bind(&r.jti).bind(r.expires_at)
+                })
+                .bind(now)
+        })
+        .collect();
+    let mut taken = HashSet::new();
+    for row in in_one_commit(pool, statements).await?.into_iter().flatten() {
+        let key: (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        taken.insert(key);
+    }
+    Ok(rows
+        .iter()
+        .zip(first)
+        .map(|(r, first)| first && taken.contains(&(r.domain.clone(), r.issuer.clone(), r.jti.clone())))
+        .collect())
 }

@@ -1,8 +1,11 @@
-//! Group commit of token inserts: the requests that each store a token (opaque access tokens,
-//! refresh tokens at the code exchange) hand their row to one writer task, which stores every row
-//! queued at that moment in multi-row inserts and then answers each request. A request still
-//! returns only after its row is stored; under load, one statement (one SQLite write transaction,
-//! one PostgreSQL commit) stores many rows instead of one each. Alone, a row goes at once.
+//! Group commit: requests that store a token (opaque access tokens, refresh tokens at the code
+//! exchange) or record an assertion id (`private_key_jwt`, JWT bearer grants) hand their row to a
+//! writer task, which stores every row queued at that moment in multi-row statements, in one
+//! commit, and then answers each request. A request still returns only after its row is stored;
+//! under load, one statement (one SQLite write transaction, one PostgreSQL commit) stores many
+//! rows instead of one each. Alone, a row goes at once.
+
+use std::future::Future;
 
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +37,42 @@ pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
-/// Stores `rows` (an existing hash is left as it is) in as few statements as [`chunk_sizes`] gives;
-/// several statements run in one transaction (one commit).
+/// Runs `statements` as one commit: alone on the pool, or several in one transaction. Returns
+/// each statement's rows.
+pub(crate) async fn in_one_commit(
+    pool: &Pool,
+    statements: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+) -> StoreResult<Vec<Vec<sqlx::any::AnyRow>>> {
+    let mut rows = Vec::with_capacity(statements.len());
+    if statements.len() == 1 {
+        for q in statements {
+            rows.push(q.fetch_all(pool).await?);
+        }
+        return Ok(rows);
+    }
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    for q in statements {
+        rows.push(q.fetch_all(&mut *tx).await?);
+    }
+    tx.commit().await?;
+    conn.release();
+    Ok(rows)
+}
+
+/// Splits `rows` into the groups of [`chunk_sizes`], in order.
+pub(crate) fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    chunk_sizes(rows.len()).map(move |n| {
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        chunk
+    })
+}
+
+/// Stores `rows` (an existing hash is left as it is) in one commit.
 pub(crate) async fn insert_tokens(pool: &Pool, rows: &[TokenRow]) -> StoreResult<()> {
-    let statements: Vec<_> = chunk_sizes(rows.len())
-        .scan(0, |start, n| {
-            *start += n;
-            Some(&rows[*start - n..*start])
-        })
+    let statements = chunks(rows)
         .map(|chunk| {
             let sql = format!(
                 "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT (hash) DO NOTHING",
@@ -52,61 +83,93 @@ pub(crate) async fn insert_tokens(pool: &Pool, rows: &[TokenRow]) -> StoreResult
                 .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, t| bind_token(q, t))
         })
         .collect();
-    if statements.len() == 1 {
-        for q in statements {
-            q.execute(pool).await?;
-        }
-        return Ok(());
-    }
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    for q in statements {
-        q.execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    conn.release();
+    in_one_commit(pool, statements).await?;
     Ok(())
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply<R> = oneshot::Sender<Result<R, String>>;
 
-/// The queue to the token writer task. Cloning shares the task; it ends when the last clone is
-/// dropped.
-#[derive(Clone, Debug)]
-pub(crate) struct TokenWriter {
-    tx: mpsc::Sender<(TokenRow, Reply)>,
+/// A queue to a writer task that stores every row queued at one moment together (its `store`
+/// function gets them all and returns one answer per row, in order) and then answers each
+/// submitter. Cloning shares the task; it ends when the last clone is dropped.
+pub(crate) struct GroupWriter<T, R> {
+    tx: mpsc::Sender<(T, Reply<R>)>,
+    what: &'static str,
 }
 
-impl TokenWriter {
-    /// Starts the writer task, storing on `pool`.
-    pub(crate) fn start(pool: Pool) -> TokenWriter {
-        let (tx, mut rx) = mpsc::channel::<(TokenRow, Reply)>(4 * BATCH);
+impl<T, R> Clone for GroupWriter<T, R> {
+    fn clone(&self) -> Self {
+        GroupWriter {
+            tx: self.tx.clone(),
+            what: self.what,
+        }
+    }
+}
+
+impl<T, R> std::fmt::Debug for GroupWriter<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWriter").field("what", &self.what).finish()
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
+    /// Starts the writer task of `what` (named in errors).
+    pub(crate) fn start<F, Fut>(what: &'static str, store: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<Vec<R>>> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(4 * BATCH);
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut queued, BATCH).await > 0 {
-                let (rows, replies): (Vec<TokenRow>, Vec<Reply>) = queued.drain(..).unzip();
-                let result = insert_tokens(&pool, &rows).await.map_err(|e| e.to_string());
-                for reply in replies {
-                    // A request that gave up waiting is not an error of the others.
-                    let _ = reply.send(result.clone());
+                let (rows, replies): (Vec<T>, Vec<Reply<R>>) = queued.drain(..).unzip();
+                let count = rows.len();
+                // A submitter that gave up waiting is not an error of the others.
+                match store(rows).await {
+                    Ok(answers) if answers.len() == count => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Ok(_) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(format!("{what}: one answer per row expected")));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         });
-        TokenWriter { tx }
+        GroupWriter { tx, what }
     }
 
-    /// Stores `row` with the rows queued beside it; returns once it is stored.
-    pub(crate) async fn insert(&self, row: TokenRow) -> StoreResult<()> {
-        let (reply, stored) = oneshot::channel();
-        self.tx
-            .send((row, reply))
+    /// Stores `row` with the rows queued beside it; returns its answer once they are stored.
+    pub(crate) async fn submit(&self, row: T) -> StoreResult<R> {
+        let stopped = || StoreError::Unavailable(format!("the {} writer has stopped", self.what));
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((row, reply)).await.map_err(|_| stopped())?;
+        answer
             .await
-            .map_err(|_| StoreError::Unavailable("the token writer has stopped".into()))?;
-        match stored.await {
-            Ok(result) => result.map_err(StoreError::Unavailable),
-            Err(_) => Err(StoreError::Unavailable("the token writer has stopped".into())),
-        }
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Unavailable)
     }
+}
+
+/// The writer of token rows (see the module's documentation).
+pub(crate) fn token_writer(pool: Pool) -> GroupWriter<TokenRow, ()> {
+    GroupWriter::start("token", move |rows: Vec<TokenRow>| {
+        let pool = pool.clone();
+        async move {
+            insert_tokens(&pool, &rows).await?;
+            Ok(vec![(); rows.len()])
+        }
+    })
 }
 
 #[cfg(test)]

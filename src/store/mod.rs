@@ -319,7 +319,9 @@ pub struct SqlStore {
     /// on one connection of their own instead. On PostgreSQL, the pool itself.
     writer: Pool,
     /// Token inserts, committed in groups on `writer`.
-    tokens: batch::TokenWriter,
+    tokens: batch::GroupWriter<TokenRow, ()>,
+    /// Assertion ids used, committed in groups on `writer`.
+    jtis: batch::GroupWriter<assertion::UsedJti, bool>,
     backend: Backend,
 }
 
@@ -358,7 +360,8 @@ impl SqlStore {
         };
         Ok(SqlStore {
             pool,
-            tokens: batch::TokenWriter::start(writer.clone()),
+            tokens: batch::token_writer(writer.clone()),
+            jtis: assertion::jti_writer(writer.clone()),
             writer,
             backend,
         })
@@ -391,8 +394,8 @@ impl SqlStore {
 
     /// Closes the pools.
     pub async fn close(&self) {
-        self.writer.close();
-        self.pool.close();
+        self.writer.close().await;
+        self.pool.close().await;
     }
 }
 
@@ -436,7 +439,7 @@ impl KeyStore for SqlStore {
 
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
-        self.tokens.insert(t.clone()).await
+        self.tokens.submit(t.clone()).await
     }
 
     async fn find_token(&self, domain: &str, hash: &str) -> StoreResult<Option<TokenRow>> {

@@ -126,9 +126,17 @@ impl Pool {
         Ok(Lease(conn))
     }
 
-    /// Closes the pool: waiting statements fail, idle connections are dropped.
-    pub fn close(&self) {
+    /// Closes the pool: waiting and later statements fail, idle connections are closed gracefully
+    /// (on SQLite the last one to close checkpoints the log into the database file), connections
+    /// in use are dropped when their statement ends.
+    pub async fn close(&self) {
+        let idle = self.inner.retain(|_, _| false).removed;
         self.inner.close();
+        for c in idle {
+            if let Err(e) = c.conn.close().await {
+                tracing::debug!(error.cause = %e, "closing a store connection failed");
+            }
+        }
     }
 
     /// How many connections are open (idle or in use).

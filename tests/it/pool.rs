@@ -221,3 +221,55 @@ async fn the_server_recovers_when_postgres_drops_every_connection() {
         .await;
     assert_eq!(active["active"], true);
 }
+
+/// Assertion ids are recorded in groups too: under concurrency each id is taken exactly once,
+/// a replay is refused, and an id whose assertion expired can be used again.
+#[tokio::test]
+async fn concurrent_assertion_ids_are_each_taken_once() {
+    use ostiary::store::SqlStore;
+    use ostiary::store::assertion::AssertionStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let use_all = |ids: Vec<String>, now: i64| {
+        let store = store.clone();
+        async move {
+            let tasks: Vec<_> = ids
+                .into_iter()
+                .map(|id| {
+                    let store = store.clone();
+                    tokio::spawn(
+                        async move { store.use_assertion_jti("default", "iss", &id, 2_000, now).await },
+                    )
+                })
+                .collect();
+            let mut taken = Vec::new();
+            for t in tasks {
+                taken.push(t.await.unwrap().unwrap());
+            }
+            taken
+        }
+    };
+    let mut ids: Vec<String> = (0..100).map(|i| format!("id-{i}")).collect();
+    ids.extend((0..20).map(|_| "raced".to_string()));
+    let taken = use_all(ids.clone(), 1_000).await;
+    assert!(taken[..100].iter().all(|t| *t), "every distinct id is new");
+    assert_eq!(
+        taken[100..].iter().filter(|t| **t).count(),
+        1,
+        "the raced id is taken once"
+    );
+
+    let again = use_all(ids.clone(), 1_500).await;
+    assert!(
+        again.iter().all(|t| !*t),
+        "every id is a replay before its expiry"
+    );
+
+    let after_expiry = use_all(vec!["id-7".into(), "id-7".into(), "raced".into()], 2_001).await;
+    assert_eq!(after_expiry.iter().filter(|t| **t).count(), 2, "{after_expiry:?}");
+    assert!(after_expiry[2], "an expired id is taken over");
+}
