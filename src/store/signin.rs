@@ -76,6 +76,14 @@ pub(crate) const SESSION_COLUMNS: &str = "hash, domain, sid, user_id, auth_time,
 /// A live session at the time bound to `$3`: not ended, within its absolute and idle limits.
 const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at > $3 AND last_seen + idle_timeout > $3";
 
+/// Seconds between two recorded uses of a session: a tenth of its idle timeout, at most a minute.
+/// A browser's every request reads its session, but writes its use at most this often, so one
+/// busy session is not one hot row (and on SQLite, not a turn of the single writer each time);
+/// the idle timeout then counts from a use up to this much earlier than the last one.
+pub(crate) fn touch_interval(idle_timeout: i64) -> i64 {
+    (idle_timeout / 10).clamp(0, 60)
+}
+
 /// Browser sign-in state.
 pub trait SignInStore {
     /// Stores a pending authorization request.
@@ -91,7 +99,8 @@ pub trait SignInStore {
     fn take_auth_request(&self, domain: &str, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Stores a session.
     fn insert_session(&self, s: &SessionRow) -> impl Future<Output = StoreResult<()>> + Send;
-    /// A live session (not ended, within its absolute and idle limits), touched as seen now.
+    /// A live session (not ended, within its absolute and idle limits), recorded as used now when
+    /// its last recorded use is at least `touch_interval` old.
     fn find_live_session(
         &self,
         domain: &str,
@@ -262,14 +271,29 @@ impl SignInStore for SqlStore {
     }
 
     async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND {LIVE_AT_3} RETURNING {SESSION_COLUMNS}"
+        let found: Option<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND {LIVE_AT_3}"
         )))
         .bind(hash)
         .bind(domain)
         .bind(now)
-        .fetch_optional(&self.writer)
-        .await?)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(mut s) = found else { return Ok(None) };
+        if now - s.last_seen >= touch_interval(s.idle_timeout) {
+            // Conditional: of concurrent requests of one browser, one writes; none moves it back.
+            sqlx::query(
+                "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND ended_at IS NULL \
+                 AND last_seen < $3",
+            )
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+            s.last_seen = now;
+        }
+        Ok(Some(s))
     }
 
     async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {

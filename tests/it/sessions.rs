@@ -2,7 +2,8 @@
 //! issuers.
 
 use crate::flow::{Browser, Page, code_request_url, pkce, read};
-use crate::harness::{Opts, TestApp, password};
+use crate::harness::{Opts, TestApp, count_rows, password};
+use ostiary::clock::Clock;
 
 async fn silent(app: &TestApp, browser: &Browser) -> Page {
     let p = pkce();
@@ -47,6 +48,46 @@ async fn a_session_ends_after_its_idle_timeout_but_use_keeps_it_alive() {
     }
     // Two hours without use: gone.
     app.clock.advance(7200 + 1);
+    assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
+}
+
+/// Sessions of this app whose recorded last use is `t`.
+async fn last_seen_at(app: &TestApp, t: i64) -> i64 {
+    count_rows(&app.database_url, &format!("sessions WHERE last_seen = {t}")).await
+}
+
+#[tokio::test]
+async fn a_session_records_its_use_at_most_once_a_minute_and_idles_from_the_recorded_use() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app).await;
+    let t0 = app.clock.now();
+    assert_eq!(last_seen_at(&app, t0).await, 1);
+    // Used 59 s after the recorded use: read, not written.
+    app.clock.advance(59);
+    assert_eq!(outcome(&silent(&app, &browser).await), "code");
+    assert_eq!(
+        last_seen_at(&app, t0).await,
+        1,
+        "a use within the minute is not written"
+    );
+    // A minute after it: written.
+    app.clock.advance(1);
+    assert_eq!(outcome(&silent(&app, &browser).await), "code");
+    assert_eq!(
+        last_seen_at(&app, t0 + 60).await,
+        1,
+        "a use a minute later is written"
+    );
+    // The unrecorded use at t0 + 119 does not extend the idle timeout (2 h) from the one at t0 + 60.
+    app.clock.advance(59);
+    assert_eq!(outcome(&silent(&app, &browser).await), "code");
+    app.clock.set(t0 + 60 + 7200 - 1);
+    assert_eq!(
+        outcome(&silent(&app, &browser).await),
+        "code",
+        "the last second of the idle timeout"
+    );
+    app.clock.set(t0 + 60 + 7200 - 1 + 7200);
     assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
 }
 
