@@ -1,5 +1,5 @@
 //! Group commit: requests that store a token (opaque access tokens, refresh tokens at the code
-//! exchange) or record an assertion id (`private_key_jwt`, JWT bearer grants) hand their row to a
+//! exchange) or an authorization code, or record an assertion id (`private_key_jwt`, JWT bearer grants) hand their row to a
 //! writer task, which stores every row queued at that moment in multi-row statements, in one
 //! commit, and then answers each request. A request still returns only after its row is stored;
 //! under load, one statement (one SQLite write transaction, one PostgreSQL commit) stores many
@@ -70,17 +70,52 @@ pub(crate) fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Stores `rows` (an existing hash is left as it is) in one commit.
-pub(crate) async fn insert_tokens(pool: &Pool, rows: &[TokenRow]) -> StoreResult<()> {
+/// A row that requests hand to a [`row_writer`]: its table, columns and binds.
+pub(crate) trait Insertable: Send + Sync + 'static {
+    /// What a row is (named in errors).
+    const WHAT: &'static str;
+    /// The table.
+    const TABLE: &'static str;
+    /// The columns, comma-separated, in the order [`Insertable::bind`] binds them.
+    const COLUMNS: &'static str;
+    /// After the VALUES (e.g. an `ON CONFLICT` clause), or empty.
+    const ON_CONFLICT: &'static str;
+    /// Binds this row's columns, in the order of [`Insertable::COLUMNS`].
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+}
+
+impl Insertable for TokenRow {
+    const WHAT: &'static str = "token";
+    const TABLE: &'static str = "tokens";
+    const COLUMNS: &'static str = TOKEN_COLUMNS;
+    // An existing hash is left as it is.
+    const ON_CONFLICT: &'static str = " ON CONFLICT (hash) DO NOTHING";
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        bind_token(q, self)
+    }
+}
+
+/// Stores `rows` in one commit.
+pub(crate) async fn insert_rows<T: Insertable>(pool: &Pool, rows: &[T]) -> StoreResult<()> {
+    let columns = T::COLUMNS.split(',').count();
     let statements = chunks(rows)
         .map(|chunk| {
             let sql = format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT (hash) DO NOTHING",
-                values_placeholders(chunk.len(), 14)
+                "INSERT INTO {} ({}) VALUES {}{}",
+                T::TABLE,
+                T::COLUMNS,
+                values_placeholders(chunk.len(), columns),
+                T::ON_CONFLICT
             );
             chunk
                 .iter()
-                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, t| bind_token(q, t))
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, row| row.bind(q))
         })
         .collect();
     in_one_commit(pool, statements).await?;
@@ -161,12 +196,12 @@ impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
     }
 }
 
-/// The writer of token rows (see the module's documentation).
-pub(crate) fn token_writer(pool: Pool) -> GroupWriter<TokenRow, ()> {
-    GroupWriter::start("token", move |rows: Vec<TokenRow>| {
+/// The writer of rows of `T` (see the module's documentation).
+pub(crate) fn row_writer<T: Insertable>(pool: Pool) -> GroupWriter<T, ()> {
+    GroupWriter::start(T::WHAT, move |rows: Vec<T>| {
         let pool = pool.clone();
         async move {
-            insert_tokens(&pool, &rows).await?;
+            insert_rows(&pool, &rows).await?;
             Ok(vec![(); rows.len()])
         }
     })

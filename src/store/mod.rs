@@ -320,6 +320,8 @@ pub struct SqlStore {
     writer: Pool,
     /// Token inserts, committed in groups on `writer`.
     tokens: batch::GroupWriter<TokenRow, ()>,
+    /// Authorization codes, committed in groups on `writer`.
+    codes: batch::GroupWriter<signin::CodeRow, ()>,
     /// Assertion ids used, committed in groups on `writer`.
     jtis: batch::GroupWriter<assertion::UsedJti, bool>,
     backend: Backend,
@@ -360,7 +362,8 @@ impl SqlStore {
         };
         Ok(SqlStore {
             pool,
-            tokens: batch::token_writer(writer.clone()),
+            tokens: batch::row_writer(writer.clone()),
+            codes: batch::row_writer(writer.clone()),
             jtis: assertion::jti_writer(writer.clone()),
             writer,
             backend,

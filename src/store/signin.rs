@@ -4,6 +4,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
+use super::batch::Insertable;
 use super::refresh::RefreshStore;
 use super::{SqlStore, StoreResult, UserRow};
 
@@ -69,6 +70,41 @@ pub struct CodeRow {
 const CODE_COLUMNS: &str = "hash, domain, client_id, user_id, redirect_uri, redirect_uri_given, scope, nonce, \
     code_challenge, code_challenge_method, sid, auth_time, amr, session_expires_at, issued_at, expires_at, used_at, access_jti, access_expires_at, \
     family_id, claims, reused_at";
+
+impl Insertable for CodeRow {
+    const WHAT: &'static str = "authorization code";
+    const TABLE: &'static str = "auth_codes";
+    const COLUMNS: &'static str = CODE_COLUMNS;
+    // A code's hash is random: a conflict is an error, never someone else's row.
+    const ON_CONFLICT: &'static str = "";
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        q.bind(&self.hash)
+            .bind(&self.domain)
+            .bind(&self.client_id)
+            .bind(&self.user_id)
+            .bind(&self.redirect_uri)
+            .bind(self.redirect_uri_given)
+            .bind(&self.scope)
+            .bind(&self.nonce)
+            .bind(&self.code_challenge)
+            .bind(&self.code_challenge_method)
+            .bind(&self.sid)
+            .bind(self.auth_time)
+            .bind(&self.amr)
+            .bind(self.session_expires_at)
+            .bind(self.issued_at)
+            .bind(self.expires_at)
+            .bind(self.used_at)
+            .bind(&self.access_jti)
+            .bind(self.access_expires_at)
+            .bind(&self.family_id)
+            .bind(&self.claims)
+            .bind(self.reused_at)
+    }
+}
 
 /// The columns of a [`SessionRow`], in its order.
 pub(crate) const SESSION_COLUMNS: &str = "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at, user_agent";
@@ -297,34 +333,7 @@ impl SignInStore for SqlStore {
     }
 
     async fn insert_code(&self, c: &CodeRow) -> StoreResult<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
-        )))
-        .bind(&c.hash)
-        .bind(&c.domain)
-        .bind(&c.client_id)
-        .bind(&c.user_id)
-        .bind(&c.redirect_uri)
-        .bind(c.redirect_uri_given)
-        .bind(&c.scope)
-        .bind(&c.nonce)
-        .bind(&c.code_challenge)
-        .bind(&c.code_challenge_method)
-        .bind(&c.sid)
-        .bind(c.auth_time)
-        .bind(&c.amr)
-        .bind(c.session_expires_at)
-        .bind(c.issued_at)
-        .bind(c.expires_at)
-        .bind(c.used_at)
-        .bind(&c.access_jti)
-        .bind(c.access_expires_at)
-        .bind(&c.family_id)
-        .bind(&c.claims)
-        .bind(c.reused_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.codes.submit(c.clone()).await
     }
 
     async fn redeem_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<CodeRow>> {

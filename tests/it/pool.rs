@@ -3,7 +3,7 @@
 //! hand its connection to the next statement; a statement the database rejected must.
 //!
 //! A TEMP table exists only on the connection that created it: it tells which connection ran.
-//! Token inserts, committed in groups by one writer task, all land.
+//! Token and code inserts, committed in groups by one writer task each, all land.
 
 use std::time::Duration;
 
@@ -166,6 +166,69 @@ async fn concurrent_token_inserts_are_all_stored() {
         store.find_token("default", "hash-7").await.unwrap().unwrap().sub,
         "user-7"
     );
+}
+
+/// Authorization codes are committed in groups too: 200 at once all land with every column as
+/// given (the 22 binds in their columns' order), and a code's hash is never stored twice.
+#[tokio::test]
+async fn concurrent_code_inserts_are_all_stored_with_every_column() {
+    use ostiary::store::SqlStore;
+    use ostiary::store::signin::{CodeRow, SignInStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let row = |i: usize| {
+        let n = i as i64;
+        CodeRow {
+            hash: format!("code-{i}"),
+            domain: "default".into(),
+            client_id: format!("client-{i}"),
+            user_id: format!("user-{i}"),
+            redirect_uri: format!("https://rp.example/{i}"),
+            redirect_uri_given: (i % 2) as i64,
+            scope: format!("openid s{i}"),
+            nonce: Some(format!("nonce-{i}")),
+            code_challenge: Some(format!("challenge-{i}")),
+            code_challenge_method: Some("S256".into()),
+            sid: format!("sid-{i}"),
+            auth_time: 1_000 + n,
+            amr: format!("[\"pwd{i}\"]"),
+            session_expires_at: 2_000 + n,
+            issued_at: 3_000 + n,
+            expires_at: 4_000 + n,
+            used_at: Some(5_000 + n),
+            access_jti: Some(format!("jti-{i}")),
+            access_expires_at: Some(6_000 + n),
+            family_id: Some(format!("family-{i}")),
+            claims: Some(format!("{{\"n\":{i}}}")),
+            reused_at: Some(7_000 + n),
+        }
+    };
+    let inserts: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_code(&row(i)).await })
+        })
+        .collect();
+    for insert in inserts {
+        insert.await.unwrap().unwrap();
+    }
+    for i in 0..200 {
+        let found = store
+            .find_code("default", &format!("code-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{found:?}"), format!("{:?}", row(i)));
+    }
+    let mut again = row(7);
+    again.user_id = "someone-else".into();
+    assert!(store.insert_code(&again).await.is_err(), "a hash stored twice");
+    let found = store.find_code("default", "code-7").await.unwrap().unwrap();
+    assert_eq!(found.user_id, "user-7");
 }
 
 /// PostgreSQL dropping every connection (a restart, a failover): each pooled connection fails its
