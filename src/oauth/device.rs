@@ -12,7 +12,7 @@ use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
-use crate::oauth::throttle::{Bucket, locked_for, record_failure};
+use crate::oauth::throttle::{Bucket, record_failure, standing};
 use crate::store::admin::AuditStore;
 use crate::store::device::{Approval, DeviceCodeRow, DeviceStore, status};
 use crate::store::logout::LogoutStore;
@@ -169,7 +169,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
         Bucket::new(format!("dc:{}", sha256_b64(browser)), limits.user_code_attempts),
         Bucket::new(format!("da:{address}"), limits.address_user_code_attempts),
     ];
-    let locked = locked_for(store, domain, &buckets, now).await?;
+    let locked = standing(store, domain, &buckets, now).await?.locked_for();
     if locked > 0 {
         tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");
         return Ok(UserCodeCheck::Locked(locked));

@@ -6,7 +6,7 @@ use crate::audit::{self, AuditEvent, Outcome};
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::oauth::Peer;
-use crate::oauth::throttle::{Bucket, locked_for, record_failure};
+use crate::oauth::throttle::{Bucket, record_failure, standing};
 use crate::store::admin::AuditStore;
 use crate::store::signin::SignInStore;
 use crate::store::{DirectoryStore, StoreResult, UserRow};
@@ -67,7 +67,8 @@ async fn check<S: SignInStore + DirectoryStore + Sync>(
         Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
         Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
     ];
-    let locked = locked_for(store, domain, &buckets, now).await?;
+    let standing = standing(store, domain, &buckets, now).await?;
+    let locked = standing.locked_for();
     if locked > 0 {
         tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
         return Ok(PasswordCheck::Locked(locked));
@@ -83,8 +84,11 @@ async fn check<S: SignInStore + DirectoryStore + Sync>(
     match user {
         Some(u) if verified && active && hash.is_some() => {
             // The account's failures are forgotten; the address's are not (one good account
-            // must not reset the count of an address guessing others).
-            store.clear_login_failures(&domain.name, &buckets[0].key).await?;
+            // must not reset the count of an address guessing others). Without any on record
+            // (the usual case), nothing is written.
+            if standing.counts(&buckets[0]) {
+                store.clear_login_failures(&domain.name, &buckets[0].key).await?;
+            }
             Ok(PasswordCheck::Valid(u))
         }
         _ => {

@@ -22,18 +22,42 @@ impl Bucket {
     }
 }
 
-/// Seconds until every bucket is unlocked (0: none is locked).
-pub async fn locked_for<S: SignInStore + Sync>(
+/// What the store holds about some buckets, read in one statement.
+#[derive(Debug)]
+pub struct Standing {
+    locked: i64,
+    counted: Vec<String>,
+}
+
+impl Standing {
+    /// Seconds until every bucket is unlocked (0: none is locked).
+    pub fn locked_for(&self) -> i64 {
+        self.locked
+    }
+
+    /// True when `bucket` has failures on record.
+    pub fn counts(&self, bucket: &Bucket) -> bool {
+        self.counted.contains(&bucket.key)
+    }
+}
+
+/// The standing of `buckets` at `now`.
+pub async fn standing<S: SignInStore + Sync>(
     store: &S,
     domain: &Domain,
     buckets: &[Bucket],
     now: i64,
-) -> StoreResult<i64> {
-    let mut locked = 0;
-    for b in buckets {
-        locked = locked.max(store.login_locked_for(&domain.name, &b.key, now).await?);
-    }
-    Ok(locked)
+) -> StoreResult<Standing> {
+    let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
+    let rows = store.login_attempts(&domain.name, &keys).await?;
+    Ok(Standing {
+        locked: rows
+            .iter()
+            .map(|(_, until)| (until - now).max(0))
+            .max()
+            .unwrap_or(0),
+        counted: rows.into_iter().map(|(bucket, _)| bucket).collect(),
+    })
 }
 
 /// Counts one failure in every bucket.

@@ -206,13 +206,13 @@ pub trait SignInStore {
         user_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Seconds a sign-in bucket (`u:NAME` or `a:ADDRESS`) stays locked from `now`; 0 if open.
-    fn login_locked_for(
+    /// The buckets (`u:NAME`, `a:ADDRESS`, ...) among `buckets` with failures on record, each with
+    /// the time its lock ends (0 or past: not locked), in one read.
+    fn login_attempts(
         &self,
         domain: &str,
-        bucket: &str,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<i64>> + Send;
+        buckets: &[&str],
+    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
     /// Counts a failed sign-in; once `threshold` failures are reached, locks the bucket for
     /// `base` seconds, doubling with each further failure up to `max`. Failures older than a day
     /// are forgotten. Returns the failure count.
@@ -458,14 +458,21 @@ impl SignInStore for SqlStore {
         Ok(r.rows_affected())
     }
 
-    async fn login_locked_for(&self, domain: &str, bucket: &str, now: i64) -> StoreResult<i64> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $2")
-                .bind(domain)
-                .bind(bucket)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map_or(0, |r| (r.0 - now).max(0)))
+    async fn login_attempts(&self, domain: &str, buckets: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (2..buckets.len() + 2).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT bucket, locked_until FROM login_attempts WHERE domain = $1 AND bucket IN ({})",
+            list.join(", ")
+        );
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(domain);
+        Ok(buckets
+            .iter()
+            .fold(q, |q, b| q.bind(*b))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn record_login_failure(

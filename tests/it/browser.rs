@@ -65,8 +65,21 @@ struct Driver {
 }
 
 impl Driver {
-    /// Starts chromedriver on a free port and waits until it answers; returns it and its URL.
+    /// Starts chromedriver on a free port and waits until it answers; returns it and its URL. A
+    /// chromedriver that exits before it names its port (seen once on a loaded machine) is
+    /// started again, up to three times, its log printed.
     async fn start() -> (Driver, String) {
+        for attempt in 1..=3 {
+            if let Some(started) = Driver::try_start().await {
+                return started;
+            }
+            eprintln!("chromedriver exited before naming its port (attempt {attempt} of 3)");
+        }
+        panic!("chromedriver exited before naming its port, three times");
+    }
+
+    /// One start: None when chromedriver exited before naming its port.
+    async fn try_start() -> Option<(Driver, String)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("chromedriver.log");
         let mut child = Command::new(CHROMEDRIVER)
@@ -91,10 +104,19 @@ impl Driver {
                 }
             }
         });
-        let port = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
+        let port = match tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
             .await
             .expect("join")
-            .unwrap_or_else(|_| panic!("chromedriver did not start{}", driver.log_tail()));
+        {
+            Ok(port) => port,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("{}", driver.log_tail());
+                return None;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("chromedriver did not start{}", driver.log_tail())
+            }
+        };
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = Instant::now() + WAIT;
@@ -113,7 +135,7 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        (driver, url)
+        Some((driver, url))
     }
 
     /// The end of chromedriver's log, for failure messages.

@@ -98,3 +98,24 @@ async fn an_address_locks_after_failures_across_many_accounts() {
     let page = browser.sign_in(&login, "carol", &password("carol")).await;
     assert_eq!(page.status, 429, "{}", page.body);
 }
+
+#[tokio::test]
+async fn a_successful_sign_in_forgets_the_accounts_failures() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    // Four failures (the fifth would lock), a success, and four more: not locked.
+    let login = login_page(&app, &browser).await;
+    for _ in 0..4 {
+        assert_eq!(browser.sign_in(&login, "alice", "wrong").await.status, 401);
+    }
+    let ok = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let fresh = Browser::new();
+    let login = login_page(&app, &fresh).await;
+    for _ in 0..4 {
+        assert_eq!(fresh.sign_in(&login, "alice", "wrong").await.status, 401);
+    }
+    let ok = fresh.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(ok.status, 303, "the earlier four were forgotten: {}", ok.body);
+    // (Eight failures without the success would have locked the account at the fifth: see above.)
+}
