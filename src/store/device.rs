@@ -182,7 +182,7 @@ impl DeviceStore for SqlStore {
         let r = sqlx::query(
             "UPDATE device_codes SET status = 'approved', user_id = $4, sid = $5, auth_time = $6, amr = $7, \
              session_expires_at = $8, decided_at = $3 \
-             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at > $3",
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3",
         )
         .bind(hash)
         .bind(domain)
@@ -200,7 +200,7 @@ impl DeviceStore for SqlStore {
     async fn deny_device_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
         let r = sqlx::query(
             "UPDATE device_codes SET status = 'denied', decided_at = $3 \
-             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at > $3",
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3",
         )
         .bind(hash)
         .bind(domain)
@@ -247,7 +247,7 @@ impl DeviceStore for SqlStore {
     ) -> StoreResult<Option<DeviceCodeRow>> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE device_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND status = 'approved' \
-             AND used_at IS NULL AND expires_at > $3 RETURNING {DEVICE_COLUMNS}"
+             AND used_at IS NULL AND expires_at + 0 > $3 RETURNING {DEVICE_COLUMNS}"
         )))
         .bind(hash)
         .bind(domain)

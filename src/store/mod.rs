@@ -2,6 +2,15 @@
 //! text ids, integer unix seconds, JSON as text), run through sqlx's Any driver.
 //!
 //! The traits are the contracts the protocol code (`oauth/`) relies on; `SqlStore` implements them.
+//!
+//! A row found by its key and checked for expiry in the same statement says `expires_at + 0 > $N`,
+//! not `expires_at > $N`. The `+ 0` keeps PostgreSQL's planner from estimating that condition with
+//! the `expires_at` index (kept for the garbage collector). For a custom plan (a connection's
+//! first five executions of a statement) the planner looks up the column's true extreme in that
+//! index, and where rows are inserted and used up thousands of times a second its far end is dead
+//! entries: each code redemption took 100 to 300 ms for a second after the pool opened new
+//! connections (`bench/results/2026-11-24-pg-code-flow-stall.txt`). The key's index finds the row
+//! either way.
 
 pub mod admin;
 pub mod assertion;

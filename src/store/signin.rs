@@ -110,7 +110,7 @@ impl Insertable for CodeRow {
 pub(crate) const SESSION_COLUMNS: &str = "hash, domain, sid, user_id, auth_time, amr, created_at, last_seen, expires_at, idle_timeout, ended_at, user_agent";
 
 /// A live session at the time bound to `$3`: not ended, within its absolute and idle limits.
-const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at > $3 AND last_seen + idle_timeout > $3";
+const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at + 0 > $3 AND last_seen + idle_timeout > $3";
 
 /// Seconds between two recorded uses of a session: a tenth of its idle timeout, at most a minute.
 /// A browser's every request reads its session, but writes its use at most this often, so one
@@ -265,7 +265,7 @@ impl SignInStore for SqlStore {
     ) -> StoreResult<Option<AuthRequestRow>> {
         Ok(sqlx::query_as(
             "SELECT id, domain, client_id, params, csrf_hash, created_at, expires_at FROM auth_requests \
-             WHERE id = $1 AND domain = $2 AND expires_at > $3",
+             WHERE id = $1 AND domain = $2 AND expires_at + 0 > $3",
         )
         .bind(id)
         .bind(domain)
@@ -338,7 +338,7 @@ impl SignInStore for SqlStore {
 
     async fn redeem_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<CodeRow>> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE auth_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NULL AND expires_at > $3 \
+            "UPDATE auth_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NULL AND expires_at + 0 > $3 \
              RETURNING {CODE_COLUMNS}"
         )))
         .bind(hash)
