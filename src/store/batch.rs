@@ -11,7 +11,7 @@ use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::pool::Pool;
-use super::{StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, bind_token};
+use super::{StoreError, StoreResult};
 
 /// Rows stored by one turn of the writer.
 const BATCH: usize = 64;
@@ -41,7 +41,7 @@ pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
 /// each statement's rows.
 pub(crate) async fn in_one_commit(
     pool: &Pool,
-    statements: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+    statements: Vec<AnyQuery<'_>>,
 ) -> StoreResult<Vec<Vec<sqlx::any::AnyRow>>> {
     let mut rows = Vec::with_capacity(statements.len());
     if statements.len() == 1 {
@@ -81,25 +81,11 @@ pub(crate) trait Insertable: Send + Sync + 'static {
     /// After the VALUES (e.g. an `ON CONFLICT` clause), or empty.
     const ON_CONFLICT: &'static str;
     /// Binds this row's columns, in the order of [`Insertable::COLUMNS`].
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q>;
 }
 
-impl Insertable for TokenRow {
-    const WHAT: &'static str = "token";
-    const TABLE: &'static str = "tokens";
-    const COLUMNS: &'static str = TOKEN_COLUMNS;
-    // An existing hash is left as it is.
-    const ON_CONFLICT: &'static str = " ON CONFLICT (hash) DO NOTHING";
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-        bind_token(q, self)
-    }
-}
+/// A statement of sqlx's Any driver, its parameters to be bound.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// Stores `rows` in one commit.
 pub(crate) async fn insert_rows<T: Insertable>(pool: &Pool, rows: &[T]) -> StoreResult<()> {

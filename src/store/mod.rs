@@ -94,25 +94,28 @@ pub struct TokenRow {
 pub(crate) const TOKEN_COLUMNS: &str = "hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
     revoked_at, family_id, used_at";
 
-/// Binds a token row's columns as $1 to $14, in the order of [`TOKEN_COLUMNS`].
-pub(crate) fn bind_token<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    t: &'q TokenRow,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    q.bind(&t.hash)
-        .bind(&t.domain)
-        .bind(&t.kind)
-        .bind(&t.client_id)
-        .bind(&t.sub)
-        .bind(&t.scope)
-        .bind(&t.aud)
-        .bind(&t.claims)
-        .bind(&t.jti)
-        .bind(t.issued_at)
-        .bind(t.expires_at)
-        .bind(t.revoked_at)
-        .bind(&t.family_id)
-        .bind(t.used_at)
+impl batch::Insertable for TokenRow {
+    const WHAT: &'static str = "token";
+    const TABLE: &'static str = "tokens";
+    const COLUMNS: &'static str = TOKEN_COLUMNS;
+    // An existing hash is left as it is.
+    const ON_CONFLICT: &'static str = " ON CONFLICT (hash) DO NOTHING";
+    fn bind<'q>(&'q self, q: batch::AnyQuery<'q>) -> batch::AnyQuery<'q> {
+        q.bind(&self.hash)
+            .bind(&self.domain)
+            .bind(&self.kind)
+            .bind(&self.client_id)
+            .bind(&self.sub)
+            .bind(&self.scope)
+            .bind(&self.aud)
+            .bind(&self.claims)
+            .bind(&self.jti)
+            .bind(self.issued_at)
+            .bind(self.expires_at)
+            .bind(self.revoked_at)
+            .bind(&self.family_id)
+            .bind(self.used_at)
+    }
 }
 
 /// A client's mirror row.

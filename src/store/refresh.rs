@@ -5,7 +5,8 @@ use std::future::Future;
 
 use sqlx::{FromRow, Row};
 
-use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow, bind_token};
+use super::batch::Insertable;
+use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
 /// A refresh-token family: one grant, many rotated tokens.
 #[derive(Debug, Clone, FromRow)]
@@ -207,16 +208,14 @@ impl RefreshStore for SqlStore {
     }
 
     async fn insert_successor(&self, t: &TokenRow) -> StoreResult<bool> {
-        let r = bind_token(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+        let r = t
+            .bind(sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO tokens ({TOKEN_COLUMNS}) \
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
                  WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
                  ON CONFLICT (hash) DO NOTHING"
-            ))),
-            t,
-        )
-        .execute(&self.writer)
+            ))))
+            .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
-use super::batch::Insertable;
+use super::batch::{AnyQuery, Insertable};
 use super::refresh::RefreshStore;
 use super::{SqlStore, StoreResult, UserRow};
 
@@ -77,10 +77,7 @@ impl Insertable for CodeRow {
     const COLUMNS: &'static str = CODE_COLUMNS;
     // A code's hash is random: a conflict is an error, never someone else's row.
     const ON_CONFLICT: &'static str = "";
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(&self.hash)
             .bind(&self.domain)
             .bind(&self.client_id)
