@@ -113,6 +113,8 @@ pub trait AdminStore {
 }
 
 const EVENT_COLUMNS: &str = "id, at, kind, actor, domain, client_id, user_id, outcome, request_id, details";
+pub(super) const UPDATE_STORE_USER_CLAIMS: &str =
+    "UPDATE users SET claims = $3, updated_at = $4 WHERE domain = $1 AND id = $2 AND source = 'store'";
 const EVENT_FILTER: &str = "domain = $1 AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR user_id = $3) \
     AND ($4 IS NULL OR client_id = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)";
 const CONSENT_FILTER: &str =
@@ -260,14 +262,12 @@ impl AdminStore for SqlStore {
     }
 
     async fn end_session_by_sid(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL",
-        )
-        .bind(domain)
-        .bind(sid)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(super::logout::END_SESSION)
+            .bind(domain)
+            .bind(sid)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() >= 1)
     }
 
@@ -278,15 +278,13 @@ impl AdminStore for SqlStore {
         claims: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE users SET claims = $3, updated_at = $4 WHERE domain = $1 AND id = $2 AND source = 'store'",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(claims)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(UPDATE_STORE_USER_CLAIMS)
+            .bind(domain)
+            .bind(user_id)
+            .bind(claims)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 }

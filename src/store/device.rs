@@ -3,6 +3,7 @@
 //! one atomic conditional update.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use sqlx::FromRow;
 
@@ -68,6 +69,27 @@ pub enum Poll {
 
 const DEVICE_COLUMNS: &str = "hash, domain, user_code_hash, client_id, scope, status, user_id, sid, auth_time, amr, \
     session_expires_at, poll_interval, last_polled_at, issued_at, expires_at, decided_at, used_at";
+
+pub(super) static FIND_DEVICE_CODE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {DEVICE_COLUMNS} FROM device_codes WHERE hash = $1 AND domain = $2"));
+pub(super) static FIND_DEVICE_CODE_BY_USER_CODE: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {DEVICE_COLUMNS} FROM device_codes WHERE user_code_hash = $1 AND domain = $2")
+});
+pub(super) const APPROVE_DEVICE_CODE: &str = "UPDATE device_codes SET status = 'approved', user_id = $4, sid = $5, auth_time = $6, amr = $7, \
+             session_expires_at = $8, decided_at = $3 \
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3";
+pub(super) const DENY_DEVICE_CODE: &str = "UPDATE device_codes SET status = 'denied', decided_at = $3 \
+             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3";
+pub(super) const POLL_ON_TIME: &str = "UPDATE device_codes SET last_polled_at = $3 WHERE hash = $1 AND domain = $2 \
+             AND (last_polled_at IS NULL OR last_polled_at + poll_interval <= $3)";
+pub(super) const POLL_TOO_FAST: &str = "UPDATE device_codes SET last_polled_at = $3, poll_interval = poll_interval + 5 \
+             WHERE hash = $1 AND domain = $2";
+pub(super) static REDEEM_DEVICE_CODE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE device_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND status = 'approved' \
+         AND used_at IS NULL AND expires_at + 0 > $3 RETURNING {DEVICE_COLUMNS}"
+    )
+});
 
 /// Device authorizations.
 pub trait DeviceStore {
@@ -149,13 +171,11 @@ impl DeviceStore for SqlStore {
     }
 
     async fn find_device_code(&self, domain: &str, hash: &str) -> StoreResult<Option<DeviceCodeRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE hash = $1 AND domain = $2"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_DEVICE_CODE.as_str())
+            .bind(hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn find_device_code_by_user_code(
@@ -163,13 +183,11 @@ impl DeviceStore for SqlStore {
         domain: &str,
         user_code_hash: &str,
     ) -> StoreResult<Option<DeviceCodeRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE user_code_hash = $1 AND domain = $2"
-        )))
-        .bind(user_code_hash)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_DEVICE_CODE_BY_USER_CODE.as_str())
+            .bind(user_code_hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn approve_device_code(
@@ -179,63 +197,50 @@ impl DeviceStore for SqlStore {
         by: &Approval,
         now: i64,
     ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE device_codes SET status = 'approved', user_id = $4, sid = $5, auth_time = $6, amr = $7, \
-             session_expires_at = $8, decided_at = $3 \
-             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .bind(&by.user_id)
-        .bind(&by.sid)
-        .bind(by.auth_time)
-        .bind(&by.amr)
-        .bind(by.session_expires_at)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(APPROVE_DEVICE_CODE)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .bind(&by.user_id)
+            .bind(&by.sid)
+            .bind(by.auth_time)
+            .bind(&by.amr)
+            .bind(by.session_expires_at)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn deny_device_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE device_codes SET status = 'denied', decided_at = $3 \
-             WHERE hash = $1 AND domain = $2 AND status = 'pending' AND expires_at + 0 > $3",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(DENY_DEVICE_CODE)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn poll_device_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Poll> {
         // The on-time poll is one conditional update: of polls racing within one interval, one
         // is on time and the others slow down.
-        let on_time = sqlx::query(
-            "UPDATE device_codes SET last_polled_at = $3 WHERE hash = $1 AND domain = $2 \
-             AND (last_polled_at IS NULL OR last_polled_at + poll_interval <= $3)",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        let on_time = sqlx::query(POLL_ON_TIME)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         if on_time == 1 {
             return Ok(Poll::OnTime);
         }
-        let slowed = sqlx::query(
-            "UPDATE device_codes SET last_polled_at = $3, poll_interval = poll_interval + 5 \
-             WHERE hash = $1 AND domain = $2",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        let slowed = sqlx::query(POLL_TOO_FAST)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         Ok(if slowed == 1 { Poll::TooFast } else { Poll::Unknown })
     }
 
@@ -245,14 +250,11 @@ impl DeviceStore for SqlStore {
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<DeviceCodeRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE device_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND status = 'approved' \
-             AND used_at IS NULL AND expires_at + 0 > $3 RETURNING {DEVICE_COLUMNS}"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?)
+        Ok(sqlx::query_as(REDEEM_DEVICE_CODE.as_str())
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .fetch_optional(&self.writer)
+            .await?)
     }
 }

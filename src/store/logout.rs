@@ -2,6 +2,7 @@
 //! as the account page lists them, and the outbox of back-channel logout deliveries.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use sqlx::FromRow;
 
@@ -107,6 +108,23 @@ pub trait LogoutStore {
     fn delete_finished_logouts(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
+pub(super) static LIVE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
+         AND expires_at > $3 AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
+    )
+});
+pub(super) const SESSION_CLIENTS: &str =
+    "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id";
+pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
+     WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
+pub(super) const END_SESSION: &str =
+    "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL";
+pub(super) const SESSION_FAMILIES: &str = "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND sid = $2 AND revoked_at IS NULL \
+     AND (offline = 0 OR $3 = 1)";
+pub(super) const USER_FAMILIES: &str = "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL \
+     AND ($3 = '' OR client_id = $3)";
+
 impl LogoutStore for SqlStore {
     async fn record_session_client(
         &self,
@@ -133,13 +151,11 @@ impl LogoutStore for SqlStore {
     }
 
     async fn session_clients(&self, domain: &str, sid: &str) -> StoreResult<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id",
-        )
-        .bind(domain)
-        .bind(sid)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(SESSION_CLIENTS)
+            .bind(domain)
+            .bind(sid)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
@@ -150,41 +166,33 @@ impl LogoutStore for SqlStore {
         client_id: &str,
         now: i64,
     ) -> StoreResult<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
-             WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(client_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(CLIENT_SIDS)
+            .bind(domain)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     async fn end_session(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL",
-        )
-        .bind(domain)
-        .bind(sid)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(END_SESSION)
+            .bind(domain)
+            .bind(sid)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn live_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
-             AND expires_at > $3 AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
-        )))
-        .bind(domain)
-        .bind(user_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(LIVE_SESSIONS.as_str())
+            .bind(domain)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn session_families(
@@ -193,15 +201,12 @@ impl LogoutStore for SqlStore {
         sid: &str,
         with_offline: bool,
     ) -> StoreResult<Vec<(String, String)>> {
-        Ok(sqlx::query_as(
-            "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND sid = $2 AND revoked_at IS NULL \
-             AND (offline = 0 OR $3 = 1)",
-        )
-        .bind(domain)
-        .bind(sid)
-        .bind(i64::from(with_offline))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(SESSION_FAMILIES)
+            .bind(domain)
+            .bind(sid)
+            .bind(i64::from(with_offline))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn user_families(
@@ -210,15 +215,12 @@ impl LogoutStore for SqlStore {
         user_id: &str,
         client_id: Option<&str>,
     ) -> StoreResult<Vec<(String, String)>> {
-        Ok(sqlx::query_as(
-            "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL \
-             AND ($3 = '' OR client_id = $3)",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(client_id.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(USER_FAMILIES)
+            .bind(domain)
+            .bind(user_id)
+            .bind(client_id.unwrap_or(""))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn enqueue_logout(&self, d: &DeliveryRow) -> StoreResult<()> {

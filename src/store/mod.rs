@@ -11,18 +11,28 @@
 //! entries: each code redemption took 100 to 300 ms for a second after the pool opened new
 //! connections (`bench/results/2026-11-24-pg-code-flow-stall.txt`). The key's index finds the row
 //! either way.
+//!
+//! No table has two indexes that a statement could use with the domain alone: an index puts the
+//! column that picks the rows first and the domain last (migration 7). Every statement names its
+//! domain and a deployment usually has one, so before a table has statistics PostgreSQL costs all
+//! domain-first indexes alike and may cache a generic plan that scans the domain's rows along the
+//! wrong one. `plans.rs` checks the plan of each statement that finds rows by a key.
 
 pub mod admin;
 pub mod assertion;
 mod batch;
 pub mod device;
 pub mod logout;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod plans;
 pub mod pool;
 pub mod refresh;
 pub mod seed;
 pub mod signin;
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::FromRow;
@@ -414,6 +424,16 @@ impl SqlStore {
     }
 }
 
+const REVOKE_TOKENS_BY_JTI: &str =
+    "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND jti = $2 AND revoked_at IS NULL";
+const FIND_USER: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+     FROM users WHERE domain = $1 AND username = $2";
+const SET_USER_PASSWORD: &str = "UPDATE users SET password_hash = $3, updated_at = $4 WHERE domain = $1 AND username = $2 AND source = 'store'";
+const SET_USER_STATUS: &str =
+    "UPDATE users SET status = $3, updated_at = $4 WHERE domain = $1 AND username = $2";
+const CONFIG_USERS: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+     FROM users WHERE domain = $1 AND source = 'config' ORDER BY username";
+
 impl KeyStore for SqlStore {
     async fn list_keys(&self, domain: &str) -> StoreResult<Vec<KeyRow>> {
         Ok(sqlx::query_as(
@@ -452,42 +472,51 @@ impl KeyStore for SqlStore {
     }
 }
 
+static FIND_TOKEN: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND domain = $2"));
+const REVOKE_TOKEN: &str =
+    "UPDATE tokens SET revoked_at = $3 WHERE hash = $1 AND domain = $2 AND revoked_at IS NULL";
+const JWT_STATE: &str = "SELECT (SELECT COUNT(*) FROM revoked_jtis WHERE domain = $1 AND jti = $2), \
+     (SELECT COUNT(*) FROM users WHERE domain = $1 AND id = $3 AND status <> 'active')";
+static FIND_TOKEN_AND_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TOKEN_COLUMNS}, \
+                (SELECT COUNT(*) FROM users WHERE users.domain = tokens.domain AND users.id = tokens.sub \
+                 AND users.status <> 'active') AS user_disabled \
+         FROM tokens WHERE hash = $1 AND domain = $2"
+    )
+});
+
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
         self.tokens.submit(t.clone()).await
     }
 
     async fn find_token(&self, domain: &str, hash: &str) -> StoreResult<Option<TokenRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND domain = $2"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_TOKEN.as_str())
+            .bind(hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn revoke_token(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE tokens SET revoked_at = $3 WHERE hash = $1 AND domain = $2 AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(REVOKE_TOKEN)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn revoke_tokens_by_jti(&self, domain: &str, jti: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(
-            "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND jti = $2 AND revoked_at IS NULL",
-        )
-        .bind(domain)
-        .bind(jti)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(REVOKE_TOKENS_BY_JTI)
+            .bind(domain)
+            .bind(jti)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -506,15 +535,12 @@ impl TokenStore for SqlStore {
     }
 
     async fn jwt_state(&self, domain: &str, jti: &str, sub: &str) -> StoreResult<JwtState> {
-        let (revoked, disabled): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM revoked_jtis WHERE domain = $1 AND jti = $2), \
-                    (SELECT COUNT(*) FROM users WHERE domain = $1 AND id = $3 AND status <> 'active')",
-        )
-        .bind(domain)
-        .bind(jti)
-        .bind(sub)
-        .fetch_one(&self.pool)
-        .await?;
+        let (revoked, disabled): (i64, i64) = sqlx::query_as(JWT_STATE)
+            .bind(domain)
+            .bind(jti)
+            .bind(sub)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(JwtState {
             revoked: revoked > 0,
             user_disabled: disabled > 0,
@@ -528,16 +554,11 @@ impl TokenStore for SqlStore {
             token: TokenRow,
             user_disabled: i64,
         }
-        let found: Option<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {TOKEN_COLUMNS}, \
-                    (SELECT COUNT(*) FROM users WHERE users.domain = tokens.domain AND users.id = tokens.sub \
-                     AND users.status <> 'active') AS user_disabled \
-             FROM tokens WHERE hash = $1 AND domain = $2"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?;
+        let found: Option<Found> = sqlx::query_as(FIND_TOKEN_AND_USER.as_str())
+            .bind(hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(found.map(|f| (f.token, f.user_disabled > 0)))
     }
 }
@@ -595,13 +616,10 @@ impl DirectoryStore for SqlStore {
     }
 
     async fn list_config_users(&self, domain: &str) -> StoreResult<Vec<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
-             FROM users WHERE domain = $1 AND source = 'config' ORDER BY username",
-        )
-        .bind(domain)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(CONFIG_USERS)
+            .bind(domain)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
@@ -654,14 +672,11 @@ impl DirectoryStore for SqlStore {
     }
 
     async fn find_user(&self, domain: &str, username: &str) -> StoreResult<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
-             FROM users WHERE domain = $1 AND username = $2",
-        )
-        .bind(domain)
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_USER)
+            .bind(domain)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn set_user_password(
@@ -671,15 +686,13 @@ impl DirectoryStore for SqlStore {
         password_hash: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE domain = $1 AND username = $2 AND source = 'store'",
-        )
-        .bind(domain)
-        .bind(username)
-        .bind(password_hash)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(SET_USER_PASSWORD)
+            .bind(domain)
+            .bind(username)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         let changed = r.rows_affected() == 1;
         if changed {
             self.end_sessions_of(domain, username, now).await?;
@@ -688,7 +701,7 @@ impl DirectoryStore for SqlStore {
     }
 
     async fn set_user_status(&self, domain: &str, username: &str, status: &str, now: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET status = $3, updated_at = $4 WHERE domain = $1 AND username = $2")
+        sqlx::query(SET_USER_STATUS)
             .bind(domain)
             .bind(username)
             .bind(status)

@@ -2,6 +2,7 @@
 //! conditional update) and revocation of a whole family.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use sqlx::{FromRow, Row};
 
@@ -29,6 +30,35 @@ pub struct FamilyRow {
 
 const FAMILY_COLUMNS: &str = "id, domain, client_id, user_id, scope, sid, offline, auth_time, amr, claims, \
     created_at, expires_at, revoked_at";
+
+pub(super) static FIND_FAMILY: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1 AND domain = $2"));
+pub(super) const FIND_FAMILY_WITH_USER: &str = "SELECT f.id, f.domain, f.client_id, f.user_id, f.scope, f.sid, f.offline, f.auth_time, f.amr, \
+     f.claims, f.created_at, f.expires_at, f.revoked_at, \
+     u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash, u.status AS u_status, \
+     u.claims AS u_claims, u.source AS u_source, u.config_hash AS u_config_hash, \
+     u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+     FROM refresh_families f LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id \
+     WHERE f.id = $1 AND f.domain = $2";
+pub(super) static TAKE_REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
+         AND client_id = $4 AND claims = '{{}}' AND used_at IS NULL AND revoked_at IS NULL \
+         RETURNING {TOKEN_COLUMNS}"
+    )
+});
+pub(super) static INSERT_SUCCESSOR: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+         WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
+         ON CONFLICT (hash) DO NOTHING"
+    )
+});
+pub(super) const ROTATE_REFRESH: &str = "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 \
+     AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL";
+pub(super) const REVOKE_FAMILY: &str =
+    "UPDATE refresh_families SET revoked_at = $3 WHERE id = $1 AND domain = $2 AND revoked_at IS NULL";
 
 /// Refresh-token families.
 pub trait RefreshStore {
@@ -94,6 +124,18 @@ pub trait RefreshStore {
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
+/// Revokes the live tokens of the families `family_filter` (`$1` domain, `$2` its argument) names.
+pub(super) fn revoke_family_tokens_sql(family_filter: &str) -> String {
+    format!(
+        "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND revoked_at IS NULL \
+         AND family_id IN ({family_filter})"
+    )
+}
+
+/// The families of one user that are revoked (`$1` domain, `$2` user id).
+pub(super) const REVOKED_FAMILIES_OF_USER: &str =
+    "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NOT NULL";
+
 impl SqlStore {
     async fn revoke_family_tokens(
         &self,
@@ -102,17 +144,19 @@ impl SqlStore {
         arg: &str,
         now: i64,
     ) -> StoreResult<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND revoked_at IS NULL AND family_id IN ({family_filter})"
-        )))
-        .bind(domain)
-        .bind(arg)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(revoke_family_tokens_sql(family_filter)))
+            .bind(domain)
+            .bind(arg)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 }
+
+pub(super) const FAMILY_JTIS: &str = "SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2";
+pub(super) const REVOKE_USER_FAMILIES: &str =
+    "UPDATE refresh_families SET revoked_at = $3 WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL";
 
 impl RefreshStore for SqlStore {
     async fn insert_family(&self, f: &FamilyRow) -> StoreResult<()> {
@@ -138,13 +182,11 @@ impl RefreshStore for SqlStore {
     }
 
     async fn find_family(&self, domain: &str, id: &str) -> StoreResult<Option<FamilyRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1 AND domain = $2"
-        )))
-        .bind(id)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_FAMILY.as_str())
+            .bind(id)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn find_family_with_user(
@@ -152,19 +194,11 @@ impl RefreshStore for SqlStore {
         domain: &str,
         id: &str,
     ) -> StoreResult<Option<(FamilyRow, Option<UserRow>)>> {
-        let row = sqlx::query(
-            "SELECT f.id, f.domain, f.client_id, f.user_id, f.scope, f.sid, f.offline, f.auth_time, f.amr, \
-             f.claims, f.created_at, f.expires_at, f.revoked_at, \
-             u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash, u.status AS u_status, \
-             u.claims AS u_claims, u.source AS u_source, u.config_hash AS u_config_hash, \
-             u.created_at AS u_created_at, u.updated_at AS u_updated_at \
-             FROM refresh_families f LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id \
-             WHERE f.id = $1 AND f.domain = $2",
-        )
-        .bind(id)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(FIND_FAMILY_WITH_USER)
+            .bind(id)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(r) = row else {
             return Ok(None);
         };
@@ -194,42 +228,30 @@ impl RefreshStore for SqlStore {
         client_id: &str,
         now: i64,
     ) -> StoreResult<Option<TokenRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
-             AND client_id = $4 AND claims = '{{}}' AND used_at IS NULL AND revoked_at IS NULL \
-             RETURNING {TOKEN_COLUMNS}"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .bind(client_id)
-        .fetch_optional(&self.writer)
-        .await?)
+        Ok(sqlx::query_as(TAKE_REFRESH.as_str())
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .bind(client_id)
+            .fetch_optional(&self.writer)
+            .await?)
     }
 
     async fn insert_successor(&self, t: &TokenRow) -> StoreResult<bool> {
         let r = t
-            .bind(sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-                 WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
-                 ON CONFLICT (hash) DO NOTHING"
-            ))))
+            .bind(sqlx::query(INSERT_SUCCESSOR.as_str()))
             .execute(&self.writer)
-        .await?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn rotate_refresh(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 AND kind = 'refresh' \
-             AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(ROTATE_REFRESH)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -254,35 +276,31 @@ impl RefreshStore for SqlStore {
     }
 
     async fn revoke_family(&self, domain: &str, id: &str, now: i64) -> StoreResult<Vec<String>> {
-        sqlx::query("UPDATE refresh_families SET revoked_at = $3 WHERE id = $1 AND domain = $2 AND revoked_at IS NULL")
+        sqlx::query(REVOKE_FAMILY)
             .bind(id)
             .bind(domain)
             .bind(now)
             .execute(&self.writer)
             .await?;
-        let jtis: Vec<(String,)> =
-            sqlx::query_as("SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2")
-                .bind(domain)
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
+        let jtis: Vec<(String,)> = sqlx::query_as(FAMILY_JTIS)
+            .bind(domain)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         self.revoke_family_tokens(domain, "$2", id, now).await?;
         Ok(jtis.into_iter().map(|r| r.0).collect())
     }
 
     async fn revoke_user_families(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $3 WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(REVOKE_USER_FAMILIES)
+            .bind(domain)
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         // The tokens of the user's revoked families (those just revoked among them).
-        let families =
-            "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NOT NULL";
-        self.revoke_family_tokens(domain, families, user_id, now).await?;
+        self.revoke_family_tokens(domain, REVOKED_FAMILIES_OF_USER, user_id, now)
+            .await?;
         Ok(r.rows_affected())
     }
 }

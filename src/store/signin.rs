@@ -1,6 +1,7 @@
 //! SQL for browser sign-in: pending authorization requests, sessions, codes and consents.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use sqlx::FromRow;
 
@@ -108,6 +109,16 @@ pub(crate) const SESSION_COLUMNS: &str = "hash, domain, sid, user_id, auth_time,
 
 /// A live session at the time bound to `$3`: not ended, within its absolute and idle limits.
 const LIVE_AT_3: &str = "ended_at IS NULL AND expires_at + 0 > $3 AND last_seen + idle_timeout > $3";
+pub(super) static FIND_LIVE_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND {LIVE_AT_3}")
+});
+pub(super) static FIND_LIVE_SESSION_BY_SID: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = $1 AND domain = $2 AND {LIVE_AT_3}")
+});
+pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
+     AND ended_at IS NULL AND last_seen < $3";
+pub(super) const FIND_USER_BY_ID: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+     FROM users WHERE domain = $1 AND id = $2";
 
 /// Seconds between two recorded uses of a session: a tenth of its idle timeout, at most a minute.
 /// A browser's every request reads its session, but writes its use at most this often, so one
@@ -236,6 +247,9 @@ pub trait SignInStore {
     ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
 }
 
+pub(super) const END_USER_SESSIONS: &str =
+    "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL";
+
 impl SignInStore for SqlStore {
     async fn insert_auth_request(&self, r: &AuthRequestRow) -> StoreResult<()> {
         sqlx::query(
@@ -304,26 +318,21 @@ impl SignInStore for SqlStore {
     }
 
     async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
-        let found: Option<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND {LIVE_AT_3}"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(mut s) = found else { return Ok(None) };
-        if now - s.last_seen >= touch_interval(s.idle_timeout) {
-            // Conditional: of concurrent requests of one browser, one writes; none moves it back.
-            sqlx::query(
-                "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 AND ended_at IS NULL \
-                 AND last_seen < $3",
-            )
+        let found: Option<SessionRow> = sqlx::query_as(FIND_LIVE_SESSION.as_str())
             .bind(hash)
             .bind(domain)
             .bind(now)
-            .execute(&self.writer)
+            .fetch_optional(&self.pool)
             .await?;
+        let Some(mut s) = found else { return Ok(None) };
+        if now - s.last_seen >= touch_interval(s.idle_timeout) {
+            // Conditional: of concurrent requests of one browser, one writes; none moves it back.
+            sqlx::query(TOUCH_SESSION)
+                .bind(hash)
+                .bind(domain)
+                .bind(now)
+                .execute(&self.writer)
+                .await?;
             s.last_seen = now;
         }
         Ok(Some(s))
@@ -432,25 +441,21 @@ impl SignInStore for SqlStore {
         sid: &str,
         now: i64,
     ) -> StoreResult<Option<SessionRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = $1 AND domain = $2 AND {LIVE_AT_3}"
-        )))
-        .bind(sid)
-        .bind(domain)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_LIVE_SESSION_BY_SID.as_str())
+            .bind(sid)
+            .bind(domain)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn end_user_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(
-            "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        let r = sqlx::query(END_USER_SESSIONS)
+            .bind(domain)
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         self.revoke_user_families(domain, user_id, now).await?;
         Ok(r.rows_affected())
     }
@@ -516,13 +521,10 @@ impl SignInStore for SqlStore {
     }
 
     async fn find_user_by_id(&self, domain: &str, id: &str) -> StoreResult<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
-             FROM users WHERE domain = $1 AND id = $2",
-        )
-        .bind(domain)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_USER_BY_ID)
+            .bind(domain)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

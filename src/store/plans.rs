@@ -1,0 +1,324 @@
+//! The plans of the statements that find rows by a key, on a fresh database: migrated, empty,
+//! never analyzed, which is what a new deployment's connections plan against.
+//!
+//! On PostgreSQL each statement is planned generically (`plan_cache_mode = force_generic_plan`:
+//! the plan a connection caches after five executions) and must use the index of the key it
+//! names, and only that. Before migration 7 put the domain last in the indexes, 19 of these
+//! statements used an index that leads with `domain` instead (the opaque-token lookup scanned a
+//! domain's tokens along `tokens_jti (domain, jti)`, 20 to 97 ms each,
+//! `bench/results/2026-11-25-soak-first-minute-plans.txt`). On SQLite the same statements must
+//! search the same indexes (SQLite names a table's key `sqlite_autoindex_<table>_1`).
+
+use std::collections::BTreeSet;
+
+use sqlx::{Connection, Row};
+
+use super::SqlStore;
+use super::{admin, device, logout, refresh, signin};
+
+/// A statement and the indexes (PostgreSQL names) its plan may use, all of them.
+struct Case {
+    name: &'static str,
+    sql: String,
+    indexes: &'static [&'static str],
+}
+
+/// The unique (username, domain) index of users; SQLite keeps the table's UNIQUE (domain,
+/// username), its second autoindex.
+const USERS_USERNAME: &str = "users_username";
+
+fn cases() -> Vec<Case> {
+    let case = |name, sql: &str, indexes| Case {
+        name,
+        sql: sql.to_string(),
+        indexes,
+    };
+    let revoke_one = refresh::revoke_family_tokens_sql("$2");
+    let revoke_users = refresh::revoke_family_tokens_sql(refresh::REVOKED_FAMILIES_OF_USER);
+    vec![
+        case("find_token", &super::FIND_TOKEN, &["tokens_pkey"]),
+        case("revoke_token", super::REVOKE_TOKEN, &["tokens_pkey"]),
+        case(
+            "jwt_state",
+            super::JWT_STATE,
+            &["revoked_jtis_pkey", "users_pkey"],
+        ),
+        case(
+            "find_token_and_user",
+            &super::FIND_TOKEN_AND_USER,
+            &["tokens_pkey", "users_pkey"],
+        ),
+        case("find_family", &refresh::FIND_FAMILY, &["refresh_families_pkey"]),
+        case(
+            "find_family_with_user",
+            refresh::FIND_FAMILY_WITH_USER,
+            &["refresh_families_pkey", "users_pkey"],
+        ),
+        case("take_refresh", &refresh::TAKE_REFRESH, &["tokens_pkey"]),
+        case(
+            "insert_successor",
+            &refresh::INSERT_SUCCESSOR,
+            &["refresh_families_pkey"],
+        ),
+        case("rotate_refresh", refresh::ROTATE_REFRESH, &["tokens_pkey"]),
+        case(
+            "revoke_family",
+            refresh::REVOKE_FAMILY,
+            &["refresh_families_pkey"],
+        ),
+        case("revoke_family_tokens", &revoke_one, &["tokens_family"]),
+        case(
+            "revoke_user_family_tokens",
+            &revoke_users,
+            &["refresh_families_user", "tokens_family"],
+        ),
+        case(
+            "find_live_session",
+            &signin::FIND_LIVE_SESSION,
+            &["sessions_pkey"],
+        ),
+        case("touch_session", signin::TOUCH_SESSION, &["sessions_pkey"]),
+        case("find_user_by_id", signin::FIND_USER_BY_ID, &["users_pkey"]),
+        case(
+            "update_store_user_claims",
+            admin::UPDATE_STORE_USER_CLAIMS,
+            &["users_pkey"],
+        ),
+        case(
+            "find_device_code",
+            &device::FIND_DEVICE_CODE,
+            &["device_codes_pkey"],
+        ),
+        case(
+            "approve_device_code",
+            device::APPROVE_DEVICE_CODE,
+            &["device_codes_pkey"],
+        ),
+        case(
+            "deny_device_code",
+            device::DENY_DEVICE_CODE,
+            &["device_codes_pkey"],
+        ),
+        case("poll_on_time", device::POLL_ON_TIME, &["device_codes_pkey"]),
+        case("poll_too_fast", device::POLL_TOO_FAST, &["device_codes_pkey"]),
+        case(
+            "redeem_device_code",
+            &device::REDEEM_DEVICE_CODE,
+            &["device_codes_pkey"],
+        ),
+        // Lookups by a key that is not the primary key use that key's index, domain last.
+        case(
+            "revoke_tokens_by_jti",
+            super::REVOKE_TOKENS_BY_JTI,
+            &["tokens_jti"],
+        ),
+        case("find_user", super::FIND_USER, &[USERS_USERNAME]),
+        case("set_user_password", super::SET_USER_PASSWORD, &[USERS_USERNAME]),
+        case("set_user_status", super::SET_USER_STATUS, &[USERS_USERNAME]),
+        case("config_users", super::CONFIG_USERS, &["users_config"]),
+        case("family_jtis", refresh::FAMILY_JTIS, &["family_jtis_family"]),
+        case(
+            "revoke_user_families",
+            refresh::REVOKE_USER_FAMILIES,
+            &["refresh_families_user"],
+        ),
+        case(
+            "find_live_session_by_sid",
+            &signin::FIND_LIVE_SESSION_BY_SID,
+            &["sessions_sid"],
+        ),
+        case("end_user_sessions", signin::END_USER_SESSIONS, &["sessions_user"]),
+        case("end_session", logout::END_SESSION, &["sessions_sid"]),
+        case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),
+        case(
+            "session_clients",
+            logout::SESSION_CLIENTS,
+            &["session_clients_pkey"],
+        ),
+        case(
+            "client_sids",
+            logout::CLIENT_SIDS,
+            &["session_clients_user", "sessions_sid"],
+        ),
+        case(
+            "session_families",
+            logout::SESSION_FAMILIES,
+            &["refresh_families_sid"],
+        ),
+        case("user_families", logout::USER_FAMILIES, &["refresh_families_user"]),
+        case(
+            "find_device_code_by_user_code",
+            &device::FIND_DEVICE_CODE_BY_USER_CODE,
+            &["device_codes_user_code"],
+        ),
+    ]
+}
+
+/// The highest `$N` of a statement.
+fn parameters(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Indexes used by a PostgreSQL plan (text format), and `seq:<table>` for each sequential scan.
+fn postgres_indexes(plan: &[String]) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for line in plan {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, w) in words.iter().enumerate() {
+            let next = |k: usize| words.get(i + k).map(|s| s.to_string());
+            match (*w, i.checked_sub(1).and_then(|p| words.get(p)).copied()) {
+                ("using", Some("Scan")) => used.extend(next(1)),
+                ("Scan", Some("Seq")) if next(1).as_deref() == Some("on") => {
+                    used.extend(next(2).map(|t| format!("seq:{t}")))
+                }
+                ("Scan", Some("Index")) if next(1).as_deref() == Some("on") => used.extend(next(2)),
+                _ => {}
+            }
+        }
+    }
+    used
+}
+
+/// Indexes used by a SQLite query plan, and `seq:<table>` for each full scan.
+fn sqlite_indexes(plan: &[String]) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for detail in plan {
+        let words: Vec<&str> = detail.split_whitespace().collect();
+        if let (Some(&"SCAN"), Some(table)) = (words.first(), words.get(1))
+            && *table != "CONSTANT"
+        {
+            used.insert(format!("seq:{table}"));
+        }
+        if let Some(i) = words.iter().position(|w| *w == "INDEX") {
+            used.extend(words.get(i + 1).map(|s| s.to_string()));
+        }
+    }
+    used
+}
+
+/// The SQLite name of an index named as on PostgreSQL (`<table>_pkey` is the key's autoindex).
+fn sqlite_name(index: &str) -> String {
+    match index.strip_suffix("_pkey") {
+        Some(table) => format!("sqlite_autoindex_{table}_1"),
+        None if index == USERS_USERNAME => "sqlite_autoindex_users_2".to_string(),
+        None => index.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn key_lookups_use_their_keys_index_on_a_fresh_database() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, postgres) = match std::env::var("OSTIARY_TEST_DATABASE_URL") {
+        Ok(base) if base.starts_with("postgres") => {
+            let name = format!(
+                "plans_{}",
+                crate::crypto::secrets::random_id()
+                    .to_lowercase()
+                    .replace(['-', '_'], "")
+            );
+            let mut admin = sqlx::AnyConnection::connect(&base).await.expect("connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("create database");
+            let mut u = url::Url::parse(&base).expect("database url");
+            u.set_path(&format!("/{name}"));
+            (u.to_string(), true)
+        }
+        _ => (format!("sqlite://{}/plans.db", dir.path().display()), false),
+    };
+    let store = SqlStore::connect(&url, 2).await.expect("store");
+    store.migrate().await.expect("migrate");
+    drop(store);
+
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    if postgres {
+        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut conn)
+            .await
+            .expect("set plan_cache_mode");
+    }
+    let mut wrong = Vec::new();
+    for case in cases() {
+        let (plan, used, expected) = if postgres {
+            let nulls = vec!["NULL"; parameters(&case.sql)].join(", ");
+            let explain = format!(
+                "PREPARE plan_case AS {}; EXPLAIN EXECUTE plan_case({nulls}); DEALLOCATE plan_case",
+                case.sql
+            );
+            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+            let used = postgres_indexes(&plan);
+            let expected: BTreeSet<String> = case.indexes.iter().map(|i| i.to_string()).collect();
+            (plan, used, expected)
+        } else {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", case.sql)))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            let used = sqlite_indexes(&plan);
+            let expected: BTreeSet<String> = case.indexes.iter().map(|i| sqlite_name(i)).collect();
+            (plan, used, expected)
+        };
+        if used != expected {
+            wrong.push(format!(
+                "{}: uses {used:?}, expected {expected:?}\n  {}",
+                case.name,
+                plan.join("\n  ")
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "plans that do not use their key's index:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn plan_readers_name_the_indexes_and_scans() {
+    let pg = [
+        "Update on tokens  (cost=0.14..8.16 rows=0 width=0)",
+        "  ->  Index Scan using tokens_jti on tokens  (cost=0.14..8.16 rows=1 width=14)",
+        "        SubPlan 1",
+        "          ->  Bitmap Index Scan on tokens_family  (cost=0.00..4.2 rows=1 width=0)",
+        "          ->  Seq Scan on users  (cost=0.00..1.01 rows=1 width=0)",
+        "  Conflict Arbiter Indexes: tokens_pkey",
+    ]
+    .map(String::from);
+    let used: Vec<String> = postgres_indexes(&pg).into_iter().collect();
+    assert_eq!(used, ["seq:users", "tokens_family", "tokens_jti"]);
+    let lite = [
+        "SEARCH tokens USING INDEX sqlite_autoindex_tokens_1 (hash=?)",
+        "CORRELATED SCALAR SUBQUERY 1",
+        "SEARCH users USING COVERING INDEX users_source (domain=?)",
+        "SCAN refresh_families",
+        "SCAN CONSTANT ROW",
+    ]
+    .map(String::from);
+    let used: Vec<String> = sqlite_indexes(&lite).into_iter().collect();
+    assert_eq!(
+        used,
+        [
+            "seq:refresh_families",
+            "sqlite_autoindex_tokens_1",
+            "users_source"
+        ]
+    );
+    assert_eq!(parameters("SELECT $1, $14 WHERE a = $3"), 14);
+    assert_eq!(sqlite_name("tokens_pkey"), "sqlite_autoindex_tokens_1");
+    assert_eq!(sqlite_name(USERS_USERNAME), "sqlite_autoindex_users_2");
+    assert_eq!(sqlite_name("tokens_jti"), "tokens_jti");
+}
