@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::{Config, KeysConfig};
+use crate::config::{Config, KeysConfig, Seconds};
 use crate::crypto::kek::{Kek, KekSource};
 use crate::crypto::secrets::{PasswordHasher, random_id};
 use crate::domain::Domains;
@@ -25,6 +25,7 @@ use crate::oauth::grants::Grants;
 use crate::oauth::logout::{logout_token, next_attempt};
 use crate::reconcile;
 use crate::store::logout::{DeliveryRow, LogoutStore};
+use crate::store::pool::Limits;
 use crate::store::{MaintenanceStore, SqlStore};
 use crate::tls::{self, ClientCertTrust, TlsListener, TlsPeer};
 
@@ -95,7 +96,12 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Opens the store named by the configuration and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    let store = SqlStore::connect(&config.database.url, config.database.max_connections)
+    let limit = |s: Seconds| (s.0 > 0).then(|| Duration::from_secs(s.0.unsigned_abs()));
+    let limits = Limits {
+        max_lifetime: limit(config.database.max_lifetime),
+        idle_timeout: limit(config.database.idle_timeout),
+    };
+    let store = SqlStore::connect_with(&config.database.url, config.database.max_connections, limits)
         .await
         .with_context(|| "cannot open the database")?;
     store.migrate().await.context("cannot migrate the database")?;
@@ -302,8 +308,10 @@ pub async fn start(
             state.clone(),
             stop_rx.clone(),
             Duration::from_secs(5),
-            |_| async {
+            |s| async move {
                 metrics_handle().run_upkeep();
+                // Connections past database.max_lifetime or idle_timeout, while they sit idle.
+                s.store.close_expired_connections().await;
             },
         ),
         spawn_job(

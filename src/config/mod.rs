@@ -204,6 +204,10 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size. Default 10.
     pub max_connections: u32,
+    /// A connection is closed this long after it was opened (`0`: never). Default 30 minutes.
+    pub max_lifetime: Seconds,
+    /// A connection is closed after this long unused (`0`: never). Default 10 minutes.
+    pub idle_timeout: Seconds,
 }
 
 impl Default for DatabaseConfig {
@@ -211,6 +215,8 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite://data/ostiary.db".into(),
             max_connections: 10,
+            max_lifetime: Seconds(1800),
+            idle_timeout: Seconds(600),
         }
     }
 }
@@ -599,12 +605,15 @@ issuer = "http://127.0.0.1:8080"
                 "https://id.example.com".to_string(),
             ),
             ("OSTIARY_DATABASE__MAX_CONNECTIONS".to_string(), "3".to_string()),
+            ("OSTIARY_DATABASE__IDLE_TIMEOUT".to_string(), "2m".to_string()),
             ("OSTIARY_KEK".to_string(), "not-a-config-key".to_string()),
         ];
         let c = Config::from_toml_str_with_env(BASE, env).unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:9000");
         assert_eq!(c.domains[0].issuer, "https://id.example.com");
         assert_eq!(c.database.max_connections, 3);
+        assert_eq!(c.database.idle_timeout, Seconds(120));
+        assert_eq!(c.database.max_lifetime, Seconds(1800), "the default");
     }
 
     #[test]

@@ -263,11 +263,13 @@ async fn readyz(State(app): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics_text(State(app): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+    // The recorder is global to the process; the store's connections are this server's, read now.
+    let text = format!(
+        "{}# TYPE ostiary_store_connections gauge\nostiary_store_connections {}\n",
         app.metrics.render(),
-    )
-        .into_response()
+        app.store.open_connections()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Counts requests by route and status, and their latency.

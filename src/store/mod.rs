@@ -38,7 +38,7 @@ use std::time::Duration;
 use sqlx::FromRow;
 use sqlx::any::install_default_drivers;
 
-use self::pool::Pool;
+use self::pool::{Limits, Pool};
 
 /// What can go wrong in the store, without SQL details.
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +340,8 @@ pub struct SqlStore {
     /// sleeps in its busy handler (up to 100 ms a turn): so on SQLite the writes queue in-process
     /// on one connection of their own instead. On PostgreSQL, the pool itself.
     writer: Pool,
+    /// True when `writer` is a pool of its own (SQLite on a file), not `pool` again.
+    own_writer: bool,
     /// Token inserts, committed in groups on `writer`.
     tokens: batch::GroupWriter<TokenRow, ()>,
     /// Authorization codes, committed in groups on `writer`.
@@ -352,6 +354,12 @@ pub struct SqlStore {
 impl SqlStore {
     /// Connects (creating the SQLite file and its folder when missing). Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqlStore> {
+        SqlStore::connect_with(url, max_connections, Limits::default()).await
+    }
+
+    /// [`SqlStore::connect`], closing connections past `limits` (except on an in-memory SQLite
+    /// database, which lives only as long as its connection).
+    pub async fn connect_with(url: &str, max_connections: u32, limits: Limits) -> StoreResult<SqlStore> {
         install_default_drivers();
         let (url, backend) = if url.starts_with("sqlite:") {
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
@@ -375,10 +383,13 @@ impl SqlStore {
         let sqlite = backend == Backend::Sqlite;
         let wait = Duration::from_secs(5);
         let init = if sqlite { SQLITE_INIT } else { &[] };
-        let pool = Pool::connect(&url, init, max_connections as usize, wait).await?;
-        // An in-memory database exists once per connection: it keeps a single pool.
-        let writer = if sqlite && !url.contains(":memory:") && !url.contains("mode=memory") {
-            Pool::connect(&url, SQLITE_INIT, 1, wait).await?
+        // An in-memory database exists once per connection: it keeps a single pool, for good.
+        let in_memory = sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        let limits = if in_memory { Limits::default() } else { limits };
+        let pool = Pool::connect_with(&url, init, max_connections as usize, wait, limits).await?;
+        let own_writer = sqlite && !in_memory;
+        let writer = if own_writer {
+            Pool::connect_with(&url, SQLITE_INIT, 1, wait, limits).await?
         } else {
             pool.clone()
         };
@@ -388,8 +399,24 @@ impl SqlStore {
             codes: batch::row_writer(writer.clone()),
             jtis: assertion::jti_writer(writer.clone()),
             writer,
+            own_writer,
             backend,
         })
+    }
+
+    /// Closes the idle connections past their limits; returns how many.
+    pub async fn close_expired_connections(&self) -> usize {
+        let own = if self.own_writer {
+            self.writer.close_expired().await
+        } else {
+            0
+        };
+        self.pool.close_expired().await + own
+    }
+
+    /// How many store connections are open (idle or in use).
+    pub fn open_connections(&self) -> usize {
+        self.pool.size() + if self.own_writer { self.writer.size() } else { 0 }
     }
 
     /// Which database this is.

@@ -10,6 +10,10 @@
 //! closed and replaced, so a database restart costs each idle connection one failed statement
 //! (503), as before.
 //!
+//! A connection is also closed once past its [`Limits`] (`database.max_lifetime` and
+//! `database.idle_timeout`): when it would next be taken, or, sitting idle, by
+//! [`Pool::close_expired`], which the server calls every 5 s.
+//!
 //! `&Pool` is a sqlx `Executor`, so statements run on it as on sqlx's pool:
 //! `query(..).execute(&self.pool)`.
 
@@ -38,10 +42,27 @@ impl fmt::Debug for Conn {
     }
 }
 
+/// How long a connection may be kept: at most `max_lifetime` since it was opened, and at most
+/// `idle_timeout` since it was last taken. None is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_lifetime: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Limits {
+    /// True when a connection with these metrics is past a limit.
+    fn expired(&self, m: &Metrics) -> bool {
+        self.max_lifetime.is_some_and(|l| m.age() >= l)
+            || self.idle_timeout.is_some_and(|l| m.last_used() >= l)
+    }
+}
+
 /// Opens connections (each set up by the `init` statements) and takes back only settled ones.
 struct Manager {
     url: String,
     init: &'static [&'static str],
+    limits: Limits,
 }
 
 impl fmt::Debug for Manager {
@@ -66,11 +87,16 @@ impl managed::Manager for Manager {
         })
     }
 
-    /// No round trip: a settled connection is idle; an unsettled one is closed (dropped by the
-    /// pool, which then takes or opens another).
-    async fn recycle(&self, c: &mut Conn, _: &Metrics) -> RecycleResult<sqlx::Error> {
+    /// No round trip: a settled connection is idle; an unsettled one, or one past its limits, is
+    /// closed (dropped by the pool, which then takes or opens another).
+    async fn recycle(&self, c: &mut Conn, m: &Metrics) -> RecycleResult<sqlx::Error> {
         if c.unsettled {
             return Err(RecycleError::message("connection left mid-statement"));
+        }
+        if self.limits.expired(m) {
+            return Err(RecycleError::message(
+                "connection past its lifetime or idle timeout",
+            ));
         }
         Ok(())
     }
@@ -92,9 +118,22 @@ impl Pool {
         max: usize,
         wait: Duration,
     ) -> sqlx::Result<Pool> {
+        Pool::connect_with(url, init, max, wait, Limits::default()).await
+    }
+
+    /// [`Pool::connect`], keeping each connection only within `limits`: one past them is closed
+    /// when it would next be taken, or by [`Pool::close_expired`] while it sits idle.
+    pub async fn connect_with(
+        url: &str,
+        init: &'static [&'static str],
+        max: usize,
+        wait: Duration,
+        limits: Limits,
+    ) -> sqlx::Result<Pool> {
         let manager = Manager {
             url: url.to_string(),
             init,
+            limits,
         };
         let inner = managed::Pool::builder(manager)
             .max_size(max.max(1))
@@ -137,6 +176,23 @@ impl Pool {
                 tracing::debug!(error.cause = %e, "closing a store connection failed");
             }
         }
+    }
+
+    /// Closes the idle connections that are past their limits (gracefully, as [`Pool::close`]
+    /// does) and returns how many. Without it an idle pool would keep them until taken again.
+    pub async fn close_expired(&self) -> usize {
+        let limits = self.inner.manager().limits;
+        if limits == Limits::default() {
+            return 0;
+        }
+        let expired = self.inner.retain(|_, m| !limits.expired(&m)).removed;
+        let n = expired.len();
+        for c in expired {
+            if let Err(e) = c.conn.close().await {
+                tracing::debug!(error.cause = %e, "closing a store connection failed");
+            }
+        }
+        n
     }
 
     /// How many connections are open (idle or in use).

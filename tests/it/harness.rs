@@ -47,6 +47,8 @@ pub struct Opts {
     pub keys_extra: String,
     /// TOML appended to the `[server]` section.
     pub server_extra: String,
+    /// TOML appended to the `[database]` section.
+    pub database_extra: String,
     /// Clients to leave out of the default domain.
     pub without_clients: Vec<&'static str>,
     /// Database URL to share with another app.
@@ -270,6 +272,7 @@ max_body_bytes = 4096
 [database]
 url = "{database_url}"
 max_connections = 5
+{database_extra}
 
 [keys]
 kek_file = "{dir}/ostiary.kek"
@@ -344,6 +347,7 @@ access_token_signing_alg = "ES256"
             "refresh_interval = \"1s\""
         },
         server_extra = opts.server_extra,
+        database_extra = opts.database_extra,
         t2 = SecretHash::sha256_string(&format!("t2-{}", secret("backend"))),
         alice = password_hash("alice"),
         bob = password_hash("bob"),

@@ -42,6 +42,59 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("ostiary_http_request_duration_seconds"), "{text}");
 }
 
+/// The `ostiary_store_connections` line of /metrics.
+async fn store_connections(app: &TestApp) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ostiary_store_connections "))
+        .unwrap_or_else(|| panic!("no ostiary_store_connections in {text}"));
+    line["ostiary_store_connections ".len()..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn idle_store_connections_are_closed_after_database_idle_timeout() {
+    // Key refreshes (every second in these tests) and back-channel deliveries (every 5 s) would
+    // keep connections in use.
+    let app = TestApp::spawn_with(Opts {
+        database_extra: "idle_timeout = \"1s\"".into(),
+        server_extra: "logout_delivery_interval = \"1h\"".into(),
+        keys_extra: "refresh_interval = \"1h\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    assert!(store_connections(&app).await >= 1, "the start used the store");
+    // Closed by the 5-second upkeep once a second idle: within about 6 s.
+    let mut open = u64::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        open = store_connections(&app).await;
+        if open == 0 {
+            break;
+        }
+    }
+    assert_eq!(open, 0, "idle connections are closed without traffic");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "readiness asks the store");
+    assert!(
+        store_connections(&app).await >= 1,
+        "and opened a connection for it"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_and_security_headers_on_every_response() {
     let app = TestApp::spawn().await;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ostiary::store::pool::Pool;
+use ostiary::store::pool::{Limits, Pool};
 
 use crate::harness::{fresh_database, on_postgres};
 
@@ -104,6 +104,85 @@ async fn waiting_longer_than_the_pool_allows_is_a_pool_timeout() {
     assert!(matches!(err, sqlx::Error::PoolTimedOut), "{err:?}");
     held.release();
     sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+}
+
+async fn limited_pool(max: usize, limits: Limits) -> (Pool, tempfile::TempDir) {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut url = fresh_database(dir.path()).await;
+    if !on_postgres() {
+        url.push_str("?mode=rwc");
+    }
+    let pool = Pool::connect_with(&url, &[], max, Duration::from_secs(5), limits)
+        .await
+        .unwrap();
+    (pool, dir)
+}
+
+#[tokio::test]
+async fn a_connection_past_its_lifetime_is_replaced_when_next_taken() {
+    let lifetime = Duration::from_secs(1);
+    let (pool, _dir) = limited_pool(
+        1,
+        Limits {
+            max_lifetime: Some(lifetime),
+            idle_timeout: None,
+        },
+    )
+    .await;
+    sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        marker_visible(&pool).await,
+        "within its lifetime the connection is reused"
+    );
+    tokio::time::sleep(lifetime + Duration::from_millis(200)).await;
+    assert!(
+        !marker_visible(&pool).await,
+        "past its lifetime the statement ran on a new connection"
+    );
+    assert_eq!(pool.size(), 1, "the old connection's slot went to the new one");
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_idle_timeout_are_closed_without_traffic() {
+    let idle = Duration::from_secs(1);
+    let (pool, _dir) = limited_pool(
+        2,
+        Limits {
+            max_lifetime: None,
+            idle_timeout: Some(idle),
+        },
+    )
+    .await;
+    // Pool::connect_with opened one connection; a second statement held alongside opens another.
+    let held = pool.acquire().await.unwrap();
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    held.release();
+    assert_eq!(pool.size(), 2);
+    assert_eq!(pool.close_expired().await, 0, "both were just used");
+    assert_eq!(pool.size(), 2);
+
+    tokio::time::sleep(idle + Duration::from_millis(200)).await;
+    assert_eq!(pool.close_expired().await, 2, "both sat idle past the timeout");
+    assert_eq!(pool.size(), 0);
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    assert_eq!(pool.size(), 1, "the next statement opens a connection again");
+}
+
+#[tokio::test]
+async fn a_pool_without_limits_keeps_its_connections() {
+    let (pool, _dir) = one_connection_pool(Duration::from_secs(5)).await;
+    sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(pool.close_expired().await, 0);
+    assert!(marker_visible(&pool).await);
 }
 
 /// Token inserts are committed in groups: 200 at once all land, each exactly as given, including
