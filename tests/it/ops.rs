@@ -22,15 +22,7 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     app.access_token("backend").await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.issuer))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&app).await;
     assert!(
         text.contains("ostiary_http_requests_total{route=\"/oauth2/v1/token\",status=\"200\""),
         "{text}"
@@ -42,17 +34,20 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("ostiary_http_request_duration_seconds"), "{text}");
 }
 
-/// The `ostiary_store_connections` line of /metrics.
-async fn store_connections(app: &TestApp) -> u64 {
-    let text = app
+async fn metrics_text(app: &TestApp) -> String {
+    let resp = app
         .http
         .get(format!("{}/metrics", app.issuer))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The `ostiary_store_connections` line of /metrics.
+async fn store_connections(app: &TestApp) -> u64 {
+    let text = metrics_text(app).await;
     let line = text
         .lines()
         .find(|l| l.starts_with("ostiary_store_connections "))

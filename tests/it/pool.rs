@@ -12,13 +12,17 @@ use ostiary::store::pool::{Limits, Pool};
 use crate::harness::{fresh_database, on_postgres};
 
 async fn one_connection_pool(wait: Duration) -> (Pool, tempfile::TempDir) {
+    pool_with(1, wait, Limits::default()).await
+}
+
+async fn pool_with(max: usize, wait: Duration, limits: Limits) -> (Pool, tempfile::TempDir) {
     sqlx::any::install_default_drivers();
     let dir = tempfile::tempdir().unwrap();
     let mut url = fresh_database(dir.path()).await;
     if !on_postgres() {
         url.push_str("?mode=rwc");
     }
-    let pool = Pool::connect(&url, &[], 1, wait).await.unwrap();
+    let pool = Pool::connect_with(&url, &[], max, wait, limits).await.unwrap();
     (pool, dir)
 }
 
@@ -107,16 +111,7 @@ async fn waiting_longer_than_the_pool_allows_is_a_pool_timeout() {
 }
 
 async fn limited_pool(max: usize, limits: Limits) -> (Pool, tempfile::TempDir) {
-    sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().unwrap();
-    let mut url = fresh_database(dir.path()).await;
-    if !on_postgres() {
-        url.push_str("?mode=rwc");
-    }
-    let pool = Pool::connect_with(&url, &[], max, Duration::from_secs(5), limits)
-        .await
-        .unwrap();
-    (pool, dir)
+    pool_with(max, Duration::from_secs(5), limits).await
 }
 
 #[tokio::test]
