@@ -255,10 +255,13 @@ fn claims_of(body: &Value) -> OAuthResult<Option<serde_json::Map<String, Value>>
     }
 }
 
-/// Lists the domain's users.
+/// Lists the domain's users, a page at a time (read from the store a page at a time).
 pub async fn list_users<S: OAuthStore>(ctx: &Ctx<'_, S>, paging: Paging) -> OAuthResult<Value> {
-    let users = ctx.store.list_users(&ctx.domain.name).await?;
-    Ok(paging.slice(users.iter().map(user_json).collect()))
+    let (users, total) = ctx
+        .store
+        .list_users(&ctx.domain.name, paging.count, paging.offset())
+        .await?;
+    Ok(paging.page(users.iter().map(user_json).collect(), total))
 }
 
 /// One user.

@@ -17,6 +17,7 @@ use crate::crypto::secrets::{SecretHash, argon2_hash, random_id, random_token};
 use crate::domain::Domains;
 use crate::keyring;
 use crate::reconcile;
+use crate::store::admin::AdminStore;
 use crate::store::{ClientRow, DirectoryStore, KeyStore, SqlStore, StoreResult, UserRow};
 
 /// Ostiary: an OAuth 2.0 and OpenID Connect authorization server.
@@ -238,9 +239,6 @@ impl DirectoryStore for EmptyStore {
     }
     async fn upsert_client(&self, _: &str, _: &str, _: &str, _: bool, _: i64) -> StoreResult<()> {
         Ok(())
-    }
-    async fn list_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
-        Ok(Vec::new())
     }
     async fn list_config_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
         Ok(Vec::new())
@@ -471,13 +469,23 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
             }
         },
         UserAction::List { .. } => {
-            for u in store.list_users(domain).await? {
-                println!(
-                    "{}\t{}\t{}",
-                    u.username,
-                    u.status,
-                    if declared(&u) { "configuration" } else { "store" }
-                );
+            // A page at a time: a store may hold millions of users.
+            const PAGE: i64 = 1000;
+            let mut offset = 0;
+            loop {
+                let (users, _) = store.list_users(domain, PAGE, offset).await?;
+                for u in &users {
+                    println!(
+                        "{}\t{}\t{}",
+                        u.username,
+                        u.status,
+                        if declared(u) { "configuration" } else { "store" }
+                    );
+                }
+                if (users.len() as i64) < PAGE {
+                    break;
+                }
+                offset += PAGE;
             }
         }
     }

@@ -8,7 +8,7 @@ use sqlx::FromRow;
 use super::batch::{chunk_sizes, values_placeholders};
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
-use super::{SqlStore, StoreResult};
+use super::{SqlStore, StoreResult, UserRow};
 
 /// One audit event as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -70,6 +70,13 @@ pub trait AuditStore {
 
 /// What the administration API reads and changes beyond the other stores.
 pub trait AdminStore {
+    /// A page of the domain's users by username, and how many the domain has.
+    fn list_users(
+        &self,
+        domain: &str,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = StoreResult<Page<UserRow>>> + Send;
     /// Consents of a domain, optionally of one user and/or one client, by user then client.
     fn list_consents(
         &self,
@@ -192,6 +199,23 @@ impl AuditStore for SqlStore {
 }
 
 impl AdminStore for SqlStore {
+    async fn list_users(&self, domain: &str, limit: i64, offset: i64) -> StoreResult<Page<UserRow>> {
+        let rows = sqlx::query_as(
+            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
+             FROM users WHERE domain = $1 ORDER BY username LIMIT $2 OFFSET $3",
+        )
+        .bind(domain)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE domain = $1")
+            .bind(domain)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
     async fn list_consents(
         &self,
         domain: &str,

@@ -233,8 +233,6 @@ pub trait DirectoryStore {
         enabled: bool,
         now: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Users of a domain.
-    fn list_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
     /// Users of a domain that came from configuration (`source = 'config'`).
     fn list_config_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
     /// Inserts or updates a user by (domain, username). When an existing user's password hash
@@ -630,16 +628,6 @@ impl DirectoryStore for SqlStore {
         .execute(&self.writer)
         .await?;
         Ok(())
-    }
-
-    async fn list_users(&self, domain: &str) -> StoreResult<Vec<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
-             FROM users WHERE domain = $1 ORDER BY username",
-        )
-        .bind(domain)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     async fn list_config_users(&self, domain: &str) -> StoreResult<Vec<UserRow>> {

@@ -229,6 +229,56 @@ fn admin_roles_are_validated_in_configuration() {
 }
 
 #[tokio::test]
+async fn users_are_listed_a_page_at_a_time_in_username_order() {
+    let app = spawn().await;
+    let token = app.access_token("useradmin").await;
+    for name in ["page-c", "page-a", "page-e", "page-b", "page-d"] {
+        let body = json!({"username": name, "password": "page-pass-123"});
+        let (status, _, created) = call(&app, "POST", "/Users", Some(&token), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let (status, _, none) = call(&app, "GET", "/Users?count=0", Some(&token), None).await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["Resources"], json!([]), "count=0 gives the total only");
+    let total = none["totalResults"].as_i64().unwrap();
+    assert!(total >= 5, "{none}");
+
+    let mut names = Vec::new();
+    let mut start = 1;
+    loop {
+        let path = format!("/Users?count=2&startIndex={start}");
+        let (status, _, page) = call(&app, "GET", &path, Some(&token), None).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            (page["totalResults"].as_i64(), page["startIndex"].as_i64()),
+            (Some(total), Some(start))
+        );
+        let items = page["Resources"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        if items.is_empty() {
+            break;
+        }
+        names.extend(items.iter().map(|u| u["username"].as_str().unwrap().to_string()));
+        start += 2;
+    }
+    assert_eq!(
+        names.len() as i64,
+        total,
+        "every user on exactly one page: {names:?}"
+    );
+    let mut once = names.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), names.len(), "no user twice: {names:?}");
+    let created: Vec<&String> = names.iter().filter(|n| n.starts_with("page-")).collect();
+    assert_eq!(
+        created,
+        ["page-a", "page-b", "page-c", "page-d", "page-e"],
+        "by username"
+    );
+}
+
+#[tokio::test]
 async fn users_are_created_read_updated_disabled_and_reset() {
     let app = spawn().await;
     let token = app.access_token("useradmin").await;
