@@ -49,7 +49,7 @@ async fn token(
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
     let resp = grant.handle(&ctx, &client, &form.params).await?;
-    let event = AuditEvent::new("token.issued", &cur.domain.name, Outcome::Success)
+    let mut event = AuditEvent::new("token.issued", &cur.domain.name, Outcome::Success)
         .by_client(&client.id)
         .client(&client.id)
         .request(&ctx.peer.request_id)
@@ -60,6 +60,9 @@ async fn token(
             "refresh_token": resp.refresh_token.is_some(),
             "id_token": resp.id_token.is_some(),
         }));
+    if let Some(user_id) = &resp.user_id {
+        event = event.user(user_id);
+    }
     app.audit_queue.record(ctx.now, event).await;
     Ok(resp)
 }

@@ -485,6 +485,15 @@ async fn consents_are_listed_filtered_and_withdrawn_with_their_refresh_tokens() 
     )
     .await;
     assert_eq!(ev["totalResults"], 1);
+    // The code exchange's tokens are alice's: their event names her.
+    let path = format!("/Events?type=token.issued&user={}", alice.id);
+    let (_, _, issued) = call(&app, "GET", &path, Some(&sec), None).await;
+    assert_eq!(issued["totalResults"], 1, "{issued}");
+    assert_eq!(
+        issued["Resources"][0]["details"]["grant_type"],
+        "authorization_code"
+    );
+    assert_eq!(issued["Resources"][0]["userId"], alice.id.as_str());
 }
 
 #[tokio::test]
@@ -607,6 +616,11 @@ async fn sign_ins_tokens_and_revocations_are_audited_and_filtered() {
     .await;
     assert_eq!(c["totalResults"], 1);
     assert_eq!(c["Resources"][0]["details"]["grant_type"], "client_credentials");
+    assert_eq!(
+        c["Resources"][0]["userId"],
+        Value::Null,
+        "a client's own token has no user"
+    );
     let (_, _, later) = call(
         &app,
         "GET",

@@ -68,6 +68,7 @@ impl<S: OAuthStore> Grant<S> for ClientCredentials {
             scope: Some(grant.scope_string()).filter(|s| !s.is_empty()),
             refresh_token: None,
             id_token: None,
+            user_id: None,
         })
     }
 }

@@ -141,6 +141,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             scope: Some(row.scope.clone()),
             refresh_token,
             id_token: issued.id_token,
+            user_id: Some(user.id.clone()),
         })
     }
 }

@@ -97,6 +97,7 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
             scope: Some(scopes.join(" ")),
             refresh_token: None,
             id_token: None,
+            user_id: Some(user.id.clone()),
         })
     }
 }

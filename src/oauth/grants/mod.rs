@@ -33,6 +33,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The user the tokens are for (none for client_credentials); for the audit event, not sent.
+    #[serde(skip)]
+    pub user_id: Option<String>,
 }
 
 /// One grant type.

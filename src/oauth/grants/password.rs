@@ -97,6 +97,7 @@ impl<S: OAuthStore> Grant<S> for Password {
             scope: Some(scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
+            user_id: Some(user.id.clone()),
         })
     }
 }

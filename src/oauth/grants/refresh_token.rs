@@ -89,6 +89,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             scope: Some(scopes.join(" ")),
             refresh_token: Some(next),
             id_token: issued.id_token,
+            user_id: Some(user.id.clone()),
         })
     }
 }
