@@ -47,6 +47,7 @@ impl CurrentDomain {
             kek: &app.kek,
             now: app.clock.now(),
             hasher: app.authenticator.hasher(),
+            audit: &app.audit_queue,
             verified: &app.verified_jwts,
             peer,
         }

@@ -41,6 +41,7 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
     let checked = check_password(
         &app.store,
         app.authenticator.hasher(),
+        &app.audit_queue,
         d,
         username,
         password,

@@ -28,6 +28,7 @@ pub mod verified_jwts;
 
 use std::sync::Arc;
 
+use crate::audit::AuditQueue;
 use crate::crypto::kek::Kek;
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
@@ -47,6 +48,8 @@ pub struct Ctx<'a, S> {
     pub now: i64,
     /// argon2 off the async threads, bounded (password checks).
     pub hasher: &'a PasswordHasher,
+    /// Audit events of hot paths, stored in batches off the request.
+    pub audit: &'a AuditQueue,
     /// JWT access tokens whose signature this process has verified.
     pub verified: &'a verified_jwts::VerifiedJwts,
     /// Who sent the request.

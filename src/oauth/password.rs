@@ -2,14 +2,13 @@
 //! account and per client address decided before any password is checked, the same argon2 work
 //! and the same answer for an unknown user, a wrong password and a disabled user.
 
-use crate::audit::{self, AuditEvent, Outcome};
+use crate::audit::{AuditEvent, AuditQueue, Outcome};
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::oauth::Peer;
-use crate::oauth::throttle::{Bucket, record_failure, standing};
-use crate::store::admin::AuditStore;
+use crate::oauth::throttle::{Bucket, Standing, record_failure};
 use crate::store::signin::SignInStore;
-use crate::store::{DirectoryStore, StoreResult, UserRow};
+use crate::store::{StoreResult, UserRow};
 
 /// A well-formed argon2id hash with the server's parameters that matches no password: verified
 /// when the user does not exist, so that an unknown username and a wrong password take the same
@@ -28,11 +27,13 @@ pub enum PasswordCheck {
 }
 
 /// Checks `username`'s `password` for `client_id` from `peer`, counting failures towards
-/// lockouts, and audits the attempt (success, failure, or refused while locked out).
+/// lockouts, and audits the attempt (success, failure, or refused while locked out) through the
+/// audit queue: the event is stored off the request, with others.
 #[expect(clippy::too_many_arguments, reason = "each is a distinct fact of the attempt")]
-pub async fn check_password<S: SignInStore + DirectoryStore + AuditStore + Sync>(
+pub async fn check_password<S: SignInStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,
+    audit: &AuditQueue,
     domain: &Domain,
     username: &str,
     password: zeroize::Zeroizing<String>,
@@ -49,11 +50,13 @@ pub async fn check_password<S: SignInStore + DirectoryStore + AuditStore + Sync>
             .details(serde_json::json!({ "locked_for": secs })),
         PasswordCheck::Failed => AuditEvent::new("signin.failure", &domain.name, Outcome::Failure),
     };
-    audit::record(store, now, event.client(client_id).request(&peer.request_id)).await;
+    audit
+        .record(now, event.client(client_id).request(&peer.request_id))
+        .await;
     Ok(checked)
 }
 
-async fn check<S: SignInStore + DirectoryStore + Sync>(
+async fn check<S: SignInStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,
     domain: &Domain,
@@ -67,13 +70,17 @@ async fn check<S: SignInStore + DirectoryStore + Sync>(
         Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
         Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
     ];
-    let standing = standing(store, domain, &buckets, now).await?;
+    // One read: the user and both buckets. The user is read even when a bucket is locked, so
+    // that a lockout answers as fast whether the account exists or not.
+    let (user, locks) = store
+        .find_user_and_locks(&domain.name, username, [&buckets[0].key, &buckets[1].key])
+        .await?;
+    let standing = Standing::of(&buckets, &locks, now);
     let locked = standing.locked_for();
     if locked > 0 {
         tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
         return Ok(PasswordCheck::Locked(locked));
     }
-    let user = store.find_user(&domain.name, username).await?;
     let (hash, active) = match &user {
         Some(u) => (u.password_hash.clone(), u.status == "active"),
         None => (None, false),

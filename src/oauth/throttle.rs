@@ -39,6 +39,31 @@ impl Standing {
     pub fn counts(&self, bucket: &Bucket) -> bool {
         self.counted.contains(&bucket.key)
     }
+
+    /// The standing of `buckets` given each one's lock end, in the same order (`None`: no
+    /// failures on record), at `now`.
+    pub fn of(buckets: &[Bucket], locks: &[Option<i64>], now: i64) -> Standing {
+        Standing::from_rows(
+            buckets
+                .iter()
+                .zip(locks)
+                .filter_map(|(b, lock)| lock.map(|until| (b.key.clone(), until)))
+                .collect(),
+            now,
+        )
+    }
+
+    /// From the rows on record: (bucket, lock end).
+    fn from_rows(rows: Vec<(String, i64)>, now: i64) -> Standing {
+        Standing {
+            locked: rows
+                .iter()
+                .map(|(_, until)| (until - now).max(0))
+                .max()
+                .unwrap_or(0),
+            counted: rows.into_iter().map(|(bucket, _)| bucket).collect(),
+        }
+    }
 }
 
 /// The standing of `buckets` at `now`.
@@ -50,14 +75,7 @@ pub async fn standing<S: SignInStore + Sync>(
 ) -> StoreResult<Standing> {
     let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
     let rows = store.login_attempts(&domain.name, &keys).await?;
-    Ok(Standing {
-        locked: rows
-            .iter()
-            .map(|(_, until)| (until - now).max(0))
-            .max()
-            .unwrap_or(0),
-        counted: rows.into_iter().map(|(bucket, _)| bucket).collect(),
-    })
+    Ok(Standing::from_rows(rows, now))
 }
 
 /// Counts one failure in every bucket.

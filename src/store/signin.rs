@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::LazyLock;
 
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
 
 use super::batch::{AnyQuery, Insertable};
 use super::refresh::RefreshStore;
@@ -117,6 +117,14 @@ pub(super) static FIND_LIVE_SESSION_BY_SID: LazyLock<String> = LazyLock::new(|| 
 });
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
      AND ended_at IS NULL AND last_seen < $3";
+/// A password check's one read: the user by username (no row in `users`: the `u.*` columns are
+/// NULL) and the lock ends of two throttling buckets (NULL: no failures on record).
+pub(super) const USER_AND_LOCKS: &str = "SELECT u.id, u.domain, u.username, u.password_hash, u.status, u.claims, \
+     u.source, u.config_hash, u.created_at, u.updated_at, \
+     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $3) AS lock_0, \
+     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $4) AS lock_1 \
+     FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2";
+
 pub(super) const FIND_USER_BY_ID: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
      FROM users WHERE domain = $1 AND id = $2";
 
@@ -221,6 +229,14 @@ pub trait SignInStore {
         domain: &str,
         buckets: &[&str],
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
+    /// The user with this username and the lock ends of two buckets (`None`: no failures on
+    /// record), in one read: what a password check needs before argon2.
+    fn find_user_and_locks(
+        &self,
+        domain: &str,
+        username: &str,
+        buckets: [&str; 2],
+    ) -> impl Future<Output = StoreResult<(Option<UserRow>, [Option<i64>; 2])>> + Send;
     /// Counts a failed sign-in; once `threshold` failures are reached, locks the bucket for
     /// `base` seconds, doubling with each further failure up to `max`. Failures older than a day
     /// are forgotten. Returns the failure count.
@@ -475,6 +491,27 @@ impl SignInStore for SqlStore {
             .fold(q, |q, b| q.bind(*b))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn find_user_and_locks(
+        &self,
+        domain: &str,
+        username: &str,
+        buckets: [&str; 2],
+    ) -> StoreResult<(Option<UserRow>, [Option<i64>; 2])> {
+        let row = sqlx::query(USER_AND_LOCKS)
+            .bind(domain)
+            .bind(username)
+            .bind(buckets[0])
+            .bind(buckets[1])
+            .fetch_one(&self.pool)
+            .await?;
+        let id: Option<String> = row.try_get("id")?;
+        let user = match id {
+            Some(_) => Some(UserRow::from_row(&row)?),
+            None => None,
+        };
+        Ok((user, [row.try_get("lock_0")?, row.try_get("lock_1")?]))
     }
 
     async fn record_login_failure(

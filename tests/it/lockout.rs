@@ -119,3 +119,51 @@ async fn a_successful_sign_in_forgets_the_accounts_failures() {
     assert_eq!(ok.status, 303, "the earlier four were forgotten: {}", ok.body);
     // (Eight failures without the success would have locked the account at the fifth: see above.)
 }
+
+/// The password check's one read: the user (or none) and each bucket's lock end in the order
+/// asked (none: no failures on record). A swapped column would lock or forget the wrong bucket.
+#[tokio::test]
+async fn one_read_gives_the_user_and_each_buckets_lock_in_order() {
+    use ostiary::clock::Clock;
+    use ostiary::store::SqlStore;
+    use ostiary::store::signin::SignInStore;
+
+    let app = TestApp::spawn().await;
+    let store = SqlStore::connect(&app.database_url, 1).await.unwrap();
+    let now = app.clock.now();
+    // Threshold 1: the address is locked for 30 s at once; the account has a failure, no lock.
+    store
+        .record_login_failure("default", "a:192.0.2.1", now, 1, 30, 60)
+        .await
+        .unwrap();
+    store
+        .record_login_failure("default", "u:alice", now, 5, 30, 60)
+        .await
+        .unwrap();
+
+    let (user, locks) = store
+        .find_user_and_locks("default", "alice", ["u:alice", "a:192.0.2.1"])
+        .await
+        .unwrap();
+    assert_eq!(user.map(|u| u.username).as_deref(), Some("alice"));
+    assert_eq!(locks, [Some(0), Some(now + 30)]);
+    let (_, swapped) = store
+        .find_user_and_locks("default", "alice", ["a:192.0.2.1", "u:alice"])
+        .await
+        .unwrap();
+    assert_eq!(swapped, [Some(now + 30), Some(0)]);
+
+    // An unknown user, buckets without failures: one row all the same, of NULLs.
+    let (user, locks) = store
+        .find_user_and_locks("default", "ghost", ["u:ghost", "a:192.0.2.2"])
+        .await
+        .unwrap();
+    assert!(user.is_none());
+    assert_eq!(locks, [None, None]);
+    // Another domain's user is not found.
+    let (user, _) = store
+        .find_user_and_locks("tenant2", "alice", ["u:alice", "a:192.0.2.1"])
+        .await
+        .unwrap();
+    assert!(user.is_none());
+}

@@ -34,7 +34,7 @@ impl<S: OAuthStore> Grant<S> for Password {
         let password = Zeroizing::new(params.require("password")?.to_string());
         let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
         let checked = check_password(
-            ctx.store, ctx.hasher, ctx.domain, username, password, &ctx.peer, &client.id, ctx.now,
+            ctx.store, ctx.hasher, ctx.audit, ctx.domain, username, password, &ctx.peer, &client.id, ctx.now,
         )
         .await?;
         // RFC 6749 s5.2 invalid_grant: the resource owner credentials are invalid.
