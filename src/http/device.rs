@@ -18,7 +18,7 @@ use crate::crypto::secrets::ct_eq;
 use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, redirect_with};
-use crate::oauth::device::{UserCodeCheck, check_user_code, decide};
+use crate::oauth::device::{UserCodeCheck, check_user_code, decide, format_user_code, normalize_user_code};
 use crate::oauth::params::Params;
 use crate::store::device::{Approval, DeviceStore, status};
 use crate::store::signin::{AuthRequestRow, SessionRow, SignInStore};
@@ -97,6 +97,14 @@ async fn post_user_code(
         Ok(UserCodeCheck::Decided) => return retry(DECIDED, StatusCode::BAD_REQUEST),
         Err(e) => return error_page(&e.into()),
     };
+    // The code as the device shows it, sealed: the confirmation shows it back. Without it (the
+    // key cannot seal) the confirmation goes on, without the code.
+    let sealed = normalize_user_code(typed).and_then(|code| {
+        app.kek
+            .seal(format_user_code(&code).as_bytes(), row.hash.as_bytes())
+            .inspect_err(|e| tracing::warn!(error.cause = %e, "cannot seal a user code"))
+            .ok()
+    });
     let req = AuthorizationRequest {
         client_id: row.client_id.clone(),
         scopes: row
@@ -106,6 +114,7 @@ async fn post_user_code(
             .map(str::to_string)
             .collect(),
         device: Some(row.hash),
+        device_user_code: sealed,
         ..AuthorizationRequest::default()
     };
     match ensure_pending(app, d, headers, &req, None).await {
@@ -244,6 +253,14 @@ async fn confirm_page(
             required: true,
         })
         .collect();
+    let user_code = match (&req.device, &req.device_user_code) {
+        (Some(hash), Some(sealed)) => app
+            .kek
+            .open(sealed, hash.as_bytes())
+            .ok()
+            .and_then(|code| String::from_utf8(code.to_vec()).ok()),
+        _ => None,
+    };
     let action = d.url(paths::DEVICE_PAGE);
     let view = DevicePage {
         action: &action,
@@ -254,6 +271,7 @@ async fn confirm_page(
             request_id: &row.id,
             client_name,
             username: &username,
+            user_code: user_code.as_deref(),
             scopes,
         }),
     };

@@ -44,6 +44,12 @@ pub struct AuthorizationRequest {
     /// to a redirect URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// With `device`: the user code the person typed, as `XXXX-XXXX`, sealed with the
+    /// key-encryption key and bound to `device` (only hashes of codes are stored in the clear).
+    /// The confirmation shows it, to be compared with the code on the device (RFC 8628 s3.3.1,
+    /// s5.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_user_code: Option<String>,
     /// Set when the account page sends the person to sign in: after sign-in they go back to it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub account: bool,

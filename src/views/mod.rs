@@ -57,6 +57,8 @@ pub struct DeviceConfirm<'a> {
     pub request_id: &'a str,
     pub client_name: &'a str,
     pub username: &'a str,
+    /// The user code the person typed, to compare with the device's.
+    pub user_code: Option<&'a str>,
     pub scopes: Vec<ConsentScope>,
 }
 

@@ -375,11 +375,33 @@ async fn device_flow_end_to_end_issues_tokens_once() {
     assert_token_error(&poll(&app, "tv", &device_code).await, "authorization_pending");
 
     let browser = Browser::new();
-    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    // Typed as a person might: lower case, a space for the dash.
+    let confirm = to_confirmation(&app, &browser, &user_code.replace('-', " ").to_lowercase()).await;
     assert_page_headers(&confirm, "confirmation");
     assert!(confirm.body.contains("Allow Living-room TV?"), "{}", confirm.body);
+    // In the store, the code is only sealed (the pending request) or hashed (the device code).
+    let plain = user_code.replace('-', "");
+    for (table, columns) in [
+        ("auth_requests", "id, client_id, params, csrf_hash"),
+        ("device_codes", "hash, user_code_hash, client_id, scope, status"),
+    ] {
+        let dump = crate::harness::rows_text(&app.database_url, table, columns).await;
+        assert!(!dump.is_empty(), "{table} is empty");
+        assert!(
+            !dump.contains(&user_code) && !dump.contains(&plain),
+            "{table} holds the user code: {dump}"
+        );
+    }
     assert!(
         confirm.body.contains("Signed in as <strong>alice</strong>"),
+        "{}",
+        confirm.body
+    );
+    // The code, as the device shows it, to compare (RFC 8628 s3.3.1, s5.4).
+    assert!(
+        confirm
+            .body
+            .contains(&format!("Check that your device shows this code: <strong class=\"user-code\" id=\"confirm-code\">{user_code}</strong>")),
         "{}",
         confirm.body
     );
@@ -882,6 +904,11 @@ async fn browser_device_flow_with_the_code_typed_into_the_page() {
         b.url().await
     );
     assert_eq!(b.text("h1").await, "Allow Living-room TV?");
+    assert_eq!(
+        b.text("#confirm-code").await,
+        user_code,
+        "the code to compare with the device's"
+    );
     let listed = b.text("ul.scopes").await;
     for d in [
         "Know who you are",

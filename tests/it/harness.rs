@@ -548,6 +548,20 @@ pub fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str)
 }
 
 /// Counts rows of a table straight from the app's database.
+/// The text of `columns` (an SQL expression list) in every row of `table`, one line a row.
+pub async fn rows_text(database_url: &str, table: &str, columns: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM {table}",
+        columns.replace(", ", " || ' ' || ")
+    )))
+    .fetch_all(&mut conn)
+    .await
+    .expect("rows");
+    rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+}
+
 pub async fn count_rows(database_url: &str, table: &str) -> i64 {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
