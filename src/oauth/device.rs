@@ -115,6 +115,10 @@ pub async fn authorize<S: OAuthStore>(
             expires_at: ctx.now + d.device_code_lifetime,
             decided_at: None,
             used_at: None,
+            access_jti: None,
+            access_expires_at: None,
+            family_id: None,
+            reused_at: None,
         };
         match ctx.store.insert_device_code(&row).await {
             Ok(()) => {}

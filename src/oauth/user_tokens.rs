@@ -258,6 +258,29 @@ pub async fn revoke_family<S: OAuthStore>(
     revoke_family_in(ctx.store, ctx.domain, family_id, client_id, ctx.now).await
 }
 
+/// RFC 6749 s4.1.2: on the reuse of a code (authorization or device code), revokes the tokens
+/// issued from it: the access token (`access`: its jti and expiry; a JWT by its jti, an opaque
+/// token by its row) and the refresh-token family it started.
+pub async fn revoke_issued<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    client_id: &str,
+    access: Option<(&str, i64)>,
+    family_id: Option<&str>,
+) -> OAuthResult<()> {
+    if let Some((jti, expires_at)) = access {
+        ctx.store
+            .revoke_jti(&ctx.domain.name, jti, client_id, expires_at)
+            .await?;
+        ctx.store
+            .revoke_tokens_by_jti(&ctx.domain.name, jti, ctx.now)
+            .await?;
+    }
+    if let Some(family) = family_id {
+        revoke_family(ctx, family, client_id).await?;
+    }
+    Ok(())
+}
+
 /// [`revoke_family`] outside a request's context (sign-out, the account page).
 pub async fn revoke_family_in<S: OAuthStore>(
     store: &S,

@@ -33,6 +33,13 @@ pub struct DeviceCodeRow {
     pub expires_at: i64,
     pub decided_at: Option<i64>,
     pub used_at: Option<i64>,
+    /// What its redemption issued: the access token's jti and expiry, and the refresh-token
+    /// family it started (revoked if the code is presented again).
+    pub access_jti: Option<String>,
+    pub access_expires_at: Option<i64>,
+    pub family_id: Option<String>,
+    /// When the code was first presented again after its redemption.
+    pub reused_at: Option<i64>,
 }
 
 /// The statuses of a device authorization.
@@ -67,13 +74,18 @@ pub enum Poll {
     Unknown,
 }
 
+/// The columns a new device authorization is inserted with.
 const DEVICE_COLUMNS: &str = "hash, domain, user_code_hash, client_id, scope, status, user_id, sid, auth_time, amr, \
     session_expires_at, poll_interval, last_polled_at, issued_at, expires_at, decided_at, used_at";
+/// The columns of a [`DeviceCodeRow`].
+const DEVICE_ROW: &str = "hash, domain, user_code_hash, client_id, scope, status, user_id, sid, auth_time, amr, \
+    session_expires_at, poll_interval, last_polled_at, issued_at, expires_at, decided_at, used_at, \
+    access_jti, access_expires_at, family_id, reused_at";
 
 pub(super) static FIND_DEVICE_CODE: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {DEVICE_COLUMNS} FROM device_codes WHERE hash = $1 AND domain = $2"));
+    LazyLock::new(|| format!("SELECT {DEVICE_ROW} FROM device_codes WHERE hash = $1 AND domain = $2"));
 pub(super) static FIND_DEVICE_CODE_BY_USER_CODE: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {DEVICE_COLUMNS} FROM device_codes WHERE user_code_hash = $1 AND domain = $2")
+    format!("SELECT {DEVICE_ROW} FROM device_codes WHERE user_code_hash = $1 AND domain = $2")
 });
 pub(super) const APPROVE_DEVICE_CODE: &str = "UPDATE device_codes SET status = 'approved', user_id = $4, sid = $5, auth_time = $6, amr = $7, \
              session_expires_at = $8, decided_at = $3 \
@@ -87,9 +99,12 @@ pub(super) const POLL_TOO_FAST: &str = "UPDATE device_codes SET last_polled_at =
 pub(super) static REDEEM_DEVICE_CODE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE device_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND status = 'approved' \
-         AND used_at IS NULL AND expires_at + 0 > $3 RETURNING {DEVICE_COLUMNS}"
+         AND used_at IS NULL AND expires_at + 0 > $3 RETURNING {DEVICE_ROW}"
     )
 });
+pub(super) const SET_DEVICE_CODE_ACCESS: &str = "UPDATE device_codes SET access_jti = $3, access_expires_at = $4, family_id = $5 \
+             WHERE hash = $1 AND domain = $2 RETURNING reused_at";
+pub(super) const MARK_DEVICE_CODE_REUSED: &str = "UPDATE device_codes SET reused_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NOT NULL AND reused_at IS NULL";
 
 /// Device authorizations.
 pub trait DeviceStore {
@@ -140,6 +155,23 @@ pub trait DeviceStore {
         hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Option<DeviceCodeRow>>> + Send;
+    /// Records what a redemption issued; true when the code was meanwhile presented again
+    /// (marked reused), so that the caller revokes what it issued.
+    fn set_device_code_access(
+        &self,
+        domain: &str,
+        hash: &str,
+        jti: &str,
+        expires_at: i64,
+        family_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Marks a redeemed device code as presented again (the first time only).
+    fn mark_device_code_reused(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 impl DeviceStore for SqlStore {
@@ -256,5 +288,34 @@ impl DeviceStore for SqlStore {
             .bind(now)
             .fetch_optional(&self.writer)
             .await?)
+    }
+
+    async fn set_device_code_access(
+        &self,
+        domain: &str,
+        hash: &str,
+        jti: &str,
+        expires_at: i64,
+        family_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(SET_DEVICE_CODE_ACCESS)
+            .bind(hash)
+            .bind(domain)
+            .bind(jti)
+            .bind(expires_at)
+            .bind(family_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(matches!(row, Some((Some(_),))))
+    }
+
+    async fn mark_device_code_reused(&self, domain: &str, hash: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(MARK_DEVICE_CODE_REUSED)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }

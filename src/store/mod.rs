@@ -746,14 +746,15 @@ impl MaintenanceStore for SqlStore {
         .await?
         .rows_affected();
         let mut other = 0;
-        // Codes stay a day past expiry so that a replayed code is still recognised as reused.
+        // Codes (authorization and device) stay a day past expiry so that a replayed code is
+        // still recognised as reused and the tokens issued from it revoked.
         for (table, key, grace) in [
             ("auth_requests", "id", 0),
             ("sessions", "hash", 0),
             ("auth_codes", "hash", 86_400),
             ("refresh_families", "id", 0),
             ("family_jtis", "domain, jti", 0),
-            ("device_codes", "hash", 0),
+            ("device_codes", "hash", 86_400),
         ] {
             // Oldest first along the expiry index, then by the whole primary key: a run reads
             // `batch` index entries, however many rows the table holds.

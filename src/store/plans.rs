@@ -100,6 +100,16 @@ fn cases() -> Vec<Case> {
             &["device_codes_pkey"],
         ),
         case("poll_on_time", device::POLL_ON_TIME, &["device_codes_pkey"]),
+        case(
+            "set_device_code_access",
+            device::SET_DEVICE_CODE_ACCESS,
+            &["device_codes_pkey"],
+        ),
+        case(
+            "mark_device_code_reused",
+            device::MARK_DEVICE_CODE_REUSED,
+            &["device_codes_pkey"],
+        ),
         case("poll_too_fast", device::POLL_TOO_FAST, &["device_codes_pkey"]),
         case(
             "redeem_device_code",

@@ -152,20 +152,8 @@ async fn reused<S: OAuthStore>(ctx: &Ctx<'_, S>, hash: &str) -> OAuthResult<OAut
     Ok(invalid().with_cause("code reused: the tokens issued from it are revoked"))
 }
 
-/// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it (the access token
-/// and the refresh-token family started from it).
+/// RFC 6749 s4.1.2: on code reuse, revoke the tokens already issued from it.
 async fn revoke_issued<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &CodeRow) -> OAuthResult<()> {
-    if let (Some(jti), Some(exp)) = (&row.access_jti, row.access_expires_at) {
-        // A JWT is revoked by its jti; an opaque token by its row.
-        ctx.store
-            .revoke_jti(&ctx.domain.name, jti, &row.client_id, exp)
-            .await?;
-        ctx.store
-            .revoke_tokens_by_jti(&ctx.domain.name, jti, ctx.now)
-            .await?;
-    }
-    if let Some(family) = &row.family_id {
-        user_tokens::revoke_family(ctx, family, &row.client_id).await?;
-    }
-    Ok(())
+    let access = row.access_jti.as_deref().zip(row.access_expires_at);
+    user_tokens::revoke_issued(ctx, &row.client_id, access, row.family_id.as_deref()).await
 }

@@ -12,7 +12,7 @@ use crate::oauth::Ctx;
 use crate::oauth::params::Params;
 use crate::oauth::user_tokens::{self, UserGrant};
 use crate::store::OAuthStore;
-use crate::store::device::{Poll, status};
+use crate::store::device::{DeviceCodeRow, Poll, status};
 
 /// `grant_type=urn:ietf:params:oauth:grant-type:device_code`.
 pub struct DeviceCode;
@@ -47,7 +47,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             return Err(invalid().with_cause("device code issued to another client"));
         }
         if row.used_at.is_some() {
-            return Err(invalid().with_cause("device code already redeemed"));
+            return Err(reused(ctx, &hash).await?);
         }
         // RFC 8628 s3.5 expired_token: the device code has expired.
         if row.expires_at <= ctx.now {
@@ -80,7 +80,11 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
         }
         // Single use: one atomic conditional update; a concurrent redemption gets nothing.
         let Some(row) = ctx.store.redeem_device_code(domain, &hash, ctx.now).await? else {
-            return Err(invalid().with_cause("device code redeemed concurrently or expired meanwhile"));
+            // Redeemed by a concurrent request: a reuse like any other.
+            return match ctx.store.find_device_code(domain, &hash).await? {
+                Some(now_row) if now_row.used_at.is_some() => Err(reused(ctx, &hash).await?),
+                _ => Err(invalid().with_cause("device code expired meanwhile")),
+            };
         };
         let (Some(user_id), Some(sid), Some(auth_time), Some(amr), Some(session_expires_at)) = (
             row.user_id.as_deref(),
@@ -124,13 +128,34 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             remaining: session_expires_at - ctx.now,
         };
         let issued = user_tokens::issue(ctx, &grant).await?;
-        let refresh_token = if user_tokens::wants_refresh(ctx.domain, client, &scopes) {
-            let family = user_tokens::start_family(ctx, &grant, session_expires_at).await?;
-            let value = random_token();
-            user_tokens::store_refresh_token(ctx, &family, &value, &issued.access).await?;
-            Some(value)
+        let family = if user_tokens::wants_refresh(ctx.domain, client, &scopes) {
+            Some(user_tokens::start_family(ctx, &grant, session_expires_at).await?)
         } else {
             None
+        };
+        // As for authorization codes: a replay that arrived while we issued found nothing to
+        // revoke; the update that records what we issued tells, and then we revoke it here.
+        let reused_meanwhile = ctx
+            .store
+            .set_device_code_access(
+                domain,
+                &hash,
+                &issued.access.jti,
+                ctx.now + issued.access.expires_in,
+                family.as_ref().map(|f| f.id.as_str()),
+            )
+            .await?;
+        if reused_meanwhile && let Some(now_row) = ctx.store.find_device_code(domain, &hash).await? {
+            revoke_issued(ctx, &now_row).await?;
+            tracing::warn!(client_id = %client.id, "device code reused during its redemption: the tokens issued from it are revoked");
+        }
+        let refresh_token = match &family {
+            Some(f) => {
+                let value = random_token();
+                user_tokens::store_refresh_token(ctx, f, &value, &issued.access).await?;
+                Some(value)
+            }
+            None => None,
         };
         tracing::info!(domain = %domain, client_id = %client.id, user.id = %user.id, "device authorization redeemed");
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => DEVICE_CODE_GRANT).increment(1);
@@ -144,4 +169,23 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             user_id: Some(user.id.clone()),
         })
     }
+}
+
+/// RFC 6749 s4.1.2 applied to device codes: a device code presented again after its redemption
+/// is refused and the tokens issued from it are revoked. The code is marked first, so that a
+/// redemption still issuing sees the mark and revokes what it issues.
+async fn reused<S: OAuthStore>(ctx: &Ctx<'_, S>, hash: &str) -> OAuthResult<OAuthError> {
+    ctx.store
+        .mark_device_code_reused(&ctx.domain.name, hash, ctx.now)
+        .await?;
+    if let Some(row) = ctx.store.find_device_code(&ctx.domain.name, hash).await? {
+        revoke_issued(ctx, &row).await?;
+    }
+    Ok(invalid().with_cause("device code reused: the tokens issued from it are revoked"))
+}
+
+/// Revokes what a device code's redemption issued.
+async fn revoke_issued<S: OAuthStore>(ctx: &Ctx<'_, S>, row: &DeviceCodeRow) -> OAuthResult<()> {
+    let access = row.access_jti.as_deref().zip(row.access_expires_at);
+    user_tokens::revoke_issued(ctx, &row.client_id, access, row.family_id.as_deref()).await
 }
