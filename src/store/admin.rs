@@ -142,7 +142,7 @@ impl AuditStore for SqlStore {
             let sql = format!(
                 "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
                  VALUES {}",
-                values_placeholders(n, 9)
+                values_placeholders(self.writer.positional(), n, 9)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::batch::{GroupWriter, chunks, in_one_commit, values_placeholders};
+use super::batch::{GroupWriter, chunks, in_one_commit, placeholder, values_placeholders};
 use super::pool::Pool;
 use super::{SqlStore, StoreResult};
 
@@ -87,9 +87,9 @@ async fn use_jtis(pool: &Pool, rows: &[UsedJti]) -> StoreResult<Vec<bool>> {
             let sql = format!(
                 "INSERT INTO assertion_jtis (domain, issuer, jti, expires_at) VALUES {} \
                  ON CONFLICT (domain, issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE assertion_jtis.expires_at < ${} RETURNING domain, issuer, jti",
-                values_placeholders(chunk.len(), 4),
-                chunk.len() * 4 + 1
+                 WHERE assertion_jtis.expires_at < {} RETURNING domain, issuer, jti",
+                values_placeholders(pool.positional(), chunk.len(), 4),
+                placeholder(pool.positional(), chunk.len() * 4 + 1)
             );
             chunk
                 .iter()

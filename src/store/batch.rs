@@ -26,15 +26,29 @@ pub(crate) fn chunk_sizes(mut len: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// `($1, .., $cols), ($cols+1, ..)`: the VALUES of an insert of `rows` rows of `cols` columns.
-pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
+/// `($1, .., $cols), ($cols+1, ..)`: the VALUES of an insert of `rows` rows of `cols` columns;
+/// with `positional` (see [`Pool::positional`]) every parameter is a plain `?`, bound in the
+/// same order.
+pub(crate) fn values_placeholders(positional: bool, rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {
-            let p: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            let p: Vec<String> = (1..=cols)
+                .map(|c| placeholder(positional, r * cols + c))
+                .collect();
             format!("({})", p.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Parameter `n` (1-based) of a generated statement: `$n`, or `?` with `positional` (then the
+/// statement's parameters must appear in the text in the order they are bound).
+pub(crate) fn placeholder(positional: bool, n: usize) -> String {
+    if positional {
+        "?".to_string()
+    } else {
+        format!("${n}")
+    }
 }
 
 /// Runs `statements` as one commit: alone on the pool, or several in one transaction. Returns
@@ -96,7 +110,7 @@ pub(crate) async fn insert_rows<T: Insertable>(pool: &Pool, rows: &[T]) -> Store
                 "INSERT INTO {} ({}) VALUES {}{}",
                 T::TABLE,
                 T::COLUMNS,
-                values_placeholders(chunk.len(), columns),
+                values_placeholders(pool.positional(), chunk.len(), columns),
                 T::ON_CONFLICT
             );
             chunk
@@ -210,7 +224,10 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(values_placeholders(1, 2), "($1, $2)");
-        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_placeholders(false, 1, 2), "($1, $2)");
+        assert_eq!(values_placeholders(false, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_placeholders(true, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(placeholder(false, 9), "$9");
+        assert_eq!(placeholder(true, 9), "?");
     }
 }
