@@ -198,8 +198,12 @@ pub async fn start(
     // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
     // before the store is touched.
     let client_trust = Arc::new(
-        ClientCertTrust::load(config.server.client_ca_file.as_deref(), clock.clone())
-            .context("cannot load server.client_ca_file")?,
+        ClientCertTrust::load(
+            config.server.client_ca_file.as_deref(),
+            &config.server.client_crl_files,
+            clock.clone(),
+        )
+        .context("cannot load server.client_ca_file and client_crl_files")?,
     );
     let tls = tls_configs(&config)?;
     let mtls_listener = match &config.server.mtls_listen {
@@ -312,6 +316,15 @@ pub async fn start(
                 metrics_handle().run_upkeep();
                 // Connections past database.max_lifetime or idle_timeout, while they sit idle.
                 s.store.close_expired_connections().await;
+                // Revocation lists of client certificates, when a file changed.
+                match s.client_trust.reload_revocations() {
+                    Ok(true) => tracing::info!("client certificate revocation lists read again"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        error.cause = format!("{e:#}"),
+                        "cannot read server.client_crl_files: the lists read before stay in force"
+                    ),
+                }
             },
         ),
         spawn_job(

@@ -1,19 +1,20 @@
 //! TLS termination with rustls (aws-lc-rs provider): the server configurations of the main and
 //! mutual-TLS listeners, a listener that completes handshakes off its accept loop, and the
-//! decision whether a client certificate chains to a configured client CA (RFC 8705 s2.1).
+//! decision whether a client certificate chains to a configured client CA (RFC 8705 s2.1) and is
+//! not revoked by the configured CRLs.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
@@ -38,24 +39,46 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Decides whether client certificates chain to the configured client CAs.
 pub struct ClientCertTrust {
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Replaced whole when the revocation lists change.
+    verifier: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    /// The anchors and the CRL files the verifier was built from, when there are anchors.
+    source: Option<TrustSource>,
     clock: Arc<dyn Clock>,
+}
+
+/// What a verifier is built from: the anchors of `client_ca_file` (read once) and the CRL files
+/// (read again when one changes), with each file's modification time at the last read.
+struct TrustSource {
+    ca_file: PathBuf,
+    roots: Arc<RootCertStore>,
+    crl_files: Vec<PathBuf>,
+    read_at: Mutex<Vec<Option<SystemTime>>>,
 }
 
 impl fmt::Debug for ClientCertTrust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCertTrust")
-            .field("has_anchors", &self.verifier.is_some())
+            .field("has_anchors", &self.source.is_some())
+            .field(
+                "crl_files",
+                &self.source.as_ref().map_or(0, |s| s.crl_files.len()),
+            )
             .finish()
     }
 }
 
 impl ClientCertTrust {
-    /// The trust anchors of `ca_file` (PEM), or none: then no certificate is trusted.
-    pub fn load(ca_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<ClientCertTrust> {
+    /// The trust anchors of `ca_file` (PEM), or none: then no certificate is trusted; with the
+    /// revocation lists of `crl_files` (PEM), if any.
+    pub fn load(
+        ca_file: Option<&Path>,
+        crl_files: &[PathBuf],
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<ClientCertTrust> {
         let Some(path) = ca_file else {
             return Ok(ClientCertTrust {
-                verifier: None,
+                verifier: RwLock::new(None),
+                source: None,
                 clock,
             });
         };
@@ -65,13 +88,48 @@ impl ClientCertTrust {
                 .add(cert)
                 .with_context(|| format!("{}: a certificate is not a usable trust anchor", path.display()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .with_context(|| format!("{}: no client CA", path.display()))?;
+        let source = TrustSource {
+            ca_file: path.to_path_buf(),
+            roots: Arc::new(roots),
+            crl_files: crl_files.to_vec(),
+            read_at: Mutex::new(modified(crl_files)),
+        };
+        let verifier = source.verifier()?;
         Ok(ClientCertTrust {
-            verifier: Some(verifier),
+            verifier: RwLock::new(Some(verifier)),
+            source: Some(source),
             clock,
         })
+    }
+
+    /// Reads the revocation lists again when a file changed since the last read (its
+    /// modification time): true when the new lists are in force. A file that cannot be read or
+    /// parsed is an error, and the lists in force stay (it is read again at its next change).
+    pub fn reload_revocations(&self) -> anyhow::Result<bool> {
+        let Some(source) = &self.source else {
+            return Ok(false);
+        };
+        if source.crl_files.is_empty() {
+            return Ok(false);
+        }
+        let now = modified(&source.crl_files);
+        {
+            let mut read_at = source
+                .read_at
+                .lock()
+                .map_err(|_| anyhow!("the revocation lists' lock is poisoned"))?;
+            if *read_at == now {
+                return Ok(false);
+            }
+            *read_at = now;
+        }
+        let verifier = source.verifier()?;
+        let mut current = self
+            .verifier
+            .write()
+            .map_err(|_| anyhow!("the client certificate verifier's lock is poisoned"))?;
+        *current = Some(verifier);
+        Ok(true)
     }
 
     /// The client certificate of a chain (end entity first), trusted when the chain leads to
@@ -81,10 +139,8 @@ impl ClientCertTrust {
         let now = UnixTime::since_unix_epoch(Duration::from_secs(
             u64::try_from(self.clock.now()).unwrap_or_default(),
         ));
-        let trusted = self
-            .verifier
-            .as_ref()
-            .is_some_and(|v| v.verify_client_cert(end_entity, intermediates, now).is_ok());
+        let verifier = self.verifier.read().ok().and_then(|v| v.clone());
+        let trusted = verifier.is_some_and(|v| v.verify_client_cert(end_entity, intermediates, now).is_ok());
         Some(ClientCertificate {
             der: end_entity.to_vec(),
             trusted,
@@ -102,6 +158,53 @@ impl ClientCertTrust {
         let cert = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
         self.certificate(&[cert])
     }
+}
+
+impl TrustSource {
+    /// A verifier of the anchors with the revocation lists as the files hold them now. A
+    /// certificate whose issuer has no list is not checked (the lists need not cover every CA);
+    /// every certificate of a chain is checked against its issuer's list.
+    fn verifier(&self) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+        let mut crls = Vec::new();
+        for path in &self.crl_files {
+            crls.extend(read_crls(path)?);
+        }
+        let mut builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        if !crls.is_empty() {
+            builder = builder.with_crls(crls).allow_unknown_revocation_status();
+        }
+        builder.build().with_context(|| {
+            format!(
+                "{} with {}: not a usable client CA and revocation lists",
+                self.ca_file.display(),
+                self.crl_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}
+
+/// The modification time of each file (none when it cannot be read).
+fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// The revocation lists of a PEM file (`-----BEGIN X509 CRL-----`), at least one.
+fn read_crls(path: &Path) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM revocation lists", path.display()))?;
+    if crls.is_empty() {
+        return Err(anyhow!("{}: no revocation list found", path.display()));
+    }
+    Ok(crls)
 }
 
 fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -169,6 +169,10 @@ pub struct ServerConfig {
     /// PEM trust anchors of `tls_client_auth` certificates. Default: none (no certificate is
     /// trusted; `self_signed_tls_client_auth` still works).
     pub client_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists (RFC 5280) of the CAs of `client_ca_file`: a certificate
+    /// they list, or whose chain has a listed certificate, is not trusted. Re-read within 5 s
+    /// when a file changes. Default: none (revocation is not checked).
+    pub client_crl_files: Vec<PathBuf>,
     /// A header set by a trusted TLS-terminating proxy carrying the client certificate as
     /// URL-encoded PEM (nginx `$ssl_client_escaped_cert`). Trusted on the main listener only;
     /// the proxy must overwrite it on every request. Default: none (the header is ignored).
@@ -191,6 +195,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             mtls_listen: None,
             client_ca_file: None,
+            client_crl_files: Vec::new(),
             client_certificate_header: None,
         }
     }
@@ -442,6 +447,12 @@ impl Config {
             && axum::http::HeaderName::try_from(h.as_str()).is_err()
         {
             errs.push("server.client_certificate_header", "must be an HTTP header name");
+        }
+        if !s.client_crl_files.is_empty() && s.client_ca_file.is_none() {
+            errs.push(
+                "server.client_crl_files",
+                "revocation lists need the CAs they belong to: set server.client_ca_file",
+            );
         }
         let certificates = s.mtls_listen.is_some() || s.client_certificate_header.is_some();
         // Requests are routed by host and path: an alias must not be another domain's base.

@@ -569,3 +569,76 @@ async fn a_client_assertion_may_name_the_mtls_alias_token_endpoint() {
         "{body}"
     );
 }
+
+/// `server.client_crl_files`: a certificate the CA's revocation list names is not trusted, the
+/// CA's other certificates still are, and a new list in the file is in force within the upkeep
+/// interval (5 s) without a restart; a broken file leaves the list in force.
+#[tokio::test]
+async fn revoked_client_certificates_are_not_trusted_and_the_lists_are_read_again() {
+    let pki = Pki::new();
+    let crl = pki.path("crl.pem");
+    std::fs::copy(pki.path("crl-revokes-client-one.pem"), &crl).unwrap();
+    let server = format!("{}client_crl_files = [\"{crl}\"]\n", pki.proxy_server());
+    let app = TestApp::spawn_with(pki.opts(server)).await;
+    let token = |client_id: &'static str, cert: &Cert| {
+        let req = app
+            .post("/oauth2/v1/token")
+            .form(&cc(client_id))
+            .header("X-Client-Cert", cert.escaped());
+        async move { read(req.send().await.unwrap()).await }
+    };
+    assert_invalid_client(&token("mtls-dn", &pki.client_one).await, "client-one is revoked");
+    let (status, _, body) = token("mtls-dns", &pki.client_two).await;
+    assert_eq!(status, 200, "client-two is not revoked: {body}");
+    // self_signed_tls_client_auth does not go through the CA: no list applies.
+    let (status, _, body) = token("mtls-self", &pki.self_signed).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A broken file: the list in force stays.
+    std::fs::write(&crl, "-----BEGIN X509 CRL-----\nbroken\n-----END X509 CRL-----\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_invalid_client(
+        &token("mtls-dn", &pki.client_one).await,
+        "still revoked after a broken list",
+    );
+    // The CA's next list revokes nothing: client-one is trusted again, without a restart.
+    std::fs::copy(pki.path("crl-empty.pem"), &crl).unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        (status, _, _) = token("mtls-dn", &pki.client_one).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200, "the new list was not read within 10 s");
+}
+
+#[tokio::test]
+async fn revocation_lists_need_the_ca_and_must_parse() {
+    let pki = Pki::new();
+    // Without client_ca_file: a configuration error naming the key.
+    let config = crate::harness::config_text(
+        0,
+        "sqlite::memory:",
+        pki.dir.path(),
+        &Opts {
+            server_extra: format!("client_crl_files = [\"{}\"]\n", pki.path("crl-empty.pem")),
+            ..Opts::default()
+        },
+        "x",
+    );
+    let err = ostiary::config::Config::from_toml_str(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.client_crl_files"), "{err}");
+    // A file that holds no list: the start fails, naming it.
+    let not_a_crl = pki.path("ca.pem");
+    let err = ostiary::tls::ClientCertTrust::load(
+        Some(std::path::Path::new(&pki.path("ca.pem"))),
+        &[std::path::PathBuf::from(&not_a_crl)],
+        std::sync::Arc::new(ostiary::clock::SystemClock),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no revocation list found"), "{err:#}");
+}

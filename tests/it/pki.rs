@@ -7,8 +7,9 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber, date_time_ymd,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -82,6 +83,12 @@ fn dn(cn: &str) -> DistinguishedName {
 
 fn client_params(cn: &str, sans: Vec<SanType>) -> CertificateParams {
     let mut p = CertificateParams::default();
+    // Serial numbers the revocation lists can name: client-one 1, client-two 2.
+    p.serial_number = Some(SerialNumber::from(match cn {
+        "client-one" => 1u64,
+        "client-two" => 2,
+        _ => 3,
+    }));
     p.distinguished_name = dn(cn);
     p.subject_alt_names = sans;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -138,6 +145,32 @@ impl Pki {
             dir,
         };
         std::fs::write(pki.path("ca.pem"), &pki.ca_pem).unwrap();
+        // The CA's revocation lists: one that revokes client-one (serial 1), one that revokes
+        // nothing.
+        let crl = |revoked: Vec<u64>| {
+            CertificateRevocationListParams {
+                this_update: date_time_ymd(2020, 1, 1),
+                next_update: date_time_ymd(2100, 1, 1),
+                crl_number: SerialNumber::from(revoked.len() as u64 + 1),
+                issuing_distribution_point: None,
+                revoked_certs: revoked
+                    .into_iter()
+                    .map(|serial| RevokedCertParams {
+                        serial_number: SerialNumber::from(serial),
+                        revocation_time: date_time_ymd(2021, 1, 1),
+                        reason_code: Some(RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&ca)
+            .unwrap()
+            .pem()
+            .unwrap()
+        };
+        std::fs::write(pki.path("crl-revokes-client-one.pem"), crl(vec![1])).unwrap();
+        std::fs::write(pki.path("crl-empty.pem"), crl(vec![])).unwrap();
         std::fs::write(pki.path("server.pem"), server_cert.pem()).unwrap();
         std::fs::write(pki.path("server.key"), server_key.serialize_pem()).unwrap();
         pki
