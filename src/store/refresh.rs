@@ -9,6 +9,30 @@ use sqlx::{FromRow, Row};
 use super::batch::Insertable;
 use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
+/// An access token issued in a family, recorded so that revoking the family revokes it (until it
+/// expires). Committed in groups, like tokens.
+#[derive(Debug, Clone)]
+pub struct FamilyJtiRow {
+    pub domain: String,
+    pub family_id: String,
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+impl Insertable for FamilyJtiRow {
+    const WHAT: &'static str = "family access token id";
+    const TABLE: &'static str = "family_jtis";
+    const COLUMNS: &'static str = "domain, family_id, jti, expires_at";
+    // Recorded once: a retry records nothing more.
+    const ON_CONFLICT: &'static str = " ON CONFLICT (domain, jti) DO NOTHING";
+    fn bind<'q>(&'q self, q: super::batch::AnyQuery<'q>) -> super::batch::AnyQuery<'q> {
+        q.bind(&self.domain)
+            .bind(&self.family_id)
+            .bind(&self.jti)
+            .bind(self.expires_at)
+    }
+}
+
 /// A refresh-token family: one grant, many rotated tokens.
 #[derive(Debug, Clone, FromRow)]
 pub struct FamilyRow {
@@ -262,17 +286,14 @@ impl RefreshStore for SqlStore {
         jti: &str,
         expires_at: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO family_jtis (domain, family_id, jti, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (domain, jti) DO NOTHING",
-        )
-        .bind(domain)
-        .bind(family_id)
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.family_jtis
+            .submit(FamilyJtiRow {
+                domain: domain.to_string(),
+                family_id: family_id.to_string(),
+                jti: jti.to_string(),
+                expires_at,
+            })
+            .await
     }
 
     async fn revoke_family(&self, domain: &str, id: &str, now: i64) -> StoreResult<Vec<String>> {

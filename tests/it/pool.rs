@@ -242,6 +242,77 @@ async fn concurrent_token_inserts_are_all_stored() {
     );
 }
 
+/// Access token ids recorded in their refresh-token families are committed in groups too: 150 at
+/// once over three families all land in their own family (revoking a family names exactly its
+/// ids), and recording an id again changes nothing.
+#[tokio::test]
+async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
+    use ostiary::store::SqlStore;
+    use ostiary::store::refresh::{FamilyRow, RefreshStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for f in 0..3 {
+        store
+            .insert_family(&FamilyRow {
+                id: format!("family-{f}"),
+                domain: "default".into(),
+                client_id: "c".into(),
+                user_id: "u".into(),
+                scope: "openid".into(),
+                sid: String::new(),
+                offline: 0,
+                auth_time: 1_000,
+                amr: "[]".into(),
+                claims: None,
+                created_at: 1_000,
+                expires_at: 9_000,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let adds: Vec<_> = (0..150)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .add_family_jti(
+                        "default",
+                        &format!("family-{}", i % 3),
+                        &format!("jti-{i}"),
+                        5_000,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for add in adds {
+        add.await.unwrap().unwrap();
+    }
+    // Again, into another family: the id stays where it was.
+    store
+        .add_family_jti("default", "family-1", "jti-0", 5_000)
+        .await
+        .unwrap();
+    for f in 0..3 {
+        let mut jtis = store
+            .revoke_family("default", &format!("family-{f}"), 2_000)
+            .await
+            .unwrap();
+        jtis.sort();
+        let mut expected: Vec<String> = (0..150)
+            .filter(|i| i % 3 == f)
+            .map(|i| format!("jti-{i}"))
+            .collect();
+        expected.sort();
+        assert_eq!(jtis, expected, "family-{f}");
+    }
+}
+
 /// Authorization codes are committed in groups too: 200 at once all land with every column as
 /// given (the 22 binds in their columns' order), and a code's hash is never stored twice.
 #[tokio::test]
