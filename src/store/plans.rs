@@ -80,6 +80,23 @@ fn cases() -> Vec<Case> {
         case("touch_session", signin::TOUCH_SESSION, &["sessions_pkey"]),
         case("find_user_by_id", signin::FIND_USER_BY_ID, &["users_pkey"]),
         case(
+            "find_auth_request",
+            signin::FIND_AUTH_REQUEST,
+            &["auth_requests_pkey"],
+        ),
+        case(
+            "take_auth_request",
+            signin::TAKE_AUTH_REQUEST,
+            &["auth_requests_pkey"],
+        ),
+        case("find_code", &signin::FIND_CODE, &["auth_codes_pkey"]),
+        case("redeem_code", &signin::REDEEM_CODE, &["auth_codes_pkey"]),
+        case("set_code_access", signin::SET_CODE_ACCESS, &["auth_codes_pkey"]),
+        case("mark_code_reused", signin::MARK_CODE_REUSED, &["auth_codes_pkey"]),
+        case("find_consent", signin::FIND_CONSENT, &["consents_pkey"]),
+        case("lock_bucket", signin::LOCK_BUCKET, &["login_attempts_pkey"]),
+        case("clear_bucket", signin::CLEAR_BUCKET, &["login_attempts_pkey"]),
+        case(
             "update_store_user_claims",
             admin::UPDATE_STORE_USER_CLAIMS,
             &["users_pkey"],

@@ -125,6 +125,27 @@ pub(super) const USER_AND_LOCKS: &str = "SELECT u.id, u.domain, u.username, u.pa
      (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $4) AS lock_1 \
      FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2";
 
+pub(super) const FIND_AUTH_REQUEST: &str = "SELECT id, domain, client_id, params, csrf_hash, created_at, expires_at \
+     FROM auth_requests WHERE id = $1 AND domain = $2 AND expires_at + 0 > $3";
+pub(super) const TAKE_AUTH_REQUEST: &str = "DELETE FROM auth_requests WHERE id = $1 AND domain = $2";
+pub(super) static REDEEM_CODE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE auth_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NULL AND expires_at + 0 > $3 \
+         RETURNING {CODE_COLUMNS}"
+    )
+});
+pub(super) static FIND_CODE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = $1 AND domain = $2"));
+pub(super) const SET_CODE_ACCESS: &str = "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 \
+     WHERE hash = $1 RETURNING reused_at";
+pub(super) const MARK_CODE_REUSED: &str =
+    "UPDATE auth_codes SET reused_at = $3 WHERE hash = $1 AND domain = $2 AND reused_at IS NULL";
+pub(super) const FIND_CONSENT: &str =
+    "SELECT scope FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3";
+pub(super) const LOCK_BUCKET: &str =
+    "UPDATE login_attempts SET locked_until = $3 WHERE domain = $1 AND bucket = $2";
+pub(super) const CLEAR_BUCKET: &str = "DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2";
+
 pub(super) const FIND_USER_BY_ID: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
      FROM users WHERE domain = $1 AND id = $2";
 
@@ -290,19 +311,16 @@ impl SignInStore for SqlStore {
         id: &str,
         now: i64,
     ) -> StoreResult<Option<AuthRequestRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, domain, client_id, params, csrf_hash, created_at, expires_at FROM auth_requests \
-             WHERE id = $1 AND domain = $2 AND expires_at + 0 > $3",
-        )
-        .bind(id)
-        .bind(domain)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_AUTH_REQUEST)
+            .bind(id)
+            .bind(domain)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn take_auth_request(&self, domain: &str, id: &str) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM auth_requests WHERE id = $1 AND domain = $2")
+        let r = sqlx::query(TAKE_AUTH_REQUEST)
             .bind(id)
             .bind(domain)
             .execute(&self.writer)
@@ -359,25 +377,20 @@ impl SignInStore for SqlStore {
     }
 
     async fn redeem_code(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<CodeRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE auth_codes SET used_at = $3 WHERE hash = $1 AND domain = $2 AND used_at IS NULL AND expires_at + 0 > $3 \
-             RETURNING {CODE_COLUMNS}"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?)
+        Ok(sqlx::query_as(REDEEM_CODE.as_str())
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .fetch_optional(&self.writer)
+            .await?)
     }
 
     async fn find_code(&self, domain: &str, hash: &str) -> StoreResult<Option<CodeRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = $1 AND domain = $2"
-        )))
-        .bind(hash)
-        .bind(domain)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(FIND_CODE.as_str())
+            .bind(hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn set_code_access(
@@ -387,28 +400,23 @@ impl SignInStore for SqlStore {
         expires_at: i64,
         family_id: Option<&str>,
     ) -> StoreResult<bool> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(
-            "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 WHERE hash = $1 \
-             RETURNING reused_at",
-        )
-        .bind(hash)
-        .bind(jti)
-        .bind(expires_at)
-        .bind(family_id)
-        .fetch_optional(&self.writer)
-        .await?;
+        let row: Option<(Option<i64>,)> = sqlx::query_as(SET_CODE_ACCESS)
+            .bind(hash)
+            .bind(jti)
+            .bind(expires_at)
+            .bind(family_id)
+            .fetch_optional(&self.writer)
+            .await?;
         Ok(row.is_some_and(|(r,)| r.is_some()))
     }
 
     async fn mark_code_reused(&self, domain: &str, hash: &str, now: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE auth_codes SET reused_at = $3 WHERE hash = $1 AND domain = $2 AND reused_at IS NULL",
-        )
-        .bind(hash)
-        .bind(domain)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(MARK_CODE_REUSED)
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -418,14 +426,12 @@ impl SignInStore for SqlStore {
         user_id: &str,
         client_id: &str,
     ) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT scope FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String,)> = sqlx::query_as(FIND_CONSENT)
+            .bind(domain)
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.0))
     }
 
@@ -538,7 +544,7 @@ impl SignInStore for SqlStore {
         if failures >= threshold {
             let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
             let lock = base.saturating_mul(1_i64 << doublings).min(max);
-            sqlx::query("UPDATE login_attempts SET locked_until = $3 WHERE domain = $1 AND bucket = $2")
+            sqlx::query(LOCK_BUCKET)
                 .bind(domain)
                 .bind(bucket)
                 .bind(now + lock)
@@ -549,7 +555,7 @@ impl SignInStore for SqlStore {
     }
 
     async fn clear_login_failures(&self, domain: &str, bucket: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2")
+        sqlx::query(CLEAR_BUCKET)
             .bind(domain)
             .bind(bucket)
             .execute(&self.writer)
