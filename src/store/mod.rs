@@ -342,6 +342,8 @@ pub struct SqlStore {
     own_writer: bool,
     /// Token inserts, committed in groups on `writer`.
     tokens: batch::GroupWriter<TokenRow, ()>,
+    /// Successors of rotated refresh tokens, committed in groups on `writer`.
+    successors: batch::GroupWriter<TokenRow, bool>,
     /// Access token ids recorded in their refresh-token family, committed in groups on `writer`.
     family_jtis: batch::GroupWriter<refresh::FamilyJtiRow, ()>,
     /// Authorization codes, committed in groups on `writer`.
@@ -397,6 +399,7 @@ impl SqlStore {
             pool,
             tokens: batch::row_writer(writer.clone()),
             family_jtis: batch::row_writer(writer.clone()),
+            successors: refresh::successor_writer(writer.clone()),
             codes: batch::row_writer(writer.clone()),
             jtis: assertion::jti_writer(writer.clone()),
             writer,

@@ -6,7 +6,10 @@ use std::sync::LazyLock;
 
 use sqlx::{FromRow, Row};
 
-use super::batch::Insertable;
+use std::collections::HashSet;
+
+use super::batch::{GroupWriter, Insertable, chunks, in_one_commit, placeholder};
+use super::pool::Pool;
 use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
 /// An access token issued in a family, recorded so that revoking the family revokes it (until it
@@ -71,14 +74,64 @@ pub(super) static TAKE_REFRESH: LazyLock<String> = LazyLock::new(|| {
          RETURNING {TOKEN_COLUMNS}"
     )
 });
-pub(super) static INSERT_SUCCESSOR: LazyLock<String> = LazyLock::new(|| {
+/// The insert of `rows` successors (refresh tokens of rotations), each stored only while its
+/// family is unrevoked and its hash new; returns the hashes stored. The rows are a VALUES list
+/// (columns `column1`.. on both databases) in [`TOKEN_COLUMNS`] order, its integer columns cast:
+/// PostgreSQL types a VALUES list from its own values, not from the insert's columns.
+pub(super) fn insert_successors_sql(positional: bool, rows: usize) -> String {
+    /// The integer columns of TOKEN_COLUMNS (1-based): issued_at, expires_at, revoked_at, used_at.
+    const INTEGER: [usize; 4] = [10, 11, 12, 14];
+    let columns = TOKEN_COLUMNS.split(',').count();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| {
+                    let p = placeholder(positional, r * columns + c);
+                    if INTEGER.contains(&c) {
+                        format!("CAST({p} AS BIGINT)")
+                    } else {
+                        p
+                    }
+                })
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    let select: Vec<String> = (1..=columns).map(|c| format!("v.column{c}")).collect();
     format!(
-        "INSERT INTO tokens ({TOKEN_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-         WHERE EXISTS (SELECT 1 FROM refresh_families WHERE id = $13 AND domain = $2 AND revoked_at IS NULL) \
-         ON CONFLICT (hash) DO NOTHING"
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} FROM (VALUES {}) AS v \
+         WHERE EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = v.column13 AND f.domain = v.column2 \
+         AND f.revoked_at IS NULL) ON CONFLICT (hash) DO NOTHING RETURNING hash",
+        select.join(", "),
+        values.join(", ")
     )
-});
+}
+
+/// The writer of successors: the rotations of concurrent refreshes are stored in one commit.
+pub(crate) fn successor_writer(pool: Pool) -> GroupWriter<TokenRow, bool> {
+    GroupWriter::start("refresh token", move |rows: Vec<TokenRow>| {
+        let pool = pool.clone();
+        async move { insert_successors(&pool, &rows).await }
+    })
+}
+
+/// Stores `rows` in one commit; for each, true when it was stored (its family unrevoked, its
+/// hash new). Of two rows with one hash in a group (a retry beside its original), the first.
+async fn insert_successors(pool: &Pool, rows: &[TokenRow]) -> StoreResult<Vec<bool>> {
+    let statements = chunks(rows)
+        .map(|chunk| {
+            let sql = insert_successors_sql(pool.positional(), chunk.len());
+            chunk
+                .iter()
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, row| row.bind(q))
+        })
+        .collect();
+    let mut stored = HashSet::new();
+    for row in in_one_commit(pool, statements).await?.into_iter().flatten() {
+        stored.insert(row.try_get::<String, _>(0)?);
+    }
+    Ok(rows.iter().map(|r| stored.remove(&r.hash)).collect())
+}
 pub(super) const ROTATE_REFRESH: &str = "UPDATE tokens SET used_at = $3 WHERE hash = $1 AND domain = $2 \
      AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL";
 pub(super) const REVOKE_FAMILY: &str =
@@ -262,11 +315,7 @@ impl RefreshStore for SqlStore {
     }
 
     async fn insert_successor(&self, t: &TokenRow) -> StoreResult<bool> {
-        let r = t
-            .bind(sqlx::query(INSERT_SUCCESSOR.as_str()))
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        self.successors.submit(t.clone()).await
     }
 
     async fn rotate_refresh(&self, domain: &str, hash: &str, now: i64) -> StoreResult<bool> {

@@ -313,6 +313,109 @@ async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
     }
 }
 
+/// Successors of rotated refresh tokens are committed in groups too: 120 at once over four
+/// families, one of them revoked. Each row of a live family is stored with every column as given
+/// (true); a revoked family's are not (false); a hash already stored is not stored again (false).
+#[tokio::test]
+async fn concurrent_successors_are_stored_only_in_live_families() {
+    use ostiary::store::refresh::{FamilyRow, RefreshStore};
+    use ostiary::store::{SqlStore, TokenRow, TokenStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for f in 0..4 {
+        store
+            .insert_family(&FamilyRow {
+                id: format!("family-{f}"),
+                domain: "default".into(),
+                client_id: "c".into(),
+                user_id: "u".into(),
+                scope: "openid".into(),
+                sid: String::new(),
+                offline: 0,
+                auth_time: 1_000,
+                amr: "[]".into(),
+                claims: None,
+                created_at: 1_000,
+                expires_at: 9_000,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.revoke_family("default", "family-3", 1_500).await.unwrap();
+    let row = |i: usize| TokenRow {
+        hash: format!("succ-{i}"),
+        domain: "default".into(),
+        kind: "refresh".into(),
+        client_id: "c".into(),
+        sub: format!("user-{i}"),
+        scope: "openid offline_access".into(),
+        aud: "[]".into(),
+        claims: format!("{{\"n\":{i}}}"),
+        jti: format!("jti-{i}"),
+        issued_at: 1_000 + i as i64,
+        expires_at: 5_000 + i as i64,
+        revoked_at: None,
+        family_id: Some(format!("family-{}", i % 4)),
+        used_at: None,
+    };
+    let inserts: Vec<_> = (0..120)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_successor(&row(i)).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for insert in inserts {
+        answers.push(insert.await.unwrap().unwrap());
+    }
+    for (i, stored) in answers.into_iter().enumerate() {
+        let found = store.find_token("default", &format!("succ-{i}")).await.unwrap();
+        if i % 4 == 3 {
+            assert!(!stored && found.is_none(), "succ-{i}: its family is revoked");
+            continue;
+        }
+        assert!(stored, "succ-{i}");
+        let t = found.unwrap();
+        assert_eq!(
+            (
+                t.kind.as_str(),
+                t.sub,
+                t.scope.as_str(),
+                t.claims,
+                t.jti,
+                t.issued_at,
+                t.expires_at
+            ),
+            (
+                "refresh",
+                format!("user-{i}"),
+                "openid offline_access",
+                format!("{{\"n\":{i}}}"),
+                format!("jti-{i}"),
+                1_000 + i as i64,
+                5_000 + i as i64
+            )
+        );
+        assert_eq!(
+            (t.family_id, t.revoked_at, t.used_at),
+            (Some(format!("family-{}", i % 4)), None, None)
+        );
+    }
+    // A hash already stored: not stored again, and the stored row stays as it was.
+    let mut again = row(0);
+    again.sub = "someone-else".into();
+    assert!(!store.insert_successor(&again).await.unwrap());
+    assert_eq!(
+        store.find_token("default", "succ-0").await.unwrap().unwrap().sub,
+        "user-0"
+    );
+}
+
 /// Authorization codes are committed in groups too: 200 at once all land with every column as
 /// given (the 22 binds in their columns' order), and a code's hash is never stored twice.
 #[tokio::test]
