@@ -242,13 +242,32 @@ async fn concurrent_token_inserts_are_all_stored() {
     );
 }
 
+/// A live refresh-token family `id` of the default domain, for the store tests below.
+fn family(id: &str) -> ostiary::store::refresh::FamilyRow {
+    ostiary::store::refresh::FamilyRow {
+        id: id.to_string(),
+        domain: "default".into(),
+        client_id: "c".into(),
+        user_id: "u".into(),
+        scope: "openid".into(),
+        sid: String::new(),
+        offline: 0,
+        auth_time: 1_000,
+        amr: "[]".into(),
+        claims: None,
+        created_at: 1_000,
+        expires_at: 9_000,
+        revoked_at: None,
+    }
+}
+
 /// Access token ids recorded in their refresh-token families are committed in groups too: 150 at
 /// once over three families all land in their own family (revoking a family names exactly its
 /// ids), and recording an id again changes nothing.
 #[tokio::test]
 async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
     use ostiary::store::SqlStore;
-    use ostiary::store::refresh::{FamilyRow, RefreshStore};
+    use ostiary::store::refresh::RefreshStore;
 
     let dir = tempfile::tempdir().unwrap();
     let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
@@ -257,21 +276,7 @@ async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
     store.migrate().await.unwrap();
     for f in 0..3 {
         store
-            .insert_family(&FamilyRow {
-                id: format!("family-{f}"),
-                domain: "default".into(),
-                client_id: "c".into(),
-                user_id: "u".into(),
-                scope: "openid".into(),
-                sid: String::new(),
-                offline: 0,
-                auth_time: 1_000,
-                amr: "[]".into(),
-                claims: None,
-                created_at: 1_000,
-                expires_at: 9_000,
-                revoked_at: None,
-            })
+            .insert_family(&family(&format!("family-{f}")))
             .await
             .unwrap();
     }
@@ -318,7 +323,7 @@ async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
 /// (true); a revoked family's are not (false); a hash already stored is not stored again (false).
 #[tokio::test]
 async fn concurrent_successors_are_stored_only_in_live_families() {
-    use ostiary::store::refresh::{FamilyRow, RefreshStore};
+    use ostiary::store::refresh::RefreshStore;
     use ostiary::store::{SqlStore, TokenRow, TokenStore};
 
     let dir = tempfile::tempdir().unwrap();
@@ -328,21 +333,7 @@ async fn concurrent_successors_are_stored_only_in_live_families() {
     store.migrate().await.unwrap();
     for f in 0..4 {
         store
-            .insert_family(&FamilyRow {
-                id: format!("family-{f}"),
-                domain: "default".into(),
-                client_id: "c".into(),
-                user_id: "u".into(),
-                scope: "openid".into(),
-                sid: String::new(),
-                offline: 0,
-                auth_time: 1_000,
-                amr: "[]".into(),
-                claims: None,
-                created_at: 1_000,
-                expires_at: 9_000,
-                revoked_at: None,
-            })
+            .insert_family(&family(&format!("family-{f}")))
             .await
             .unwrap();
     }
