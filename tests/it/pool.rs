@@ -184,13 +184,9 @@ async fn a_pool_without_limits_keeps_its_connections() {
 /// the groups of more than 32 rows (several statements in one transaction).
 #[tokio::test]
 async fn concurrent_token_inserts_are_all_stored() {
-    use ostiary::store::{SqlStore, TokenRow, TokenStore};
+    use ostiary::store::{TokenRow, TokenStore};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = migrated_store().await;
     let row = |i: usize| TokenRow {
         hash: format!("hash-{i}"),
         domain: "default".into(),
@@ -242,6 +238,16 @@ async fn concurrent_token_inserts_are_all_stored() {
     );
 }
 
+/// A migrated store on a fresh database (its temp dir kept alive by the caller).
+async fn migrated_store() -> (ostiary::store::SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ostiary::store::SqlStore::connect(&fresh_database(dir.path()).await, 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
 /// A live refresh-token family `id` of the default domain, for the store tests below.
 fn family(id: &str) -> ostiary::store::refresh::FamilyRow {
     ostiary::store::refresh::FamilyRow {
@@ -266,14 +272,9 @@ fn family(id: &str) -> ostiary::store::refresh::FamilyRow {
 /// ids), and recording an id again changes nothing.
 #[tokio::test]
 async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
-    use ostiary::store::SqlStore;
     use ostiary::store::refresh::RefreshStore;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = migrated_store().await;
     for f in 0..3 {
         store
             .insert_family(&family(&format!("family-{f}")))
@@ -324,13 +325,9 @@ async fn concurrent_family_access_token_ids_are_all_stored_in_their_family() {
 #[tokio::test]
 async fn concurrent_successors_are_stored_only_in_live_families() {
     use ostiary::store::refresh::RefreshStore;
-    use ostiary::store::{SqlStore, TokenRow, TokenStore};
+    use ostiary::store::{TokenRow, TokenStore};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = migrated_store().await;
     for f in 0..4 {
         store
             .insert_family(&family(&format!("family-{f}")))
@@ -411,14 +408,9 @@ async fn concurrent_successors_are_stored_only_in_live_families() {
 /// given (the 22 binds in their columns' order), and a code's hash is never stored twice.
 #[tokio::test]
 async fn concurrent_code_inserts_are_all_stored_with_every_column() {
-    use ostiary::store::SqlStore;
     use ostiary::store::signin::{CodeRow, SignInStore};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = migrated_store().await;
     let row = |i: usize| {
         let n = i as i64;
         CodeRow {
@@ -528,14 +520,9 @@ async fn the_server_recovers_when_postgres_drops_every_connection() {
 /// a replay is refused, and an id whose assertion expired can be used again.
 #[tokio::test]
 async fn concurrent_assertion_ids_are_each_taken_once() {
-    use ostiary::store::SqlStore;
     use ostiary::store::assertion::AssertionStore;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&fresh_database(dir.path()).await, 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = migrated_store().await;
     let use_all = |ids: Vec<String>, now: i64| {
         let store = store.clone();
         async move {
