@@ -146,9 +146,9 @@ const QUEUE: usize = 4096;
 /// Events stored by one turn of the writer.
 const BATCH: usize = 512;
 /// How long a turn of the writer waits for more events after the first one (unless that one is
-/// a flush, or the batch is full): under load one commit then stores hundreds of events instead
-/// of a few, and the writer wakes once a turn instead of once an event. A flush waits at most
-/// this much longer.
+/// a flush, or the batch is full): under load a turn then stores hundreds of events in 32-row
+/// inserts instead of a few events in small ones, and the writer wakes once a turn instead of
+/// once an event. A flush waits at most this much longer.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Audit events of hot paths (tokens issued), stored by one background task in batches instead

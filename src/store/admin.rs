@@ -5,7 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
-use super::batch::{AnyQuery, Insertable, insert_rows};
+use super::batch::{chunk_sizes, values_placeholders};
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult, UserRow};
@@ -24,25 +24,6 @@ pub struct EventRow {
     pub request_id: Option<String>,
     /// JSON object, without secrets.
     pub details: String,
-}
-
-impl Insertable for EventRow {
-    const WHAT: &'static str = "audit event";
-    const TABLE: &'static str = "audit_events";
-    const COLUMNS: &'static str = "at, kind, actor, domain, client_id, user_id, outcome, request_id, details";
-    // The id is the table's own sequence: never a conflict.
-    const ON_CONFLICT: &'static str = "";
-    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
-        q.bind(self.at)
-            .bind(&self.kind)
-            .bind(&self.actor)
-            .bind(&self.domain)
-            .bind(&self.client_id)
-            .bind(&self.user_id)
-            .bind(&self.outcome)
-            .bind(&self.request_id)
-            .bind(&self.details)
-    }
 }
 
 /// Filters of an event listing; `None` matches everything.
@@ -75,7 +56,7 @@ pub type Page<T> = (Vec<T>, i64);
 pub trait AuditStore {
     /// Appends an event (its `id` is assigned by the store).
     fn insert_event(&self, e: &EventRow) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Appends events in order, in one commit (up to 32 in one statement).
+    /// Appends events in order, up to 32 in one statement.
     fn insert_events(&self, events: &[EventRow]) -> impl Future<Output = StoreResult<()>> + Send;
     /// Events of a domain matching `f`, newest first.
     fn list_events(
@@ -155,8 +136,31 @@ impl AuditStore for SqlStore {
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {
-        // One commit for the whole batch (one SQLite write transaction, one PostgreSQL WAL flush).
-        insert_rows(&self.writer, events).await
+        let mut rest = events;
+        for n in chunk_sizes(events.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            let sql = format!(
+                "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
+                 VALUES {}",
+                values_placeholders(self.writer.positional(), n, 9)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(&e.kind)
+                    .bind(&e.actor)
+                    .bind(&e.domain)
+                    .bind(&e.client_id)
+                    .bind(&e.user_id)
+                    .bind(&e.outcome)
+                    .bind(&e.request_id)
+                    .bind(&e.details);
+            }
+            q.execute(&self.writer).await?;
+            rest = tail;
+        }
+        Ok(())
     }
 
     async fn list_events(
