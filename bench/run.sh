@@ -7,6 +7,7 @@
 #   PEER       1 to run the peer too (default 1)
 #   BENCH_PORT the server's port (default 8180)
 #   SCENARIOS  which runs (default all): "cc introspect signin refresh flow password storm"
+#   BENCH_BIN  a server binary to measure instead of this checkout's release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
@@ -37,7 +38,9 @@ cargo build --release --locked -q --example bench-assertions --example bench-arg
 # while this runs.
 BIN="$WORK/bin"
 mkdir -p "$BIN/examples"
-cp "${CARGO_TARGET_DIR:-target}/release/ostiary" "$BIN/"
+# BENCH_BIN: another server binary to measure instead (an earlier build kept aside, for runs
+# that alternate two builds); the examples are still this checkout's.
+cp "${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/ostiary}" "$BIN/ostiary"
 cp "${CARGO_TARGET_DIR:-target}"/release/examples/bench-{assertions,argon2} "$BIN/examples/"
 # The private_key_jwt client's key (its public JWK goes into the configuration).
 "$BIN"/examples/bench-assertions "$WORK" "$TARGET" 0
