@@ -22,6 +22,7 @@ pub mod admin;
 pub mod assertion;
 mod batch;
 pub mod device;
+mod jwt_states;
 pub mod logout;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -194,8 +195,9 @@ pub trait TokenStore {
         client_id: &str,
         expires_at: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// What the store says of a JWT access token, in one statement: whether its jti was revoked,
-    /// and whether `sub` names a user of the domain who is not active.
+    /// What the store says of a JWT access token, read after the call (grouped with concurrent
+    /// lookups in one statement): whether its jti was revoked, and whether `sub` names a user of
+    /// the domain who is not active.
     fn jwt_state(
         &self,
         domain: &str,
@@ -350,6 +352,8 @@ pub struct SqlStore {
     codes: batch::GroupWriter<signin::CodeRow, ()>,
     /// Assertion ids used, committed in groups on `writer`.
     jtis: batch::GroupWriter<assertion::UsedJti, bool>,
+    /// JWT states, read in groups on `pool`.
+    jwt_states: batch::GroupWriter<jwt_states::JwtLookup, JwtState>,
     backend: Backend,
 }
 
@@ -395,6 +399,7 @@ impl SqlStore {
         } else {
             pool.clone()
         };
+        let jwt_states = jwt_states::jwt_state_reader(pool.clone());
         Ok(SqlStore {
             pool,
             tokens: batch::row_writer(writer.clone()),
@@ -402,6 +407,7 @@ impl SqlStore {
             successors: refresh::successor_writer(writer.clone()),
             codes: batch::row_writer(writer.clone()),
             jtis: assertion::jti_writer(writer.clone()),
+            jwt_states,
             writer,
             own_writer,
             backend,
@@ -507,8 +513,6 @@ static FIND_TOKEN: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND domain = $2"));
 const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = $3 WHERE hash = $1 AND domain = $2 AND revoked_at IS NULL";
-const JWT_STATE: &str = "SELECT (SELECT COUNT(*) FROM revoked_jtis WHERE domain = $1 AND jti = $2), \
-     (SELECT COUNT(*) FROM users WHERE domain = $1 AND id = $3 AND status <> 'active')";
 static FIND_TOKEN_AND_USER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {TOKEN_COLUMNS}, \
@@ -566,16 +570,13 @@ impl TokenStore for SqlStore {
     }
 
     async fn jwt_state(&self, domain: &str, jti: &str, sub: &str) -> StoreResult<JwtState> {
-        let (revoked, disabled): (i64, i64) = sqlx::query_as(JWT_STATE)
-            .bind(domain)
-            .bind(jti)
-            .bind(sub)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(JwtState {
-            revoked: revoked > 0,
-            user_disabled: disabled > 0,
-        })
+        self.jwt_states
+            .submit(jwt_states::JwtLookup {
+                domain: domain.to_string(),
+                jti: jti.to_string(),
+                sub: sub.to_string(),
+            })
+            .await
     }
 
     async fn find_token_and_user(&self, domain: &str, hash: &str) -> StoreResult<Option<(TokenRow, bool)>> {

@@ -39,8 +39,8 @@ fn cases() -> Vec<Case> {
         case("find_token", &super::FIND_TOKEN, &["tokens_pkey"]),
         case("revoke_token", super::REVOKE_TOKEN, &["tokens_pkey"]),
         case(
-            "jwt_state",
-            super::JWT_STATE,
+            "jwt_states",
+            &super::jwt_states::jwt_states_sql(false, 2),
             &["revoked_jtis_pkey", "users_pkey"],
         ),
         case(
@@ -220,7 +220,8 @@ fn postgres_indexes(plan: &[String]) -> BTreeSet<String> {
 
 /// Indexes used by a SQLite query plan, and `seq:<table>` for each full scan. The scan of a
 /// co-routine (a subquery in FROM, e.g. the one constant row a LEFT JOIN hangs on) and of
-/// constant rows (`SCAN CONSTANT ROW`, a VALUES list's `SCAN 2 CONSTANT ROWS`) reads no table.
+/// constant rows (`SCAN CONSTANT ROW`, a VALUES list's `SCAN 2 CONSTANT ROWS` or
+/// `SCAN 2-ROW VALUES CLAUSE`) reads no table.
 fn sqlite_indexes(plan: &[String]) -> BTreeSet<String> {
     let mut used = BTreeSet::new();
     let coroutines: BTreeSet<&str> = plan
@@ -233,6 +234,7 @@ fn sqlite_indexes(plan: &[String]) -> BTreeSet<String> {
         if let (Some(&"SCAN"), Some(table)) = (words.first(), words.get(1))
             && *table != "CONSTANT"
             && words.get(2) != Some(&"CONSTANT")
+            && words.get(2) != Some(&"VALUES")
             && !coroutines.contains(table)
         {
             used.insert(format!("seq:{table}"));
@@ -350,6 +352,7 @@ fn plan_readers_name_the_indexes_and_scans() {
         "CO-ROUTINE o",
         "SCAN o",
         "SCAN 2 CONSTANT ROWS",
+        "SCAN 2-ROW VALUES CLAUSE",
     ]
     .map(String::from);
     let used: Vec<String> = sqlite_indexes(&lite).into_iter().collect();

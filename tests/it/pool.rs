@@ -562,3 +562,71 @@ async fn concurrent_assertion_ids_are_each_taken_once() {
     assert_eq!(after_expiry.iter().filter(|t| **t).count(), 2, "{after_expiry:?}");
     assert!(after_expiry[2], "an expired id is taken over");
 }
+
+/// JWT states are read in groups (one statement for the lookups of one moment): 400 concurrent
+/// lookups over two domains each get their own token's revocation and their own subject's status.
+#[tokio::test]
+async fn concurrent_jwt_states_each_answer_for_their_own_token() {
+    use ostiary::store::{DirectoryStore, TokenStore, UserRow};
+    let (store, _dir) = migrated_store().await;
+    let user = |id: &str, domain: &str, status: &str| UserRow {
+        id: id.into(),
+        domain: domain.into(),
+        username: format!("{id}-name"),
+        password_hash: None,
+        status: status.into(),
+        claims: "{}".into(),
+        source: "store".into(),
+        config_hash: None,
+        created_at: 1_000,
+        updated_at: 1_000,
+    };
+    for u in [
+        user("a-on", "default", "active"),
+        user("a-off", "default", "disabled"),
+        user("b-on", "other", "active"),
+        user("b-off", "other", "disabled"),
+    ] {
+        store.insert_user(&u).await.unwrap();
+    }
+    for i in 0..10 {
+        store
+            .revoke_jti("default", &format!("r{i}"), "c", 9_000)
+            .await
+            .unwrap();
+    }
+    store.revoke_jti("other", "n0", "c", 9_000).await.unwrap();
+    let mut lookups = Vec::new();
+    for domain in ["default", "other"] {
+        for i in 0..10 {
+            for jti in [format!("r{i}"), format!("n{i}")] {
+                for sub in ["a-on", "a-off", "b-on", "b-off", "nobody"] {
+                    for _ in 0..2 {
+                        lookups.push((domain, jti.clone(), sub));
+                    }
+                }
+            }
+        }
+    }
+    let answers = futures_util::future::join_all(
+        lookups
+            .iter()
+            .map(|(domain, jti, sub)| store.jwt_state(domain, jti, sub)),
+    )
+    .await;
+    for ((domain, jti, sub), answer) in lookups.iter().zip(answers) {
+        let state = answer.unwrap();
+        let revoked = if *domain == "default" {
+            jti.starts_with('r')
+        } else {
+            jti == "n0"
+        };
+        // Only a user of the token's own domain counts.
+        let disabled = matches!((*domain, *sub), ("default", "a-off") | ("other", "b-off"));
+        assert_eq!(
+            (state.revoked, state.user_disabled),
+            (revoked, disabled),
+            "{domain} {jti} {sub}"
+        );
+    }
+}
