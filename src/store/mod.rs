@@ -22,8 +22,8 @@ pub mod admin;
 pub mod assertion;
 mod batch;
 pub mod device;
-mod jwt_states;
 pub mod logout;
+mod lookups;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod plans;
@@ -205,7 +205,7 @@ pub trait TokenStore {
         sub: &str,
     ) -> impl Future<Output = StoreResult<JwtState>> + Send;
     /// The token with this hash, and whether its `sub` names a user of the domain who is not
-    /// active (one statement).
+    /// active, read after the call (grouped with concurrent lookups in one statement).
     fn find_token_and_user(
         &self,
         domain: &str,
@@ -353,7 +353,9 @@ pub struct SqlStore {
     /// Assertion ids used, committed in groups on `writer`.
     jtis: batch::GroupWriter<assertion::UsedJti, bool>,
     /// JWT states, read in groups on `pool`.
-    jwt_states: batch::GroupWriter<jwt_states::JwtLookup, JwtState>,
+    jwt_states: batch::GroupWriter<lookups::JwtLookup, JwtState>,
+    /// Opaque tokens with their user's status, read in groups on `pool`.
+    token_lookups: batch::GroupWriter<lookups::TokenLookup, Option<(TokenRow, bool)>>,
     backend: Backend,
 }
 
@@ -399,7 +401,8 @@ impl SqlStore {
         } else {
             pool.clone()
         };
-        let jwt_states = jwt_states::jwt_state_reader(pool.clone());
+        let jwt_states = lookups::jwt_state_reader(pool.clone());
+        let token_lookups = lookups::token_reader(pool.clone());
         Ok(SqlStore {
             pool,
             tokens: batch::row_writer(writer.clone()),
@@ -408,6 +411,7 @@ impl SqlStore {
             codes: batch::row_writer(writer.clone()),
             jtis: assertion::jti_writer(writer.clone()),
             jwt_states,
+            token_lookups,
             writer,
             own_writer,
             backend,
@@ -513,14 +517,6 @@ static FIND_TOKEN: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND domain = $2"));
 const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = $3 WHERE hash = $1 AND domain = $2 AND revoked_at IS NULL";
-static FIND_TOKEN_AND_USER: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {TOKEN_COLUMNS}, \
-                (SELECT COUNT(*) FROM users WHERE users.domain = tokens.domain AND users.id = tokens.sub \
-                 AND users.status <> 'active') AS user_disabled \
-         FROM tokens WHERE hash = $1 AND domain = $2"
-    )
-});
 
 impl TokenStore for SqlStore {
     async fn insert_token(&self, t: &TokenRow) -> StoreResult<()> {
@@ -571,7 +567,7 @@ impl TokenStore for SqlStore {
 
     async fn jwt_state(&self, domain: &str, jti: &str, sub: &str) -> StoreResult<JwtState> {
         self.jwt_states
-            .submit(jwt_states::JwtLookup {
+            .submit(lookups::JwtLookup {
                 domain: domain.to_string(),
                 jti: jti.to_string(),
                 sub: sub.to_string(),
@@ -580,18 +576,12 @@ impl TokenStore for SqlStore {
     }
 
     async fn find_token_and_user(&self, domain: &str, hash: &str) -> StoreResult<Option<(TokenRow, bool)>> {
-        #[derive(FromRow)]
-        struct Found {
-            #[sqlx(flatten)]
-            token: TokenRow,
-            user_disabled: i64,
-        }
-        let found: Option<Found> = sqlx::query_as(FIND_TOKEN_AND_USER.as_str())
-            .bind(hash)
-            .bind(domain)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.map(|f| (f.token, f.user_disabled > 0)))
+        self.token_lookups
+            .submit(lookups::TokenLookup {
+                domain: domain.to_string(),
+                hash: hash.to_string(),
+            })
+            .await
     }
 }
 

@@ -40,12 +40,12 @@ fn cases() -> Vec<Case> {
         case("revoke_token", super::REVOKE_TOKEN, &["tokens_pkey"]),
         case(
             "jwt_states",
-            &super::jwt_states::jwt_states_sql(false, 2),
+            &super::lookups::jwt_states_sql(false, 2),
             &["revoked_jtis_pkey", "users_pkey"],
         ),
         case(
-            "find_token_and_user",
-            &super::FIND_TOKEN_AND_USER,
+            "tokens_and_users",
+            &super::lookups::tokens_and_users_sql(false, 2),
             &["tokens_pkey", "users_pkey"],
         ),
         case("find_family", &refresh::FIND_FAMILY, &["refresh_families_pkey"]),

@@ -630,3 +630,77 @@ async fn concurrent_jwt_states_each_answer_for_their_own_token() {
         );
     }
 }
+
+/// Opaque tokens are read in groups too: concurrent lookups of stored and unknown hashes, in the
+/// token's domain and in another, each get their own row (or none) and their own user's status.
+#[tokio::test]
+async fn concurrent_token_lookups_each_answer_for_their_own_token() {
+    use ostiary::store::{DirectoryStore, TokenRow, TokenStore, UserRow};
+    let (store, _dir) = migrated_store().await;
+    for (id, status) in [("on", "active"), ("off", "disabled")] {
+        store
+            .insert_user(&UserRow {
+                id: id.into(),
+                domain: "default".into(),
+                username: id.into(),
+                password_hash: None,
+                status: status.into(),
+                claims: "{}".into(),
+                source: "store".into(),
+                config_hash: None,
+                created_at: 1_000,
+                updated_at: 1_000,
+            })
+            .await
+            .unwrap();
+    }
+    // Token i is for the disabled user when i is odd; every third one names no user at all.
+    let sub = |i: i64| match (i % 3, i % 2) {
+        (0, _) => "client".to_string(),
+        (_, 1) => "off".to_string(),
+        _ => "on".to_string(),
+    };
+    for i in 0..40 {
+        store
+            .insert_token(&TokenRow {
+                hash: format!("h{i}"),
+                domain: "default".into(),
+                kind: "access".into(),
+                client_id: "c".into(),
+                sub: sub(i),
+                scope: "s".into(),
+                aud: "[]".into(),
+                claims: "{}".into(),
+                jti: format!("j{i}"),
+                issued_at: 1_000 + i,
+                expires_at: 2_000,
+                revoked_at: None,
+                family_id: None,
+                used_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut lookups = Vec::new();
+    for _ in 0..3 {
+        for i in 0..60 {
+            for domain in ["default", "other"] {
+                lookups.push((domain, i, format!("h{i}")));
+            }
+        }
+    }
+    let answers = futures_util::future::join_all(
+        lookups
+            .iter()
+            .map(|(domain, _, hash)| store.find_token_and_user(domain, hash)),
+    )
+    .await;
+    for ((domain, i, _), answer) in lookups.iter().zip(answers) {
+        let found = answer
+            .unwrap()
+            .map(|(t, disabled)| (t.jti, t.issued_at, disabled));
+        let expected =
+            (*domain == "default" && *i < 40).then(|| (format!("j{i}"), 1_000 + i, sub(*i) == "off"));
+        assert_eq!(found, expected, "{domain} h{i}");
+    }
+}

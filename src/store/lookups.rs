@@ -1,0 +1,149 @@
+//! Key lookups of the hot read paths, made in groups: the lookups of one moment ask in one
+//! statement (a VALUES list of their keys joined to the tables) instead of one statement each.
+//! A lookup still reads the store after it was asked, so a revocation committed before the
+//! request is always seen, and none is merged with another.
+//! - JWT access tokens (introspection, userinfo): the jti's revocation and the subject's status;
+//! - opaque tokens (introspection, revocation, userinfo): the token's row and its user's status.
+
+use sqlx::FromRow;
+
+use super::batch::{GroupWriter, placeholder};
+use super::pool::Pool;
+use super::{JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow};
+
+/// One token's lookup: its domain, `jti` and `sub`.
+pub(crate) struct JwtLookup {
+    pub domain: String,
+    pub jti: String,
+    pub sub: String,
+}
+
+/// Lookups in one statement, largest first (a handful of statement shapes, each prepared once
+/// per connection).
+const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// For `rows` VALUES rows `(i, domain, jti, sub)`: whether the jti is revoked and whether the
+/// subject is a user of the domain who is not active, as counts, in the order of `i`.
+pub(super) fn jwt_states_sql(positional: bool, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = |c| placeholder(positional, r * 3 + c);
+            format!("({r}, {}, {}, {})", p(1), p(2), p(3))
+        })
+        .collect();
+    format!(
+        "SELECT (SELECT COUNT(*) FROM revoked_jtis r WHERE r.domain = k.column2 AND r.jti = k.column3), \
+         (SELECT COUNT(*) FROM users u WHERE u.domain = k.column2 AND u.id = k.column4 AND u.status <> 'active') \
+         FROM (VALUES {}) AS k ORDER BY k.column1",
+        values.join(", ")
+    )
+}
+
+/// The reader of JWT states on `pool` (see the module's documentation).
+pub(crate) fn jwt_state_reader(pool: Pool) -> GroupWriter<JwtLookup, JwtState> {
+    GroupWriter::start("JWT state", move |rows: Vec<JwtLookup>| {
+        let pool = pool.clone();
+        async move { read(&pool, &rows).await }
+    })
+}
+
+/// The state of each lookup, in order.
+async fn read(pool: &Pool, lookups: &[JwtLookup]) -> StoreResult<Vec<JwtState>> {
+    let mut states = Vec::with_capacity(lookups.len());
+    let mut rest = lookups;
+    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
+        let (chunk, tail) = rest.split_at(n);
+        let sql = jwt_states_sql(pool.positional(), n);
+        let found: Vec<(i64, i64)> = chunk
+            .iter()
+            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+                q.bind(&l.domain).bind(&l.jti).bind(&l.sub)
+            })
+            .fetch_all(pool)
+            .await?;
+        if found.len() != n {
+            return Err(StoreError::Unavailable(
+                "JWT state: one row per lookup expected".into(),
+            ));
+        }
+        states.extend(found.into_iter().map(|(revoked, disabled)| JwtState {
+            revoked: revoked > 0,
+            user_disabled: disabled > 0,
+        }));
+        rest = tail;
+    }
+    Ok(states)
+}
+
+/// One opaque token's lookup: its domain and the SHA-256 of its value.
+pub(crate) struct TokenLookup {
+    pub domain: String,
+    pub hash: String,
+}
+
+/// For `rows` VALUES rows `(i, hash, domain)`: `i`, the token row found and whether its `sub` is a
+/// user of the domain who is not active. Lookups that find nothing have no row.
+pub(super) fn tokens_and_users_sql(positional: bool, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = |c| placeholder(positional, r * 2 + c);
+            format!("({r}, {}, {})", p(1), p(2))
+        })
+        .collect();
+    let columns: Vec<String> = TOKEN_COLUMNS
+        .split(',')
+        .map(|c| format!("t.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, \
+         (SELECT COUNT(*) FROM users u WHERE u.domain = t.domain AND u.id = t.sub AND u.status <> 'active') \
+         AS user_disabled \
+         FROM (VALUES {}) AS k JOIN tokens t ON t.hash = k.column2 AND t.domain = k.column3",
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+/// The reader of opaque tokens on `pool` (see the module's documentation).
+pub(crate) fn token_reader(pool: Pool) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
+    GroupWriter::start("token lookup", move |rows: Vec<TokenLookup>| {
+        let pool = pool.clone();
+        async move { read_tokens(&pool, &rows).await }
+    })
+}
+
+#[derive(FromRow)]
+struct Found {
+    lookup: i64,
+    #[sqlx(flatten)]
+    token: TokenRow,
+    user_disabled: i64,
+}
+
+/// The token of each lookup (None when there is none), in order.
+async fn read_tokens(pool: &Pool, lookups: &[TokenLookup]) -> StoreResult<Vec<Option<(TokenRow, bool)>>> {
+    let mut tokens: Vec<Option<(TokenRow, bool)>> = Vec::with_capacity(lookups.len());
+    let mut rest = lookups;
+    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
+        let (chunk, tail) = rest.split_at(n);
+        let sql = tokens_and_users_sql(pool.positional(), n);
+        let found: Vec<Found> = chunk
+            .iter()
+            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+                q.bind(&l.hash).bind(&l.domain)
+            })
+            .fetch_all(pool)
+            .await?;
+        let mut answers: Vec<Option<(TokenRow, bool)>> = (0..n).map(|_| None).collect();
+        for f in found {
+            let slot = usize::try_from(f.lookup)
+                .ok()
+                .and_then(|i| answers.get_mut(i))
+                .ok_or_else(|| StoreError::Unavailable("token lookup: a row for no lookup".into()))?;
+            *slot = Some((f.token, f.user_disabled > 0));
+        }
+        tokens.extend(answers);
+        rest = tail;
+    }
+    Ok(tokens)
+}
