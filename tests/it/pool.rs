@@ -563,13 +563,9 @@ async fn concurrent_assertion_ids_are_each_taken_once() {
     assert!(after_expiry[2], "an expired id is taken over");
 }
 
-/// JWT states are read in groups (one statement for the lookups of one moment): 400 concurrent
-/// lookups over two domains each get their own token's revocation and their own subject's status.
-#[tokio::test]
-async fn concurrent_jwt_states_each_answer_for_their_own_token() {
-    use ostiary::store::{DirectoryStore, TokenStore, UserRow};
-    let (store, _dir) = migrated_store().await;
-    let user = |id: &str, domain: &str, status: &str| UserRow {
+/// A store-managed user `id` of `domain` with `status`, for the lookup tests below.
+fn user(id: &str, domain: &str, status: &str) -> ostiary::store::UserRow {
+    ostiary::store::UserRow {
         id: id.into(),
         domain: domain.into(),
         username: format!("{id}-name"),
@@ -580,7 +576,15 @@ async fn concurrent_jwt_states_each_answer_for_their_own_token() {
         config_hash: None,
         created_at: 1_000,
         updated_at: 1_000,
-    };
+    }
+}
+
+/// JWT states are read in groups (one statement for the lookups of one moment): 400 concurrent
+/// lookups over two domains each get their own token's revocation and their own subject's status.
+#[tokio::test]
+async fn concurrent_jwt_states_each_answer_for_their_own_token() {
+    use ostiary::store::{DirectoryStore, TokenStore};
+    let (store, _dir) = migrated_store().await;
     for u in [
         user("a-on", "default", "active"),
         user("a-off", "default", "disabled"),
@@ -635,24 +639,10 @@ async fn concurrent_jwt_states_each_answer_for_their_own_token() {
 /// token's domain and in another, each get their own row (or none) and their own user's status.
 #[tokio::test]
 async fn concurrent_token_lookups_each_answer_for_their_own_token() {
-    use ostiary::store::{DirectoryStore, TokenRow, TokenStore, UserRow};
+    use ostiary::store::{DirectoryStore, TokenRow, TokenStore};
     let (store, _dir) = migrated_store().await;
     for (id, status) in [("on", "active"), ("off", "disabled")] {
-        store
-            .insert_user(&UserRow {
-                id: id.into(),
-                domain: "default".into(),
-                username: id.into(),
-                password_hash: None,
-                status: status.into(),
-                claims: "{}".into(),
-                source: "store".into(),
-                config_hash: None,
-                created_at: 1_000,
-                updated_at: 1_000,
-            })
-            .await
-            .unwrap();
+        store.insert_user(&user(id, "default", status)).await.unwrap();
     }
     // Token i is for the disabled user when i is odd; every third one names no user at all.
     let sub = |i: i64| match (i % 3, i % 2) {
