@@ -3,13 +3,15 @@
 //! A lookup still reads the store after it was asked, so a revocation committed before the
 //! request is always seen, and none is merged with another.
 //! - JWT access tokens (introspection, userinfo): the jti's revocation and the subject's status;
-//! - opaque tokens (introspection, revocation, userinfo): the token's row and its user's status.
+//! - opaque tokens (introspection, revocation, userinfo): the token's row and its user's status;
+//! - refresh-token families (refresh): the family with its user.
 
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
 
 use super::batch::{GroupWriter, placeholder};
 use super::pool::Pool;
-use super::{JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow};
+use super::refresh::{FAMILY_COLUMNS, FamilyRow};
+use super::{JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
 /// One token's lookup: its domain, `jti` and `sub`.
 pub(crate) struct JwtLookup {
@@ -146,4 +148,95 @@ async fn read_tokens(pool: &Pool, lookups: &[TokenLookup]) -> StoreResult<Vec<Op
         rest = tail;
     }
     Ok(tokens)
+}
+
+/// One refresh-token family's lookup: its domain and id.
+pub(crate) struct FamilyLookup {
+    pub domain: String,
+    pub id: String,
+}
+
+/// For `rows` VALUES rows `(i, id, domain)`: `i`, the family found and its user (the user's
+/// columns prefixed `u_`, all null when the user is gone). Lookups that find nothing have no row.
+pub(super) fn families_with_users_sql(positional: bool, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = |c| placeholder(positional, r * 2 + c);
+            format!("({r}, {}, {})", p(1), p(2))
+        })
+        .collect();
+    let family: Vec<String> = FAMILY_COLUMNS
+        .split(',')
+        .map(|c| format!("f.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, \
+         u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash, u.status AS u_status, \
+         u.claims AS u_claims, u.source AS u_source, u.config_hash AS u_config_hash, \
+         u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+         FROM (VALUES {}) AS k JOIN refresh_families f ON f.id = k.column2 AND f.domain = k.column3 \
+         LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id",
+        family.join(", "),
+        values.join(", ")
+    )
+}
+
+/// A family and its user, as the store answers a lookup.
+pub(crate) type FamilyWithUser = Option<(FamilyRow, Option<UserRow>)>;
+
+/// The reader of refresh-token families on `pool` (see the module's documentation).
+pub(crate) fn family_reader(pool: Pool) -> GroupWriter<FamilyLookup, FamilyWithUser> {
+    GroupWriter::start("family lookup", move |rows: Vec<FamilyLookup>| {
+        let pool = pool.clone();
+        async move { read_families(&pool, &rows).await }
+    })
+}
+
+/// The family of each lookup with its user (None when there is none), in order.
+async fn read_families(pool: &Pool, lookups: &[FamilyLookup]) -> StoreResult<Vec<FamilyWithUser>> {
+    let mut families: Vec<FamilyWithUser> = Vec::with_capacity(lookups.len());
+    let mut rest = lookups;
+    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
+        let (chunk, tail) = rest.split_at(n);
+        let sql = families_with_users_sql(pool.positional(), n);
+        let found = chunk
+            .iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, l| {
+                q.bind(&l.id).bind(&l.domain)
+            })
+            .fetch_all(pool)
+            .await?;
+        let mut answers: Vec<FamilyWithUser> = (0..n).map(|_| None).collect();
+        for r in found {
+            let slot = usize::try_from(r.try_get::<i64, _>("lookup")?)
+                .ok()
+                .and_then(|i| answers.get_mut(i))
+                .ok_or_else(|| StoreError::Unavailable("family lookup: a row for no lookup".into()))?;
+            *slot = Some(family_and_user(&r)?);
+        }
+        families.extend(answers);
+        rest = tail;
+    }
+    Ok(families)
+}
+
+/// A row of [`families_with_users_sql`] as the family and its user.
+fn family_and_user(r: &sqlx::any::AnyRow) -> StoreResult<(FamilyRow, Option<UserRow>)> {
+    let family = FamilyRow::from_row(r)?;
+    let user = match r.try_get::<Option<String>, _>("u_id")? {
+        Some(id) => Some(UserRow {
+            id,
+            domain: family.domain.clone(),
+            username: r.try_get("u_username")?,
+            password_hash: r.try_get("u_password_hash")?,
+            status: r.try_get("u_status")?,
+            claims: r.try_get("u_claims")?,
+            source: r.try_get("u_source")?,
+            config_hash: r.try_get("u_config_hash")?,
+            created_at: r.try_get("u_created_at")?,
+            updated_at: r.try_get("u_updated_at")?,
+        }),
+        None => None,
+    };
+    Ok((family, user))
 }

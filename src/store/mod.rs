@@ -356,6 +356,10 @@ pub struct SqlStore {
     jwt_states: batch::GroupWriter<lookups::JwtLookup, JwtState>,
     /// Opaque tokens with their user's status, read in groups on `pool`.
     token_lookups: batch::GroupWriter<lookups::TokenLookup, Option<(TokenRow, bool)>>,
+    /// Refresh-token families with their user, read in groups on `pool`.
+    family_lookups: batch::GroupWriter<lookups::FamilyLookup, lookups::FamilyWithUser>,
+    /// Refresh tokens used up by rotations, in groups on `writer`.
+    takes: batch::GroupWriter<refresh::Take, Option<TokenRow>>,
     backend: Backend,
 }
 
@@ -403,7 +407,10 @@ impl SqlStore {
         };
         let jwt_states = lookups::jwt_state_reader(pool.clone());
         let token_lookups = lookups::token_reader(pool.clone());
+        let family_lookups = lookups::family_reader(pool.clone());
         Ok(SqlStore {
+            family_lookups,
+            takes: refresh::take_writer(writer.clone()),
             pool,
             tokens: batch::row_writer(writer.clone()),
             family_jtis: batch::row_writer(writer.clone()),

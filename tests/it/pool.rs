@@ -694,3 +694,140 @@ async fn concurrent_token_lookups_each_answer_for_their_own_token() {
         assert_eq!(found, expected, "{domain} h{i}");
     }
 }
+
+/// Rotations use up their refresh tokens in groups: 40 tokens presented three times each at
+/// once, by their client and by another, at two different moments. Each usable token goes to
+/// exactly one of its client's requests, with the used-up time of that request; a token of
+/// another client, one bound to a certificate, one already used or revoked, and an unknown one
+/// go to none.
+#[tokio::test]
+async fn concurrent_refresh_takes_use_each_token_once() {
+    use ostiary::store::refresh::RefreshStore;
+    use ostiary::store::{TokenRow, TokenStore};
+
+    let (store, _dir) = migrated_store().await;
+    store.insert_family(&family("f")).await.unwrap();
+    // Token i: bound to a certificate when i % 5 == 1, used when 2, revoked when 3.
+    for i in 0..40 {
+        store
+            .insert_token(&TokenRow {
+                hash: format!("r{i}"),
+                domain: "default".into(),
+                kind: "refresh".into(),
+                client_id: "c".into(),
+                sub: "u".into(),
+                scope: "openid".into(),
+                aud: "[]".into(),
+                claims: if i % 5 == 1 {
+                    r#"{"cnf":{}}"#.into()
+                } else {
+                    "{}".into()
+                },
+                jti: format!("j{i}"),
+                issued_at: 1_000,
+                expires_at: 9_000,
+                revoked_at: (i % 5 == 3).then_some(1_500),
+                family_id: Some("f".into()),
+                used_at: (i % 5 == 2).then_some(1_500),
+            })
+            .await
+            .unwrap();
+    }
+    let usable = |i: usize| i < 40 && [0, 4].contains(&(i % 5));
+    let mut takes = Vec::new();
+    // A token's presentations side by side, so that they share a group.
+    for i in 0..45 {
+        for round in 0..3 {
+            for client in ["c", "other"] {
+                takes.push((i, client, 2_000 + ((i + round) % 2) as i64, format!("r{i}")));
+            }
+        }
+    }
+    let answers = futures_util::future::join_all(
+        takes
+            .iter()
+            .map(|(_, client, now, hash)| store.take_refresh("default", hash, client, *now)),
+    )
+    .await;
+    let mut taken = vec![0; 45];
+    for ((i, client, now, _), answer) in takes.iter().zip(answers) {
+        if let Some(row) = answer.unwrap() {
+            assert!(usable(*i) && *client == "c", "r{i} taken by {client}");
+            assert_eq!(
+                (row.hash, row.jti, row.used_at),
+                (format!("r{i}"), format!("j{i}"), Some(*now))
+            );
+            taken[*i] += 1;
+        }
+    }
+    for (i, n) in taken.iter().enumerate() {
+        assert_eq!(*n, usize::from(usable(i)), "r{i} taken {n} times");
+        if i < 40 {
+            let used = store
+                .find_token("default", &format!("r{i}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .used_at;
+            assert_eq!(used.is_some(), i % 5 != 1 && i % 5 != 3, "r{i} used_at {used:?}");
+        }
+    }
+}
+
+/// Refresh-token families are read in groups: 240 lookups at once, in two domains, of families
+/// whose user is active, disabled or gone, and of unknown ones; each answers with its own family
+/// and user.
+#[tokio::test]
+async fn concurrent_family_lookups_each_answer_for_their_own_family() {
+    use ostiary::store::DirectoryStore;
+    use ostiary::store::refresh::RefreshStore;
+
+    let (store, _dir) = migrated_store().await;
+    for (id, status) in [("on", "active"), ("off", "disabled")] {
+        store.insert_user(&user(id, "default", status)).await.unwrap();
+    }
+    // Family i belongs to "on", "off" or a user who is gone, in turn.
+    let owner = |i: usize| ["on", "off", "gone"][i % 3];
+    for i in 0..30 {
+        let mut f = family(&format!("f{i}"));
+        f.user_id = owner(i).into();
+        f.scope = format!("scope-{i}");
+        f.auth_time = 1_000 + i as i64;
+        store.insert_family(&f).await.unwrap();
+    }
+    let mut lookups = Vec::new();
+    for _ in 0..4 {
+        for i in 0..30 {
+            for domain in ["default", "other"] {
+                lookups.push((domain, i, format!("f{i}")));
+            }
+        }
+    }
+    lookups.extend((30..60).map(|i| ("default", i, format!("f{i}"))));
+    let answers = futures_util::future::join_all(
+        lookups
+            .iter()
+            .map(|(domain, _, id)| store.find_family_with_user(domain, id)),
+    )
+    .await;
+    for ((domain, i, _), answer) in lookups.iter().zip(answers) {
+        let found = answer
+            .unwrap()
+            .map(|(f, u)| (f.id, f.scope, f.auth_time, f.user_id, u.map(|u| (u.id, u.status))));
+        let expected = (*domain == "default" && *i < 30).then(|| {
+            let status = match owner(*i) {
+                "on" => Some(("on".to_string(), "active".to_string())),
+                "off" => Some(("off".to_string(), "disabled".to_string())),
+                _ => None,
+            };
+            (
+                format!("f{i}"),
+                format!("scope-{i}"),
+                1_000 + *i as i64,
+                owner(*i).to_string(),
+                status,
+            )
+        });
+        assert_eq!(found, expected, "{domain} f{i}");
+    }
+}
