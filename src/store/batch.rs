@@ -6,9 +6,10 @@
 //! rows instead of one each. Alone, a row goes at once.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use sqlx::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::pool::Pool;
 use super::{StoreError, StoreResult};
@@ -148,37 +149,43 @@ impl<T, R> std::fmt::Debug for GroupWriter<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
-    /// Starts the writer task of `what` (named in errors).
+    /// Starts the writer task of `what` (named in errors), one group at a time.
     pub(crate) fn start<F, Fut>(what: &'static str, store: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = StoreResult<Vec<R>>> + Send,
+        Fut: Future<Output = StoreResult<Vec<R>>> + Send + 'static,
+    {
+        GroupWriter::start_lanes(what, 1, store)
+    }
+
+    /// Starts the writer task of `what` with up to `lanes` groups in flight at once: while one
+    /// group is in the store, the rows queued meanwhile go as the next one. Only for rows whose
+    /// groups cannot conflict (reads; inserts of random, never repeated keys): two concurrent
+    /// groups that write one key could deadlock each other. With one lane, a group is taken only
+    /// after the one before is stored.
+    pub(crate) fn start_lanes<F, Fut>(what: &'static str, lanes: usize, store: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<Vec<R>>> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(4 * BATCH);
+        let free = Arc::new(Semaphore::new(lanes.max(1)));
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut queued, BATCH).await > 0 {
-                let (rows, replies): (Vec<T>, Vec<Reply<R>>) = queued.drain(..).unzip();
-                let count = rows.len();
-                // A submitter that gave up waiting is not an error of the others.
-                match store(rows).await {
-                    Ok(answers) if answers.len() == count => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
-                    }
-                    Ok(_) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(format!("{what}: one answer per row expected")));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
+            loop {
+                // A lane first, so that rows queue while every lane is busy and go together.
+                let Ok(lane) = free.clone().acquire_owned().await else {
+                    return;
+                };
+                if rx.recv_many(&mut queued, BATCH).await == 0 {
+                    return;
                 }
+                let (rows, replies): (Vec<T>, Vec<Reply<R>>) = queued.drain(..).unzip();
+                let stored = store(rows);
+                tokio::spawn(async move {
+                    answer(what, replies, stored.await);
+                    drop(lane);
+                });
             }
         });
         GroupWriter { tx, what }
@@ -196,9 +203,33 @@ impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
     }
 }
 
-/// The writer of rows of `T` (see the module's documentation).
-pub(crate) fn row_writer<T: Insertable>(pool: Pool) -> GroupWriter<T, ()> {
-    GroupWriter::start(T::WHAT, move |rows: Vec<T>| {
+/// Answers each submitter of a group with its row's answer, or with the group's error. A
+/// submitter that gave up waiting is not an error of the others.
+fn answer<R>(what: &'static str, replies: Vec<Reply<R>>, stored: StoreResult<Vec<R>>) {
+    match stored {
+        Ok(answers) if answers.len() == replies.len() => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(format!("{what}: one answer per row expected")));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The writer of rows of `T` (see the module's documentation), with `lanes` groups in flight at
+/// most (see [`GroupWriter::start_lanes`]).
+pub(crate) fn row_writer<T: Insertable>(pool: Pool, lanes: usize) -> GroupWriter<T, ()> {
+    GroupWriter::start_lanes(T::WHAT, lanes, move |rows: Vec<T>| {
         let pool = pool.clone();
         async move {
             insert_rows(&pool, &rows).await?;
@@ -219,6 +250,42 @@ mod tests {
         assert_eq!(chunk_sizes(45).collect::<Vec<_>>(), [32, 8, 4, 1]);
         for len in 0..300 {
             assert_eq!(chunk_sizes(len).sum::<usize>(), len);
+        }
+    }
+
+    /// With a free lane, the rows queued while a group is in the store go as the next group at
+    /// once; with one lane, only after it. Each submitter gets its own row's answer either way.
+    #[tokio::test]
+    async fn a_second_lane_takes_the_next_group_while_the_first_is_stored() {
+        for (lanes, overlap) in [(1, false), (2, true)] {
+            let (started_tx, mut started) = mpsc::unbounded_channel::<Vec<u32>>();
+            let gate = Arc::new(Semaphore::new(0));
+            let store_gate = gate.clone();
+            let writer = GroupWriter::start_lanes("test", lanes, move |rows: Vec<u32>| {
+                let started = started_tx.clone();
+                let gate = store_gate.clone();
+                async move {
+                    let _ = started.send(rows.clone());
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                    Ok(rows.into_iter().map(|r| r * 10).collect())
+                }
+            });
+            let first = tokio::spawn({
+                let w = writer.clone();
+                async move { w.submit(1).await }
+            });
+            assert_eq!(started.recv().await, Some(vec![1]), "lanes {lanes}");
+            let second = tokio::spawn({
+                let w = writer.clone();
+                async move { w.submit(2).await }
+            });
+            let went = tokio::time::timeout(std::time::Duration::from_millis(300), started.recv()).await;
+            assert_eq!(went.is_ok(), overlap, "lanes {lanes}: the second group started");
+            gate.add_permits(2);
+            assert_eq!(first.await.ok().and_then(|r| r.ok()), Some(10), "lanes {lanes}");
+            assert_eq!(second.await.ok().and_then(|r| r.ok()), Some(20), "lanes {lanes}");
         }
     }
 

@@ -42,8 +42,8 @@ pub(super) fn jwt_states_sql(positional: bool, rows: usize) -> String {
 }
 
 /// The reader of JWT states on `pool` (see the module's documentation).
-pub(crate) fn jwt_state_reader(pool: Pool) -> GroupWriter<JwtLookup, JwtState> {
-    GroupWriter::start("JWT state", move |rows: Vec<JwtLookup>| {
+pub(crate) fn jwt_state_reader(pool: Pool, lanes: usize) -> GroupWriter<JwtLookup, JwtState> {
+    GroupWriter::start_lanes("JWT state", lanes, move |rows: Vec<JwtLookup>| {
         let pool = pool.clone();
         async move { read(&pool, &rows).await }
     })
@@ -107,8 +107,8 @@ pub(super) fn tokens_and_users_sql(positional: bool, rows: usize) -> String {
 }
 
 /// The reader of opaque tokens on `pool` (see the module's documentation).
-pub(crate) fn token_reader(pool: Pool) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
-    GroupWriter::start("token lookup", move |rows: Vec<TokenLookup>| {
+pub(crate) fn token_reader(pool: Pool, lanes: usize) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
+    GroupWriter::start_lanes("token lookup", lanes, move |rows: Vec<TokenLookup>| {
         let pool = pool.clone();
         async move { read_tokens(&pool, &rows).await }
     })
@@ -185,8 +185,8 @@ pub(super) fn families_with_users_sql(positional: bool, rows: usize) -> String {
 pub(crate) type FamilyWithUser = Option<(FamilyRow, Option<UserRow>)>;
 
 /// The reader of refresh-token families on `pool` (see the module's documentation).
-pub(crate) fn family_reader(pool: Pool) -> GroupWriter<FamilyLookup, FamilyWithUser> {
-    GroupWriter::start("family lookup", move |rows: Vec<FamilyLookup>| {
+pub(crate) fn family_reader(pool: Pool, lanes: usize) -> GroupWriter<FamilyLookup, FamilyWithUser> {
+    GroupWriter::start_lanes("family lookup", lanes, move |rows: Vec<FamilyLookup>| {
         let pool = pool.clone();
         async move { read_families(&pool, &rows).await }
     })

@@ -332,6 +332,11 @@ const SQLITE_INIT: &[&str] = &[
     "PRAGMA synchronous = NORMAL",
 ];
 
+/// Groups of token and code inserts in the store at once on PostgreSQL (see
+/// [`batch::GroupWriter::start_lanes`]): while one group commits, the rows queued meanwhile go
+/// as the next, instead of leaving the cores idle (bench/results/2026-12-02-write-lanes.txt).
+const LANES: usize = 2;
+
 /// The SQL store over SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -405,17 +410,23 @@ impl SqlStore {
         } else {
             pool.clone()
         };
-        let jwt_states = lookups::jwt_state_reader(pool.clone());
-        let token_lookups = lookups::token_reader(pool.clone());
-        let family_lookups = lookups::family_reader(pool.clone());
+        // Groups in flight at once: inserts of random keys (tokens, codes) may overlap on
+        // PostgreSQL (see GroupWriter::start_lanes), not on SQLite's one writing connection.
+        // Reads stay one group at a time: two lanes gave them no more throughput, only smaller
+        // groups (bench/results/2026-12-02-write-lanes.txt).
+        let reads = 1;
+        let writes = if own_writer { 1 } else { LANES };
+        let jwt_states = lookups::jwt_state_reader(pool.clone(), reads);
+        let token_lookups = lookups::token_reader(pool.clone(), reads);
+        let family_lookups = lookups::family_reader(pool.clone(), reads);
         Ok(SqlStore {
             family_lookups,
             takes: refresh::take_writer(writer.clone()),
             pool,
-            tokens: batch::row_writer(writer.clone()),
-            family_jtis: batch::row_writer(writer.clone()),
+            tokens: batch::row_writer(writer.clone(), writes),
+            family_jtis: batch::row_writer(writer.clone(), 1),
             successors: refresh::successor_writer(writer.clone()),
-            codes: batch::row_writer(writer.clone()),
+            codes: batch::row_writer(writer.clone(), writes),
             jtis: assertion::jti_writer(writer.clone()),
             jwt_states,
             token_lookups,
