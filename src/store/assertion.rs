@@ -57,7 +57,9 @@ pub(crate) struct UsedJti {
     now: i64,
 }
 
-/// The writer of assertion ids: the ids of concurrent requests are recorded in one commit.
+/// The writer of assertion ids: the ids of concurrent requests are recorded in one commit. Each
+/// group writes its ids in one order (sorted), so that two groups of two replicas that share ids
+/// (replays) wait for each other rather than deadlock.
 pub(crate) fn jti_writer(pool: Pool) -> GroupWriter<UsedJti, bool> {
     GroupWriter::start("assertion id", move |rows: Vec<UsedJti>| {
         let pool = pool.clone();
@@ -75,12 +77,13 @@ async fn use_jtis(pool: &Pool, rows: &[UsedJti]) -> StoreResult<Vec<bool>> {
         .iter()
         .map(|r| seen.insert((r.domain.as_str(), r.issuer.as_str(), r.jti.as_str())))
         .collect();
-    let unique: Vec<&UsedJti> = rows
+    let mut unique: Vec<&UsedJti> = rows
         .iter()
         .zip(&first)
         .filter(|(_, f)| **f)
         .map(|(r, _)| r)
         .collect();
+    unique.sort_by(|a, b| (&a.domain, &a.issuer, &a.jti).cmp(&(&b.domain, &b.issuer, &b.jti)));
     let now = rows.iter().map(|r| r.now).min().unwrap_or_default();
     let statements = chunks(&unique)
         .map(|chunk| {

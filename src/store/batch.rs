@@ -160,9 +160,10 @@ impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
 
     /// Starts the writer task of `what` with up to `lanes` groups in flight at once: while one
     /// group is in the store, the rows queued meanwhile go as the next one. Only for rows whose
-    /// groups cannot conflict (reads; inserts of random, never repeated keys): two concurrent
-    /// groups that write one key could deadlock each other. With one lane, a group is taken only
-    /// after the one before is stored.
+    /// groups cannot deadlock each other: reads, inserts of random never repeated keys, or
+    /// writes that every group makes in one order of their keys (two groups in flight that
+    /// write two shared keys in opposite orders would wait for each other). With one lane, a
+    /// group is taken only after the one before is stored.
     pub(crate) fn start_lanes<F, Fut>(what: &'static str, lanes: usize, store: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + 'static,

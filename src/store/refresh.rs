@@ -182,8 +182,12 @@ pub(crate) fn successor_writer(pool: Pool) -> GroupWriter<TokenRow, bool> {
 
 /// Stores `rows` in one commit; for each, true when it was stored (its family unrevoked, its
 /// hash new). Of two rows with one hash in a group (a retry beside its original), the first.
+/// The rows go in the order of their hashes, so that two groups sharing a hash (a retry on
+/// another replica) wait for each other rather than deadlock.
 async fn insert_successors(pool: &Pool, rows: &[TokenRow]) -> StoreResult<Vec<bool>> {
-    let statements = chunks(rows)
+    let mut sorted: Vec<&TokenRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.hash.cmp(&b.hash));
+    let statements = chunks(&sorted)
         .map(|chunk| {
             let sql = insert_successors_sql(pool.positional(), chunk.len());
             chunk
