@@ -6,6 +6,8 @@
 //! - opaque tokens (introspection, revocation, userinfo): the token's row and its user's status;
 //! - refresh-token families (refresh): the family with its user.
 
+use std::future::Future;
+
 use sqlx::{FromRow, Row};
 
 use super::batch::{GroupWriter, placeholder};
@@ -23,6 +25,46 @@ pub(crate) struct JwtLookup {
 /// Lookups in one statement, largest first (a handful of statement shapes, each prepared once
 /// per connection).
 const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// Reads `lookups` in statements of [`SIZES`]: `read` gets each chunk and answers for each of its
+/// lookups, in order.
+async fn in_statements<'a, L, A, Fut>(lookups: &'a [L], read: impl Fn(&'a [L]) -> Fut) -> StoreResult<Vec<A>>
+where
+    Fut: Future<Output = StoreResult<Vec<A>>>,
+{
+    let mut answers = Vec::with_capacity(lookups.len());
+    let mut rest = lookups;
+    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
+        let (chunk, tail) = rest.split_at(n);
+        let found = read(chunk).await?;
+        if found.len() != n {
+            return Err(StoreError::Unavailable(
+                "lookup: one answer per lookup expected".into(),
+            ));
+        }
+        answers.extend(found);
+        rest = tail;
+    }
+    Ok(answers)
+}
+
+/// The answers of `n` lookups from rows that each name their lookup by its index in the
+/// statement (`lookup`); a lookup without a row found nothing.
+fn by_lookup<A>(
+    n: usize,
+    found: impl IntoIterator<Item = StoreResult<(i64, A)>>,
+) -> StoreResult<Vec<Option<A>>> {
+    let mut answers: Vec<Option<A>> = (0..n).map(|_| None).collect();
+    for row in found {
+        let (lookup, answer) = row?;
+        let slot = usize::try_from(lookup)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| StoreError::Unavailable("lookup: a row for no lookup".into()))?;
+        *slot = Some(answer);
+    }
+    Ok(answers)
+}
 
 /// For `rows` VALUES rows `(i, domain, jti, sub)`: whether the jti is revoked and whether the
 /// subject is a user of the domain who is not active, as counts, in the order of `i`.
@@ -42,39 +84,30 @@ pub(super) fn jwt_states_sql(positional: bool, rows: usize) -> String {
 }
 
 /// The reader of JWT states on `pool` (see the module's documentation).
-pub(crate) fn jwt_state_reader(pool: Pool, lanes: usize) -> GroupWriter<JwtLookup, JwtState> {
-    GroupWriter::start_lanes("JWT state", lanes, move |rows: Vec<JwtLookup>| {
+pub(crate) fn jwt_state_reader(pool: Pool) -> GroupWriter<JwtLookup, JwtState> {
+    GroupWriter::start("JWT state", move |rows: Vec<JwtLookup>| {
         let pool = pool.clone();
-        async move { read(&pool, &rows).await }
+        async move { in_statements(&rows, |chunk| read_jwt_states(&pool, chunk)).await }
     })
 }
 
-/// The state of each lookup, in order.
-async fn read(pool: &Pool, lookups: &[JwtLookup]) -> StoreResult<Vec<JwtState>> {
-    let mut states = Vec::with_capacity(lookups.len());
-    let mut rest = lookups;
-    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
-        let (chunk, tail) = rest.split_at(n);
-        let sql = jwt_states_sql(pool.positional(), n);
-        let found: Vec<(i64, i64)> = chunk
-            .iter()
-            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
-                q.bind(&l.domain).bind(&l.jti).bind(&l.sub)
-            })
-            .fetch_all(pool)
-            .await?;
-        if found.len() != n {
-            return Err(StoreError::Unavailable(
-                "JWT state: one row per lookup expected".into(),
-            ));
-        }
-        states.extend(found.into_iter().map(|(revoked, disabled)| JwtState {
+/// The state of each lookup of one statement, in order.
+async fn read_jwt_states(pool: &Pool, chunk: &[JwtLookup]) -> StoreResult<Vec<JwtState>> {
+    let sql = jwt_states_sql(pool.positional(), chunk.len());
+    let found: Vec<(i64, i64)> = chunk
+        .iter()
+        .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+            q.bind(&l.domain).bind(&l.jti).bind(&l.sub)
+        })
+        .fetch_all(pool)
+        .await?;
+    Ok(found
+        .into_iter()
+        .map(|(revoked, disabled)| JwtState {
             revoked: revoked > 0,
             user_disabled: disabled > 0,
-        }));
-        rest = tail;
-    }
-    Ok(states)
+        })
+        .collect())
 }
 
 /// One opaque token's lookup: its domain and the SHA-256 of its value.
@@ -107,10 +140,10 @@ pub(super) fn tokens_and_users_sql(positional: bool, rows: usize) -> String {
 }
 
 /// The reader of opaque tokens on `pool` (see the module's documentation).
-pub(crate) fn token_reader(pool: Pool, lanes: usize) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
-    GroupWriter::start_lanes("token lookup", lanes, move |rows: Vec<TokenLookup>| {
+pub(crate) fn token_reader(pool: Pool) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
+    GroupWriter::start("token lookup", move |rows: Vec<TokenLookup>| {
         let pool = pool.clone();
-        async move { read_tokens(&pool, &rows).await }
+        async move { in_statements(&rows, |chunk| read_tokens(&pool, chunk)).await }
     })
 }
 
@@ -122,32 +155,22 @@ struct Found {
     user_disabled: i64,
 }
 
-/// The token of each lookup (None when there is none), in order.
-async fn read_tokens(pool: &Pool, lookups: &[TokenLookup]) -> StoreResult<Vec<Option<(TokenRow, bool)>>> {
-    let mut tokens: Vec<Option<(TokenRow, bool)>> = Vec::with_capacity(lookups.len());
-    let mut rest = lookups;
-    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
-        let (chunk, tail) = rest.split_at(n);
-        let sql = tokens_and_users_sql(pool.positional(), n);
-        let found: Vec<Found> = chunk
-            .iter()
-            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
-                q.bind(&l.hash).bind(&l.domain)
-            })
-            .fetch_all(pool)
-            .await?;
-        let mut answers: Vec<Option<(TokenRow, bool)>> = (0..n).map(|_| None).collect();
-        for f in found {
-            let slot = usize::try_from(f.lookup)
-                .ok()
-                .and_then(|i| answers.get_mut(i))
-                .ok_or_else(|| StoreError::Unavailable("token lookup: a row for no lookup".into()))?;
-            *slot = Some((f.token, f.user_disabled > 0));
-        }
-        tokens.extend(answers);
-        rest = tail;
-    }
-    Ok(tokens)
+/// The token of each lookup of one statement (None when there is none), in order.
+async fn read_tokens(pool: &Pool, chunk: &[TokenLookup]) -> StoreResult<Vec<Option<(TokenRow, bool)>>> {
+    let sql = tokens_and_users_sql(pool.positional(), chunk.len());
+    let found: Vec<Found> = chunk
+        .iter()
+        .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+            q.bind(&l.hash).bind(&l.domain)
+        })
+        .fetch_all(pool)
+        .await?;
+    by_lookup(
+        chunk.len(),
+        found
+            .into_iter()
+            .map(|f| Ok((f.lookup, (f.token, f.user_disabled > 0)))),
+    )
 }
 
 /// One refresh-token family's lookup: its domain and id.
@@ -185,39 +208,29 @@ pub(super) fn families_with_users_sql(positional: bool, rows: usize) -> String {
 pub(crate) type FamilyWithUser = Option<(FamilyRow, Option<UserRow>)>;
 
 /// The reader of refresh-token families on `pool` (see the module's documentation).
-pub(crate) fn family_reader(pool: Pool, lanes: usize) -> GroupWriter<FamilyLookup, FamilyWithUser> {
-    GroupWriter::start_lanes("family lookup", lanes, move |rows: Vec<FamilyLookup>| {
+pub(crate) fn family_reader(pool: Pool) -> GroupWriter<FamilyLookup, FamilyWithUser> {
+    GroupWriter::start("family lookup", move |rows: Vec<FamilyLookup>| {
         let pool = pool.clone();
-        async move { read_families(&pool, &rows).await }
+        async move { in_statements(&rows, |chunk| read_families(&pool, chunk)).await }
     })
 }
 
-/// The family of each lookup with its user (None when there is none), in order.
-async fn read_families(pool: &Pool, lookups: &[FamilyLookup]) -> StoreResult<Vec<FamilyWithUser>> {
-    let mut families: Vec<FamilyWithUser> = Vec::with_capacity(lookups.len());
-    let mut rest = lookups;
-    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
-        let (chunk, tail) = rest.split_at(n);
-        let sql = families_with_users_sql(pool.positional(), n);
-        let found = chunk
+/// The family of each lookup of one statement with its user (None when there is none), in order.
+async fn read_families(pool: &Pool, chunk: &[FamilyLookup]) -> StoreResult<Vec<FamilyWithUser>> {
+    let sql = families_with_users_sql(pool.positional(), chunk.len());
+    let found = chunk
+        .iter()
+        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, l| {
+            q.bind(&l.id).bind(&l.domain)
+        })
+        .fetch_all(pool)
+        .await?;
+    by_lookup(
+        chunk.len(),
+        found
             .iter()
-            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, l| {
-                q.bind(&l.id).bind(&l.domain)
-            })
-            .fetch_all(pool)
-            .await?;
-        let mut answers: Vec<FamilyWithUser> = (0..n).map(|_| None).collect();
-        for r in found {
-            let slot = usize::try_from(r.try_get::<i64, _>("lookup")?)
-                .ok()
-                .and_then(|i| answers.get_mut(i))
-                .ok_or_else(|| StoreError::Unavailable("family lookup: a row for no lookup".into()))?;
-            *slot = Some(family_and_user(&r)?);
-        }
-        families.extend(answers);
-        rest = tail;
-    }
-    Ok(families)
+            .map(|r| Ok((r.try_get::<i64, _>("lookup")?, family_and_user(r)?))),
+    )
 }
 
 /// A row of [`families_with_users_sql`] as the family and its user.

@@ -414,22 +414,18 @@ impl SqlStore {
         // PostgreSQL (see GroupWriter::start_lanes), not on SQLite's one writing connection.
         // Reads stay one group at a time: two lanes gave them no more throughput, only smaller
         // groups (bench/results/2026-12-02-write-lanes.txt).
-        let reads = 1;
         let writes = if own_writer { 1 } else { LANES };
-        let jwt_states = lookups::jwt_state_reader(pool.clone(), reads);
-        let token_lookups = lookups::token_reader(pool.clone(), reads);
-        let family_lookups = lookups::family_reader(pool.clone(), reads);
         Ok(SqlStore {
-            family_lookups,
-            takes: refresh::take_writer(writer.clone()),
-            pool,
             tokens: batch::row_writer(writer.clone(), writes),
-            family_jtis: batch::row_writer(writer.clone(), 1),
             successors: refresh::successor_writer(writer.clone()),
+            family_jtis: batch::row_writer(writer.clone(), 1),
             codes: batch::row_writer(writer.clone(), writes),
             jtis: assertion::jti_writer(writer.clone()),
-            jwt_states,
-            token_lookups,
+            takes: refresh::take_writer(writer.clone()),
+            jwt_states: lookups::jwt_state_reader(pool.clone()),
+            token_lookups: lookups::token_reader(pool.clone()),
+            family_lookups: lookups::family_reader(pool.clone()),
+            pool,
             writer,
             own_writer,
             backend,

@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use std::collections::HashSet;
 
-use super::batch::{GroupWriter, Insertable, chunk_sizes, chunks, in_one_commit, placeholder};
+use super::batch::{GroupWriter, Insertable, chunks, in_one_commit, placeholder};
 use super::pool::Pool;
 use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
@@ -108,11 +108,8 @@ async fn take_refreshes(pool: &Pool, takes: &[Take]) -> StoreResult<Vec<Option<T
     times.dedup();
     for now in times {
         let group: Vec<usize> = (0..takes.len()).filter(|i| takes[*i].now == now).collect();
-        let mut rest = group.as_slice();
-        for n in chunk_sizes(group.len()) {
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let sql = take_refreshes_sql(pool.positional(), n);
+        for chunk in chunks(&group) {
+            let sql = take_refreshes_sql(pool.positional(), chunk.len());
             let taken: Vec<TokenRow> = chunk
                 .iter()
                 .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now), |q, i| {
