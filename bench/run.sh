@@ -134,6 +134,13 @@ bench_ostiary() { # DB ALG
     -d resource=urn:bench:opaque "$TARGET/oauth2/v1/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
   echo "   access tokens: $(jwt_header "$jwt")"
   BODY="grant_type=client_credentials&scope=api%3Aread" wrk -t1 -c8 -d2s -s bench/post.lua "$TARGET/oauth2/v1/token" >/dev/null
+  if scenario introspect; then
+    # Distinct tokens to introspect (bench/collect.lua): 12,000 to 20,000 of each kind, more than
+    # the server's cache of verified JWTs holds (8,192).
+    collect_tokens "$WORK/jwts.txt" "grant_type=client_credentials&scope=api%3Aread"
+    collect_tokens "$WORK/opaques.txt" "grant_type=client_credentials&resource=urn%3Abench%3Aopaque"
+    echo "   distinct tokens to introspect: $(wc -l < "$WORK/jwts.txt") JWTs, $(wc -l < "$WORK/opaques.txt") opaque"
+  fi
   for c in $CONNS; do
     if scenario cc; then
       run "$tag cc jwt" "$c" "grant_type=client_credentials&scope=api%3Aread" /oauth2/v1/token $SERVER_PID
@@ -142,6 +149,8 @@ bench_ostiary() { # DB ALG
     if scenario introspect; then
       run "$tag introspect jwt" "$c" "token=$jwt" /oauth2/v1/introspect $SERVER_PID
       run "$tag introspect opaque" "$c" "token=$opaque" /oauth2/v1/introspect $SERVER_PID
+      TOKENS="$WORK/jwts.txt" run "$tag introspect distinct jwt" "$c" "" /oauth2/v1/introspect $SERVER_PID bench/introspect-many.lua
+      TOKENS="$WORK/opaques.txt" run "$tag introspect distinct opaque" "$c" "" /oauth2/v1/introspect $SERVER_PID bench/introspect-many.lua
     fi
     if scenario cc; then
       # Fresh assertions (each jti is used once), more than a run can use.
@@ -159,6 +168,18 @@ bench_ostiary() { # DB ALG
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
+}
+
+# collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until
+# FILE holds at least 12,000 (at most 4 turns: RS256 on a slow machine issues fewer a turn).
+collect_tokens() {
+  local file=$1 body=$2 turn
+  rm -f "$file"; touch "$file"
+  for turn in 1 2 3 4; do
+    [ "$(wc -l < "$file")" -ge 12000 ] && break
+    OUT="$file" MAX=$((20000 - $(wc -l < "$file"))) BODY="$body" \
+      wrk -t1 -c16 -d5s -s bench/collect.lua "$TARGET/oauth2/v1/token" >/dev/null
+  done
 }
 
 # jwt_header JWT: the JOSE header of a JWT ({"alg":...,"kid":...}).
