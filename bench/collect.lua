@@ -3,6 +3,7 @@
 -- bench/introspect-many.lua. Run it with -t1 (one thread, one file).
 local basic = os.getenv("BASIC") or error("set BASIC")
 local out = io.open(os.getenv("OUT") or error("set OUT"), "a")
+out:setvbuf("line")   -- whole lines only, whenever wrk stops
 local max = tonumber(os.getenv("MAX") or "20000")
 local n = 0
 
@@ -17,6 +18,6 @@ response = function(status, headers, body)
   if token then
     out:write(token, "\n")
     n = n + 1
-    if n == max then out:close() elseif n % 1000 == 0 then out:flush() end
+    if n == max then out:close() end
   end
 end
