@@ -17,11 +17,19 @@ use super::{StoreError, StoreResult};
 /// Rows stored by one turn of the writer.
 const BATCH: usize = 64;
 
-/// Splits `len` rows into statements of 32, 16, 8, 4, 2 or 1 rows (a handful of statement
-/// shapes, each prepared once per connection), largest first.
-pub(crate) fn chunk_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+/// Rows in one insert: 32, 16, 8, 4, 2 or 1 (a handful of statement shapes, each prepared once
+/// per connection).
+const INSERT_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+/// Splits `len` rows into statements of [`INSERT_SIZES`], largest first.
+pub(crate) fn chunk_sizes(len: usize) -> impl Iterator<Item = usize> {
+    sizes_of(&INSERT_SIZES, len)
+}
+
+/// Splits `len` into parts of `sizes` (largest first, ending with 1), largest first.
+fn sizes_of(sizes: &'static [usize], mut len: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
-        let n = [32, 16, 8, 4, 2, 1].into_iter().find(|n| *n <= len)?;
+        let n = sizes.iter().copied().find(|n| *n <= len)?;
         len -= n;
         Some(n)
     })
@@ -77,8 +85,13 @@ pub(crate) async fn in_one_commit(
 
 /// Splits `rows` into the groups of [`chunk_sizes`], in order.
 pub(crate) fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    chunks_of(&INSERT_SIZES, rows)
+}
+
+/// Splits `rows` into groups of `sizes` (largest first, ending with 1), in order.
+pub(crate) fn chunks_of<'r, T>(sizes: &'static [usize], rows: &'r [T]) -> impl Iterator<Item = &'r [T]> {
     let mut rest = rows;
-    chunk_sizes(rows.len()).map(move |n| {
+    sizes_of(sizes, rows.len()).map(move |n| {
         let (chunk, tail) = rest.split_at(n);
         rest = tail;
         chunk
@@ -252,6 +265,12 @@ mod tests {
         for len in 0..300 {
             assert_eq!(chunk_sizes(len).sum::<usize>(), len);
         }
+        // Other sizes (the grouped lookups' 64 first), the rows in order.
+        const LOOKUP: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+        let rows: Vec<usize> = (0..100).collect();
+        let parts: Vec<&[usize]> = chunks_of(&LOOKUP, &rows).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [64, 32, 4]);
+        assert_eq!(parts.concat(), rows);
     }
 
     /// With a free lane, the rows queued while a group is in the store go as the next group at

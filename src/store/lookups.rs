@@ -10,7 +10,7 @@ use std::future::Future;
 
 use sqlx::{FromRow, Row};
 
-use super::batch::{GroupWriter, placeholder};
+use super::batch::{GroupWriter, chunks_of, placeholder};
 use super::pool::Pool;
 use super::refresh::{FAMILY_COLUMNS, FamilyRow};
 use super::{JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
@@ -33,17 +33,14 @@ where
     Fut: Future<Output = StoreResult<Vec<A>>>,
 {
     let mut answers = Vec::with_capacity(lookups.len());
-    let mut rest = lookups;
-    while let Some(n) = SIZES.into_iter().find(|n| *n <= rest.len()) {
-        let (chunk, tail) = rest.split_at(n);
+    for chunk in chunks_of(&SIZES, lookups) {
         let found = read(chunk).await?;
-        if found.len() != n {
+        if found.len() != chunk.len() {
             return Err(StoreError::Unavailable(
                 "lookup: one answer per lookup expected".into(),
             ));
         }
         answers.extend(found);
-        rest = tail;
     }
     Ok(answers)
 }
