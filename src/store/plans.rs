@@ -263,10 +263,10 @@ fn sqlite_name(index: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn key_lookups_use_their_keys_index_on_a_fresh_database() {
+/// A new, migrated database of its own: on the PostgreSQL of `OSTIARY_TEST_DATABASE_URL` when
+/// it names one, else a SQLite file in `dir`. Returns its URL and whether it is PostgreSQL.
+async fn fresh_database(dir: &tempfile::TempDir) -> (String, bool) {
     sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().expect("temp dir");
     let (url, postgres) = match std::env::var("OSTIARY_TEST_DATABASE_URL") {
         Ok(base) if base.starts_with("postgres") => {
             let name = format!(
@@ -289,7 +289,13 @@ async fn key_lookups_use_their_keys_index_on_a_fresh_database() {
     let store = SqlStore::connect(&url, 2).await.expect("store");
     store.migrate().await.expect("migrate");
     drop(store);
+    (url, postgres)
+}
 
+#[tokio::test]
+async fn key_lookups_use_their_keys_index_on_a_fresh_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, postgres) = fresh_database(&dir).await;
     let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
     if postgres {
         sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
@@ -335,6 +341,98 @@ async fn key_lookups_use_their_keys_index_on_a_fresh_database() {
         wrong.is_empty(),
         "plans that do not use their key's index:\n{}",
         wrong.join("\n")
+    );
+}
+
+/// The insert of a group of successors, planned for the values of 8 rows (PostgreSQL plans a
+/// statement for its values on its first five executions, and for as long as that plan costs
+/// less than a generic one), on a database that grew without being analyzed: 65 families and
+/// 2,000 tokens, as the first seconds of a new deployment's refreshes leave it. It must look
+/// each row's family up by its key. With EXISTS, PostgreSQL joined a scan of the families to
+/// the VALUES list, read again for every family (`bench/results/2026-12-02-refresh-plans.txt`).
+#[tokio::test]
+async fn successor_insert_looks_families_up_by_key_on_a_database_not_yet_analyzed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, postgres) = fresh_database(&dir).await;
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let mut setup = Vec::new();
+    if postgres {
+        setup.push("ALTER TABLE tokens SET (autovacuum_enabled = false)".to_string());
+        setup.push("ALTER TABLE refresh_families SET (autovacuum_enabled = false)".to_string());
+    }
+    let families: Vec<String> = (0..65)
+        .map(|f| format!("('f{f}', 'd', 'c', 'u{f}', 'openid', 's{f}', 1, 0, '[]', NULL, 0, 9, NULL)"))
+        .collect();
+    setup.push(format!(
+        "INSERT INTO refresh_families (id, domain, client_id, user_id, scope, sid, offline, \
+         auth_time, amr, claims, created_at, expires_at, revoked_at) VALUES {}",
+        families.join(", ")
+    ));
+    for part in 0..20 {
+        let tokens: Vec<String> = (part * 100..part * 100 + 100)
+            .map(|t| {
+                format!(
+                    "('h{t}', 'd', 'refresh', 'c', 'u', 'openid', '[]', '{{}}', 'j{t}', 0, 9, \
+                     NULL, 'f{}', 1)",
+                    t % 65
+                )
+            })
+            .collect();
+        setup.push(format!(
+            "INSERT INTO tokens ({}) VALUES {}",
+            super::TOKEN_COLUMNS,
+            tokens.join(", ")
+        ));
+    }
+    for sql in setup {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("populate");
+    }
+
+    let rows = 8;
+    let sql = refresh::insert_successors_sql(false, rows);
+    let (plan, used, expected) = if postgres {
+        let values: Vec<String> = (0..rows)
+            .map(|r| {
+                format!(
+                    "'n{r}', 'd', 'refresh', 'c', 'u', 'openid', '[]', '{{}}', 'nj{r}', 0, 9, NULL, \
+                     'f{r}', NULL"
+                )
+            })
+            .collect();
+        let explain = format!(
+            "SET plan_cache_mode = force_custom_plan; PREPARE plan_case AS {sql}; \
+             EXPLAIN EXECUTE plan_case({}); DEALLOCATE plan_case",
+            values.join(", ")
+        );
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
+            .fetch_all(&mut conn)
+            .await
+            .expect("explain");
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let used = postgres_indexes(&plan);
+        (plan, used, "refresh_families_pkey".to_string())
+    } else {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(&mut conn)
+            .await
+            .expect("explain");
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        let used = sqlite_indexes(&plan);
+        (plan, used, sqlite_name("refresh_families_pkey"))
+    };
+    assert_eq!(
+        used,
+        BTreeSet::from([expected]),
+        "the successors' insert on a database not yet analyzed:\n  {}",
+        plan.join("\n  ")
+    );
+    assert!(
+        !plan.iter().any(|line| line.contains("Nested Loop")),
+        "the VALUES list is read once:\n  {}",
+        plan.join("\n  ")
     );
 }
 

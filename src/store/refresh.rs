@@ -63,9 +63,13 @@ pub(super) static FIND_FAMILY: LazyLock<String> =
 /// The refresh tokens of `rows` keys `(hash, domain, client_id)` used up at `$1`, each only when
 /// it is an unused, unrevoked refresh token of that client without a certificate binding (one
 /// atomic conditional update per token); returns the rows it used up. The keys are an OR of
-/// equalities, which both databases search along the key's index whatever their statistics say
+/// equalities, which both databases search along the key's index once the table has statistics
 /// (an `IN (VALUES ..)` list was planned as a scan of the whole table on a young PostgreSQL
-/// database: 3 to 5 ms a statement, `bench/results/2026-12-02-refresh-grouped.txt`).
+/// database: 3 to 5 ms a statement, `bench/results/2026-12-02-refresh-grouped.txt`). Before its
+/// first ANALYZE, PostgreSQL's plan for one group's values (all of one domain and client) may
+/// still read the domain's rows along `tokens_jti`: 1 to 3 ms for 32 keys among 2,000 tokens,
+/// about what the 32 updates themselves cost, so it was left so
+/// (`bench/results/2026-12-02-refresh-plans.txt`).
 pub(super) fn take_refreshes_sql(positional: bool, rows: usize) -> String {
     let keys: Vec<String> = (0..rows)
         .map(|r| {
@@ -140,6 +144,12 @@ async fn take_refreshes(pool: &Pool, takes: &[Take]) -> StoreResult<Vec<Option<T
 /// family is unrevoked and its hash new; returns the hashes stored. The rows are a VALUES list
 /// (columns `column1`.. on both databases) in [`TOKEN_COLUMNS`] order, its integer columns cast:
 /// PostgreSQL types a VALUES list from its own values, not from the insert's columns.
+///
+/// The family is checked by a scalar subquery (its state, NULL when there is none), not by
+/// EXISTS: PostgreSQL turns an EXISTS into a join, and on a database not yet analyzed (a new
+/// deployment's first minute) it joined a scan of the families to the VALUES list and scanned
+/// the list again for every family, 2 ms for 8 rows of 65 families. A scalar subquery stays a
+/// lookup by the family's key for each row, the list read once.
 pub(super) fn insert_successors_sql(positional: bool, rows: usize) -> String {
     /// The integer columns of TOKEN_COLUMNS (1-based): issued_at, expires_at, revoked_at, used_at.
     const INTEGER: [usize; 4] = [10, 11, 12, 14];
@@ -162,8 +172,8 @@ pub(super) fn insert_successors_sql(positional: bool, rows: usize) -> String {
     let select: Vec<String> = (1..=columns).map(|c| format!("v.column{c}")).collect();
     format!(
         "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} FROM (VALUES {}) AS v \
-         WHERE EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = v.column13 AND f.domain = v.column2 \
-         AND f.revoked_at IS NULL) ON CONFLICT (hash) DO NOTHING RETURNING hash",
+         WHERE (SELECT f.revoked_at IS NULL FROM refresh_families f \
+         WHERE f.id = v.column13 AND f.domain = v.column2) ON CONFLICT (hash) DO NOTHING RETURNING hash",
         select.join(", "),
         values.join(", ")
     )
