@@ -8,6 +8,8 @@
 #   BENCH_PORT the server's port (default 8180)
 #   SCENARIOS  which runs (default all): "cc introspect signin refresh flow password storm"
 #   BENCH_BIN  a server binary to measure instead of this checkout's release build
+#   PG_STATEMENTS  N > 0: after each run on PostgreSQL, PostgreSQL's CPU and its N statements
+#              that took the most execution time (pg_stat_statements; default 0, off)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
@@ -17,6 +19,16 @@ DBS=${DBS:-"sqlite postgres"}
 ALGS=${ALGS:-"RS256 ES256"}
 PEER=${PEER:-1}
 PORT=${BENCH_PORT:-8180}
+PG_STATEMENTS=${PG_STATEMENTS:-0}
+if [ "$PG_STATEMENTS" -gt 0 ]; then
+  # Added to the libraries PG_EXTRA preloads, if it names some (auto_explain, say).
+  if [[ "${PG_EXTRA:-}" == *shared_preload_libraries=* ]]; then
+    PG_EXTRA=$(sed -E 's/shared_preload_libraries=([^ ]+)/shared_preload_libraries=\1,pg_stat_statements/' <<<"$PG_EXTRA")
+  else
+    PG_EXTRA="${PG_EXTRA:-} -c shared_preload_libraries=pg_stat_statements"
+  fi
+  PG_EXTRA="$PG_EXTRA -c pg_stat_statements.track=all"
+fi
 SCENARIOS=" ${SCENARIOS:-cc introspect signin refresh flow password storm} "
 TARGET=http://127.0.0.1:$PORT
 # scenario NAME: true when NAME is among SCENARIOS.
@@ -79,9 +91,15 @@ run() {
   if [ "${ADJACENT_LIMIT:-}" = 1 ] && [ -n "$ARGON2_LIMIT" ]; then
     before=$(argon2_limit 3); a0=$(argon2_cpu "$pid")
   fi
+  local g0=""
+  if [ -n "${STATEMENTS_URL:-}" ]; then
+    psql "$STATEMENTS_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null; g0="cpu $(pg_cpu)"
+  fi
   c0=$(cpu "$pid"); t0=$(date +%s.%N)
   out=$(BODY="$body" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s --latency -s "$script" "$TARGET$path")
   c1=$(cpu "$pid"); t1=$(date +%s.%N)
+  local statements=""
+  [ -n "$g0" ] && statements=$(pg_statements "${g0#cpu }" "$t0" "$t1")
   if [ -n "$before" ]; then
     a1=$(argon2_cpu "$pid"); after=$(argon2_limit 3)
     limit=$(awk -v a="$before" -v b="$after" 'BEGIN{printf "%.1f", (a + b) / 2}')
@@ -108,14 +126,52 @@ run() {
   cores=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.2f", (b-a)/(t1-t0)}')
   printf "%-44s c=%-3s %10s req/s  p50 %-9s p99 %-9s server %s cores%s%s%s\n" "$name" "$c" "$rps" "$p50" "$p99" "$cores" \
     "${extra:+  $extra}" "${errs:+  NON-2XX: $errs}" "${timeouts:+  TIMEOUTS: $timeouts}" | tee -a "$RESULTS"
+  [ -z "$statements" ] || echo "$statements"
+}
+
+# pg_cpu: CPU seconds spent so far by the processes of the throwaway cluster (the postmaster's
+# children: backends, WAL writer, checkpointer), whichever user runs them.
+# Empty when the cluster is not this script's own (PG_URL given).
+pg_cpu() {
+  local postmaster
+  postmaster=$(head -n 1 "${PG_TMP:-/nonexistent}/data/postmaster.pid" 2>/dev/null) || return 0
+  awk -v p="$postmaster" -v hz="$(getconf CLK_TCK)" '$4 == p || $1 == p {s += $14 + $15} END {printf "%.2f", s / hz}' \
+    /proc/[0-9]*/stat 2>/dev/null
+}
+
+# pg_statements CPU0 T0 T1: PostgreSQL's cores over the run, and the PG_STATEMENTS statements that
+# took the most execution time since the reset. Statements are counted by their first 60
+# characters, so the grouped forms of one statement (1 to 64 rows) count as one; us/call and
+# us/row are its execution time per statement and per row written or returned.
+pg_statements() {
+  local g1
+  g1=$(pg_cpu)
+  echo "   postgres $(awk -v a="$1" -v b="$g1" -v t0="$2" -v t1="$3" 'BEGIN{if (a == "" || b == "") printf "?"; else printf "%.2f", (b-a)/(t1-t0)}') cores;" \
+    "statements by execution time:      calls       rows  us/call   us/row   ms total"
+  psql "$STATEMENTS_URL" -qAt -F ' ' -c "SELECT sum(calls), sum(rows),
+      round((sum(total_exec_time) / sum(calls) * 1000)::numeric),
+      CASE WHEN sum(rows) > 0 THEN round((sum(total_exec_time) / sum(rows) * 1000)::numeric)::text ELSE '-' END,
+      round(sum(total_exec_time)::numeric), q
+    FROM (SELECT *, left(regexp_replace(query, '\s+', ' ', 'g'), 60) AS q FROM pg_stat_statements) s
+    WHERE calls > 0 AND q NOT LIKE '%pg_stat_statements%'
+    GROUP BY q ORDER BY sum(total_exec_time) DESC LIMIT $PG_STATEMENTS" |
+    awk '{q = $6; for (i = 7; i <= NF; i++) q = q " " $i; printf "     %-60s %10s %10s %8s %8s %10s\n", q, $1, $2, $3, $4, $5}'
 }
 
 bench_ostiary() { # DB ALG
   local db=$1 alg=$2 url
+  STATEMENTS_URL=""
   if [ "$db" = postgres ]; then
     if [ -z "${PG_URL:-}" ]; then pg_start || { echo "PostgreSQL not available: skipped"; return 0; }; fi
     psql "$PG_URL" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
     url=${PG_URL%/*}/bench
+    if [ "$PG_STATEMENTS" -gt 0 ]; then
+      if psql "$url" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null 2>&1; then
+        STATEMENTS_URL=$url
+      else
+        echo "   PG_STATEMENTS: pg_stat_statements is not loaded in this PostgreSQL: no statement report"
+      fi
+    fi
   else
     rm -f "$WORK"/bench.db*
     url="sqlite://$WORK/bench.db"
@@ -168,6 +224,7 @@ bench_ostiary() { # DB ALG
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
+  STATEMENTS_URL=""
 }
 
 # collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until
