@@ -13,7 +13,9 @@ use sqlx::{FromRow, Row};
 use super::batch::{GroupWriter, chunks_of, placeholder};
 use super::pool::Pool;
 use super::refresh::{FAMILY_COLUMNS, FamilyRow};
-use super::{JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
+use super::{
+    JOINED_USER_COLUMNS, JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow, joined_user,
+};
 
 /// One token's lookup: its domain, `jti` and `sub`.
 pub(crate) struct JwtLookup {
@@ -190,10 +192,7 @@ pub(super) fn families_with_users_sql(positional: bool, rows: usize) -> String {
         .map(|c| format!("f.{}", c.trim()))
         .collect();
     format!(
-        "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, \
-         u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash, u.status AS u_status, \
-         u.claims AS u_claims, u.source AS u_source, u.config_hash AS u_config_hash, \
-         u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+        "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, {JOINED_USER_COLUMNS} \
          FROM (VALUES {}) AS k JOIN refresh_families f ON f.id = k.column2 AND f.domain = k.column3 \
          LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id",
         family.join(", "),
@@ -233,20 +232,6 @@ async fn read_families(pool: &Pool, chunk: &[FamilyLookup]) -> StoreResult<Vec<F
 /// A row of [`families_with_users_sql`] as the family and its user.
 fn family_and_user(r: &sqlx::any::AnyRow) -> StoreResult<(FamilyRow, Option<UserRow>)> {
     let family = FamilyRow::from_row(r)?;
-    let user = match r.try_get::<Option<String>, _>("u_id")? {
-        Some(id) => Some(UserRow {
-            id,
-            domain: family.domain.clone(),
-            username: r.try_get("u_username")?,
-            password_hash: r.try_get("u_password_hash")?,
-            status: r.try_get("u_status")?,
-            claims: r.try_get("u_claims")?,
-            source: r.try_get("u_source")?,
-            config_hash: r.try_get("u_config_hash")?,
-            created_at: r.try_get("u_created_at")?,
-            updated_at: r.try_get("u_updated_at")?,
-        }),
-        None => None,
-    };
+    let user = joined_user(r, &family.domain)?;
     Ok((family, user))
 }

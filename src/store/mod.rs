@@ -152,6 +152,32 @@ pub struct UserRow {
     pub updated_at: i64,
 }
 
+/// The columns of a user joined as `u` (a LEFT JOIN beside another row), named `u_<column>` so
+/// that they do not clash with the other row's: read them with [`joined_user`].
+pub(crate) const JOINED_USER_COLUMNS: &str = "u.id AS u_id, u.username AS u_username, \
+     u.password_hash AS u_password_hash, u.status AS u_status, u.claims AS u_claims, u.source AS u_source, \
+     u.config_hash AS u_config_hash, u.created_at AS u_created_at, u.updated_at AS u_updated_at";
+
+/// The user of [`JOINED_USER_COLUMNS`] in `r`, of `domain`; None when the join found none.
+pub(crate) fn joined_user(r: &sqlx::any::AnyRow, domain: &str) -> StoreResult<Option<UserRow>> {
+    use sqlx::Row;
+    let Some(id) = r.try_get::<Option<String>, _>("u_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(UserRow {
+        id,
+        domain: domain.to_string(),
+        username: r.try_get("u_username")?,
+        password_hash: r.try_get("u_password_hash")?,
+        status: r.try_get("u_status")?,
+        claims: r.try_get("u_claims")?,
+        source: r.try_get("u_source")?,
+        config_hash: r.try_get("u_config_hash")?,
+        created_at: r.try_get("u_created_at")?,
+        updated_at: r.try_get("u_updated_at")?,
+    }))
+}
+
 /// Signing keys.
 pub trait KeyStore {
     /// All keys of a domain, oldest generation first.

@@ -94,6 +94,11 @@ fn cases() -> Vec<Case> {
             &["auth_requests_pkey"],
         ),
         case("find_code", &signin::FIND_CODE, &["auth_codes_pkey"]),
+        case(
+            "find_code_with_user",
+            &signin::FIND_CODE_WITH_USER,
+            &["auth_codes_pkey", "users_pkey"],
+        ),
         case("redeem_code", &signin::REDEEM_CODE, &["auth_codes_pkey"]),
         case("set_code_access", signin::SET_CODE_ACCESS, &["auth_codes_pkey"]),
         case("mark_code_reused", signin::MARK_CODE_REUSED, &["auth_codes_pkey"]),

@@ -7,7 +7,7 @@ use sqlx::{FromRow, Row};
 
 use super::batch::{AnyQuery, Insertable};
 use super::refresh::RefreshStore;
-use super::{SqlStore, StoreResult, UserRow};
+use super::{JOINED_USER_COLUMNS, SqlStore, StoreResult, UserRow, joined_user};
 
 /// A pending authorization request.
 #[derive(Debug, Clone, FromRow)]
@@ -136,6 +136,18 @@ pub(super) static REDEEM_CODE: LazyLock<String> = LazyLock::new(|| {
 });
 pub(super) static FIND_CODE: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = $1 AND domain = $2"));
+/// [`FIND_CODE`] with the code's user beside it ([`JOINED_USER_COLUMNS`]), in one read.
+pub(super) static FIND_CODE_WITH_USER: LazyLock<String> = LazyLock::new(|| {
+    let code: Vec<String> = CODE_COLUMNS
+        .split(',')
+        .map(|c| format!("c.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {}, {JOINED_USER_COLUMNS} FROM auth_codes c \
+         LEFT JOIN users u ON u.domain = c.domain AND u.id = c.user_id WHERE c.hash = $1 AND c.domain = $2",
+        code.join(", ")
+    )
+});
 pub(super) const SET_CODE_ACCESS: &str = "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 \
      WHERE hash = $1 RETURNING reused_at";
 pub(super) const MARK_CODE_REUSED: &str =
@@ -195,6 +207,12 @@ pub trait SignInStore {
         domain: &str,
         hash: &str,
     ) -> impl Future<Output = StoreResult<Option<CodeRow>>> + Send;
+    /// [`SignInStore::find_code`] with the code's user (None when the user is gone), in one read.
+    fn find_code_with_user(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<(CodeRow, Option<UserRow>)>>> + Send;
     /// Records the access token and refresh-token family issued from a code; true when the code
     /// has been marked reused (by then or concurrently: the update sees the latest row).
     fn set_code_access(
@@ -391,6 +409,24 @@ impl SignInStore for SqlStore {
             .bind(domain)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn find_code_with_user(
+        &self,
+        domain: &str,
+        hash: &str,
+    ) -> StoreResult<Option<(CodeRow, Option<UserRow>)>> {
+        let Some(r) = sqlx::query(FIND_CODE_WITH_USER.as_str())
+            .bind(hash)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let code = CodeRow::from_row(&r)?;
+        let user = joined_user(&r, &code.domain)?;
+        Ok(Some((code, user)))
     }
 
     async fn set_code_access(

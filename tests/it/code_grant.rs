@@ -234,6 +234,39 @@ async fn code_issued_to_another_client_is_invalid_grant() {
     }
 }
 
+/// A user disabled between signing in and the code's redemption gets no tokens, and the code is
+/// used up: enabled again, the user's code is still refused.
+#[tokio::test]
+async fn code_of_a_user_disabled_since_is_invalid_grant() {
+    use ostiary::store::DirectoryStore;
+
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let code = webapp_code(&app, &browser).await;
+    let store = &app.handle().state().store;
+    store
+        .set_user_status("default", "alice", "disabled", app.clock.now())
+        .await
+        .unwrap();
+    let fields = [
+        ("redirect_uri", code.redirect_uri.as_str()),
+        ("code_verifier", code.verifier.as_str()),
+    ];
+    let a = redeem(&app, "webapp", &code.code, &fields).await;
+    assert_error(&a, 400, "invalid_grant", "disabled user");
+    assert_eq!(a.body["error_description"], "the user is no longer active");
+    store
+        .set_user_status("default", "alice", "active", app.clock.now())
+        .await
+        .unwrap();
+    let a = redeem(&app, "webapp", &code.code, &fields).await;
+    assert_error(&a, 400, "invalid_grant", "the code again, the user enabled");
+    assert_eq!(
+        a.body["error_description"],
+        "the code is invalid, expired or already used"
+    );
+}
+
 #[tokio::test]
 async fn expired_code_is_invalid_grant() {
     let app = TestApp::spawn().await;

@@ -30,7 +30,12 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         let code = params.require("code")?;
         let hash = sha256_b64(code);
         let domain = &ctx.domain.name;
-        let row = ctx.store.find_code(domain, &hash).await?.ok_or_else(invalid)?;
+        // The code and its user in one read; the user's status is checked once the code is used up.
+        let (row, user) = ctx
+            .store
+            .find_code_with_user(domain, &hash)
+            .await?
+            .ok_or_else(invalid)?;
         if row.client_id != client.id {
             return Err(invalid().with_cause("code issued to another client"));
         }
@@ -72,10 +77,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             // Another request redeemed it in the meantime: a reuse like any other.
             None => return Err(reused(ctx, &hash).await?),
         };
-        let user = ctx
-            .store
-            .find_user_by_id(domain, &row.user_id)
-            .await?
+        let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
         let scopes: Vec<String> = row
