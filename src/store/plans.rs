@@ -412,19 +412,19 @@ async fn successor_insert_looks_families_up_by_key_on_a_database_not_yet_analyze
              EXPLAIN EXECUTE plan_case({}); DEALLOCATE plan_case",
             values.join(", ")
         );
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
+        let lines = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
             .fetch_all(&mut conn)
             .await
             .expect("explain");
-        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let plan: Vec<String> = lines.iter().map(|r| r.get::<String, _>(0)).collect();
         let used = postgres_indexes(&plan);
         (plan, used, "refresh_families_pkey".to_string())
     } else {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        let lines = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
             .fetch_all(&mut conn)
             .await
             .expect("explain");
-        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        let plan: Vec<String> = lines.iter().map(|r| r.get::<String, _>("detail")).collect();
         let used = sqlite_indexes(&plan);
         (plan, used, sqlite_name("refresh_families_pkey"))
     };

@@ -394,6 +394,18 @@ async fn concurrent_successors_are_stored_only_in_live_families() {
             (Some(format!("family-{}", i % 4)), None, None)
         );
     }
+    // A family that does not exist, and one of another domain: nothing stored.
+    let mut orphan = row(200);
+    orphan.family_id = Some("no-such-family".into());
+    let mut elsewhere = row(201);
+    elsewhere.domain = "other".into();
+    for (what, r) in [("no family", orphan), ("another domain's family", elsewhere)] {
+        assert!(!store.insert_successor(&r).await.unwrap(), "{what}");
+        assert!(
+            store.find_token(&r.domain, &r.hash).await.unwrap().is_none(),
+            "{what}"
+        );
+    }
     // A hash already stored: not stored again, and the stored row stays as it was.
     let mut again = row(0);
     again.sub = "someone-else".into();
