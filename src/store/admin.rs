@@ -5,7 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
-use super::batch::{chunk_sizes, values_placeholders};
+use super::batch::{chunks, values_placeholders};
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult, UserRow};
@@ -136,13 +136,11 @@ impl AuditStore for SqlStore {
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {
-        let mut rest = events;
-        for n in chunk_sizes(events.len()) {
-            let (chunk, tail) = rest.split_at(n);
+        for chunk in chunks(events) {
             let sql = format!(
                 "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
                  VALUES {}",
-                values_placeholders(self.writer.positional(), n, 9)
+                values_placeholders(self.writer.positional(), chunk.len(), 9)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
@@ -158,7 +156,6 @@ impl AuditStore for SqlStore {
                     .bind(&e.details);
             }
             q.execute(&self.writer).await?;
-            rest = tail;
         }
         Ok(())
     }

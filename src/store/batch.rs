@@ -21,11 +21,6 @@ const BATCH: usize = 64;
 /// per connection).
 const INSERT_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// Splits `len` rows into statements of [`INSERT_SIZES`], largest first.
-pub(crate) fn chunk_sizes(len: usize) -> impl Iterator<Item = usize> {
-    sizes_of(&INSERT_SIZES, len)
-}
-
 /// Splits `len` into parts of `sizes` (largest first, ending with 1), largest first.
 fn sizes_of(sizes: &'static [usize], mut len: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
@@ -83,7 +78,7 @@ pub(crate) async fn in_one_commit(
     Ok(rows)
 }
 
-/// Splits `rows` into the groups of [`chunk_sizes`], in order.
+/// Splits `rows` into inserts of [`INSERT_SIZES`] rows, largest first, in order.
 pub(crate) fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     chunks_of(&INSERT_SIZES, rows)
 }
@@ -258,12 +253,12 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_row_largest_first() {
-        assert_eq!(chunk_sizes(0).count(), 0);
-        assert_eq!(chunk_sizes(1).collect::<Vec<_>>(), [1]);
-        assert_eq!(chunk_sizes(64).collect::<Vec<_>>(), [32, 32]);
-        assert_eq!(chunk_sizes(45).collect::<Vec<_>>(), [32, 8, 4, 1]);
+        assert_eq!(sizes_of(&INSERT_SIZES, 0).count(), 0);
+        assert_eq!(sizes_of(&INSERT_SIZES, 1).collect::<Vec<_>>(), [1]);
+        assert_eq!(sizes_of(&INSERT_SIZES, 64).collect::<Vec<_>>(), [32, 32]);
+        assert_eq!(sizes_of(&INSERT_SIZES, 45).collect::<Vec<_>>(), [32, 8, 4, 1]);
         for len in 0..300 {
-            assert_eq!(chunk_sizes(len).sum::<usize>(), len);
+            assert_eq!(sizes_of(&INSERT_SIZES, len).sum::<usize>(), len);
         }
         // Other sizes (the grouped lookups' 64 first), the rows in order.
         const LOOKUP: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];

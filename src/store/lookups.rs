@@ -15,6 +15,7 @@ use super::pool::Pool;
 use super::refresh::{FAMILY_COLUMNS, FamilyRow};
 use super::{
     JOINED_USER_COLUMNS, JwtState, StoreError, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow, joined_user,
+    qualified,
 };
 
 /// One token's lookup: its domain, `jti` and `sub`.
@@ -124,16 +125,12 @@ pub(super) fn tokens_and_users_sql(positional: bool, rows: usize) -> String {
             format!("({r}, {}, {})", p(1), p(2))
         })
         .collect();
-    let columns: Vec<String> = TOKEN_COLUMNS
-        .split(',')
-        .map(|c| format!("t.{}", c.trim()))
-        .collect();
     format!(
         "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, \
          (SELECT COUNT(*) FROM users u WHERE u.domain = t.domain AND u.id = t.sub AND u.status <> 'active') \
          AS user_disabled \
          FROM (VALUES {}) AS k JOIN tokens t ON t.hash = k.column2 AND t.domain = k.column3",
-        columns.join(", "),
+        qualified(TOKEN_COLUMNS, "t"),
         values.join(", ")
     )
 }
@@ -187,15 +184,11 @@ pub(super) fn families_with_users_sql(positional: bool, rows: usize) -> String {
             format!("({r}, {}, {})", p(1), p(2))
         })
         .collect();
-    let family: Vec<String> = FAMILY_COLUMNS
-        .split(',')
-        .map(|c| format!("f.{}", c.trim()))
-        .collect();
     format!(
         "SELECT CAST(k.column1 AS BIGINT) AS lookup, {}, {JOINED_USER_COLUMNS} \
          FROM (VALUES {}) AS k JOIN refresh_families f ON f.id = k.column2 AND f.domain = k.column3 \
          LEFT JOIN users u ON u.domain = f.domain AND u.id = f.user_id",
-        family.join(", "),
+        qualified(FAMILY_COLUMNS, "f"),
         values.join(", ")
     )
 }

@@ -152,6 +152,16 @@ pub struct UserRow {
     pub updated_at: i64,
 }
 
+/// `columns` (a comma-separated list such as [`TOKEN_COLUMNS`]) qualified by a table's `alias`:
+/// `t.hash, t.domain, ..`, for a statement that joins tables with columns of the same name.
+pub(crate) fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The columns of a user joined as `u` (a LEFT JOIN beside another row), named `u_<column>` so
 /// that they do not clash with the other row's: read them with [`joined_user`].
 pub(crate) const JOINED_USER_COLUMNS: &str = "u.id AS u_id, u.username AS u_username, \

@@ -7,7 +7,7 @@ use sqlx::{FromRow, Row};
 
 use super::batch::{AnyQuery, Insertable};
 use super::refresh::RefreshStore;
-use super::{JOINED_USER_COLUMNS, SqlStore, StoreResult, UserRow, joined_user};
+use super::{JOINED_USER_COLUMNS, SqlStore, StoreResult, UserRow, joined_user, qualified};
 
 /// A pending authorization request.
 #[derive(Debug, Clone, FromRow)]
@@ -138,14 +138,10 @@ pub(super) static FIND_CODE: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE hash = $1 AND domain = $2"));
 /// [`FIND_CODE`] with the code's user beside it ([`JOINED_USER_COLUMNS`]), in one read.
 pub(super) static FIND_CODE_WITH_USER: LazyLock<String> = LazyLock::new(|| {
-    let code: Vec<String> = CODE_COLUMNS
-        .split(',')
-        .map(|c| format!("c.{}", c.trim()))
-        .collect();
     format!(
         "SELECT {}, {JOINED_USER_COLUMNS} FROM auth_codes c \
          LEFT JOIN users u ON u.domain = c.domain AND u.id = c.user_id WHERE c.hash = $1 AND c.domain = $2",
-        code.join(", ")
+        qualified(CODE_COLUMNS, "c")
     )
 });
 pub(super) const SET_CODE_ACCESS: &str = "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3, family_id = $4 \
