@@ -93,13 +93,13 @@ run() {
   fi
   local g0=""
   if [ -n "${STATEMENTS_URL:-}" ]; then
-    psql "$STATEMENTS_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null; g0="cpu $(pg_cpu)"
+    psql "$STATEMENTS_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null; g0=$(pg_cpu)
   fi
   c0=$(cpu "$pid"); t0=$(date +%s.%N)
   out=$(BODY="$body" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s --latency -s "$script" "$TARGET$path")
   c1=$(cpu "$pid"); t1=$(date +%s.%N)
   local statements=""
-  [ -n "$g0" ] && statements=$(pg_statements "${g0#cpu }" "$t0" "$t1")
+  [ -n "${STATEMENTS_URL:-}" ] && statements=$(pg_statements "$g0" "$t0" "$t1")
   if [ -n "$before" ]; then
     a1=$(argon2_cpu "$pid"); after=$(argon2_limit 3)
     limit=$(awk -v a="$before" -v b="$after" 'BEGIN{printf "%.1f", (a + b) / 2}')
