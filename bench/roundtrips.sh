@@ -38,66 +38,7 @@ pg_start || { echo "PostgreSQL is not installed" >&2; exit 1; }
 PG_LOG=$PG_TMP/server.log
 psql "$PG_URL" -qc "CREATE DATABASE rt" -c "ALTER DATABASE rt SET log_statement = 'all'" >/dev/null
 
-# The clients, user and resources of bench/config.toml.in, with a device client; background jobs
-# parked for the run (hourly).
-cat > "$WORK/config.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-log_format = "json"
-gc_interval = "1h"
-logout_delivery_interval = "1h"
-
-[database]
-url = "${PG_URL%/*}/rt"
-max_connections = 16
-
-[keys]
-kek_file = "$WORK/ostiary.kek"
-refresh_interval = "1h"
-
-[[domain]]
-name = "bench"
-issuer = "$T"
-access_token_signing_alg = "ES256"
-
-  [[domain.resource_server]]
-  audience = "urn:bench:jwt"
-  scopes = [{ name = "api:read" }, { name = "api:write" }]
-  access_token_format = "jwt"
-
-  [[domain.resource_server]]
-  audience = "urn:bench:opaque"
-  scopes = [{ name = "api:opaque" }]
-  access_token_format = "opaque"
-
-  [[domain.client]]
-  client_id = "bench-client"
-  secret_hash = "sha256:INNzkiV0a-0RIu7XlXkK4Q0lesHh6hZW0hjVTIsAbsk"
-  grant_types = ["client_credentials"]
-  scopes = ["api:read", "api:write", "api:opaque"]
-
-  [[domain.client]]
-  client_id = "bench-web"
-  secret_hash = "sha256:INNzkiV0a-0RIu7XlXkK4Q0lesHh6hZW0hjVTIsAbsk"
-  grant_types = ["authorization_code", "refresh_token"]
-  redirect_uris = ["http://127.0.0.1:8181/cb"]
-  scopes = ["openid", "profile", "offline_access", "api:read"]
-  consent = "skip"
-  require_pkce = false
-  id_token_signed_response_alg = "ES256"
-
-  [[domain.client]]
-  client_id = "bench-tv"
-  token_endpoint_auth_method = "none"
-  grant_types = ["urn:ietf:params:oauth:grant-type:device_code"]
-  scopes = ["openid", "api:read"]
-
-  [[domain.user]]
-  username = "bench-user"
-  password_hash = "\$argon2id\$v=19\$m=19456,t=2,p=1\$6KJB1J8/UOwlEF2cLeFF1w\$RilUWOPDGQ/lkGz+zSX6pFfAdfGfzCRuiXQlNsIr8r4"
-  name = "Bench User"
-  email = "bench@example.com"
-EOF
+sed -e "s|@DB@|${PG_URL%/*}/rt|" -e "s|@DIR@|$WORK|" -e "s|@PORT@|$PORT|g" bench/quiet.toml.in > "$WORK/config.toml"
 RUST_LOG=warn "$WORK/ostiary" serve --config "$WORK/config.toml" > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -sf "$T/healthz" >/dev/null && break; sleep 0.1; done

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use sqlx::FromRow;
 
-use super::batch::{chunks, values_placeholders};
+use super::batch::{AnyQuery, Insertable, SqlBySize, insert_rows, insert_sql};
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult, UserRow};
@@ -24,6 +24,29 @@ pub struct EventRow {
     pub request_id: Option<String>,
     /// JSON object, without secrets.
     pub details: String,
+}
+
+impl Insertable for EventRow {
+    const WHAT: &'static str = "audit event";
+    const TABLE: &'static str = "audit_events";
+    // The id is the table's own.
+    const COLUMNS: &'static str = "at, kind, actor, domain, client_id, user_id, outcome, request_id, details";
+    const ON_CONFLICT: &'static str = "";
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(self.at)
+            .bind(&self.kind)
+            .bind(&self.actor)
+            .bind(&self.domain)
+            .bind(&self.client_id)
+            .bind(&self.user_id)
+            .bind(&self.outcome)
+            .bind(&self.request_id)
+            .bind(&self.details)
+    }
+    fn inserts() -> &'static SqlBySize {
+        static INSERTS: SqlBySize = SqlBySize::new(insert_sql::<EventRow>);
+        &INSERTS
+    }
 }
 
 /// Filters of an event listing; `None` matches everything.
@@ -136,28 +159,7 @@ impl AuditStore for SqlStore {
     }
 
     async fn insert_events(&self, events: &[EventRow]) -> StoreResult<()> {
-        for chunk in chunks(events) {
-            let sql = format!(
-                "INSERT INTO audit_events (at, kind, actor, domain, client_id, user_id, outcome, request_id, details) \
-                 VALUES {}",
-                values_placeholders(self.writer.positional(), chunk.len(), 9)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(e.at)
-                    .bind(&e.kind)
-                    .bind(&e.actor)
-                    .bind(&e.domain)
-                    .bind(&e.client_id)
-                    .bind(&e.user_id)
-                    .bind(&e.outcome)
-                    .bind(&e.request_id)
-                    .bind(&e.details);
-            }
-            q.execute(&self.writer).await?;
-        }
-        Ok(())
+        insert_rows(&self.writer, events).await
     }
 
     async fn list_events(

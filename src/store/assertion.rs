@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::batch::{GroupWriter, chunks, in_one_commit, placeholder, values_placeholders};
+use super::batch::{GroupWriter, SqlBySize, chunks, in_one_commit, placeholder, values_placeholders};
 use super::pool::Pool;
 use super::{SqlStore, StoreResult};
 
@@ -67,6 +67,18 @@ pub(crate) fn jti_writer(pool: Pool) -> GroupWriter<UsedJti, bool> {
     })
 }
 
+/// The record of `rows` assertion ids (`domain, issuer, jti, expires_at` each, then the group's
+/// time): a new id is inserted, an expired one taken over; the ids taken are returned.
+fn record_jtis_sql(positional: bool, rows: usize) -> String {
+    format!(
+        "INSERT INTO assertion_jtis (domain, issuer, jti, expires_at) VALUES {} \
+         ON CONFLICT (domain, issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE assertion_jtis.expires_at < {} RETURNING domain, issuer, jti",
+        values_placeholders(positional, rows, 4),
+        placeholder(positional, rows * 4 + 1)
+    )
+}
+
 /// Records `rows` in one commit; for each, true when this row took its id (first use, or the
 /// previous use expired), false for a replay. Within one group only the first row of an id can
 /// take it. A row left by an expired assertion (not yet collected) is taken over: expired by the
@@ -85,18 +97,12 @@ async fn use_jtis(pool: &Pool, rows: &[UsedJti]) -> StoreResult<Vec<bool>> {
         .collect();
     unique.sort_by(|a, b| (&a.domain, &a.issuer, &a.jti).cmp(&(&b.domain, &b.issuer, &b.jti)));
     let now = rows.iter().map(|r| r.now).min().unwrap_or_default();
+    static SQL: SqlBySize = SqlBySize::new(record_jtis_sql);
     let statements = chunks(&unique)
         .map(|chunk| {
-            let sql = format!(
-                "INSERT INTO assertion_jtis (domain, issuer, jti, expires_at) VALUES {} \
-                 ON CONFLICT (domain, issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE assertion_jtis.expires_at < {} RETURNING domain, issuer, jti",
-                values_placeholders(pool.positional(), chunk.len(), 4),
-                placeholder(pool.positional(), chunk.len() * 4 + 1)
-            );
             chunk
                 .iter()
-                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, r| {
+                .fold(sqlx::query(SQL.get(pool.positional(), chunk.len())), |q, r| {
                     q.bind(&r.domain).bind(&r.issuer).bind(&r.jti).bind(r.expires_at)
                 })
                 .bind(now)

@@ -5,8 +5,9 @@
 //! under load, one statement (one SQLite write transaction, one PostgreSQL commit) stores many
 //! rows instead of one each. Alone, a row goes at once.
 
+use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -43,6 +44,42 @@ pub(crate) fn values_placeholders(positional: bool, rows: usize, cols: usize) ->
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Groups of up to this many rows have their statement's text kept (the largest of the sizes a
+/// group is split into).
+const KEPT_ROWS: usize = 64;
+
+/// The text of a generated statement for each size of group and style of placeholder, built at
+/// its first use and kept for the life of the process. Building one (a placeholder and a `format!`
+/// per column of each row) took 4 to 9 % of a request's own instructions (an opaque token's
+/// introspection, a refresh; `bench/instructions.sh`), and the text a size gives never changes.
+pub(crate) struct SqlBySize {
+    build: fn(bool, usize) -> String,
+    kept: [[OnceLock<String>; KEPT_ROWS + 1]; 2],
+}
+
+impl SqlBySize {
+    /// The texts of `build(positional, rows)`.
+    pub(crate) const fn new(build: fn(bool, usize) -> String) -> Self {
+        Self {
+            build,
+            kept: [const { [const { OnceLock::new() }; KEPT_ROWS + 1] }; 2],
+        }
+    }
+
+    /// The statement for `rows` rows: the kept text, or a new one past [`KEPT_ROWS`].
+    pub(crate) fn get(
+        &'static self,
+        positional: bool,
+        rows: usize,
+    ) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        let text = match self.kept[usize::from(positional)].get(rows) {
+            Some(slot) => Cow::Borrowed(slot.get_or_init(|| (self.build)(positional, rows)).as_str()),
+            None => Cow::Owned((self.build)(positional, rows)),
+        };
+        sqlx::AssertSqlSafe(text)
+    }
 }
 
 /// Parameter `n` (1-based) of a generated statement: `$n`, or `?` with `positional` (then the
@@ -105,6 +142,20 @@ pub(crate) trait Insertable: Send + Sync + 'static {
     const ON_CONFLICT: &'static str;
     /// Binds this row's columns, in the order of [`Insertable::COLUMNS`].
     fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q>;
+    /// The texts of this row's inserts: a static `SqlBySize::new(insert_sql::<Self>)` of the
+    /// implementing type (a static in a generic function would be one for every type).
+    fn inserts() -> &'static SqlBySize;
+}
+
+/// The insert of `rows` rows of `T`.
+pub(crate) fn insert_sql<T: Insertable>(positional: bool, rows: usize) -> String {
+    format!(
+        "INSERT INTO {} ({}) VALUES {}{}",
+        T::TABLE,
+        T::COLUMNS,
+        values_placeholders(positional, rows, T::COLUMNS.split(',').count()),
+        T::ON_CONFLICT
+    )
 }
 
 /// A statement of sqlx's Any driver, its parameters to be bound.
@@ -112,19 +163,10 @@ pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyA
 
 /// Stores `rows` in one commit.
 pub(crate) async fn insert_rows<T: Insertable>(pool: &Pool, rows: &[T]) -> StoreResult<()> {
-    let columns = T::COLUMNS.split(',').count();
     let statements = chunks(rows)
         .map(|chunk| {
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES {}{}",
-                T::TABLE,
-                T::COLUMNS,
-                values_placeholders(pool.positional(), chunk.len(), columns),
-                T::ON_CONFLICT
-            );
-            chunk
-                .iter()
-                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, row| row.bind(q))
+            let sql = T::inserts().get(pool.positional(), chunk.len());
+            chunk.iter().fold(sqlx::query(sql), |q, row| row.bind(q))
         })
         .collect();
     in_one_commit(pool, statements).await?;
@@ -302,6 +344,28 @@ mod tests {
             assert_eq!(first.await.ok().and_then(|r| r.ok()), Some(10), "lanes {lanes}");
             assert_eq!(second.await.ok().and_then(|r| r.ok()), Some(20), "lanes {lanes}");
         }
+    }
+
+    #[test]
+    fn statement_texts_are_built_once_for_each_size_and_style() {
+        fn build(positional: bool, rows: usize) -> String {
+            format!("SELECT {}", values_placeholders(positional, rows, 2))
+        }
+        static SQL: SqlBySize = SqlBySize::new(build);
+        let text = |positional, rows| SQL.get(positional, rows).0;
+        for rows in [1, 2, 32, KEPT_ROWS, KEPT_ROWS + 1] {
+            for positional in [false, true] {
+                assert_eq!(text(positional, rows), build(positional, rows));
+            }
+        }
+        assert_eq!(text(false, 2), "SELECT ($1, $2), ($3, $4)");
+        assert_eq!(text(true, 2), "SELECT (?, ?), (?, ?)");
+        // Kept: the second use of a size is the first one's text, not a new one.
+        let (Cow::Borrowed(first), Cow::Borrowed(again)) = (text(false, 8), text(false, 8)) else {
+            panic!("a kept size gave a new text");
+        };
+        assert!(std::ptr::eq(first, again));
+        assert!(matches!(text(false, KEPT_ROWS + 1), Cow::Owned(_)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::future::Future;
 
 use sqlx::{FromRow, Row};
 
-use super::batch::{GroupWriter, chunks_of, placeholder};
+use super::batch::{GroupWriter, SqlBySize, chunks_of, placeholder};
 use super::pool::Pool;
 use super::refresh::{FAMILY_COLUMNS, FamilyRow};
 use super::{
@@ -93,10 +93,10 @@ pub(crate) fn jwt_state_reader(pool: Pool) -> GroupWriter<JwtLookup, JwtState> {
 
 /// The state of each lookup of one statement, in order.
 async fn read_jwt_states(pool: &Pool, chunk: &[JwtLookup]) -> StoreResult<Vec<JwtState>> {
-    let sql = jwt_states_sql(pool.positional(), chunk.len());
+    static SQL: SqlBySize = SqlBySize::new(jwt_states_sql);
     let found: Vec<(i64, i64)> = chunk
         .iter()
-        .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+        .fold(sqlx::query_as(SQL.get(pool.positional(), chunk.len())), |q, l| {
             q.bind(&l.domain).bind(&l.jti).bind(&l.sub)
         })
         .fetch_all(pool)
@@ -153,10 +153,10 @@ struct Found {
 
 /// The token of each lookup of one statement (None when there is none), in order.
 async fn read_tokens(pool: &Pool, chunk: &[TokenLookup]) -> StoreResult<Vec<Option<(TokenRow, bool)>>> {
-    let sql = tokens_and_users_sql(pool.positional(), chunk.len());
+    static SQL: SqlBySize = SqlBySize::new(tokens_and_users_sql);
     let found: Vec<Found> = chunk
         .iter()
-        .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |q, l| {
+        .fold(sqlx::query_as(SQL.get(pool.positional(), chunk.len())), |q, l| {
             q.bind(&l.hash).bind(&l.domain)
         })
         .fetch_all(pool)
@@ -206,10 +206,10 @@ pub(crate) fn family_reader(pool: Pool) -> GroupWriter<FamilyLookup, FamilyWithU
 
 /// The family of each lookup of one statement with its user (None when there is none), in order.
 async fn read_families(pool: &Pool, chunk: &[FamilyLookup]) -> StoreResult<Vec<FamilyWithUser>> {
-    let sql = families_with_users_sql(pool.positional(), chunk.len());
+    static SQL: SqlBySize = SqlBySize::new(families_with_users_sql);
     let found = chunk
         .iter()
-        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, l| {
+        .fold(sqlx::query(SQL.get(pool.positional(), chunk.len())), |q, l| {
             q.bind(&l.id).bind(&l.domain)
         })
         .fetch_all(pool)

@@ -127,6 +127,10 @@ impl batch::Insertable for TokenRow {
             .bind(&self.family_id)
             .bind(self.used_at)
     }
+    fn inserts() -> &'static batch::SqlBySize {
+        static INSERTS: batch::SqlBySize = batch::SqlBySize::new(batch::insert_sql::<TokenRow>);
+        &INSERTS
+    }
 }
 
 /// A client's mirror row.

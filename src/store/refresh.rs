@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use std::collections::HashSet;
 
-use super::batch::{GroupWriter, Insertable, chunks, in_one_commit, placeholder};
+use super::batch::{GroupWriter, Insertable, SqlBySize, chunks, in_one_commit, insert_sql, placeholder};
 use super::pool::Pool;
 use super::{SqlStore, StoreResult, TOKEN_COLUMNS, TokenRow, UserRow};
 
@@ -33,6 +33,10 @@ impl Insertable for FamilyJtiRow {
             .bind(&self.family_id)
             .bind(&self.jti)
             .bind(self.expires_at)
+    }
+    fn inserts() -> &'static SqlBySize {
+        static INSERTS: SqlBySize = SqlBySize::new(insert_sql::<FamilyJtiRow>);
+        &INSERTS
     }
 }
 
@@ -110,13 +114,14 @@ async fn take_refreshes(pool: &Pool, takes: &[Take]) -> StoreResult<Vec<Option<T
     let mut times: Vec<i64> = takes.iter().map(|t| t.now).collect();
     times.sort_unstable();
     times.dedup();
+    static SQL: SqlBySize = SqlBySize::new(take_refreshes_sql);
     for now in times {
         let group: Vec<usize> = (0..takes.len()).filter(|i| takes[*i].now == now).collect();
         for chunk in chunks(&group) {
-            let sql = take_refreshes_sql(pool.positional(), chunk.len());
+            let sql = SQL.get(pool.positional(), chunk.len());
             let taken: Vec<TokenRow> = chunk
                 .iter()
-                .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now), |q, i| {
+                .fold(sqlx::query_as(sql).bind(now), |q, i| {
                     let t = &takes[*i];
                     q.bind(&t.hash).bind(&t.domain).bind(&t.client_id)
                 })
@@ -194,12 +199,11 @@ pub(crate) fn successor_writer(pool: Pool) -> GroupWriter<TokenRow, bool> {
 async fn insert_successors(pool: &Pool, rows: &[TokenRow]) -> StoreResult<Vec<bool>> {
     let mut sorted: Vec<&TokenRow> = rows.iter().collect();
     sorted.sort_by(|a, b| a.hash.cmp(&b.hash));
+    static SQL: SqlBySize = SqlBySize::new(insert_successors_sql);
     let statements = chunks(&sorted)
         .map(|chunk| {
-            let sql = insert_successors_sql(pool.positional(), chunk.len());
-            chunk
-                .iter()
-                .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, row| row.bind(q))
+            let sql = SQL.get(pool.positional(), chunk.len());
+            chunk.iter().fold(sqlx::query(sql), |q, row| row.bind(q))
         })
         .collect();
     let mut stored = HashSet::new();

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use sqlx::{FromRow, Row};
 
-use super::batch::{AnyQuery, Insertable};
+use super::batch::{AnyQuery, Insertable, SqlBySize, insert_sql};
 use super::refresh::RefreshStore;
 use super::{JOINED_USER_COLUMNS, SqlStore, StoreResult, UserRow, joined_user, qualified};
 
@@ -101,6 +101,10 @@ impl Insertable for CodeRow {
             .bind(&self.family_id)
             .bind(&self.claims)
             .bind(self.reused_at)
+    }
+    fn inserts() -> &'static SqlBySize {
+        static INSERTS: SqlBySize = SqlBySize::new(insert_sql::<CodeRow>);
+        &INSERTS
     }
 }
 
