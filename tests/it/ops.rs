@@ -31,7 +31,18 @@ async fn health_readiness_and_metrics() {
         text.contains("ostiary_tokens_issued_total{grant_type=\"client_credentials\"}"),
         "{text}"
     );
-    assert!(text.contains("ostiary_http_request_duration_seconds"), "{text}");
+    // Latencies are a histogram (buckets several replicas' scrapes add up), not a summary.
+    assert!(
+        text.contains(
+            "ostiary_http_request_duration_seconds_bucket{route=\"/oauth2/v1/token\",le=\"0.005\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("ostiary_http_request_duration_seconds_bucket{route=\"/oauth2/v1/token\",le=\"+Inf\"}"),
+        "{text}"
+    );
+    assert!(!text.contains("quantile="), "{text}");
 }
 
 async fn metrics_text(app: &TestApp) -> String {
