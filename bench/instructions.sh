@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: the server's own CPU work for each kind of
-# request, in a measure that does not drift with the machine (the same build and requests give
-# the same count whatever else runs; wall-clock rates on this machine move by a factor of three in
+# request, in a measure that does not drift with the machine (the same build gives the same counts
+# within 1 to 3 % whatever else runs; wall-clock rates on this machine move by a factor of three in
 # a day). One request at a time, so nothing is grouped: this is the work of a lone request, at
 # c = 1. The server runs under valgrind --tool=callgrind, built with symbols into
-# target/callgrind (or $CARGO_TARGET_DIR/callgrind), with its background jobs parked (hourly); the
-# client (bench/instructions.py) zeroes the counters after a warm-up of each kind and dumps them
-# after K requests. Work on the server's other threads (the audit writer, the pool) is counted
-# with the request that caused it. The database's own work is not counted: PostgreSQL runs
-# outside valgrind, SQLite inside the server (so SQLite's is).
+# target/callgrind (or $CARGO_TARGET_DIR/callgrind), with bench/quiet.toml.in (background jobs
+# parked); the client (bench/instructions.py) zeroes the counters after a warm-up of each kind and
+# dumps them after K requests. Work on the server's other threads (the audit writer, the pool) is
+# counted with the request that caused it. PostgreSQL's own work is not counted (it runs outside
+# valgrind); SQLite's is (it runs inside the server).
 #   K     requests per kind (default 200)
 #   DB    sqlite (default) or postgres (a throwaway cluster, scripts/pg.sh)
 #   TOP   N > 0: under each kind, its N functions with the most instructions of their own

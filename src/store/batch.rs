@@ -52,8 +52,9 @@ const KEPT_ROWS: usize = 64;
 
 /// The text of a generated statement for each size of group and style of placeholder, built at
 /// its first use and kept for the life of the process. Building one (a placeholder and a `format!`
-/// per column of each row) took 4 to 9 % of a request's own instructions (an opaque token's
-/// introspection, a refresh; `bench/instructions.sh`), and the text a size gives never changes.
+/// per column of each row) took 4 to 13 % of the server's instructions for a request that reads or
+/// writes in groups (opaque tokens and their introspection, a refresh; `bench/instructions.sh`),
+/// and the text a size gives never changes.
 pub(crate) struct SqlBySize {
     build: fn(bool, usize) -> String,
     kept: [[OnceLock<String>; KEPT_ROWS + 1]; 2],
