@@ -91,17 +91,12 @@ fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             // Latencies go into fixed buckets (a Prometheus histogram), which several replicas'
-            // scrapes add up into one; a summary's quantiles cannot be combined, and its sketch
-            // cost more per request than a bucket's count.
-            let builder = PrometheusBuilder::new();
-            let recorder = match builder.set_buckets(&LATENCY_BUCKETS) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "latency buckets refused: latencies kept as a summary");
-                    PrometheusBuilder::new()
-                }
-            }
-            .build_recorder();
+            // scrapes add up into one; a summary's quantiles cannot be combined. The builder
+            // refuses only an empty list of buckets, which LATENCY_BUCKETS is not.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed: /metrics will stay empty");
