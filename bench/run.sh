@@ -91,15 +91,15 @@ run() {
   if [ "${ADJACENT_LIMIT:-}" = 1 ] && [ -n "$ARGON2_LIMIT" ]; then
     before=$(argon2_limit 3); a0=$(argon2_cpu "$pid")
   fi
-  local g0=""
+  local g0="" u0=""
   if [ -n "${STATEMENTS_URL:-}" ]; then
-    psql "$STATEMENTS_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null; g0=$(pg_cpu)
+    psql "$STATEMENTS_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null; g0=$(pg_cpu); u0=$(pg_updates)
   fi
   c0=$(cpu "$pid"); t0=$(date +%s.%N)
   out=$(BODY="$body" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s --latency -s "$script" "$TARGET$path")
   c1=$(cpu "$pid"); t1=$(date +%s.%N)
   local statements=""
-  [ -n "${STATEMENTS_URL:-}" ] && statements=$(pg_statements "$g0" "$t0" "$t1")
+  [ -n "${STATEMENTS_URL:-}" ] && statements=$(pg_statements "$g0" "$t0" "$t1" "$u0")
   if [ -n "$before" ]; then
     a1=$(argon2_cpu "$pid"); after=$(argon2_limit 3)
     limit=$(awk -v a="$before" -v b="$after" 'BEGIN{printf "%.1f", (a + b) / 2}')
@@ -139,10 +139,20 @@ pg_cpu() {
     /proc/[0-9]*/stat 2>/dev/null
 }
 
-# pg_statements CPU0 T0 T1: PostgreSQL's cores over the run, and the PG_STATEMENTS statements that
-# took the most execution time since the reset. Statements are counted by their first 60
-# characters, so the grouped forms of one statement (1 to 64 rows) count as one; us/call and
-# us/row are its execution time per statement and per row written or returned.
+# pg_updates: each table's rows updated so far and how many of them were heap-only (HOT: the new
+# version on the same page, no new index entries), as "table updated hot" lines. Read rather than
+# reset: resetting the table statistics would also reset what autovacuum and autoanalyze go by.
+pg_updates() {
+  psql "$STATEMENTS_URL" -qAt -F ' ' -c "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+    WHERE n_tup_upd > 0 ORDER BY relname"
+}
+
+# pg_statements CPU0 T0 T1 UPDATES0: PostgreSQL's cores over the run, the PG_STATEMENTS statements
+# that took the most execution time since the reset, and the rows each table updated during the
+# run (of them heap-only, from pg_updates before and after). Statements are counted by their
+# first 60 characters, so the grouped forms of one statement (1 to 64 rows) count as one; us/call
+# and us/row are its execution time per statement and per row written or returned. PostgreSQL
+# publishes a backend's table counts within a second or so, so the last moment's may be missing.
 pg_statements() {
   local g1
   g1=$(pg_cpu)
@@ -156,6 +166,10 @@ pg_statements() {
     WHERE calls > 0 AND q NOT LIKE '%pg_stat_statements%'
     GROUP BY q ORDER BY sum(total_exec_time) DESC LIMIT $PG_STATEMENTS" |
     awk '{q = $6; for (i = 7; i <= NF; i++) q = q " " $i; printf "     %-60s %10s %10s %8s %8s %10s\n", q, $1, $2, $3, $4, $5}'
+  sleep 1
+  pg_updates | awk -v before="$4" 'BEGIN {n = split(before, l, "\n"); for (i = 1; i <= n; i++) {split(l[i], f, " "); u[f[1]] = f[2]; h[f[1]] = f[3]}}
+    {d = $2 - u[$1]; if (d > 0) s = s sprintf("%s%s %d (%d HOT)", s == "" ? "" : ", ", $1, d, $3 - h[$1])}
+    END {if (s != "") print "   rows updated: " s}'
 }
 
 bench_ostiary() { # DB ALG
