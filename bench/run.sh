@@ -45,7 +45,7 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release --locked -q
-cargo build --release --locked -q --example bench-assertions --example bench-argon2
+cargo build --release --locked -q --example bench-assertions --example bench-argon2 --example bench-sign
 # Copies of what was just built: a shared CARGO_TARGET_DIR may be rebuilt from another checkout
 # while this runs.
 BIN="$WORK/bin"
@@ -53,7 +53,7 @@ mkdir -p "$BIN/examples"
 # BENCH_BIN: another server binary to measure instead (an earlier build kept aside, for runs
 # that alternate two builds); the examples are still this checkout's.
 cp "${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/ostiary}" "$BIN/ostiary"
-cp "${CARGO_TARGET_DIR:-target}"/release/examples/bench-{assertions,argon2} "$BIN/examples/"
+cp "${CARGO_TARGET_DIR:-target}"/release/examples/bench-{assertions,argon2,sign} "$BIN/examples/"
 # The private_key_jwt client's key (its public JWK goes into the configuration).
 "$BIN"/examples/bench-assertions "$WORK" "$TARGET" 0
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -64,6 +64,14 @@ ARGON2_LIMIT=""
 if scenario password || scenario storm; then
   "$BIN"/examples/bench-argon2 5 | tee "$WORK/argon2.txt"
   ARGON2_LIMIT=$(awk '/^argon2 limit:/{sub(/\/s$/, "", $3); print $3}' "$WORK/argon2.txt")
+fi
+# The machine's signing limits: the server's own signing code on every core (bench/sign.rs); the
+# CPU time of one signature gives what the cores can do. RS256 client_credentials are given as a
+# share of it (issue 6 asks for at least 80 %: "within 20 % of the signing limit").
+SIGN_LIMIT_RS256=""
+if scenario cc; then
+  "$BIN"/examples/bench-sign 3 | tee "$WORK/sign.txt"
+  SIGN_LIMIT_RS256=$(awk '/^RS256 signing limit:/{sub(/\/s$/, "", $4); print $4}' "$WORK/sign.txt")
 fi
 # argon2_limit SECONDS: the limit measured again now (the server idle), a number of checks/s.
 argon2_limit() { "$BIN"/examples/bench-argon2 "$1" | awk '/^argon2 limit:/{sub(/\/s$/, "", $3); print $3}'; }
@@ -376,7 +384,8 @@ awk '
   $2 == "memory:" { idle = $4; peak = $7
     check(tag " idle RSS", idle, "<=", 20, "MB"); check(tag " peak RSS", peak, "<=", 100, "MB"); next }
   c != "64" && name !~ /^storm/ { next }
-  name == "cc jwt" { check(tag " cc jwt c=64", rps, ">=", alg == "ES256" ? 10000 : 2000, "req/s"); check(tag " cc jwt p99", p99, "<", 10, "ms") }
+  name == "cc jwt" { check(tag " cc jwt c=64", rps, ">=", alg == "ES256" ? 10000 : 2000, "req/s"); check(tag " cc jwt p99", p99, "<", 10, "ms")
+    if (alg == "RS256" && rs256 > 0) check(tag " cc jwt c=64, % of signing limit " rs256 "/s", sprintf("%.0f", 100 * rps / rs256), ">=", 80, "%") }
   name == "cc opaque" { check(tag " cc opaque p99", p99, "<", 10, "ms") }
   name == "introspect jwt" { if (db == "postgres") check(tag " introspect jwt c=64", rps, ">=", 20000, "req/s"); check(tag " introspect jwt p99", p99, "<", 10, "ms") }
   name == "introspect opaque" { if (db == "postgres") check(tag " introspect opaque c=64", rps, ">=", 10000, "req/s"); check(tag " introspect opaque p99", p99, "<", 10, "ms") }
@@ -387,7 +396,13 @@ awk '
   name == "password sign-in" { for (i = 1; i <= NF; i++) if ($(i + 1) == "of" && $(i + 2) == "argon2") { v = $i; sub(/%/, "", v) }
     check(tag " password sign-in c=64, % of argon2 limit", v, ">=", 85, "%") }
   name == "storm: cc jwt beside sign-ins" { check(tag " token p99 during the sign-in storm", p99, "<", 50, "ms") }
-' "$RESULTS"
+' rs256="${SIGN_LIMIT_RS256:-0}" "$RESULTS"
+
+# ratio LABEL OURS PEER [GOAL]: ours/peer, and with a GOAL whether it is at least that.
+ratio() {
+  awk -v l="$1" -v o="$2" -v p="$3" -v g="${4:-}" 'BEGIN{r = sprintf("%.1f", o/p)
+    printf "%-40s ours/peer = %s (%s / %s req/s)%s\n", l, r, o, p, g == "" ? "" : sprintf("  (target >= %s) %s", g, r + 0 >= g + 0 ? "met" : "MISSED")}'
+}
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null; then
   for alg in $ALGS; do
@@ -401,8 +416,12 @@ if [ "$PEER" = 1 ] && command -v node >/dev/null; then
       for db in $DBS; do
         ours_cc=$(awk -v n="ostiary/$db/$alg cc jwt" -v c="c=$c" 'index($0, n) == 1 && $0 ~ (c " ") {for (i = 1; i <= NF; i++) if ($i ~ /^c=/) {print $(i+1); exit}}' "$RESULTS" | head -1)
         ours_in=$(awk -v n="ostiary/$db/$alg introspect opaque" -v c="c=$c" 'index($0, n) == 1 && $0 ~ (c " ") {for (i = 1; i <= NF; i++) if ($i ~ /^c=/) {print $(i+1); exit}}' "$RESULTS" | head -1)
-        [ -n "$peer_cc" ] && [ -n "$ours_cc" ] && awk -v o="$ours_cc" -v p="$peer_cc" -v l="ratio $db $alg cc jwt c=$c" 'BEGIN{printf "%-40s ours/peer = %.1f (%s / %s req/s)\n", l, o/p, o, p}'
-        [ -n "$peer_in" ] && [ -n "$ours_in" ] && awk -v o="$ours_in" -v p="$peer_in" -v l="ratio $db introspect opaque c=$c" 'BEGIN{printf "%-40s ours/peer = %.1f (%s / %s req/s)\n", l, o/p, o, p}'
+        # Issue 6 asks for five times the peer at 64 connections: for ES256 client_credentials
+        # and for introspection.
+        goal_cc=""; goal_in=""
+        if [ "$c" = 64 ]; then goal_in=5; [ "$alg" = ES256 ] && goal_cc=5; fi
+        [ -n "$peer_cc" ] && [ -n "$ours_cc" ] && ratio "ratio $db $alg cc jwt c=$c" "$ours_cc" "$peer_cc" "$goal_cc"
+        [ -n "$peer_in" ] && [ -n "$ours_in" ] && ratio "ratio $db introspect opaque c=$c" "$ours_in" "$peer_in" "$goal_in"
       done
     done
   done
