@@ -403,6 +403,15 @@ ratio() {
   awk -v l="$1" -v o="$2" -v p="$3" -v g="${4:-}" 'BEGIN{r = sprintf("%.1f", o/p)
     printf "%-40s ours/peer = %s (%s / %s req/s)%s\n", l, r, o, p, g == "" ? "" : sprintf("  (target >= %s) %s", g, r + 0 >= g + 0 ? "met" : "MISSED")}'
 }
+# peer_rate FILE WHAT C: requests/s of the peer's run whose heading names WHAT, at C connections.
+peer_rate() {
+  awk -v w="$2" -v c="c=$3" '$0 ~ w && $NF == c {f = 1; next} f && /Requests\/sec/ {print $2; exit}' "$1"
+}
+# our_rate LINE C: requests/s of our line named LINE (exactly: "cc jwt" is not "cc jwt, ...") at
+# C connections.
+our_rate() {
+  awk -v n="$1 " -v c="c=$2" 'index($0, n) == 1 {for (i = 1; i <= NF; i++) if ($i == c) {print $(i + 1); exit}}' "$RESULTS"
+}
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null; then
   for alg in $ALGS; do
@@ -411,11 +420,11 @@ if [ "$PEER" = 1 ] && command -v node >/dev/null; then
       | grep -E '^==|Requests/sec|99%|server CPU'
     # our/peer ratios, same connection counts, same run
     for c in $CONNS; do
-      peer_cc=$(awk -v c="c=$c" '$0 ~ "client_credentials" && $NF==c {f=1; next} f && /Requests\/sec/ {print $2; exit}' "$WORK/peer-$alg.txt")
-      peer_in=$(awk -v c="c=$c" '$0 ~ "introspection" && $NF==c {f=1; next} f && /Requests\/sec/ {print $2; exit}' "$WORK/peer-$alg.txt")
+      peer_cc=$(peer_rate "$WORK/peer-$alg.txt" client_credentials "$c")
+      peer_in=$(peer_rate "$WORK/peer-$alg.txt" introspection "$c")
       for db in $DBS; do
-        ours_cc=$(awk -v n="ostiary/$db/$alg cc jwt" -v c="c=$c" 'index($0, n) == 1 && $0 ~ (c " ") {for (i = 1; i <= NF; i++) if ($i ~ /^c=/) {print $(i+1); exit}}' "$RESULTS" | head -1)
-        ours_in=$(awk -v n="ostiary/$db/$alg introspect opaque" -v c="c=$c" 'index($0, n) == 1 && $0 ~ (c " ") {for (i = 1; i <= NF; i++) if ($i ~ /^c=/) {print $(i+1); exit}}' "$RESULTS" | head -1)
+        ours_cc=$(our_rate "ostiary/$db/$alg cc jwt" "$c")
+        ours_in=$(our_rate "ostiary/$db/$alg introspect opaque" "$c")
         # Issue 6 asks for five times the peer at 64 connections: for ES256 client_credentials
         # and for introspection.
         goal_cc=""; goal_in=""
