@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod assertion;
 mod batch;
+mod checkpoint;
 pub mod device;
 pub mod logout;
 mod lookups;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use sqlx::FromRow;
 use sqlx::any::install_default_drivers;
 
+use self::checkpoint::SQLITE_INIT;
 use self::pool::{Limits, Pool};
 
 /// What can go wrong in the store, without SQL details.
@@ -364,14 +366,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// Every SQLite connection: a write-ahead log, up to 5 s of waiting for a lock, and fsync only at
-/// checkpoints (a crash may lose the last transactions, never corrupt the file).
-const SQLITE_INIT: &[&str] = &[
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA synchronous = NORMAL",
-];
-
 /// Groups of token and code inserts in the store at once on PostgreSQL (see
 /// [`batch::GroupWriter::start_lanes`]): while one group commits, the rows queued meanwhile go
 /// as the next, instead of leaving the cores idle (bench/results/2026-12-02-write-lanes.txt).
@@ -387,6 +381,9 @@ pub struct SqlStore {
     writer: Pool,
     /// True when `writer` is a pool of its own (SQLite on a file), not `pool` again.
     own_writer: bool,
+    /// SQLite on a file: the connection that copies the log into the database file (see
+    /// [`checkpoint`]).
+    checkpointer: Option<Pool>,
     /// Token inserts, committed in groups on `writer`.
     tokens: batch::GroupWriter<TokenRow, ()>,
     /// Successors of rotated refresh tokens, committed in groups on `writer`.
@@ -418,10 +415,13 @@ impl SqlStore {
     /// database, which lives only as long as its connection).
     pub async fn connect_with(url: &str, max_connections: u32, limits: Limits) -> StoreResult<SqlStore> {
         install_default_drivers();
+        // SQLite: the database file.
+        let mut file = None;
         let (url, backend) = if url.starts_with("sqlite:") {
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-            let file = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(file).parent()
+            let path = path.split('?').next().unwrap_or(path);
+            file = Some(std::path::PathBuf::from(path));
+            if let Some(parent) = std::path::Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).map_err(|e| {
@@ -445,10 +445,18 @@ impl SqlStore {
         let limits = if in_memory { Limits::default() } else { limits };
         let pool = Pool::connect_with(&url, init, max_connections as usize, wait, limits).await?;
         let own_writer = sqlite && !in_memory;
-        let writer = if own_writer {
-            Pool::connect_with(&url, SQLITE_INIT, 1, wait, limits).await?
-        } else {
-            pool.clone()
+        let (writer, checkpointer) = match &file {
+            Some(path) if own_writer => {
+                let writer = Pool::connect_with(&url, checkpoint::WRITER_INIT, 1, wait, limits).await?;
+                // A read-only store (`check-config`) writes nothing, and may not checkpoint.
+                let checkpointer = if url.contains("mode=ro") {
+                    None
+                } else {
+                    Some(checkpoint::start(path, &url, wait, limits, &writer).await?)
+                };
+                (writer, checkpointer)
+            }
+            _ => (pool.clone(), None),
         };
         // Groups in flight at once: inserts of random keys (tokens, codes) may overlap on
         // PostgreSQL (see GroupWriter::start_lanes), not on SQLite's one writing connection.
@@ -468,23 +476,28 @@ impl SqlStore {
             pool,
             writer,
             own_writer,
+            checkpointer,
             backend,
         })
     }
 
     /// Closes the idle connections past their limits; returns how many.
     pub async fn close_expired_connections(&self) -> usize {
-        let own = if self.own_writer {
-            self.writer.close_expired().await
-        } else {
-            0
-        };
-        self.pool.close_expired().await + own
+        let mut n = self.pool.close_expired().await;
+        if self.own_writer {
+            n += self.writer.close_expired().await;
+        }
+        if let Some(c) = &self.checkpointer {
+            n += c.close_expired().await;
+        }
+        n
     }
 
     /// How many store connections are open (idle or in use).
     pub fn open_connections(&self) -> usize {
-        self.pool.size() + if self.own_writer { self.writer.size() } else { 0 }
+        self.pool.size()
+            + if self.own_writer { self.writer.size() } else { 0 }
+            + self.checkpointer.as_ref().map_or(0, Pool::size)
     }
 
     /// Which database this is.
@@ -514,8 +527,13 @@ impl SqlStore {
 
     /// Closes the pools.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.pool.close().await;
+        if let Some(c) = &self.checkpointer {
+            c.close().await;
+        }
+        // Last: closing it wakes the checkpointer's task, which then finds its pool closed and
+        // ends, closing its descriptor of the database file only now (see `checkpoint::start`).
+        self.writer.close().await;
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -27,6 +28,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx::{AnyConnection, Connection, Describe, Either, Execute, Executor, SqlStr};
+use tokio::sync::Notify;
 
 /// A pooled connection and whether its state is unknown (a statement began and did not end).
 struct Conn {
@@ -108,6 +110,8 @@ pub struct Pool {
     inner: managed::Pool<Manager>,
     /// The statements it runs take plain `?` parameters well (SQLite; see [`Pool::positional`]).
     positional: bool,
+    /// Woken when a connection is taken, and when the pool is closed (see [`Pool::taken`]).
+    taken: Arc<Notify>,
 }
 
 impl Pool {
@@ -147,6 +151,7 @@ impl Pool {
         let pool = Pool {
             inner,
             positional: url.starts_with("sqlite:"),
+            taken: Arc::new(Notify::new()),
         };
         pool.acquire().await?.release();
         Ok(pool)
@@ -166,6 +171,7 @@ impl Pool {
     /// pool usable only through [`Lease::release`]; dropped otherwise (an error on the way), it is
     /// closed.
     pub async fn acquire(&self) -> sqlx::Result<Lease> {
+        self.taken.notify_one();
         let mut conn = self.inner.get().await.map_err(|e| match e {
             PoolError::Backend(e) => e,
             PoolError::Timeout(TimeoutType::Create) => sqlx::Error::Io(std::io::Error::new(
@@ -186,6 +192,7 @@ impl Pool {
     pub async fn close(&self) {
         let idle = self.inner.retain(|_, _| false).removed;
         self.inner.close();
+        self.taken.notify_one();
         for c in idle {
             if let Err(e) = c.conn.close().await {
                 tracing::debug!(error.cause = %e, "closing a store connection failed");
@@ -208,6 +215,13 @@ impl Pool {
             }
         }
         n
+    }
+
+    /// Returns once a connection has been taken, or the pool closed, since the last call returned
+    /// (at once when that happened meanwhile): what a task that follows the pool's use, rather
+    /// than polling it, waits for.
+    pub async fn taken(&self) {
+        self.taken.notified().await;
     }
 
     /// How many connections are open (idle or in use).

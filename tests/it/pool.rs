@@ -180,6 +180,30 @@ async fn a_pool_without_limits_keeps_its_connections() {
     assert!(marker_visible(&pool).await);
 }
 
+/// `Pool::taken` returns once a connection was taken, or the pool closed, since it last returned;
+/// not otherwise (SQLite's checkpointer waits on the writer's pool with it).
+#[tokio::test]
+async fn taken_returns_after_a_use_or_the_close_only() {
+    let quiet = Duration::from_millis(100);
+    let (pool, _dir) = one_connection_pool(Duration::from_secs(5)).await;
+    tokio::time::timeout(quiet, pool.taken())
+        .await
+        .expect("connecting took a connection");
+    assert!(
+        tokio::time::timeout(quiet, pool.taken()).await.is_err(),
+        "nothing was taken since"
+    );
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    tokio::time::timeout(quiet, pool.taken())
+        .await
+        .expect("the statement took a connection");
+    assert!(tokio::time::timeout(quiet, pool.taken()).await.is_err());
+    pool.close().await;
+    tokio::time::timeout(quiet, pool.taken())
+        .await
+        .expect("closing wakes a waiter");
+}
+
 /// Token inserts are committed in groups: 200 at once all land, each exactly as given, including
 /// the groups of more than 32 rows (several statements in one transaction).
 #[tokio::test]
@@ -881,4 +905,105 @@ async fn replayed_assertion_ids_on_two_replicas_are_taken_once_without_failing()
     }
     assert_eq!(taken.len(), 40);
     assert!(taken.values().all(|n| *n == 1), "{taken:?}");
+}
+
+/// On SQLite the writing connection never checkpoints: a task of the store copies the log into the
+/// database file and makes it start over (`src/store/checkpoint.rs`). Under writes that never
+/// pause, when a passive checkpoint alone would let the log grow for as long as they last, it
+/// still starts over again and again, and every row lands intact.
+#[tokio::test]
+async fn the_sqlite_log_starts_over_under_writes_that_never_pause() {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use sqlx::Connection;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use ostiary::store::{TokenRow, TokenStore};
+
+    if on_postgres() {
+        return;
+    }
+    let (store, dir) = migrated_store().await;
+    let wal = dir.path().join("ostiary.db-wal");
+    // The log's header counts the times it started over (its checkpoint sequence number, bytes 12
+    // to 16, big-endian), written with the first page after each start.
+    let starts = || {
+        let mut header = [0u8; 16];
+        std::fs::File::open(&wal)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .map(|()| u32::from_be_bytes([header[12], header[13], header[14], header[15]]))
+            .unwrap_or(0)
+    };
+    let before = starts();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, stop, written) = (store.clone(), stop.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = format!("{w}-{i}");
+                    store
+                        .insert_token(&TokenRow {
+                            hash: format!("hash-{n}"),
+                            domain: "default".into(),
+                            kind: "access".into(),
+                            client_id: "c".into(),
+                            sub: "u".into(),
+                            scope: "openid".into(),
+                            aud: "[]".into(),
+                            claims: "{}".into(),
+                            jti: format!("jti-{n}"),
+                            issued_at: 1_000,
+                            expires_at: 9_000,
+                            revoked_at: None,
+                            family_id: None,
+                            used_at: None,
+                        })
+                        .await
+                        .unwrap();
+                    written.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while starts().wrapping_sub(before) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started_over = starts().wrapping_sub(before);
+    stop.store(true, Ordering::Relaxed);
+    let mut each = Vec::new();
+    for w in writers {
+        each.push(w.await.unwrap());
+    }
+    assert!(
+        started_over >= 3,
+        "the log started over {started_over} times during {} writes",
+        written.load(Ordering::Relaxed)
+    );
+    let url = format!("sqlite://{}", dir.path().join("ostiary.db").display());
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count as usize, written.load(Ordering::Relaxed));
+    for (w, n) in each.iter().enumerate() {
+        let last = store
+            .find_token("default", &format!("hash-{w}-{}", n - 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.jti, format!("jti-{w}-{}", n - 1));
+    }
+    let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
 }
