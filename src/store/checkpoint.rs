@@ -31,21 +31,21 @@ use std::time::{Duration, Instant};
 
 use super::pool::{Limits, Pool};
 
-/// Every SQLite connection: a write-ahead log, up to 5 s of waiting for a lock, and fsync only at
-/// checkpoints (a crash may lose the last transactions, never corrupt the file).
-pub(super) const SQLITE_INIT: &[&str] = &[
+/// The writing connection: as [`SQLITE_INIT`], without checkpoints of its own.
+pub(super) const WRITER_INIT: &[&str] = &[
+    "PRAGMA wal_autocheckpoint = 0",
     "PRAGMA journal_mode = WAL",
     "PRAGMA busy_timeout = 5000",
     "PRAGMA synchronous = NORMAL",
 ];
 
-/// The writing connection: as [`SQLITE_INIT`], without checkpoints of its own.
-pub(super) const WRITER_INIT: &[&str] = &[
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA wal_autocheckpoint = 0",
-];
+/// Every SQLite connection: a write-ahead log, up to 5 s of waiting for a lock, and fsync only at
+/// checkpoints (a crash may lose the last transactions, never corrupt the file). The writer's
+/// statements but the first.
+pub(super) const SQLITE_INIT: &[&str] = match WRITER_INIT.split_first() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 /// How long after a write the log is copied (writes come in groups: one round copies a group).
 const EVERY: Duration = Duration::from_millis(50);
