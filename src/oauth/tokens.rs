@@ -42,7 +42,7 @@ pub struct IssuedToken {
     pub value: String,
     /// Seconds until it expires.
     pub expires_in: i64,
-    /// Its unique id.
+    /// Its unique id; for an opaque token, its hash (the stored key).
     pub jti: String,
 }
 
@@ -87,7 +87,6 @@ pub async fn issue_access_token<S: TokenStore>(
         lifetime = lifetime.min(ADMIN_ACCESS_TOKEN_MAX);
     }
     let format = access_token_format(ctx.domain, spec.client, &spec.audiences);
-    let jti = random_id();
     let exp = ctx.now + lifetime;
     let scope = spec.scopes.join(" ");
     let mut extra = spec.extra;
@@ -101,6 +100,7 @@ pub async fn issue_access_token<S: TokenStore>(
                 .keys
                 .signing_key(ctx.domain.access_token_alg, ctx.now)
                 .ok_or_else(|| OAuthError::server_error("no active signing key"))?;
+            let jti = random_id();
             // RFC 9068 s2.2: iss, exp, aud, sub, client_id, iat, jti; scope when granted.
             let mut claims = extra;
             claims.insert("iss".into(), json!(ctx.domain.issuer));
@@ -122,8 +122,11 @@ pub async fn issue_access_token<S: TokenStore>(
         }
         TokenFormat::Opaque => {
             let value = random_token();
+            // A stored token's jti is its hash: what revokes it by jti finds it by its key.
+            let hash = sha256_b64(&value);
             let row = TokenRow {
-                hash: sha256_b64(&value),
+                jti: hash.clone(),
+                hash,
                 domain: ctx.domain.name.clone(),
                 kind: "access".into(),
                 client_id: spec.client.id.clone(),
@@ -131,7 +134,6 @@ pub async fn issue_access_token<S: TokenStore>(
                 scope,
                 aud: json!(spec.audiences).to_string(),
                 claims: Value::Object(extra).to_string(),
-                jti: jti.clone(),
                 issued_at: ctx.now,
                 expires_at: exp,
                 revoked_at: None,
@@ -142,7 +144,7 @@ pub async fn issue_access_token<S: TokenStore>(
             Ok(IssuedToken {
                 value,
                 expires_in: lifetime,
-                jti,
+                jti: row.jti,
             })
         }
     }

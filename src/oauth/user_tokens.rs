@@ -224,8 +224,10 @@ fn refresh_row<S>(ctx: &Ctx<'_, S>, family: &FamilyRow, value: &str) -> TokenRow
     if public && let Some(certificate) = &ctx.peer.certificate {
         bound.insert(mtls::CNF.into(), mtls::confirmation(certificate));
     }
+    let hash = sha256_b64(value);
     TokenRow {
-        hash: sha256_b64(value),
+        jti: hash.clone(),
+        hash,
         domain: ctx.domain.name.clone(),
         kind: "refresh".into(),
         client_id: family.client_id.clone(),
@@ -233,7 +235,6 @@ fn refresh_row<S>(ctx: &Ctx<'_, S>, family: &FamilyRow, value: &str) -> TokenRow
         scope: family.scope.clone(),
         aud: "[]".into(),
         claims: Value::Object(bound).to_string(),
-        jti: random_id(),
         issued_at: ctx.now,
         expires_at: (ctx.now + ctx.domain.refresh_token_idle_lifetime).min(family.expires_at),
         revoked_at: None,

@@ -222,7 +222,8 @@ pub trait TokenStore {
         hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Revokes the stored (opaque) tokens with this jti; returns how many.
+    /// Revokes the stored (opaque) token with this jti, which is its hash (migration 9 moved
+    /// what refers to older tokens by jti to their hash); returns how many (0 for a JWT's jti).
     fn revoke_tokens_by_jti(
         &self,
         domain: &str,
@@ -538,7 +539,7 @@ impl SqlStore {
 }
 
 const REVOKE_TOKENS_BY_JTI: &str =
-    "UPDATE tokens SET revoked_at = $3 WHERE domain = $1 AND jti = $2 AND revoked_at IS NULL";
+    "UPDATE tokens SET revoked_at = $3 WHERE hash = $2 AND domain = $1 AND revoked_at IS NULL";
 const FIND_USER: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
      FROM users WHERE domain = $1 AND username = $2";
 const SET_USER_PASSWORD: &str = "UPDATE users SET password_hash = $3, updated_at = $4 WHERE domain = $1 AND username = $2 AND source = 'store'";

@@ -39,6 +39,11 @@ fn cases() -> Vec<Case> {
         case("find_token", &super::FIND_TOKEN, &["tokens_pkey"]),
         case("revoke_token", super::REVOKE_TOKEN, &["tokens_pkey"]),
         case(
+            "revoke_tokens_by_jti",
+            super::REVOKE_TOKENS_BY_JTI,
+            &["tokens_pkey"],
+        ),
+        case(
             "jwt_states",
             &super::lookups::jwt_states_sql(false, 2),
             &["revoked_jtis_pkey", "users_pkey"],
@@ -143,11 +148,6 @@ fn cases() -> Vec<Case> {
             &["device_codes_pkey"],
         ),
         // Lookups by a key that is not the primary key use that key's index, domain last.
-        case(
-            "revoke_tokens_by_jti",
-            super::REVOKE_TOKENS_BY_JTI,
-            &["tokens_jti"],
-        ),
         case("find_user", super::FIND_USER, &[USERS_USERNAME]),
         case(
             "user_and_locks",
@@ -478,5 +478,5 @@ fn plan_readers_name_the_indexes_and_scans() {
     assert_eq!(parameters("SELECT $1, $14 WHERE a = $3"), 14);
     assert_eq!(sqlite_name("tokens_pkey"), "sqlite_autoindex_tokens_1");
     assert_eq!(sqlite_name(USERS_USERNAME), "sqlite_autoindex_users_2");
-    assert_eq!(sqlite_name("tokens_jti"), "tokens_jti");
+    assert_eq!(sqlite_name("tokens_family"), "tokens_family");
 }

@@ -71,7 +71,7 @@ pub(super) static FIND_FAMILY: LazyLock<String> =
 /// (an `IN (VALUES ..)` list was planned as a scan of the whole table on a young PostgreSQL
 /// database: 3 to 5 ms a statement, `bench/results/2026-12-02-refresh-grouped.txt`). Before its
 /// first ANALYZE, PostgreSQL's plan for one group's values (all of one domain and client) may
-/// still read the domain's rows along `tokens_jti`: 1 to 3 ms for 32 keys among 2,000 tokens,
+/// still read the domain's rows along `tokens_jti` (dropped since, by migration 9): 1 to 3 ms for 32 keys among 2,000 tokens,
 /// about what the 32 updates themselves cost, so it was left as it is
 /// (`bench/results/2026-12-02-refresh-plans.txt`).
 pub(super) fn take_refreshes_sql(positional: bool, rows: usize) -> String {

@@ -86,12 +86,12 @@ const INSERTS: [&str; 8] = [
     // The current refresh token of each family.
     "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
      revoked_at, family_id, used_at) \
-     SELECT 't' || salt || h, dom, 'refresh', cid, 'u' || salt || k, scope, '[]', '{}', 'j' || salt || h, iss, \
+     SELECT 't' || salt || h, dom, 'refresh', cid, 'u' || salt || k, scope, '[]', '{}', 't' || salt || h, iss, \
      CASE WHEN iss + ridle < fexp THEN iss + ridle ELSE fexp END, NULL, 'f' || salt || h, NULL FROM d",
     // Its rotated predecessor, issued at `prev` and rotated at `iss`.
     "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at, \
      revoked_at, family_id, used_at) \
-     SELECT 'r' || salt || h, dom, 'refresh', cid, 'u' || salt || k, scope, '[]', '{}', 'q' || salt || h, prev, \
+     SELECT 'r' || salt || h, dom, 'refresh', cid, 'u' || salt || k, scope, '[]', '{}', 'r' || salt || h, prev, \
      CASE WHEN prev + ridle < fexp THEN prev + ridle ELSE fexp END, NULL, 'f' || salt || h, iss FROM d",
     "INSERT INTO family_jtis (domain, family_id, jti, expires_at) \
      SELECT dom, 'f' || salt || h, 'a' || salt || h, CASE WHEN dead = 1 THEN now - 3600 ELSE now + 600 + s % 3000 END FROM d",

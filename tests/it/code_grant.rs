@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::flow::{
     Browser, Code, code_flow, exchange, pkce, redirect_uri_of, sign_in_tokens, token_request, walk,
+    with_opaque_web,
 };
 use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
 
@@ -345,6 +346,27 @@ async fn code_reuse_is_invalid_grant_and_revokes_the_first_tokens() {
         .to_string();
     assert!(challenge.starts_with("Bearer "), "{challenge}");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+}
+
+/// The same for an opaque access token, which is a stored row: the reuse finds and revokes it.
+#[tokio::test]
+async fn code_reuse_revokes_an_opaque_access_token_too() {
+    let app = TestApp::spawn_with(with_opaque_web()).await;
+    let code = code_flow(&app, &Browser::new(), "opaque-web", "openid orders.read", &[]).await;
+    let (status, first) = exchange(&app, &code).await;
+    assert_eq!(status, 200, "{first}");
+    let access = first["access_token"].as_str().unwrap();
+    assert!(!access.contains('.'), "opaque, not a JWT: {access}");
+    let live = app.introspect("opaque-web", access).await;
+    assert_eq!(live["active"], true, "{live}");
+    assert_eq!(live["client_id"], "opaque-web", "{live}");
+
+    let (status, body) = exchange(&app, &code).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        app.introspect("opaque-web", access).await,
+        serde_json::json!({"active": false})
+    );
 }
 
 /// Redeems `code` `n` times at once (each with its own connection); returns (status, body) of each.

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{TestApp, password, secret};
+use crate::harness::{Opts, TestApp, password, secret};
 
 /// An HTTP response read whole.
 #[derive(Debug)]
@@ -216,7 +216,28 @@ pub fn redirect_uri_of(client: &str) -> &'static str {
         "spa" => "http://127.0.0.1/callback",
         "firstparty" => "https://first.example.com/cb",
         "legacy" => "https://legacy.example.com/cb",
+        "opaque-web" => "https://app.example.com/cb",
         other => panic!("no redirect URI for {other}"),
+    }
+}
+
+/// A server with `opaque-web` too: a client like `webapp` whose access tokens are opaque, stored
+/// rows that what revokes by jti (a code or a refresh token used twice) must find.
+pub fn with_opaque_web() -> Opts {
+    Opts {
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "opaque-web"
+  secret_hash = "{}"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["https://app.example.com/cb"]
+  scopes = ["openid", "orders.read", "offline_access"]
+  access_token_format = "opaque"
+"#,
+            ostiary::crypto::secrets::SecretHash::sha256_string(&secret("opaque-web"))
+        ),
+        ..Opts::default()
     }
 }
 

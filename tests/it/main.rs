@@ -18,6 +18,7 @@ mod introspection;
 mod keys;
 mod lockout;
 mod logout;
+mod migrations;
 mod mtls;
 mod ops;
 mod password;

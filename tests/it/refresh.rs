@@ -6,7 +6,7 @@ use ostiary::store::DirectoryStore;
 use ostiary::store::signin::SignInStore;
 use serde_json::Value;
 
-use crate::flow::{Browser, code_flow, code_request_url, exchange, refresh, sign_in_tokens};
+use crate::flow::{Browser, code_flow, code_request_url, exchange, refresh, sign_in_tokens, with_opaque_web};
 use crate::harness::{Opts, TestApp, jwt_parts, on_postgres};
 
 fn rt(body: &Value) -> String {
@@ -62,6 +62,27 @@ async fn offline_access_gives_a_refresh_token_that_rotates_and_whose_reuse_kills
     assert_eq!(introspect_as(&app, "webapp", &at(&first)).await["active"], false);
     let (status, body) = refresh(&app, "webapp", &r2, &[]).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+}
+
+/// The same with opaque access tokens, stored rows that the family's revocation finds: the one
+/// issued with the code and the one issued by the refresh.
+#[tokio::test]
+async fn reuse_kills_the_opaque_access_tokens_of_the_family_too() {
+    let app = TestApp::spawn_with(with_opaque_web()).await;
+    let scope = "openid orders.read offline_access";
+    let first = sign_in_tokens(&app, &Browser::new(), "opaque-web", scope).await;
+    let (status, second) = refresh(&app, "opaque-web", &rt(&first), &[]).await;
+    assert_eq!(status, 200, "{second}");
+    for access in [at(&first), at(&second)] {
+        assert!(!access.contains('.'), "opaque, not a JWT: {access}");
+        assert_eq!(introspect_as(&app, "opaque-web", &access).await["active"], true);
+    }
+
+    let (status, body) = refresh(&app, "opaque-web", &rt(&first), &[]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    for access in [at(&first), at(&second)] {
+        assert_eq!(introspect_as(&app, "opaque-web", &access).await["active"], false);
+    }
 }
 
 #[tokio::test]
