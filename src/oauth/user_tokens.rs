@@ -224,6 +224,7 @@ fn refresh_row<S>(ctx: &Ctx<'_, S>, family: &FamilyRow, value: &str) -> TokenRow
     if public && let Some(certificate) = &ctx.peer.certificate {
         bound.insert(mtls::CNF.into(), mtls::confirmation(certificate));
     }
+    // Like an opaque access token's, its jti is its hash (see `issue_access_token`).
     let hash = sha256_b64(value);
     TokenRow {
         jti: hash.clone(),
