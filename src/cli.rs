@@ -187,20 +187,36 @@ pub fn init_tracing(format: LogFormat) {
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     init_tracing(config.server.log_format);
+    // Before the port opens: from then on a SIGHUP or SIGTERM is handled here, never by the
+    // signal's default action, which ends the process (a reload sent while the server starts).
+    let signals = install_signals();
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let handle = app::start(config, listener, Arc::new(SystemClock)).await?;
-    wait_for_signals(&handle, path).await;
+    wait_for_signals(signals, &handle, path).await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
 }
 
+/// SIGTERM's and SIGHUP's streams; None when they could not be installed (then only Ctrl-C
+/// stops the server).
 #[cfg(unix)]
-async fn wait_for_signals(handle: &app::ServerHandle, path: &Path) {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+#[cfg(unix)]
+fn install_signals() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(term), Ok(hup)) => Some((term, hup)),
+        _ => None,
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(signals: Signals, handle: &app::ServerHandle, path: &Path) {
+    let Some((mut term, mut hup)) = signals else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
@@ -226,7 +242,13 @@ async fn wait_for_signals(handle: &app::ServerHandle, path: &Path) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_: &app::ServerHandle, _: &Path) {
+type Signals = ();
+
+#[cfg(not(unix))]
+fn install_signals() -> Signals {}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_: Signals, _: &app::ServerHandle, _: &Path) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
