@@ -172,13 +172,13 @@ async fn a_signal_while_the_server_starts_is_handled_not_fatal() {
         .unwrap();
     let pid = child.id().to_string();
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the server exited while starting"
         );
         assert!(start.elapsed() < Duration::from_secs(20), "the port never opened");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(hup.success());
