@@ -180,6 +180,19 @@ pg_statements() {
     END {if (s != "") print "   rows updated: " s}'
 }
 
+# settle: before each server, ours and the peer's, what the runs before it left for the kernel to
+# write (PostgreSQL's dirty buffers, the page cache: the log files of a cluster without fsync)
+# is written out first, so that no server pays for the writes of the one before it. Prints the
+# dirty memory found and how long writing it took.
+settle() {
+  local dirty t0
+  dirty=$(awk '/^(Dirty|Writeback):/ {s += $2} END {printf "%.0f", s / 1024}' /proc/meminfo)
+  t0=$(date +%s.%N)
+  if [ -n "${PG_URL:-}" ]; then psql "$PG_URL" -qc CHECKPOINT >/dev/null 2>&1 || true; fi
+  sync
+  echo "settled $dirty MB dirty in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}') s"
+}
+
 bench_ostiary() { # DB ALG
   local db=$1 alg=$2 url
   STATEMENTS_URL=""
@@ -198,13 +211,15 @@ bench_ostiary() { # DB ALG
     rm -f "$WORK"/bench.db*
     url="sqlite://$WORK/bench.db"
   fi
+  local settled
+  settled=$(settle)
   sed -e "s|@DB@|$url|" -e "s|@DIR@|$WORK|" -e "s|@ALG@|$alg|" -e "s|@PORT@|$PORT|g" \
     -e "s|@SIGNER_JWKS@|$(cat "$WORK/signer.jwks")|" bench/config.toml.in > "$WORK/config.toml"
   RUST_LOG=warn "$BIN"/ostiary serve --config "$WORK/config.toml" > "$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -sf "$TARGET/healthz" >/dev/null && break; sleep 0.1; done
   IDLE_RSS=$(rss_mb $SERVER_PID VmRSS)
-  echo "== ostiary on $db, $alg: idle RSS $IDLE_RSS MB; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== ostiary on $db, $alg: idle RSS $IDLE_RSS MB; load average $(cut -d' ' -f1-3 /proc/loadavg); $settled"
   local jwt opaque tag="ostiary/$db/$alg"
   jwt=$(curl -sf -u "$CC_CREDS" -d grant_type=client_credentials \
     -d scope=api:read "$TARGET/oauth2/v1/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
@@ -415,7 +430,7 @@ our_rate() {
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null; then
   for alg in $ALGS; do
-    echo "== peer: node-oidc-provider, $alg access tokens (../shared/peer-bench)"
+    echo "== peer: node-oidc-provider, $alg access tokens (../shared/peer-bench); $(settle)"
     (cd ../shared/peer-bench && DURATION=$DURATION CONNS="$CONNS" PEER_AT_ALG=$alg ./run.sh) 2>&1 | tee "$WORK/peer-$alg.txt" \
       | grep -E '^==|Requests/sec|99%|server CPU'
     # our/peer ratios, same connection counts, same run

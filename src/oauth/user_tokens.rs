@@ -4,13 +4,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::RefreshPolicy;
-use crate::crypto::secrets::{random_id, sha256_b64};
+use crate::crypto::secrets::random_id;
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::claims::custom_claims;
 use crate::oauth::claims_request::{ClaimsRequest, add_user_claims, stored_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
-use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token};
+use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token, stored_key};
 use crate::oauth::{Ctx, mtls};
 use crate::store::refresh::FamilyRow;
 use crate::store::{OAuthStore, TokenRow, UserRow};
@@ -224,8 +224,8 @@ fn refresh_row<S>(ctx: &Ctx<'_, S>, family: &FamilyRow, value: &str) -> TokenRow
     if public && let Some(certificate) = &ctx.peer.certificate {
         bound.insert(mtls::CNF.into(), mtls::confirmation(certificate));
     }
-    // Like an opaque access token's, its jti is its hash (see `issue_access_token`).
-    let hash = sha256_b64(value);
+    // Like an opaque access token's, its jti is its key (see `issue_access_token`).
+    let hash = stored_key(value);
     TokenRow {
         jti: hash.clone(),
         hash,

@@ -547,7 +547,6 @@ pub fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str)
         .map_err(|e| e.to_string())
 }
 
-/// Counts rows of a table straight from the app's database.
 /// The text of `columns` (an SQL expression list) in every row of `table`, one line a row.
 pub async fn rows_text(database_url: &str, table: &str, columns: &str) -> String {
     sqlx::any::install_default_drivers();
@@ -562,6 +561,7 @@ pub async fn rows_text(database_url: &str, table: &str, columns: &str) -> String
     rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
 }
 
+/// Counts rows of a table straight from the app's database.
 pub async fn count_rows(database_url: &str, table: &str) -> i64 {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");

@@ -2,7 +2,10 @@
 
 use serde_json::Value;
 
-use crate::harness::{TestApp, secret};
+use ostiary::crypto::secrets::{random_token, sha256_b64};
+use sqlx::Connection;
+
+use crate::harness::{TestApp, rows_text, secret};
 
 #[tokio::test]
 async fn active_jwt_and_opaque_tokens_carry_the_rfc7662_members() {
@@ -33,6 +36,47 @@ async fn active_jwt_and_opaque_tokens_carry_the_rfc7662_members() {
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["iss"], app.issuer.as_str());
     }
+}
+
+/// An opaque access token begins with its issue time; the store keys it by that prefix and the
+/// hash of the whole token, never the token itself. One stored as earlier versions did, by its
+/// hash alone, is still introspected and revoked.
+#[tokio::test]
+async fn opaque_tokens_are_keyed_by_issue_time_and_hash_and_older_ones_still_work() {
+    let app = TestApp::spawn().await;
+    let token = app.access_token("opaque").await;
+    let body = app.introspect("opaque", &token).await;
+    assert_eq!(token.len(), 51, "{token}");
+    assert_eq!(
+        token[..8],
+        format!("{:08x}", body["iat"].as_i64().unwrap()),
+        "{body}"
+    );
+    let key = format!("{}{}", &token[..8], sha256_b64(&token));
+    assert_eq!(body["jti"], key.as_str(), "{body}");
+    let stored = rows_text(&app.database_url, "tokens", "hash, jti").await;
+    assert_eq!(stored, format!("{key} {key}"));
+    assert!(!stored.contains(&token[8..16]), "{stored}");
+
+    // The same row as an earlier version stored it: a 43-character token, keyed by its hash.
+    let old = random_token();
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE tokens SET hash = $1 WHERE hash = $2")
+        .bind(sha256_b64(&old))
+        .bind(&key)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let body = app.introspect("opaque", &old).await;
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["client_id"], "opaque");
+    assert_eq!(app.introspect("opaque", &token).await["active"], false);
+    let resp = app
+        .post_basic("/oauth2/v1/revoke", "opaque", &[("token", &old)])
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.introspect("opaque", &old).await["active"], false);
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@ use async_trait::async_trait;
 
 use super::{Grant, TokenResponse};
 use crate::config::{ConsentPolicy, is_scope_token};
-use crate::crypto::secrets::sha256_b64;
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
+use crate::oauth::tokens::stored_key;
 use crate::oauth::user_tokens::{self, UserGrant, invalid_refresh};
 use crate::oauth::{Ctx, mtls};
 use crate::store::refresh::FamilyRow;
@@ -25,7 +25,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
 
     async fn handle(&self, ctx: &Ctx<'_, S>, client: &Client, params: &Params) -> OAuthResult<TokenResponse> {
         let presented = params.require("refresh_token")?;
-        let hash = sha256_b64(presented);
+        let hash = stored_key(presented);
         let domain = &ctx.domain.name;
         // The common case (no narrowing asked for) in one conditional update that uses the token
         // up; anything it does not take goes the careful way below.
@@ -161,7 +161,7 @@ async fn reused<S: OAuthStore>(
             .unwrap_or(ctx.now),
     };
     if client.refresh_token_grace > 0 && ctx.now - used_at <= client.refresh_token_grace {
-        let next_hash = sha256_b64(&user_tokens::successor(ctx, presented));
+        let next_hash = stored_key(&user_tokens::successor(ctx, presented));
         let next = ctx.store.find_token(&ctx.domain.name, &next_hash).await?;
         // The successor not yet stored (a concurrent rotation still writing it) or unused.
         if next.is_none_or(|n| n.used_at.is_none() && n.revoked_at.is_none()) {
