@@ -157,7 +157,9 @@ async fn opaque_tokens_and_argon2_secrets() {
     let app = TestApp::spawn().await;
     let body = app.token("opaque", &[]).await;
     let token = body["access_token"].as_str().unwrap();
-    assert_eq!(token.len(), 43, "256-bit random, base64url");
+    // Its issue time (8 hex digits), then 256 random bits in base64url.
+    assert_eq!(token.len(), 51, "{token}");
+    assert!(token[..8].bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
     assert!(!token.contains('.'));
     // An argon2id-hashed secret works, twice (the second check is served from the cache).
     app.token("argon", &[]).await;
