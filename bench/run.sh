@@ -6,7 +6,7 @@
 #   DBS        "sqlite postgres" (default)      ALGS   "RS256 ES256" (default)
 #   PEER       1 to run the peer too (default 1)
 #   BENCH_PORT the server's port (default 8180)
-#   SCENARIOS  which runs (default all): "cc introspect signin refresh flow password storm"
+#   SCENARIOS  which runs (default all): "floor cc introspect signin refresh flow password storm"
 #   BENCH_BIN  a server binary to measure instead of this checkout's release build
 #   PG_STATEMENTS  N > 0: after each run on PostgreSQL, PostgreSQL's CPU and its N statements
 #              that took the most execution time (pg_stat_statements; default 0, off)
@@ -29,7 +29,7 @@ if [ "$PG_STATEMENTS" -gt 0 ]; then
   fi
   PG_EXTRA="$PG_EXTRA -c pg_stat_statements.track=all"
 fi
-SCENARIOS=" ${SCENARIOS:-cc introspect signin refresh flow password storm} "
+SCENARIOS=" ${SCENARIOS:-floor cc introspect signin refresh flow password storm} "
 TARGET=http://127.0.0.1:$PORT
 # scenario NAME: true when NAME is among SCENARIOS.
 scenario() { [[ "$SCENARIOS" == *" $1 "* ]]; }
@@ -197,7 +197,12 @@ bench_ostiary() { # DB ALG
   local db=$1 alg=$2 url
   STATEMENTS_URL=""
   if [ "$db" = postgres ]; then
-    if [ -z "${PG_URL:-}" ]; then pg_start || { echo "PostgreSQL not available: skipped"; return 0; }; fi
+    # A cluster of the script's own is started afresh for each server and stopped after it
+    # (bench/README.md, "What it does"); a PG_URL given from outside is used as it is.
+    if [ -z "${PG_URL:-}" ]; then
+      pg_start || { echo "PostgreSQL not available: skipped"; return 0; }
+      OWN_PG=1
+    fi
     psql "$PG_URL" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
     url=${PG_URL%/*}/bench
     if [ "$PG_STATEMENTS" -gt 0 ]; then
@@ -235,6 +240,13 @@ bench_ostiary() { # DB ALG
     echo "   distinct tokens to introspect: $(wc -l < "$WORK/jwts.txt") JWTs, $(wc -l < "$WORK/opaques.txt") opaque"
   fi
   for c in $CONNS; do
+    if scenario floor; then
+      # What the harness gives a request with no work of its own: wrk, loopback TCP, hyper, the
+      # router and our layers. Discovery is a JSON document built from the configuration in
+      # memory, healthz the two bytes "ok".
+      run "$tag floor: discovery" "$c" "" /.well-known/openid-configuration $SERVER_PID bench/get.lua
+      run "$tag floor: healthz" "$c" "" /healthz $SERVER_PID bench/get.lua
+    fi
     if scenario cc; then
       run "$tag cc jwt" "$c" "grant_type=client_credentials&scope=api%3Aread" /oauth2/v1/token $SERVER_PID
       run "$tag cc opaque" "$c" "grant_type=client_credentials&resource=urn%3Abench%3Aopaque" /oauth2/v1/token $SERVER_PID
@@ -262,6 +274,7 @@ bench_ostiary() { # DB ALG
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
   STATEMENTS_URL=""
+  if [ "$db" = postgres ] && [ "${OWN_PG:-0}" = 1 ]; then pg_stop; PG_URL=""; PG_TMP=""; OWN_PG=0; fi
 }
 
 # collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until
