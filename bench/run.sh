@@ -199,10 +199,7 @@ bench_ostiary() { # DB ALG
   if [ "$db" = postgres ]; then
     # A cluster of the script's own is started afresh for each server and stopped after it
     # (bench/README.md, "What it does"); a PG_URL given from outside is used as it is.
-    if [ -z "${PG_URL:-}" ]; then
-      pg_start || { echo "PostgreSQL not available: skipped"; return 0; }
-      OWN_PG=1
-    fi
+    if [ -z "${PG_URL:-}" ]; then pg_start || { echo "PostgreSQL not available: skipped"; return 0; }; fi
     psql "$PG_URL" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
     url=${PG_URL%/*}/bench
     if [ "$PG_STATEMENTS" -gt 0 ]; then
@@ -274,7 +271,8 @@ bench_ostiary() { # DB ALG
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
   STATEMENTS_URL=""
-  if [ "$db" = postgres ] && [ "${OWN_PG:-0}" = 1 ]; then pg_stop; PG_URL=""; PG_TMP=""; OWN_PG=0; fi
+  # PG_TMP is set only for a cluster pg_start made (as pg_cpu reads it).
+  if [ -n "${PG_TMP:-}" ]; then pg_stop; PG_URL=""; PG_TMP=""; fi
 }
 
 # collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until
