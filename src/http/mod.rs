@@ -28,7 +28,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -61,14 +61,30 @@ pub fn router(state: AppState) -> Router {
             let router = domain_router.clone();
             async move { dispatch(app, router, req).await }
         });
-    // Outermost first: the TLS connection's peer, then the proxy's certificate header.
-    let root = root
+    // The layers every request passes wrap the router once, as one service of a concrete type,
+    // and the router takes that service as its only fallback. `Router::layer` would box each
+    // layer around every route instead, and a request then clones that chain of boxes, one
+    // allocation a layer: 37 % of a `/healthz` request's instructions (bench/instructions.sh).
+    // Outermost first: the request id, the trace span, the security headers, the TLS
+    // connection's peer, then the proxy's certificate header.
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, RandomRequestId))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(security_header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .layer(middleware::map_request(tls_connection))
         .layer(middleware::from_fn_with_state(
             certificate_state,
             client_certificate_header,
         ))
-        .layer(middleware::map_request(tls_connection));
-    with_common_layers(root)
+        .service(root);
+    Router::new().fallback_service(stack)
 }
 
 /// Marks a request that came over the mutual-TLS listener.
@@ -303,33 +319,17 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
-fn with_common_layers(router: Router) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-        let id = req
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        tracing::info_span!("request", request.id = %id, http.method = %req.method(), http.path = %req.uri().path())
-    });
-    let headers: [(HeaderName, &'static str); 4] = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-    ];
-    let mut router = router;
-    for (name, value) in headers {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ));
-    }
-    router
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, RandomRequestId))
+/// The span of a request: its id (set by the layer outside this one), method and path.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", request.id = %id, http.method = %req.method(), http.path = %req.uri().path())
+}
+
+/// A header every response carries unless its handler set one.
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }

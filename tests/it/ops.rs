@@ -115,6 +115,10 @@ async fn request_ids_and_security_headers_on_every_response() {
         assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
         assert_eq!(h["x-frame-options"], "DENY", "{url}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{url}");
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+            "{url}"
+        );
     }
     let resp = app
         .http
