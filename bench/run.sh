@@ -271,8 +271,8 @@ bench_ostiary() { # DB ALG
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
   STATEMENTS_URL=""
-  # PG_TMP is set only for a cluster pg_start made (as pg_cpu reads it).
-  if [ -n "${PG_TMP:-}" ]; then pg_stop; PG_URL=""; PG_TMP=""; fi
+  # Stops a cluster pg_start made (PG_TMP set); a PG_URL given from outside is left alone.
+  pg_stop
 }
 
 # collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until

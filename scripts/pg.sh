@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh and bench/run.sh: a throwaway PostgreSQL cluster in a temporary
 # directory. pg_start sets PG_URL (database "postgres", role "ostiary", trust auth on 127.0.0.1)
-# and returns 1 when PostgreSQL is not installed; pg_stop stops it and removes the directory.
+# and returns 1 when PostgreSQL is not installed; pg_stop stops it, removes the directory and
+# clears PG_TMP and PG_URL (a PG_URL given from outside, with no PG_TMP, is left as it is).
 # PG_EXTRA adds server options (e.g. "-c shared_buffers=1GB").
 
 pg_bindir() {
@@ -39,5 +40,8 @@ pg_stop() {
   if [ -n "${PG_TMP:-}" ] && [ -d "$PG_TMP" ]; then
     "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$PG_TMP"
+    # Forgotten, so that a later pg_start (bench/run.sh: one cluster per server) starts afresh.
+    PG_TMP=""
+    PG_URL=""
   fi
 }
