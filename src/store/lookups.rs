@@ -83,9 +83,10 @@ pub(super) fn jwt_states_sql(positional: bool, rows: usize) -> String {
     )
 }
 
-/// The reader of JWT states on `pool` (see the module's documentation).
-pub(crate) fn jwt_state_reader(pool: Pool) -> GroupWriter<JwtLookup, JwtState> {
-    GroupWriter::start("JWT state", move |rows: Vec<JwtLookup>| {
+/// The reader of JWT states on `pool` (see the module's documentation), `lanes` groups in
+/// flight at most.
+pub(crate) fn jwt_state_reader(pool: Pool, lanes: usize) -> GroupWriter<JwtLookup, JwtState> {
+    GroupWriter::start_lanes("JWT state", lanes, move |rows: Vec<JwtLookup>| {
         let pool = pool.clone();
         async move { in_statements(&rows, |chunk| read_jwt_states(&pool, chunk)).await }
     })
@@ -135,9 +136,10 @@ pub(super) fn tokens_and_users_sql(positional: bool, rows: usize) -> String {
     )
 }
 
-/// The reader of opaque tokens on `pool` (see the module's documentation).
-pub(crate) fn token_reader(pool: Pool) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
-    GroupWriter::start("token lookup", move |rows: Vec<TokenLookup>| {
+/// The reader of opaque tokens on `pool` (see the module's documentation), `lanes` groups in
+/// flight at most.
+pub(crate) fn token_reader(pool: Pool, lanes: usize) -> GroupWriter<TokenLookup, Option<(TokenRow, bool)>> {
+    GroupWriter::start_lanes("token lookup", lanes, move |rows: Vec<TokenLookup>| {
         let pool = pool.clone();
         async move { in_statements(&rows, |chunk| read_tokens(&pool, chunk)).await }
     })

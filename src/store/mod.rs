@@ -367,9 +367,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// Groups of token and code inserts in the store at once on PostgreSQL (see
-/// [`batch::GroupWriter::start_lanes`]): while one group commits, the rows queued meanwhile go
-/// as the next, instead of leaving the cores idle (bench/results/2026-12-02-write-lanes.txt).
+/// Groups of token and code inserts, and of introspection's lookups, in the store at once on
+/// PostgreSQL (see [`batch::GroupWriter::start_lanes`]): while one group is in the store, the rows
+/// queued meanwhile go as the next, instead of leaving the cores idle
+/// (bench/results/2026-12-02-write-lanes.txt, bench/results/2026-12-03-read-lanes.txt).
 const LANES: usize = 2;
 
 /// The SQL store over SQLite or PostgreSQL.
@@ -461,9 +462,12 @@ impl SqlStore {
         };
         // Groups in flight at once: inserts of random keys (tokens, codes) may overlap on
         // PostgreSQL (see GroupWriter::start_lanes), not on SQLite's one writing connection.
-        // Reads stay one group at a time: two lanes gave them no more throughput, only smaller
-        // groups (bench/results/2026-12-02-write-lanes.txt).
+        // The lookups of introspection overlap on PostgreSQL too: one group at a time left a
+        // core's worth idle while each waited for its answer (+13 to +53 % at 64 connections,
+        // p99 halved; bench/results/2026-12-03-read-lanes.txt). On SQLite, where the server
+        // itself is the bottleneck, and for refresh-token families, a second lane gave nothing.
         let writes = if own_writer { 1 } else { LANES };
+        let reads = if sqlite { 1 } else { LANES };
         Ok(SqlStore {
             tokens: batch::row_writer(writer.clone(), writes),
             successors: refresh::successor_writer(writer.clone()),
@@ -471,8 +475,8 @@ impl SqlStore {
             codes: batch::row_writer(writer.clone(), writes),
             jtis: assertion::jti_writer(writer.clone()),
             takes: refresh::take_writer(writer.clone()),
-            jwt_states: lookups::jwt_state_reader(pool.clone()),
-            token_lookups: lookups::token_reader(pool.clone()),
+            jwt_states: lookups::jwt_state_reader(pool.clone(), reads),
+            token_lookups: lookups::token_reader(pool.clone(), reads),
             family_lookups: lookups::family_reader(pool.clone()),
             pool,
             writer,
