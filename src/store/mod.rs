@@ -367,7 +367,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// Groups of token and code inserts, and of introspection's lookups, in the store at once on
+/// Groups of token and code inserts, and of JWT-state and token lookups, in the store at once on
 /// PostgreSQL (see [`batch::GroupWriter::start_lanes`]): while one group is in the store, the rows
 /// queued meanwhile go as the next, instead of leaving the cores idle
 /// (bench/results/2026-12-02-write-lanes.txt, bench/results/2026-12-03-read-lanes.txt).
@@ -462,10 +462,12 @@ impl SqlStore {
         };
         // Groups in flight at once: inserts of random keys (tokens, codes) may overlap on
         // PostgreSQL (see GroupWriter::start_lanes), not on SQLite's one writing connection.
-        // The lookups of introspection overlap on PostgreSQL too: one group at a time left a
-        // core's worth idle while each waited for its answer (+13 to +53 % at 64 connections,
-        // p99 halved; bench/results/2026-12-03-read-lanes.txt). On SQLite, where the server
-        // itself is the bottleneck, and for refresh-token families, a second lane gave nothing.
+        // The lookups of JWT states and opaque tokens (introspection, userinfo, revocation)
+        // overlap on PostgreSQL too: one group at a time left the machine partly idle, each
+        // group waiting for the answer to the one before (one token introspected at 64
+        // connections: +15 and +16 % on average over seven pairs, lower p99s;
+        // bench/results/2026-12-03-read-lanes.txt). On SQLite, where the server itself is the
+        // bottleneck, and for refresh-token families, a second lane gave nothing.
         let writes = if own_writer { 1 } else { LANES };
         let reads = if sqlite { 1 } else { LANES };
         Ok(SqlStore {
