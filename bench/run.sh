@@ -88,7 +88,7 @@ cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' /proc/"$1
 rss_mb() { awk -v k="$2" '$1==k":"{printf "%.1f", $2/1024}' /proc/"$1"/status; }
 
 # run NAME CONNS BODY PATH PID [SCRIPT]: one wrk run (SCRIPT defaults to bench/post.lua);
-# appends "NAME c=N rps p50 p99 cores [what the script counted]" to RESULTS. A script's done()
+# appends "NAME c=N rps p50 p99 max cores [what the script counted]" to RESULTS. A script's done()
 # may print "bench: ..." (flows/s, sign-ins/s): it is added to the line.
 # With ADJACENT_LIMIT=1 (password sign-ins), the argon2 limit is measured again for 3 s right
 # before and right after the run, and the share is of their mean: the machine's speed drifts by
@@ -112,10 +112,13 @@ run() {
     a1=$(argon2_cpu "$pid"); after=$(argon2_limit 3)
     limit=$(awk -v a="$before" -v b="$after" 'BEGIN{printf "%.1f", (a + b) / 2}')
   fi
-  local rps p50 p99 errs timeouts extra
+  local rps p50 p99 max errs timeouts extra
   rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
   p50=$(awk '$1=="50%"{print $2}' <<<"$out")
   p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+  # The slowest single request as measured (wrk's percentiles are corrected for coordinated
+  # omission; its maximum is not: bench/README.md, "Reading p99").
+  max=$(awk '$1=="Latency" && $2 ~ /^[0-9]/ {print $4}' <<<"$out")
   errs=$(awk '/Non-2xx/{print $5}' <<<"$out")
   timeouts=$(awk '/Socket errors/{for (i = 1; i <= NF; i++) if ($i == "timeout") print $(i+1)}' <<<"$out" | tr -d ,)
   [ "${timeouts:-0}" = 0 ] && timeouts=""
@@ -132,7 +135,7 @@ run() {
   fi
   local cores
   cores=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.2f", (b-a)/(t1-t0)}')
-  printf "%-44s c=%-3s %10s req/s  p50 %-9s p99 %-9s server %s cores%s%s%s\n" "$name" "$c" "$rps" "$p50" "$p99" "$cores" \
+  printf "%-44s c=%-3s %10s req/s  p50 %-9s p99 %-9s max %-9s server %s cores%s%s%s\n" "$name" "$c" "$rps" "$p50" "$p99" "$max" "$cores" \
     "${extra:+  $extra}" "${errs:+  NON-2XX: $errs}" "${timeouts:+  TIMEOUTS: $timeouts}" | tee -a "$RESULTS"
   [ -z "$statements" ] || echo "$statements"
 }
@@ -270,9 +273,24 @@ bench_ostiary() { # DB ALG
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
+  server_warnings
   STATEMENTS_URL=""
   # Stops a cluster pg_start made (PG_TMP set); a PG_URL given from outside is left alone.
   pg_stop
+}
+
+# server_warnings: what the server logged (RUST_LOG=warn) besides the notice of its new
+# key-encryption key, the first lines of it: a stall in the store shows there, as sqlx's "slow
+# statement" (one over 1 s) or a failed checkpoint of the SQLite log. The log itself goes with WORK.
+server_warnings() {
+  local lines
+  lines=$(grep -v 'GENERATED A NEW KEY-ENCRYPTION KEY' "$WORK/server.log" | grep -c . || true)
+  if [ "$lines" -gt 0 ]; then
+    echo "   server log: $lines lines at warn or above; the first 5:"
+    grep -v 'GENERATED A NEW KEY-ENCRYPTION KEY' "$WORK/server.log" | head -5 | cut -c1-400 | sed 's/^/     /'
+  else
+    echo "   server log: nothing at warn or above"
+  fi
 }
 
 # collect_tokens FILE BODY: access tokens issued for BODY (bench/collect.lua), 5 s at a time until
@@ -398,6 +416,13 @@ awk '
     ok = (op == ">=") ? value >= goal : (op == "<=") ? value <= goal : value < goal
     printf "   %-64s %10s %-8s (target %s %s) %s\n", label, value, unit, op, goal, ok ? "met" : "MISSED"
   }
+  # A p99 target of 10 ms at 64 connections; when the rate makes the mean latency (Little: 64
+  # requests in flight / requests per second) 10 ms or more, a p99 under 10 ms cannot be.
+  function p99check(label,   mean) {
+    check(label, p99, "<", 10, "ms")
+    mean = 64000 / rps
+    if (mean >= 10) printf "   %-64s %10.1f %-8s (64 in flight / %s req/s: no p99 under 10 ms at this rate)\n", "  its mean latency", mean, "ms", rps
+  }
   {
     split($1, t, "/"); db = t[2]; alg = t[3]; tag = $1
     name = $0; sub(/^[^ ]+ /, "", name); sub(/ +c=.*/, "", name)
@@ -410,11 +435,11 @@ awk '
   $2 == "memory:" { idle = $4; peak = $7
     check(tag " idle RSS", idle, "<=", 20, "MB"); check(tag " peak RSS", peak, "<=", 100, "MB"); next }
   c != "64" && name !~ /^storm/ { next }
-  name == "cc jwt" { check(tag " cc jwt c=64", rps, ">=", alg == "ES256" ? 10000 : 2000, "req/s"); check(tag " cc jwt p99", p99, "<", 10, "ms")
+  name == "cc jwt" { check(tag " cc jwt c=64", rps, ">=", alg == "ES256" ? 10000 : 2000, "req/s"); p99check(tag " cc jwt p99")
     if (alg == "RS256" && rs256 > 0) check(tag " cc jwt c=64, % of signing limit " rs256 "/s", sprintf("%.0f", 100 * rps / rs256), ">=", 80, "%") }
-  name == "cc opaque" { check(tag " cc opaque p99", p99, "<", 10, "ms") }
-  name == "introspect jwt" { if (db == "postgres") check(tag " introspect jwt c=64", rps, ">=", 20000, "req/s"); check(tag " introspect jwt p99", p99, "<", 10, "ms") }
-  name == "introspect opaque" { if (db == "postgres") check(tag " introspect opaque c=64", rps, ">=", 10000, "req/s"); check(tag " introspect opaque p99", p99, "<", 10, "ms") }
+  name == "cc opaque" { p99check(tag " cc opaque p99") }
+  name == "introspect jwt" { if (db == "postgres") check(tag " introspect jwt c=64", rps, ">=", 20000, "req/s"); p99check(tag " introspect jwt p99") }
+  name == "introspect opaque" { if (db == "postgres") check(tag " introspect opaque c=64", rps, ">=", 10000, "req/s"); p99check(tag " introspect opaque p99") }
   name == "refresh (rotation)" && db == "postgres" && alg == "ES256" { check(tag " refresh c=64", rps, ">=", 3000, "req/s") }
   name == "code flow (SSO)" && db == "postgres" && alg == "RS256" {
     for (i = 1; i <= NF; i++) if ($(i + 1) == "flows/s") f = $i
