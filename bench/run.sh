@@ -420,6 +420,7 @@ awk '
   # requests in flight / requests per second) 10 ms or more, a p99 under 10 ms cannot be.
   function p99check(label,   mean) {
     check(label, p99, "<", 10, "ms")
+    if (rps + 0 <= 0) return
     mean = 64000 / rps
     if (mean >= 10) printf "   %-64s %10.1f %-8s (64 in flight / %s req/s: no p99 under 10 ms at this rate)\n", "  its mean latency", mean, "ms", rps
   }
