@@ -179,8 +179,13 @@ def memory(text):
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: bench/tables.py OUTPUT (what bench/run.sh printed)")
-    with open(sys.argv[1], encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(sys.argv[1], encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"bench/tables.py: cannot read {sys.argv[1]}: {e}")
+    if not any(LINE.match(line) for line in text.splitlines()):
+        sys.exit(f"bench/tables.py: {sys.argv[1]} has no line of bench/run.sh's output")
     lines = parse(text)
     print("At 64 connections, requests/s (p99 of a request):\n")
     print(table(lines, 64))
