@@ -283,11 +283,11 @@ bench_ostiary() { # DB ALG
 # key-encryption key, the first lines of it: a stall in the store shows there, as sqlx's "slow
 # statement" (one over 1 s) or a failed checkpoint of the SQLite log. The log itself goes with WORK.
 server_warnings() {
-  local lines
-  lines=$(grep -v 'GENERATED A NEW KEY-ENCRYPTION KEY' "$WORK/server.log" | grep -c . || true)
-  if [ "$lines" -gt 0 ]; then
-    echo "   server log: $lines lines at warn or above; the first 5:"
-    grep -v 'GENERATED A NEW KEY-ENCRYPTION KEY' "$WORK/server.log" | head -5 | cut -c1-400 | sed 's/^/     /'
+  local warned
+  warned=$(grep -v 'GENERATED A NEW KEY-ENCRYPTION KEY' "$WORK/server.log" || true)
+  if [ -n "$warned" ]; then
+    echo "   server log: $(wc -l <<<"$warned") lines at warn or above; the first 5:"
+    head -5 <<<"$warned" | cut -c1-400 | sed 's/^/     /'
   else
     echo "   server log: nothing at warn or above"
   fi
