@@ -49,6 +49,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Requests answered after this long are logged at warn (`server.slow_request`).
+    pub slow_request: Option<Duration>,
     /// Key settings.
     pub keys: KeysConfig,
     /// This process's name in job leases.
@@ -112,6 +114,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     let limits = Limits {
         max_lifetime: limit(config.database.max_lifetime),
         idle_timeout: limit(config.database.idle_timeout),
+        slow_statement: config.database.slow_statement.non_zero(),
     };
     let store = SqlStore::connect_with(&config.database.url, config.database.max_connections, limits)
         .await
@@ -245,6 +248,7 @@ pub async fn start(
         grants: Grants::all(),
         metrics: metrics_handle(),
         max_body_bytes: config.server.max_body_bytes,
+        slow_request: config.server.slow_request.non_zero(),
         keys: config.keys.clone(),
         instance: random_id(),
         client_address_header: config

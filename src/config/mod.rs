@@ -87,20 +87,30 @@ impl Seconds {
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) if n >= 0 => Ok(Seconds(n)),
-            Raw::Int(_) => Err(serde::de::Error::custom("a duration cannot be negative")),
-            Raw::Text(t) => Seconds::parse(&t).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {t:?}: use e.g. \"30s\", \"10m\", \"1h\", \"7d\" or seconds"
-                ))
-            }),
+        RawDuration::deserialize(d)?.parse(Seconds::parse, r#""30s", "10m", "1h", "7d""#)
+    }
+}
+
+/// A duration as the file writes it: an integer (seconds) or text with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Int(i64),
+    Text(String),
+}
+
+impl RawDuration {
+    /// Reads it with `parse` (an integer as its digits), or says what is wrong, with `examples`.
+    fn parse<T, E: serde::de::Error>(
+        self,
+        parse: impl Fn(&str) -> Option<T>,
+        examples: &str,
+    ) -> Result<T, E> {
+        match self {
+            RawDuration::Int(n) if n < 0 => Err(E::custom("a duration cannot be negative")),
+            RawDuration::Int(n) => parse(&n.to_string()).ok_or_else(|| E::custom("a duration too long")),
+            RawDuration::Text(t) => parse(&t)
+                .ok_or_else(|| E::custom(format!("invalid duration {t:?}: use e.g. {examples} or seconds"))),
         }
     }
 }
@@ -144,6 +154,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Largest accepted request body; larger ones get 413. Default 65536.
     pub max_body_bytes: usize,
+    /// A request answered after at least this long is logged at warn, with its status, time and
+    /// request id (`0`: never). Default 1 s.
+    pub slow_request: Millis,
     /// Password hashes verified at once, on argon2 threads of their own at a lower priority.
     /// Default: the number of cores.
     pub argon2_max_concurrent: usize,
@@ -185,6 +198,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
+            slow_request: Millis(1000),
             argon2_max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             gc_interval: Seconds(60),
             gc_batch: 1000,
@@ -201,6 +215,34 @@ impl Default for ServerConfig {
     }
 }
 
+/// A duration in whole milliseconds, written `"250ms"`, or as [`Seconds`] are (`"2s"`, `"1m"`, an
+/// integer of seconds): the thresholds under a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// Parses `"250ms"`, `"2s"`, `"1m"`, `"0"` or `"3"` (seconds).
+    pub fn parse(s: &str) -> Option<Millis> {
+        let s = s.trim();
+        if let Some(n) = s.strip_suffix("ms") {
+            return n.trim().parse().ok().map(Millis);
+        }
+        let Seconds(n) = Seconds::parse(s)?;
+        u64::try_from(n).ok()?.checked_mul(1000).map(Millis)
+    }
+
+    /// The duration, or None for zero (off).
+    pub fn non_zero(self) -> Option<std::time::Duration> {
+        (self.0 > 0).then(|| std::time::Duration::from_millis(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawDuration::deserialize(d)?.parse(Millis::parse, r#""250ms", "2s", "1m""#)
+    }
+}
+
 /// `[database]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +255,9 @@ pub struct DatabaseConfig {
     pub max_lifetime: Seconds,
     /// A connection is closed after this long unused (`0`: never). Default 10 minutes.
     pub idle_timeout: Seconds,
+    /// A statement that runs at least this long is logged at warn, with its SQL and time (`0`:
+    /// never). Default 1 s.
+    pub slow_statement: Millis,
 }
 
 impl Default for DatabaseConfig {
@@ -222,6 +267,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             max_lifetime: Seconds(1800),
             idle_timeout: Seconds(600),
+            slow_statement: Millis(1000),
         }
     }
 }
@@ -605,6 +651,51 @@ issuer = "http://127.0.0.1:8080"
         assert_eq!(Seconds::parse("15"), Some(Seconds(15)));
         assert_eq!(Seconds::parse("-1s"), None);
         assert_eq!(Seconds::parse("abc"), None);
+    }
+
+    #[test]
+    fn millisecond_durations_parse() {
+        assert_eq!(Millis::parse("250ms"), Some(Millis(250)));
+        assert_eq!(Millis::parse("2s"), Some(Millis(2000)));
+        assert_eq!(Millis::parse("1m"), Some(Millis(60_000)));
+        assert_eq!(Millis::parse("3"), Some(Millis(3000)));
+        assert_eq!(Millis::parse("0"), Some(Millis(0)));
+        assert_eq!(Millis(0).non_zero(), None);
+        assert_eq!(
+            Millis(250).non_zero(),
+            Some(std::time::Duration::from_millis(250))
+        );
+        for bad in ["-5ms", "ms", "1.5s", "fast"] {
+            assert_eq!(Millis::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slow_statement_is_read_from_the_file_and_the_environment() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(c.database.slow_statement, Millis(1000));
+        let c = Config::from_toml_str(&format!("[database]\nslow_statement = \"50ms\"\n{BASE}")).unwrap();
+        assert_eq!(c.database.slow_statement, Millis(50));
+        let c = Config::from_toml_str(&format!("[database]\nslow_statement = 0\n{BASE}")).unwrap();
+        assert_eq!(c.database.slow_statement, Millis(0));
+        let env = [(
+            "OSTIARY_DATABASE__SLOW_STATEMENT".to_string(),
+            "250ms".to_string(),
+        )];
+        let c = Config::from_toml_str_with_env(BASE, env).unwrap();
+        assert_eq!(c.database.slow_statement, Millis(250));
+        for (bad, says) in [
+            ("\"fast\"", "invalid duration \"fast\""),
+            ("-1", "cannot be negative"),
+        ] {
+            let errs =
+                Config::from_toml_str(&format!("[database]\nslow_statement = {bad}\n{BASE}")).unwrap_err();
+            let text = errs.to_string();
+            assert!(
+                text.contains("database.slow_statement") && text.contains(says),
+                "{bad}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     let domain_router = domain_routes().with_state(state.clone());
     let dispatch_state = state.clone();
     let certificate_state = state.clone();
+    let slow_request = state.slow_request;
     let root = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -69,7 +70,11 @@ pub fn router(state: AppState) -> Router {
     // connection's peer, then the proxy's certificate header.
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, RandomRequestId))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(answered(slow_request)),
+        )
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
@@ -327,6 +332,30 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("request", request.id = %id, http.method = %req.method(), http.path = %req.uri().path())
+}
+
+/// What the trace layer logs of each response: at warn when it came after `slow` or more
+/// (`server.slow_request`), with the request id, since the request's own span (at info) may be
+/// off; otherwise at debug, as tower-http's default does.
+fn answered(slow: Option<Duration>) -> impl Fn(&Response, Duration, &tracing::Span) + Clone {
+    move |res: &Response, latency: Duration, _: &tracing::Span| {
+        let status = res.status().as_u16();
+        let ms = latency.as_secs_f64() * 1000.0;
+        if slow.is_some_and(|s| latency >= s) {
+            let id = res
+                .headers()
+                .get(X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::warn!(request.id = %id, http.status = status, latency_ms = ms, "slow request: answered after server.slow_request or more");
+        } else {
+            tracing::debug!(
+                http.status = status,
+                latency_ms = ms,
+                "finished processing request"
+            );
+        }
+    }
 }
 
 /// A header every response carries unless its handler set one.

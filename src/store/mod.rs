@@ -444,7 +444,14 @@ impl SqlStore {
         let init = if sqlite { SQLITE_INIT } else { &[] };
         // An in-memory database exists once per connection: it keeps a single pool, for good.
         let in_memory = sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
-        let limits = if in_memory { Limits::default() } else { limits };
+        let limits = if in_memory {
+            Limits {
+                slow_statement: limits.slow_statement,
+                ..Limits::default()
+            }
+        } else {
+            limits
+        };
         let pool = Pool::connect_with(&url, init, max_connections as usize, wait, limits).await?;
         let own_writer = sqlite && !in_memory;
         let (writer, checkpointer) = match &file {

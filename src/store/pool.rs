@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +27,9 @@ use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
-use sqlx::{AnyConnection, Connection, Describe, Either, Execute, Executor, SqlStr};
+use log::LevelFilter;
+use sqlx::any::{Any, AnyConnectOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
+use sqlx::{AnyConnection, ConnectOptions, Connection, Describe, Either, Execute, Executor, SqlStr};
 use tokio::sync::Notify;
 
 /// A pooled connection and whether its state is unknown (a statement began and did not end).
@@ -45,14 +47,21 @@ impl fmt::Debug for Conn {
 }
 
 /// How long a connection may be kept: at most `max_lifetime` since it was opened, and at most
-/// `idle_timeout` since it was last taken. None is no limit.
+/// `idle_timeout` since it was last taken (None: no limit); and how long one of its statements may
+/// run before it is logged at warn as slow, with its SQL (sqlx's "slow statement"; None: never).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     pub max_lifetime: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    pub slow_statement: Option<Duration>,
 }
 
 impl Limits {
+    /// True when connections are kept for ever.
+    fn keep_for_ever(&self) -> bool {
+        self.max_lifetime.is_none() && self.idle_timeout.is_none()
+    }
+
     /// True when a connection with these metrics is past a limit.
     fn expired(&self, m: &Metrics) -> bool {
         self.max_lifetime.is_some_and(|l| m.age() >= l)
@@ -62,7 +71,7 @@ impl Limits {
 
 /// Opens connections (each set up by the `init` statements) and takes back only settled ones.
 struct Manager {
-    url: String,
+    options: AnyConnectOptions,
     init: &'static [&'static str],
     limits: Limits,
 }
@@ -79,7 +88,7 @@ impl managed::Manager for Manager {
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<Conn, sqlx::Error> {
-        let mut conn = AnyConnection::connect(&self.url).await?;
+        let mut conn = AnyConnection::connect_with(&self.options).await?;
         for statement in self.init {
             conn.execute(*statement).await?;
         }
@@ -136,8 +145,13 @@ impl Pool {
         wait: Duration,
         limits: Limits,
     ) -> sqlx::Result<Pool> {
+        let options = AnyConnectOptions::from_str(url)?;
+        let options = match limits.slow_statement {
+            Some(d) => options.log_slow_statements(LevelFilter::Warn, d),
+            None => options.log_slow_statements(LevelFilter::Off, Duration::MAX),
+        };
         let manager = Manager {
-            url: url.to_string(),
+            options,
             init,
             limits,
         };
@@ -204,7 +218,7 @@ impl Pool {
     /// does) and returns how many. Without it an idle pool would keep them until taken again.
     pub async fn close_expired(&self) -> usize {
         let limits = self.inner.manager().limits;
-        if limits == Limits::default() {
+        if limits.keep_for_ever() {
             return 0;
         }
         let expired = self.inner.retain(|_, m| !limits.expired(&m)).removed;

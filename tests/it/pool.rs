@@ -121,7 +121,7 @@ async fn a_connection_past_its_lifetime_is_replaced_when_next_taken() {
         1,
         Limits {
             max_lifetime: Some(lifetime),
-            idle_timeout: None,
+            ..Limits::default()
         },
     )
     .await;
@@ -148,8 +148,8 @@ async fn idle_connections_past_the_idle_timeout_are_closed_without_traffic() {
     let (pool, _dir) = limited_pool(
         2,
         Limits {
-            max_lifetime: None,
             idle_timeout: Some(idle),
+            ..Limits::default()
         },
     )
     .await;

@@ -264,3 +264,91 @@ async fn the_example_configuration_serves_the_readme_jwt_walkthrough() {
     assert!(answers[1]["access_token"].is_string(), "JWT bearer grant: {text}");
     assert_eq!(answers[2]["error"], "invalid_grant", "replay: {text}");
 }
+
+/// `database.slow_statement` and `server.slow_request`: a token request whose insert waits for a
+/// lock the test holds is logged at warn, even with the log at warn only: its statement with the
+/// SQL, and the request with its status and request id. With both at `0` a longer wait logs
+/// neither.
+#[tokio::test]
+async fn slow_statements_and_requests_are_logged_at_warn() {
+    use sqlx::{Connection, Executor};
+    for (threshold, logged) in [("100ms", true), ("0", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let db = fresh_database(dir.path()).await;
+        let config = dir.path().join("ostiary.toml");
+        std::fs::write(
+            &config,
+            config_text(port, &db, dir.path(), &Opts::default(), &argon_hash()),
+        )
+        .unwrap();
+        let log_path = dir.path().join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("OSTIARY_DATABASE__SLOW_STATEMENT", threshold)
+            .env("OSTIARY_SERVER__SLOW_REQUEST", threshold)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        wait_until("the server to answer", || async {
+            token_status(&http, &base, "opaque").await == 200
+        })
+        .await;
+
+        // Hold the lock an opaque token's insert needs for 600 ms.
+        sqlx::any::install_default_drivers();
+        let mut lock = sqlx::AnyConnection::connect(&db).await.unwrap();
+        if crate::harness::on_postgres() {
+            lock.execute("BEGIN").await.unwrap();
+            lock.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+        } else {
+            lock.execute("BEGIN IMMEDIATE").await.unwrap();
+        }
+        let request = tokio::spawn({
+            let http = http.clone();
+            let url = format!("{base}/oauth2/v1/token");
+            async move {
+                http.post(url)
+                    .basic_auth("opaque", Some(secret("opaque")))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        });
+        // Off, the wait is longer than the default threshold (1 s): a `0` read as the default
+        // would log.
+        tokio::time::sleep(Duration::from_millis(if logged { 600 } else { 1200 })).await;
+        lock.execute("ROLLBACK").await.unwrap();
+        let response = request.await.unwrap();
+        assert_eq!(response.status(), 200, "{threshold}");
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+        stops_on_sigterm(&mut child).await;
+
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let statement = log
+            .lines()
+            .find(|l| l.contains("slow statement") && l.contains("INSERT INTO tokens"));
+        let request = log
+            .lines()
+            .find(|l| l.contains("slow request") && l.contains(&id));
+        if logged {
+            assert!(statement.is_some(), "{threshold}: no slow statement in\n{log}");
+            let request = request.unwrap_or_else(|| panic!("{threshold}: no slow request {id} in\n{log}"));
+            assert!(
+                request.contains("WARN") && request.contains("http.status=200"),
+                "{request}"
+            );
+        } else {
+            assert!(!log.contains("slow"), "{threshold}: logged\n{log}");
+        }
+    }
+}
