@@ -3,8 +3,9 @@
 
     bench/tables.py OUTPUT
 
-prints, as Markdown: requests/s (p99) at 64 and at 1 connection for each line and server, the
-peer beside us at 64 connections (1 in brackets), and the memory of each server, all read from
+prints, as Markdown: requests/s (p99) at 64 and at 1 connection for each line and server (with
+the lowest and highest steal of each server's lines, when the run gave it), the peer beside us
+at 64 connections (1 in brackets), and the memory of each server, all read from
 OUTPUT (what run.sh printed). A line the run did not make shows as "-". Nothing is computed
 but rounding and ratios of two printed numbers.
 """
@@ -107,7 +108,21 @@ def table(lines, c):
         if all(x == "-" for x in cells):
             continue
         out.append(f"| {row} | " + " | ".join(cells) + " |")
+    steals = [steal_range(lines, db, alg, c) for db, alg in SERVERS]
+    if any(x != "-" for x in steals):
+        out.append("| steal: share of the cores the hypervisor took during these lines | " + " | ".join(steals) + " |")
     return "\n".join(out)
+
+
+def steal_range(lines, db, alg, c):
+    """The lowest and highest steal of a server's lines in the table at C connections."""
+    got = []
+    for name, _ in ROWS:
+        line = lines.get((db, alg, name, c))
+        m = re.search(r"steal ([\d.]+)%", line[2]) if line else None
+        if m:
+            got.append(float(m.group(1)))
+    return f"{min(got):.0f} to {max(got):.0f} %" if got else "-"
 
 
 def peers(text):
@@ -147,6 +162,9 @@ def peers(text):
         pg = f"{count(p64[1])}" + (f" ({count(p1[1])})" if p1 else "")
         r = f"{s64[0]:.1f} and {p64[0]:.1f}" + (f" ({s1[0]:.1f}, {p1[0]:.1f})" if s1 and p1 else "")
         out.append(f"| {label} | {peer} | {sq} | {pg} | {r} |")
+    steal = re.findall(r"^== steal over the peer's runs: ([\d.]+)%", text, re.M)
+    if steal:
+        out.append("\nSteal over the peer's runs: " + " and ".join(f"{float(x):.0f} %" for x in steal) + ".")
     return "\n".join(out)
 
 
