@@ -79,10 +79,16 @@ struct Pass {
     log: i64,
 }
 
-async fn passive(pool: &Pool) -> sqlx::Result<Pass> {
-    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await
+/// A passive pass on the checkpointer's connection.
+const PASS: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// The last pass of a start-over, on the writing connection: the same pass, written with its
+/// schema so that the slow-statement log (`database.slow_statement`) tells a wait of every write
+/// from a pass beside them.
+const LAST_PASS: &str = "PRAGMA main.wal_checkpoint(PASSIVE)";
+
+async fn passive(pool: &Pool, pass: &'static str) -> sqlx::Result<Pass> {
+    sqlx::query_as(pass).fetch_one(pool).await
 }
 
 /// Opens the connection that copies the log of the database at `path` (at `url`), and starts the
@@ -139,7 +145,7 @@ pub(super) async fn start(
 /// pages copied on the writer.
 async fn round(file: Option<&Arc<File>>, checkpointer: &Pool, writer: &Pool) -> sqlx::Result<()> {
     let started = Instant::now();
-    let first = passive(checkpointer).await?;
+    let first = passive(checkpointer, PASS).await?;
     if first.log < REWIND_AT {
         return Ok(());
     }
@@ -159,7 +165,7 @@ async fn round(file: Option<&Arc<File>>, checkpointer: &Pool, writer: &Pool) -> 
         }
     }
     let stalled = Instant::now();
-    let last = passive(writer).await?;
+    let last = passive(writer, LAST_PASS).await?;
     tracing::trace!(
         ?first,
         ?pass,
@@ -175,7 +181,7 @@ async fn round(file: Option<&Arc<File>>, checkpointer: &Pool, writer: &Pool) -> 
 /// [`MAX_PASSES`]); the last one's answer, or None when the log started over meanwhile.
 async fn settle(checkpointer: &Pool, mut pass: Pass) -> sqlx::Result<Option<Pass>> {
     for _ in 0..MAX_PASSES {
-        let next = passive(checkpointer).await?;
+        let next = passive(checkpointer, PASS).await?;
         let came_in = next.log - pass.log;
         if came_in < 0 {
             return Ok(None);
