@@ -216,8 +216,9 @@ impl Default for ServerConfig {
 }
 
 /// A duration in whole milliseconds, written `"250ms"`, or as [`Seconds`] are (`"2s"`, `"1m"`, an
-/// integer of seconds): the thresholds under a second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
+/// integer of seconds): the thresholds under a second. Not `Serialize`: written as a bare number
+/// it would read back as seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Millis(pub u64);
 
 impl Millis {
