@@ -338,20 +338,19 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 /// (`server.slow_request`), with the request id, since the request's own span (at info) may be
 /// off; otherwise at debug, as tower-http's default does.
 fn answered(slow: Option<Duration>) -> impl Fn(&Response, Duration, &tracing::Span) + Clone {
+    // The fields are computed only for an event the filter lets through.
     move |res: &Response, latency: Duration, _: &tracing::Span| {
-        let status = res.status().as_u16();
-        let ms = latency.as_secs_f64() * 1000.0;
         if slow.is_some_and(|s| latency >= s) {
-            let id = res
-                .headers()
-                .get(X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::warn!(request.id = %id, http.status = status, latency_ms = ms, "slow request: answered after server.slow_request or more");
+            tracing::warn!(
+                request.id = %res.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                http.status = res.status().as_u16(),
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                "slow request: answered after server.slow_request or more"
+            );
         } else {
             tracing::debug!(
-                http.status = status,
-                latency_ms = ms,
+                http.status = res.status().as_u16(),
+                latency_ms = latency.as_secs_f64() * 1000.0,
                 "finished processing request"
             );
         }
