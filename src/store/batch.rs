@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use sqlx::Connection;
+use sqlx::Executor;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::pool::Pool;
@@ -106,12 +106,17 @@ pub(crate) async fn in_one_commit(
         }
         return Ok(rows);
     }
+    // BEGIN and COMMIT as statements, not sqlx's `begin()` and `commit()`: sqlx's SQLite driver
+    // runs those outside its statement log, so a slow COMMIT (where SQLite writes the group's
+    // pages to its log file) never reached `database.slow_statement`. On an error or a
+    // cancellation the lease is dropped unreleased, which closes the connection, and with it
+    // the transaction.
     let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
+    conn.execute("BEGIN").await?;
     for q in statements {
-        rows.push(q.fetch_all(&mut *tx).await?);
+        rows.push(q.fetch_all(&mut *conn).await?);
     }
-    tx.commit().await?;
+    conn.execute("COMMIT").await?;
     conn.release();
     Ok(rows)
 }

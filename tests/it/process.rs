@@ -265,14 +265,19 @@ async fn the_example_configuration_serves_the_readme_jwt_walkthrough() {
     assert_eq!(answers[2]["error"], "invalid_grant", "replay: {text}");
 }
 
-/// `database.slow_statement` and `server.slow_request`: a token request whose insert waits for a
-/// lock the test holds is logged at warn, even with the log at warn only: its statement with the
-/// SQL, and the request with its status and request id. With both at `0` a longer wait logs
-/// neither.
-#[tokio::test]
-async fn slow_statements_and_requests_are_logged_at_warn() {
-    use sqlx::{Connection, Executor};
-    for (threshold, logged) in [("100ms", true), ("0", false)] {
+/// A server logging to `server.log` in its own directory, with `env` set, answering tokens.
+struct LoggingServer {
+    dir: tempfile::TempDir,
+    db: String,
+    base: String,
+    http: reqwest::Client,
+    child: std::process::Child,
+}
+
+impl LoggingServer {
+    /// Starts `ostiary serve` on a fresh database with `env` (e.g. `RUST_LOG`) and waits until
+    /// it issues an opaque token.
+    async fn start(env: &[(&str, &str)]) -> LoggingServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let db = fresh_database(dir.path()).await;
@@ -282,36 +287,70 @@ async fn slow_statements_and_requests_are_logged_at_warn() {
             config_text(port, &db, dir.path(), &Opts::default(), &argon_hash()),
         )
         .unwrap();
-        let log_path = dir.path().join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        let child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
             .args(["serve", "--config"])
             .arg(&config)
             .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("OSTIARY_DATABASE__SLOW_STATEMENT", threshold)
-            .env("OSTIARY_SERVER__SLOW_REQUEST", threshold)
-            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let server = LoggingServer {
+            dir,
+            db,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            child,
+        };
         wait_until("the server to answer", || async {
-            token_status(&http, &base, "opaque").await == 200
+            token_status(&server.http, &server.base, "opaque").await == 200
         })
         .await;
+        server
+    }
+
+    /// Stops the server (SIGTERM) and returns its log.
+    async fn stop(mut self) -> String {
+        stops_on_sigterm(&mut self.child).await;
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+    }
+}
+
+/// A connection to `db` holding the lock an opaque token's insert needs, until ROLLBACK.
+async fn lock_tokens(db: &str) -> sqlx::AnyConnection {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let mut lock = sqlx::AnyConnection::connect(db).await.unwrap();
+    if crate::harness::on_postgres() {
+        lock.execute("BEGIN").await.unwrap();
+        lock.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+    } else {
+        lock.execute("BEGIN IMMEDIATE").await.unwrap();
+    }
+    lock
+}
+
+/// `database.slow_statement` and `server.slow_request`: a token request whose insert waits for a
+/// lock the test holds is logged at warn, even with the log at warn only: its statement with the
+/// SQL, and the request with its status and request id. With both at `0` a longer wait logs
+/// neither.
+#[tokio::test]
+async fn slow_statements_and_requests_are_logged_at_warn() {
+    use sqlx::Executor;
+    for (threshold, logged) in [("100ms", true), ("0", false)] {
+        let server = LoggingServer::start(&[
+            ("OSTIARY_DATABASE__SLOW_STATEMENT", threshold),
+            ("OSTIARY_SERVER__SLOW_REQUEST", threshold),
+            ("RUST_LOG", "warn"),
+        ])
+        .await;
+        let (http, base) = (&server.http, &server.base);
 
         // Hold the lock an opaque token's insert needs for 600 ms.
-        sqlx::any::install_default_drivers();
-        let mut lock = sqlx::AnyConnection::connect(&db).await.unwrap();
-        if crate::harness::on_postgres() {
-            lock.execute("BEGIN").await.unwrap();
-            lock.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
-        } else {
-            lock.execute("BEGIN IMMEDIATE").await.unwrap();
-        }
+        let mut lock = lock_tokens(&server.db).await;
         let request = tokio::spawn({
             let http = http.clone();
             let url = format!("{base}/oauth2/v1/token");
@@ -331,9 +370,7 @@ async fn slow_statements_and_requests_are_logged_at_warn() {
         let response = request.await.unwrap();
         assert_eq!(response.status(), 200, "{threshold}");
         let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
-        stops_on_sigterm(&mut child).await;
-
-        let log = std::fs::read_to_string(&log_path).unwrap();
+        let log = server.stop().await;
         let statement = log
             .lines()
             .find(|l| l.contains("slow statement") && l.contains("INSERT INTO tokens"));
@@ -351,4 +388,43 @@ async fn slow_statements_and_requests_are_logged_at_warn() {
             assert!(!log.contains("slow"), "{threshold}: logged\n{log}");
         }
     }
+}
+
+/// A group of rows stored in one transaction (several inserts) has its BEGIN and COMMIT in sqlx's
+/// statement log, on both databases, so a slow COMMIT reaches `database.slow_statement` like any
+/// statement. (sqlx's SQLite driver runs a transaction's own BEGIN and COMMIT outside that log.)
+/// The log is read at debug, where sqlx logs every statement: SQLite has no way to make a commit
+/// slow from outside.
+#[tokio::test]
+async fn the_commit_of_a_group_is_in_the_statement_log() {
+    use sqlx::Executor;
+    let server = LoggingServer::start(&[("RUST_LOG", "warn,sqlx::query=debug")]).await;
+    // Fifteen requests queue behind the lock the tokens' insert needs. The writer takes them in
+    // at most three groups (two lanes on PostgreSQL, the rest once one is free), and fifteen is
+    // no sum of three of the sizes one insert takes (1, 2, 4, 8, 16, 32): at least one group
+    // is several inserts in one transaction.
+    let mut lock = lock_tokens(&server.db).await;
+    let requests: Vec<_> = (0..15)
+        .map(|_| {
+            let (http, base) = (server.http.clone(), server.base.clone());
+            tokio::spawn(async move { token_status(&http, &base, "opaque").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.execute("ROLLBACK").await.unwrap();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let log = server.stop().await;
+    let summary = |l: &&str, what: &str| l.contains(&format!("summary=\"{what}"));
+    // After the first token's insert (before it: the migrations, in their own transactions).
+    let after: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !summary(l, "INSERT INTO tokens"))
+        .collect();
+    let begins = after.iter().filter(|l| summary(l, "BEGIN")).count();
+    let commits: Vec<&&str> = after.iter().filter(|l| summary(l, "COMMIT")).collect();
+    assert!(!commits.is_empty(), "no COMMIT in\n{log}");
+    assert_eq!(begins, commits.len(), "{log}");
+    assert!(commits.iter().all(|l| l.contains("elapsed_secs=")), "{log}");
 }
