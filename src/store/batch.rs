@@ -108,17 +108,33 @@ pub(crate) async fn in_one_commit(
     }
     // BEGIN and COMMIT as statements, not sqlx's `begin()` and `commit()`: sqlx's SQLite driver
     // runs those outside its statement log, so a slow COMMIT (where SQLite writes the group's
-    // pages to its log file) never reached `database.slow_statement`. On an error or a
-    // cancellation the lease is dropped unreleased, which closes the connection, and with it
-    // the transaction.
+    // pages to its log file) never reached `database.slow_statement`.
     let mut conn = pool.acquire().await?;
-    conn.execute("BEGIN").await?;
-    for q in statements {
-        rows.push(q.fetch_all(&mut *conn).await?);
+    let stored = async {
+        conn.execute("BEGIN").await?;
+        for q in statements {
+            rows.push(q.fetch_all(&mut *conn).await?);
+        }
+        conn.execute("COMMIT").await
     }
-    conn.execute("COMMIT").await?;
-    conn.release();
-    Ok(rows)
+    .await;
+    match stored {
+        Ok(_) => {
+            conn.release();
+            Ok(rows)
+        }
+        Err(e) => {
+            // Undo the group's other statements at once: an open transaction holds SQLite's
+            // write lock (PostgreSQL's row locks) until it ends. The connection goes back to the
+            // pool only when that worked; otherwise (and if this future is dropped mid-way) the
+            // lease is dropped unreleased, and the pool closes the connection instead of handing
+            // it out again, which ends the transaction.
+            if conn.execute("ROLLBACK").await.is_ok() {
+                conn.release();
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Splits `rows` into inserts of [`INSERT_SIZES`] rows, largest first, in order.
@@ -350,6 +366,43 @@ mod tests {
             assert_eq!(first.await.ok().and_then(|r| r.ok()), Some(10), "lanes {lanes}");
             assert_eq!(second.await.ok().and_then(|r| r.ok()), Some(20), "lanes {lanes}");
         }
+    }
+
+    /// A group whose second statement fails leaves nothing of the first, and ends its
+    /// transaction at once: another connection can take SQLite's write lock without waiting,
+    /// and the pool's next group is stored.
+    #[tokio::test]
+    async fn a_failed_group_is_rolled_back_at_once() {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let wait = std::time::Duration::from_secs(5);
+        let pool = Pool::connect(&url, &["PRAGMA journal_mode = WAL"], 1, wait)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let insert = |x: i64| sqlx::query("INSERT INTO t (x) VALUES ($1)").bind(x);
+        let failed = in_one_commit(&pool, vec![insert(1), insert(1)]).await;
+        assert!(failed.is_err(), "a duplicate key was stored");
+
+        let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+        other.execute("PRAGMA busy_timeout = 0").await.unwrap();
+        other
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .expect("the failed group still holds the write lock");
+        other.execute("ROLLBACK").await.unwrap();
+
+        in_one_commit(&pool, vec![insert(2), insert(3)]).await.unwrap();
+        let stored: Vec<(i64,)> = sqlx::query_as("SELECT x FROM t ORDER BY x")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, [(2,), (3,)]);
     }
 
     #[test]
