@@ -29,13 +29,20 @@ where
     panic!("timed out waiting for {what}");
 }
 
-/// `ostiary serve --config CONFIG` listening on 127.0.0.1:PORT, logging at info to `stderr`.
-fn spawn_serve(config: &std::path::Path, port: u16, stderr: impl Into<Stdio>) -> std::process::Child {
+/// `ostiary serve --config CONFIG` listening on 127.0.0.1:PORT, logging at info to `stderr`,
+/// with `env` set (after `RUST_LOG=info`, so it may set that too).
+fn spawn_serve(
+    config: &std::path::Path,
+    port: u16,
+    stderr: impl Into<Stdio>,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_ostiary"))
         .args(["serve", "--config"])
         .arg(config)
         .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -85,7 +92,7 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     let config = dir.path().join("ostiary.toml");
     std::fs::write(&config, config_text(port, &db, dir.path(), &opts, &argon_hash())).unwrap();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut child = spawn_serve(&config, port, log);
+    let mut child = spawn_serve(&config, port, log, &[]);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_until("the server to answer", || async {
@@ -167,7 +174,7 @@ async fn a_signal_while_the_server_starts_is_handled_not_fatal() {
     let config = dir.path().join("ostiary.toml");
     let text = config_text(port, &db, dir.path(), &Opts::default(), &argon_hash());
     std::fs::write(&config, text).unwrap();
-    let mut child = spawn_serve(&config, port, Stdio::null());
+    let mut child = spawn_serve(&config, port, Stdio::null(), &[]);
     let pid = child.id().to_string();
     let start = Instant::now();
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -287,15 +294,8 @@ impl LoggingServer {
             config_text(port, &db, dir.path(), &Opts::default(), &argon_hash()),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("OSTIARY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = spawn_serve(&config, port, log, env);
         let server = LoggingServer {
             dir,
             db,
