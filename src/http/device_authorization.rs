@@ -21,7 +21,7 @@ pub async fn post_device_authorization(
 ) -> Response {
     match device_authorization(&app, &cur, peer, &form).await {
         // RFC 8628 s3.2: a JSON body, not cached (it holds the device code).
-        Ok(resp) => json_no_store(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
+        Ok(resp) => json_no_store(StatusCode::OK, &resp),
         Err(e) => error_response(&e, &cur.domain.issuer),
     }
 }

@@ -2,12 +2,13 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::error::{ErrorCode, OAuthError};
 
-/// A JSON body that must not be cached (RFC 6749 s5.1).
-pub fn json_no_store(status: StatusCode, body: &Value) -> Response {
+/// A JSON body that must not be cached (RFC 6749 s5.1), serialized straight from `body`.
+pub fn json_no_store<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -21,7 +21,7 @@ pub async fn post_token(
     form: ClientForm,
 ) -> Response {
     match token(&app, &cur, peer, &form).await {
-        Ok(resp) => json_no_store(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
+        Ok(resp) => json_no_store(StatusCode::OK, &resp),
         Err(e) => {
             let mut resp = error_response(&e, &cur.domain.issuer);
             // RFC 6749 s5.2 (and RFC 8628 s3.5): access_denied here is a 400 like the other
