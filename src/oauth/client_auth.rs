@@ -48,13 +48,14 @@ fn assertion_client_id(presented: &Presented, jwt: &str) -> OAuthResult<String> 
         }
         None => return Err(OAuthError::invalid_request("client_assertion_type is missing")),
     }
+    // RFC 7523 s3.2: a client JWT that is not valid is invalid_client, whatever is wrong with it.
     let claims =
-        jws::peek_claims(jwt).map_err(|_| OAuthError::invalid_request("client_assertion is not a JWT"))?;
+        jws::peek_claims(jwt).map_err(|_| OAuthError::invalid_client("client_assertion is not a JWT"))?;
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| OAuthError::invalid_request("client_assertion has no sub"))?;
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion has no sub"))?;
     if presented.body_client_id.as_deref().is_some_and(|b| b != sub) {
         return Err(OAuthError::invalid_client(
             "client_id does not match the client assertion's sub",
@@ -300,8 +301,8 @@ impl ClientAuthenticator {
             OAuthError::invalid_client("the client assertion is invalid")
                 .with_cause(format!("client {:?}: {why}", client.id))
         };
-        let header = jws::peek_header(jwt)
-            .map_err(|_| OAuthError::invalid_request("client_assertion is not a JWT"))?;
+        let header =
+            jws::peek_header(jwt).map_err(|_| OAuthError::invalid_client("client_assertion is not a JWT"))?;
         // The algorithm must be the client's registered one, when it registered one.
         if client.assertion_alg.as_deref().is_some_and(|a| a != header.alg) {
             return Err(failed("alg differs from token_endpoint_auth_signing_alg"));

@@ -312,6 +312,11 @@ async fn bad_client_assertions_are_invalid_client() {
         ),
         ("no exp", s.sign_client(&without("exp"))),
         ("no jti", s.sign_client(&without("jti"))),
+        // RFC 7523 s3.2: whatever makes the client JWT invalid, the error is invalid_client.
+        ("no sub", s.sign_client(&without("sub"))),
+        ("empty sub", s.sign_client(&with("sub", json!("")))),
+        ("not a JWT", "abc".to_string()),
+        ("three parts, none JSON", "a.b.c".to_string()),
         (
             "wrong audience",
             s.sign_client(&with("aud", json!("https://elsewhere.example"))),
@@ -347,6 +352,16 @@ async fn bad_client_assertions_are_invalid_client() {
         let (status, body) = s.cc(&assertion).await;
         assert_invalid_client(status, &body, what);
     }
+    // Naming the client in the body does not make an assertion without `sub` valid.
+    let no_sub = s.sign_client(&without("sub"));
+    let (status, _, body) = s
+        .post_asserted(
+            "/oauth2/v1/token",
+            &[("grant_type", "client_credentials"), ("client_id", "pkjwt")],
+            &no_sub,
+        )
+        .await;
+    assert_invalid_client(status, &body, "no sub, client_id in the body");
     // The registered algorithm is the only one accepted.
     let ps = key(SigningAlg::RS256, "client-ps");
     let (status, body) = s
@@ -366,13 +381,6 @@ async fn malformed_client_assertion_requests_are_invalid_request() {
             vec![
                 ("client_assertion_type", "urn:example:saml"),
                 ("client_assertion", &a),
-            ],
-        ),
-        (
-            "not a JWT",
-            vec![
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", "abc"),
             ],
         ),
         (
