@@ -6,7 +6,8 @@ use std::fmt;
 
 use crate::store::StoreError;
 
-/// The error codes of RFC 6749 s5.2, RFC 6750 s3.1, RFC 7009 s2.2.1, RFC 8707 s2 and RFC 8628 s3.5.
+/// The error codes of RFC 6749 s5.2, RFC 6750 s3.1, RFC 7009 s2.2.1, RFC 8707 s2, RFC 8628 s3.5,
+/// OpenID Connect Core s3.1.2.6 and OpenID Connect Core Error Code unmet_authentication_requirements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -23,6 +24,7 @@ pub enum ErrorCode {
     UnsupportedResponseType,
     LoginRequired,
     ConsentRequired,
+    UnmetAuthenticationRequirements,
     RequestNotSupported,
     RequestUriNotSupported,
     AuthorizationPending,
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedResponseType => "unsupported_response_type",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::AuthorizationPending => "authorization_pending",
@@ -93,8 +96,6 @@ pub struct OAuthError {
     pub code: ErrorCode,
     /// Text safe to show the client: no secrets, SQL or traces.
     pub description: Cow<'static, str>,
-    /// Set when the client used HTTP Basic: the 401 then carries `WWW-Authenticate: Basic`.
-    pub basic_challenge: bool,
     /// The private cause; logged once, never sent.
     pub cause: Option<String>,
 }
@@ -104,11 +105,12 @@ pub type OAuthResult<T> = Result<T, OAuthError>;
 
 impl OAuthError {
     /// An error with a code and a public description.
+    /// The description is kept to the characters RFC 6749 s5.2 allows in `error_description`
+    /// (printable ASCII but `"` and `\`): a client's value quoted in it cannot break that rule.
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         OAuthError {
             code,
-            description: description.into(),
-            basic_challenge: false,
+            description: description_text(description.into()),
             cause: None,
         }
     }
@@ -116,12 +118,6 @@ impl OAuthError {
     /// Attaches the private cause (logged, never sent).
     pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
-        self
-    }
-
-    /// Marks that the client authenticated with HTTP Basic.
-    pub fn with_basic_challenge(mut self, basic: bool) -> Self {
-        self.basic_challenge = basic;
         self
     }
 
@@ -175,6 +171,25 @@ impl OAuthError {
     }
 }
 
+/// RFC 6749 s5.2 and s4.1.2.1: `error_description` holds only %x20-21 / %x23-5B / %x5D-7E. A
+/// double quote becomes a single one, a backslash a slash, anything else outside the set `?`.
+fn description_text(d: Cow<'static, str>) -> Cow<'static, str> {
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+    if d.chars().all(allowed) {
+        return d;
+    }
+    Cow::Owned(
+        d.chars()
+            .map(|c| match c {
+                '"' => '\'',
+                '\\' => '/',
+                c if allowed(c) => c,
+                _ => '?',
+            })
+            .collect(),
+    )
+}
+
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.description)
@@ -185,10 +200,31 @@ impl std::error::Error for OAuthError {}
 
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Unstorable(_) = e {
+            return OAuthError::invalid_request("the request holds a value that cannot be stored")
+                .with_cause(e);
+        }
         metrics::counter!("ostiary_store_errors_total").increment(1);
         match e {
             StoreError::Unavailable(_) => OAuthError::unavailable(e),
             _ => OAuthError::server_error(e),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hold_only_the_characters_rfc_6749_allows() {
+        let plain = OAuthError::invalid_request("the parameter scope is missing");
+        assert!(matches!(plain.description, Cow::Borrowed(_)));
+        let value = "a\\b\u{0}é\n";
+        let quoted = OAuthError::unsupported_grant_type(format!("grant_type \"{value}\" is not supported"));
+        assert_eq!(quoted.description, "grant_type 'a/b???' is not supported");
+        let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+        assert!(quoted.description.chars().all(allowed));
     }
 }

@@ -84,8 +84,24 @@ fn done(result: OAuthResult<()>, realm: &str) -> Response {
 
 fn json_body(body: &Bytes) -> OAuthResult<Value> {
     match serde_json::from_slice(body) {
+        // No name or value holds a NUL (PostgreSQL cannot keep one in text): refused the same
+        // on every store.
+        Ok(v @ Value::Object(_)) if holds_nul(&v) => Err(OAuthError::invalid_request(
+            "a name or value in the body holds a NUL character",
+        )),
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(OAuthError::invalid_request("the body must be a JSON object")),
+    }
+}
+
+/// True when a string or member name anywhere in `v` holds U+0000 (serde_json bounds nesting
+/// at 128 levels, so the recursion is bounded too).
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 

@@ -5,7 +5,7 @@ use axum::http::{Method, header};
 use axum::response::Response;
 
 use super::extract::CurrentDomain;
-use super::pages::{current_session, error_page, error_to_client, proceed};
+use super::pages::{current_session, error_page, error_to_client, is_the_named_user, proceed};
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizeError, parse_request, validate};
@@ -34,7 +34,7 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
     } else {
         parse_request(parts.uri.query().unwrap_or("").as_bytes())
     };
-    let req = match validate(&cur.domain, params) {
+    let mut req = match validate(&cur.domain, params) {
         Ok(r) => r,
         Err(AuthorizeError::Page(e)) => return error_page(&e),
         Err(AuthorizeError::Redirect(r, e)) => return error_to_client(&cur.domain, &r, &e),
@@ -43,15 +43,25 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
-    // OpenID Connect Core s3.1.2.1: id_token_hint names the user the client expects; the session
-    // of someone else counts as none (so prompt=none answers login_required).
+    // OpenID Connect Core s3.1.2.1: id_token_hint names the user the client expects, as a `sub`
+    // value in its claims request does (s3.1.2.2).
     if let Some(hint) = &req.id_token_hint {
         let keys = cur.keys_for(&app, Some(hint)).await;
         match hint_subject(&cur.domain, &keys, &req.client_id, hint) {
-            Ok(sub) if session.as_ref().is_some_and(|s| s.user_id != sub) => session = None,
-            Ok(_) => {}
+            Ok(sub) if req.subject.as_ref().is_some_and(|s| *s != sub) => {
+                let e = OAuthError::invalid_request(
+                    "id_token_hint and the sub of the claims request name different users",
+                );
+                return error_to_client(&cur.domain, &req, &e);
+            }
+            Ok(sub) => req.subject = Some(sub),
             Err(e) => return error_to_client(&cur.domain, &req, &e),
         }
+    }
+    // The session of someone else counts as none: the person is asked to sign in, and
+    // prompt=none answers login_required.
+    if session.as_ref().is_some_and(|s| !is_the_named_user(&req, s)) {
+        session = None;
     }
     proceed(&app, &cur, &parts.headers, req, session, None, false).await
 }

@@ -190,6 +190,20 @@ pub fn error_to_client(d: &Domain, req: &AuthorizationRequest, err: &OAuthError)
     to_client(req, &error_params(err, req.state.as_deref(), &d.issuer))
 }
 
+/// OpenID Connect Core s3.1.2.2: false when the client named a user (`subject`) and the session
+/// is someone else's, who must not get a code, an ID token or an access token.
+pub fn is_the_named_user(req: &AuthorizationRequest, s: &SessionRow) -> bool {
+    req.subject.as_ref().is_none_or(|want| *want == s.user_id)
+}
+
+/// s3.1.2.1: the user named by `id_token_hint` (or a `sub` claim value) is not the one signed in.
+fn not_the_named_user() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::LoginRequired,
+        "the person signed in is not the user the client asked for",
+    )
+}
+
 /// Moves the request on from where it stands. `pending`: the stored request it came from.
 pub async fn proceed(
     app: &AppState,
@@ -228,6 +242,15 @@ pub async fn proceed(
     let Some(client) = d.client(&req.client_id).filter(|c| c.enabled) else {
         return error_page(&OAuthError::invalid_request("the client is no longer registered"));
     };
+    // The person has just signed in as someone other than the user the client named.
+    if let Some(s) = &session
+        && !is_the_named_user(&req, s)
+    {
+        if let Some(p) = &pending {
+            let _ = app.store.take_auth_request(&d.name, &p.id).await;
+        }
+        return error_to_client(d, &req, &not_the_named_user());
+    }
     let now = app.clock.now();
     // First-party clients never ask: no consent to look up.
     let consented = match &session {
@@ -437,6 +460,10 @@ pub fn clear_session_cookie(d: &Domain) -> Option<HeaderValue> {
 
 /// Issues a code for the session and sends it to the client.
 pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, s: &SessionRow) -> Response {
+    // The last guard: the session may have changed hands since the request was checked.
+    if !is_the_named_user(req, s) {
+        return error_to_client(d, req, &not_the_named_user());
+    }
     let now = app.clock.now();
     let code = random_token();
     let row = CodeRow {

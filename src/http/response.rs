@@ -17,7 +17,8 @@ pub fn json_no_store<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Res
 }
 
 /// The RFC 6749 s5.2 error response; logs the private cause once. `realm` names the issuer in
-/// the `WWW-Authenticate: Basic` challenge sent when the client used Basic.
+/// the `WWW-Authenticate: Basic` challenge of every 401 `invalid_client`: RFC 6749 s5.2 asks for
+/// it when the client used Basic, and RFC 9110 s15.5.2 for every 401.
 pub fn error_response(err: &OAuthError, realm: &str) -> Response {
     let status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let cause = err.cause.as_deref().unwrap_or("");
@@ -35,7 +36,7 @@ pub fn error_response(err: &OAuthError, realm: &str) -> Response {
     }
     let body = json!({ "error": err.code.as_str(), "error_description": err.description });
     let mut resp = json_no_store(status, &body);
-    if err.code == ErrorCode::InvalidClient && err.basic_challenge {
+    if err.code == ErrorCode::InvalidClient {
         let challenge = format!("Basic realm=\"{}\"", realm.replace('"', ""));
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -2,7 +2,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::extract::{CurrentDomain, peer_of};
 use super::response::{error_response, json_no_store};
@@ -60,12 +60,13 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
     }
 }
 
-/// RFC 6750 s3.1: a request without a token gets the challenge and no error code.
+/// RFC 6750 s3.1: a request without a token gets the challenge and no error information
+/// (an empty body).
 pub fn bearer_challenge(realm: &str) -> Response {
-    let mut resp = json_no_store(
-        StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"error": "invalid_token", "error_description": "a bearer token is required"}),
-    );
+    let mut resp = StatusCode::UNAUTHORIZED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

@@ -7,6 +7,7 @@ use crate::audit::{self, AuditEvent, Outcome};
 use crate::config::ConsentPolicy;
 use crate::domain::{Client, Domain};
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
+use crate::oauth::id_token::ACR_PASSWORD;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::{pkce, redirect_uri};
@@ -35,10 +36,15 @@ pub struct AuthorizationRequest {
     /// The OpenID claims request (Core s5.5).
     #[serde(default)]
     pub claims: Option<crate::oauth::claims_request::ClaimsRequest>,
-    /// The ID token the client passed as `id_token_hint`; checked against the session before any
-    /// page, never stored.
+    /// The ID token the client passed as `id_token_hint`; verified before any page, never stored
+    /// (its `sub` is kept as `subject`).
     #[serde(skip)]
     pub id_token_hint: Option<String>,
+    /// OpenID Connect Core s3.1.2.2: the user the client named, by the `sub` of its
+    /// `id_token_hint` or a `sub` value in its claims request. A code is issued for this user
+    /// only; the session of someone else counts as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// Set on a device authorization (RFC 8628 s3.3) awaiting the person's confirmation: the
     /// hash of its device code. Such a request goes on at the device page after sign-in, never
     /// to a redirect URI.
@@ -133,6 +139,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("repeated_parameter", check_repeated_parameter),
     ("request_object", check_request_object),
     ("response_type", check_response_type),
+    ("client_grant", check_client_grant),
     ("scope", check_scope),
     ("pkce", check_pkce),
     ("prompt", check_prompt),
@@ -189,11 +196,6 @@ pub fn validate(
             )));
         }
     };
-    if !client.grant_types.contains("authorization_code") {
-        return Err(AuthorizeError::Page(OAuthError::unauthorized_client(
-            "this client may not use the authorization code flow",
-        )));
-    }
     let mut req = AuthorizationRequest {
         client_id: client.id.clone(),
         redirect_uri,
@@ -267,6 +269,23 @@ fn check_response_type(
     }
 }
 
+fn check_client_grant(
+    _: &Domain,
+    c: &Client,
+    _: &RequestParams,
+    _: &mut AuthorizationRequest,
+) -> OAuthResult<()> {
+    // RFC 6749 s4.1.2.1: unauthorized_client goes back to the client like the other errors once
+    // the client and redirect URI are known.
+    if c.grant_types.contains("authorization_code") {
+        Ok(())
+    } else {
+        Err(OAuthError::unauthorized_client(
+            "this client may not use the authorization code flow",
+        ))
+    }
+}
+
 fn check_response_mode(
     _: &Domain,
     _: &Client,
@@ -321,6 +340,9 @@ fn check_pkce(_: &Domain, c: &Client, p: &RequestParams, r: &mut AuthorizationRe
     }
 }
 
+/// The `prompt` values understood (OpenID Connect Core s3.1.2.1), as discovery lists them.
+pub const PROMPT_VALUES: &[&str] = &["none", "login", "consent", "select_account"];
+
 fn check_prompt(_: &Domain, _: &Client, p: &RequestParams, r: &mut AuthorizationRequest) -> OAuthResult<()> {
     if let Some(prompt) = p.get("prompt") {
         r.prompt = prompt
@@ -328,6 +350,14 @@ fn check_prompt(_: &Domain, _: &Client, p: &RequestParams, r: &mut Authorization
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        // OpenID Connect Prompt Create 1.0 s4.1: a value this server does not support (not in
+        // prompt_values_supported) is invalid_request.
+        if let Some(other) = r.prompt.iter().find(|v| !PROMPT_VALUES.contains(&v.as_str())) {
+            return Err(OAuthError::invalid_request(format!(
+                "prompt={other} is not supported (prompt_values_supported: {})",
+                PROMPT_VALUES.join(", ")
+            )));
+        }
         // OpenID Connect Core s3.1.2.1: none must stand alone.
         if r.prompts("none") && r.prompt.len() > 1 {
             return Err(OAuthError::invalid_request(
@@ -370,7 +400,19 @@ fn check_openid_parameters(
     r.login_hint = p.get("login_hint").map(str::to_string);
     // OpenID Connect Core s5.5: individual claims for the ID token and userinfo.
     if let Some(c) = p.get("claims") {
-        r.claims = Some(crate::oauth::claims_request::ClaimsRequest::parse(c)?);
+        let claims = crate::oauth::claims_request::ClaimsRequest::parse(c)?;
+        // s5.5.1.1: an essential acr this server cannot reach fails the authentication. Every
+        // sign-in here is a password (acr "1"); no other factor can be asked for.
+        if let Some(acr) = &claims.essential_acr
+            && !acr.iter().any(|a| a == ACR_PASSWORD)
+        {
+            return Err(OAuthError::new(
+                ErrorCode::UnmetAuthenticationRequirements,
+                "the essential acr asked for cannot be met: this server signs in with acr 1 only",
+            ));
+        }
+        r.subject = claims.sub.clone();
+        r.claims = Some(claims);
     }
     r.id_token_hint = p.get("id_token_hint").map(str::to_string);
     // ui_locales, display and acr_values are accepted and not acted on.

@@ -7,8 +7,10 @@ use serde_json::{Map, Value, json};
 use crate::error::{OAuthError, OAuthResult};
 use crate::store::UserRow;
 
-/// The claim names asked for, per target. `essential`, `value` and `values` are accepted and
-/// not enforced: a claim the user has is returned, one they do not have is left out (s5.5.1).
+/// The claim names asked for, per target. For user claims `essential`, `value` and `values` are
+/// accepted and not enforced: a claim the user has is returned, one they do not have is left out
+/// (s5.5.1). Two requests about the sign-in itself are enforced: a `sub` with a `value` and an
+/// essential `acr` with `value` or `values`, both for the ID token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimsRequest {
     /// Claims for the ID token.
@@ -17,6 +19,14 @@ pub struct ClaimsRequest {
     /// Claims for the userinfo response.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub userinfo: Vec<String>,
+    /// s3.1.2.2: the `value` of a `sub` asked for in the ID token, the only user a positive
+    /// answer may be for. Checked at the authorization endpoint, not kept with the code.
+    #[serde(skip)]
+    pub sub: Option<String>,
+    /// s5.5.1.1: the `acr` values one of which the ID token must carry, when `acr` is asked for
+    /// as essential with `value` or `values`. Checked at the authorization endpoint.
+    #[serde(skip)]
+    pub essential_acr: Option<Vec<String>>,
 }
 
 impl ClaimsRequest {
@@ -44,9 +54,39 @@ impl ClaimsRequest {
                 Some(_) => Err(bad()),
             }
         };
+        let id_token = top.get("id_token").and_then(Value::as_object);
+        let request = |name: &str| id_token.and_then(|m| m.get(name)).and_then(Value::as_object);
+        let sub = match request("sub").and_then(|r| r.get("value")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(_) => return Err(bad()),
+        };
+        let essential_acr = match request("acr") {
+            Some(r) if r.get("essential") == Some(&Value::Bool(true)) => {
+                let mut values = Vec::new();
+                match r.get("value") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(v)) => values.push(v.clone()),
+                    Some(_) => return Err(bad()),
+                }
+                match r.get("values") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(a)) => {
+                        for v in a {
+                            values.push(v.as_str().ok_or_else(bad)?.to_string());
+                        }
+                    }
+                    Some(_) => return Err(bad()),
+                }
+                (!values.is_empty()).then_some(values)
+            }
+            _ => None,
+        };
         Ok(ClaimsRequest {
             id_token: names("id_token")?,
             userinfo: names("userinfo")?,
+            sub,
+            essential_acr,
         })
     }
 }
@@ -111,11 +151,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.id_token, ["acr", "email"]);
         assert_eq!(c.userinfo, ["phone_number"]);
+        // A voluntary acr is no requirement.
+        assert_eq!((c.sub, c.essential_acr), (None, None));
+        let c = ClaimsRequest::parse(
+            r#"{"id_token":{"sub":{"value":"u1"},"acr":{"essential":true,"value":"a","values":["b","c"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.sub.as_deref(), Some("u1"));
+        assert_eq!(c.essential_acr, Some(vec!["a".into(), "b".into(), "c".into()]));
+        // Essential without values asks for no particular one; userinfo's sub names no user.
+        let c = ClaimsRequest::parse(
+            r#"{"id_token":{"acr":{"essential":true}},"userinfo":{"sub":{"value":"u1"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.sub, c.essential_acr), (None, None));
         for bad in [
             "[]",
             "not json",
             r#"{"id_token":[]}"#,
             r#"{"userinfo":{"email":1}}"#,
+            r#"{"id_token":{"sub":{"value":1}}}"#,
+            r#"{"id_token":{"acr":{"essential":true,"values":"1"}}}"#,
+            r#"{"id_token":{"acr":{"essential":true,"values":[1]}}}"#,
         ] {
             assert!(ClaimsRequest::parse(bad).is_err(), "{bad}");
         }

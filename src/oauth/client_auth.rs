@@ -172,8 +172,7 @@ impl ClientAuthenticator {
         allow_public: bool,
     ) -> OAuthResult<Arc<Client>> {
         let used_basic = presented.basic.is_some();
-        let failed =
-            || OAuthError::invalid_client("client authentication failed").with_basic_challenge(used_basic);
+        let failed = || OAuthError::invalid_client("client authentication failed");
         let methods = usize::from(used_basic)
             + usize::from(presented.body_client_secret.is_some())
             + usize::from(presented.client_assertion.is_some());
@@ -185,8 +184,7 @@ impl ClientAuthenticator {
         }
         let (id, offered) = match (&presented.basic, &presented.client_assertion) {
             (Some(Basic::Malformed), _) => {
-                return Err(OAuthError::invalid_client("malformed Basic authorization header")
-                    .with_basic_challenge(true));
+                return Err(OAuthError::invalid_client("malformed Basic authorization header"));
             }
             (Some(Basic::Valid { id, secret }), _) => {
                 if presented.body_client_id.as_deref().is_some_and(|b| b != id) {
@@ -254,8 +252,7 @@ impl ClientAuthenticator {
                 return Err(OAuthError::invalid_client(format!(
                     "this client must authenticate with {}",
                     method.as_str()
-                ))
-                .with_basic_challenge(used_basic));
+                )));
             }
         }
         Ok(client.clone())

@@ -76,7 +76,7 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
         obj.insert("id_token_signing_alg_values_supported".into(), json!(algs));
         obj.insert(
             "prompt_values_supported".into(),
-            json!(["none", "login", "consent", "select_account"]),
+            json!(crate::oauth::authorize::PROMPT_VALUES),
         );
         // RP-Initiated Logout 1.0 s2.1, Front-Channel Logout 1.0 s3, Back-Channel Logout 1.0
         // s2.1: sign-out, with sid in the iframe URIs and in the logout tokens.

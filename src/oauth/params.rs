@@ -18,6 +18,11 @@ impl Params {
     pub fn parse(body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
         let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(body) {
+            // No protocol value holds a NUL, and PostgreSQL cannot keep one in text: refused here,
+            // the same on every store.
+            if k.contains('\0') || v.contains('\0') {
+                return Err(OAuthError::invalid_request("a parameter holds a NUL character"));
+            }
             if v.is_empty() {
                 continue;
             }

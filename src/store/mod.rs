@@ -55,6 +55,10 @@ pub enum StoreError {
     /// The database could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A value the database cannot keep (PostgreSQL: a NUL character in text): the request's
+    /// fault, not the store's.
+    #[error("value refused by the store: {0}")]
+    Unstorable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -62,6 +66,10 @@ impl From<sqlx::Error> for StoreError {
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.to_string()),
+            // PostgreSQL's character_not_in_repertoire: a NUL byte in a text value.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("22021") => {
+                StoreError::Unstorable(d.to_string())
+            }
             other => StoreError::Unavailable(other.to_string()),
         }
     }

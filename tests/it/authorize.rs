@@ -895,6 +895,38 @@ async fn prompt_none_with_login_is_invalid_request() {
 }
 
 #[tokio::test]
+async fn unsupported_prompt_values_redirect_invalid_request() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in_browser(&app).await;
+    let p = pkce();
+    // OpenID Connect Prompt Create 1.0 s4.1: a value not in prompt_values_supported.
+    for prompt in ["create", "login create", "LOGIN", "consent select_account create"] {
+        let params = with(request("webapp", WEBAPP_CB, &p), "prompt", prompt);
+        let page = browser.get(&authorize_url(&app, &params)).await;
+        let q = assert_error_redirect(&app, &page, WEBAPP_CB, "invalid_request");
+        assert!(q["error_description"].contains("prompt"), "{prompt}: {q:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_without_the_code_grant_gets_unauthorized_client_at_its_redirect_uri() {
+    let hash = ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("m2m"));
+    let app = TestApp::spawn_with(crate::harness::Opts {
+        domain_extra: format!(
+            "[[domain.client]]\nclient_id = \"m2m\"\nsecret_hash = \"{hash}\"\ngrant_types = [\"client_credentials\"]\nredirect_uris = [\"https://m2m.example.com/cb\"]\n"
+        ),
+        ..crate::harness::Opts::default()
+    })
+    .await;
+    let p = pkce();
+    // RFC 6749 s4.1.2.1: the client and its redirect URI hold, so the error goes back to it.
+    let params = request("m2m", "https://m2m.example.com/cb", &p);
+    let page = Browser::new().get(&authorize_url(&app, &params)).await;
+    let q = assert_error_redirect(&app, &page, "https://m2m.example.com/cb", "unauthorized_client");
+    assert_eq!(q.get("state").map(String::as_str), Some("st-1"));
+}
+
+#[tokio::test]
 async fn prompt_login_with_a_session_shows_the_login_page_again() {
     let app = TestApp::spawn().await;
     let browser = signed_in_browser(&app).await;

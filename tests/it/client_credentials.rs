@@ -215,7 +215,11 @@ async fn client_authentication_failures() {
         .await;
     let (status, headers, body) = error_of(resp).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
-    assert!(!headers.contains_key("www-authenticate"), "no Basic was used");
+    // RFC 9110 s15.5.2: every 401 carries a challenge, Basic or not.
+    assert_eq!(
+        headers["www-authenticate"],
+        format!("Basic realm=\"{}\"", app.issuer).as_str()
+    );
     // Two methods at once.
     let resp = app
         .http
@@ -229,8 +233,9 @@ async fn client_authentication_failures() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
     // No credentials at all.
     let resp = app.post_form(&url, &[cc]).await;
-    let (status, _, body) = error_of(resp).await;
+    let (status, headers, body) = error_of(resp).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert!(headers.contains_key("www-authenticate"));
     // A malformed Basic header.
     let resp = app
         .http
@@ -277,6 +282,20 @@ async fn request_and_grant_failures() {
             400,
             "invalid_target",
         ),
+        // Values the description would quote: RFC 6749 s5.2 keeps it to printable ASCII without
+        // `"` and `\`.
+        ("grant_type=urn:x%22%5C%C3%A9%0A", 400, "unsupported_grant_type"),
+        (
+            "grant_type=client_credentials&a%22%C3%A9=1&a%22%C3%A9=2",
+            400,
+            "invalid_request",
+        ),
+        // A NUL byte is refused before it reaches the store (PostgreSQL cannot keep it in text).
+        (
+            "grant_type=client_credentials&scope=orders.read%00",
+            400,
+            "invalid_request",
+        ),
     ];
     for (body, want_status, want_error) in cases {
         let resp = app
@@ -294,7 +313,13 @@ async fn request_and_grant_failures() {
             (want_status, Some(want_error)),
             "{body}: {json}"
         );
-        assert!(json["error_description"].is_string());
+        let description = json["error_description"].as_str().unwrap();
+        assert!(
+            description
+                .chars()
+                .all(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e')),
+            "{body}: {description:?}"
+        );
     }
     // A client not registered for the grant.
     let resp = app

@@ -41,7 +41,14 @@ fn assert_invalid_client((status, headers, body): &(u16, reqwest::header::Header
     assert_eq!(*status, 401, "{why}: {body}");
     assert_eq!(body["error"], "invalid_client", "{why}: {body}");
     assert_eq!(headers["cache-control"], "no-store", "{why}");
-    assert!(headers.get("www-authenticate").is_none(), "{why}");
+    // RFC 9110 s15.5.2: a 401 names a scheme the endpoint accepts.
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm="),
+        "{why}"
+    );
 }
 
 #[tokio::test]

@@ -122,15 +122,15 @@ async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_err
             .unwrap()
             .contains("error=\"invalid_request\"")
     );
-    // No token: 401 with the bare challenge (RFC 6750 s3.1).
+    // No token: 401 with the bare challenge and no error information (RFC 6750 s3.1).
     let resp = app.get("/oauth2/v1/userinfo").send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(
-        resp.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer realm=")
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        format!("Bearer realm=\"{}\"", app.issuer).as_str()
     );
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(resp.text().await.unwrap(), "");
     // A bad token: invalid_token.
     let resp = app
         .get("/oauth2/v1/userinfo")
@@ -372,6 +372,123 @@ async fn id_token_hint_must_name_the_signed_in_user() {
         let q = page.redirect_params();
         assert_eq!(q["error"], "invalid_request", "{bad}");
         assert_eq!(q["state"], "h");
+    }
+}
+
+#[tokio::test]
+async fn a_code_is_only_for_the_user_the_client_named() {
+    let app = TestApp::spawn().await;
+    let alice = Browser::new();
+    let tokens = tokens_with(&app, &alice, "openid").await;
+    let hint = tokens["id_token"].as_str().unwrap().to_string();
+    let alice_sub = jwt_parts(&hint).1["sub"].as_str().unwrap().to_string();
+    let p = crate::flow::pkce();
+    let named = |extra: &[(&str, &str)]| {
+        let mut e = vec![("state", "n")];
+        e.extend_from_slice(extra);
+        crate::flow::code_request_url(&app, "webapp", "openid", &p.challenge, &e)
+    };
+    let sub_claims = serde_json::json!({"id_token": {"sub": {"value": alice_sub}}}).to_string();
+    // Nobody signed in, Alice's hint: the sign-in page; signing in as Carol gets no code but
+    // login_required at the client (OpenID Connect Core s3.1.2.2), with state and iss.
+    for extra in [("id_token_hint", hint.as_str()), ("claims", sub_claims.as_str())] {
+        let carol = Browser::new();
+        let login = carol.get(&named(&[extra])).await;
+        assert!(login.is_login(), "{}: {}", extra.0, login.body);
+        let signed = carol
+            .sign_in(&login, "carol", &crate::harness::password("carol"))
+            .await;
+        assert_eq!(signed.status, 303, "{}", signed.body);
+        let q = signed.redirect_params();
+        assert_eq!(
+            q.get("error").map(String::as_str),
+            Some("login_required"),
+            "{}: {q:?}",
+            extra.0
+        );
+        assert!(!q.contains_key("code"), "{q:?}");
+        assert_eq!(q["state"], "n");
+        assert_eq!(q["iss"], app.issuer);
+        // Carol is signed in now, but her session counts as none for a request naming Alice:
+        // prompt=none answers login_required, and without it the sign-in page is shown again.
+        let silent = carol.get(&named(&[extra, ("prompt", "none")])).await;
+        assert_eq!(silent.redirect_params()["error"], "login_required", "{}", extra.0);
+        let again = carol.get(&named(&[extra])).await;
+        assert!(again.is_login(), "{}: {}", extra.0, again.body);
+        // Signing in there as Alice gets the code.
+        let signed = carol
+            .sign_in(&again, "alice", &crate::harness::password("alice"))
+            .await;
+        assert_eq!(signed.status, 303, "{}", signed.body);
+        assert!(
+            signed.redirect_params().contains_key("code"),
+            "{:?}",
+            signed.location()
+        );
+    }
+    // Alice's own session and a claims request naming her: a code without any page.
+    let page = alice
+        .get(&named(&[("claims", &sub_claims), ("prompt", "none")]))
+        .await;
+    assert!(
+        page.redirect_params().contains_key("code"),
+        "{:?}",
+        page.location()
+    );
+    // A hint and a claims sub naming different users cannot both be met.
+    let other = serde_json::json!({"id_token": {"sub": {"value": "someone-else"}}}).to_string();
+    let page = alice
+        .get(&named(&[("id_token_hint", &hint), ("claims", &other)]))
+        .await;
+    let q = page.redirect_params();
+    assert_eq!(
+        (q["error"].as_str(), q["state"].as_str()),
+        ("invalid_request", "n"),
+        "{q:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_essential_acr_that_cannot_be_met_fails_the_request() {
+    let app = TestApp::spawn().await;
+    let alice = Browser::new();
+    tokens_with(&app, &alice, "openid").await;
+    let p = crate::flow::pkce();
+    let with_claims = |claims: serde_json::Value| {
+        crate::flow::code_request_url(
+            &app,
+            "webapp",
+            "openid",
+            &p.challenge,
+            &[("state", "a"), ("claims", &claims.to_string())],
+        )
+    };
+    // OpenID Connect Core s5.5.1.1: only acr "1" (a password) is reached here.
+    for acr in [
+        serde_json::json!({"essential": true, "values": ["urn:example:mfa"]}),
+        serde_json::json!({"essential": true, "value": "2"}),
+    ] {
+        let page = alice
+            .get(&with_claims(serde_json::json!({"id_token": {"acr": acr}})))
+            .await;
+        let q = page.redirect_params();
+        assert_eq!(q["error"], "unmet_authentication_requirements", "{acr}: {q:?}");
+        assert_eq!(q["state"], "a");
+        assert!(!q.contains_key("code"));
+    }
+    // One of the values is "1", or the acr is voluntary: the code.
+    for acr in [
+        serde_json::json!({"essential": true, "values": ["urn:example:mfa", "1"]}),
+        serde_json::json!({"values": ["urn:example:mfa"]}),
+    ] {
+        let page = alice
+            .get(&with_claims(serde_json::json!({"id_token": {"acr": acr}})))
+            .await;
+        assert!(
+            page.redirect_params().contains_key("code"),
+            "{acr}: {:?}",
+            page.location()
+        );
     }
 }
 
