@@ -5,6 +5,7 @@
 #   DURATION   seconds per run (default 10)     CONNS  connection counts (default "1 64")
 #   DBS        "sqlite postgres" (default)      ALGS   "RS256 ES256" (default)
 #   PEER       1 to run the peer too (default 1)
+#   PEER_DIR   the peer's directory (default ../shared/peer-bench, from the checkout)
 #   BENCH_PORT the server's port (default 8180)
 #   SCENARIOS  which runs (default all): "floor cc introspect signin refresh flow password storm"
 #   BENCH_BIN  a server binary to measure instead of this checkout's release build
@@ -44,6 +45,12 @@ cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; pg_stop; rm 
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+# The peer is checked before the first line, not found missing at the end of the run.
+PEER_DIR=$(realpath -m "${PEER_DIR:-../shared/peer-bench}")
+if [ "$PEER" = 1 ]; then
+  [ -x "$PEER_DIR/run.sh" ] || { echo "the peer is missing: no $PEER_DIR/run.sh (set PEER_DIR, or PEER=0)" >&2; exit 1; }
+  command -v node >/dev/null || { echo "node is missing: the peer needs it (or PEER=0)" >&2; exit 1; }
+fi
 cargo build --release --locked -q
 cargo build --release --locked -q --example bench-assertions --example bench-argon2 --example bench-sign
 # Copies of what was just built: a shared CARGO_TARGET_DIR may be rebuilt from another checkout
@@ -485,11 +492,11 @@ our_rate() {
   awk -v n="$1 " -v c="c=$2" 'index($0, n) == 1 {for (i = 1; i <= NF; i++) if ($i == c) {print $(i + 1); exit}}' "$RESULTS"
 }
 
-if [ "$PEER" = 1 ] && command -v node >/dev/null; then
+if [ "$PEER" = 1 ]; then
   for alg in $ALGS; do
-    echo "== peer: node-oidc-provider, $alg access tokens (../shared/peer-bench); $(settle)"
+    echo "== peer: node-oidc-provider, $alg access tokens ($PEER_DIR); $(settle)"
     m0=$(machine_ticks)
-    (cd ../shared/peer-bench && DURATION=$DURATION CONNS="$CONNS" PEER_AT_ALG=$alg ./run.sh) 2>&1 | tee "$WORK/peer-$alg.txt" \
+    (cd "$PEER_DIR" && DURATION=$DURATION CONNS="$CONNS" PEER_AT_ALG=$alg ./run.sh) 2>&1 | tee "$WORK/peer-$alg.txt" \
       | grep -E '^==|Requests/sec|99%|server CPU'
     echo "== steal over the peer's runs: $(steal_share "$m0" "$(machine_ticks)")%"
     # our/peer ratios, same connection counts, same run
