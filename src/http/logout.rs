@@ -10,13 +10,14 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    clear_session_cookie, csrf_cookie, csrf_token, current_session, error_page, page, page_with_frames,
-    read_form, see_other, with_cookie,
+    clear_session_cookie, csrf_cookie, csrf_token, current_session, error_page, has_session_cookie, page,
+    page_with_frames, read_form, see_other, with_cookie,
 };
 use crate::app::{AppState, deliver_logouts_soon};
 use crate::crypto::secrets::ct_eq;
 use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorize::redirect_with;
 use crate::oauth::logout::{self, EndSessionRequest};
 use crate::oauth::params::Params;
 use crate::store::signin::{SessionRow, SignInStore};
@@ -43,8 +44,28 @@ pub async fn post_end_session(State(app): State<AppState>, cur: CurrentDomain, r
     if form.get("csrf").is_some() || form.get("logout").is_some() {
         return confirmed(&app, &cur, &parts.headers, &form).await;
     }
+    // s2: an RP may POST the request, typically from its own site, and a cross-site POST does
+    // not carry the session cookie (SameSite=Lax): the browser is sent on to the same request
+    // by GET, a top-level navigation that carries it, so that the session is found and ended.
+    if !has_session_cookie(&cur.domain, &parts.headers) {
+        let carried: Vec<(&str, &str)> = END_SESSION_PARAMETERS
+            .iter()
+            .filter_map(|&name| form.get(name).map(|v| (name, v)))
+            .collect();
+        return see_other(&redirect_with(&cur.domain.url(paths::END_SESSION), &carried));
+    }
     end_session_request(&app, &cur, &parts.headers, &form).await
 }
+
+/// The parameters of an end-session request (RP-Initiated Logout 1.0 s2).
+const END_SESSION_PARAMETERS: &[&str] = &[
+    "id_token_hint",
+    "logout_hint",
+    "client_id",
+    "post_logout_redirect_uri",
+    "state",
+    "ui_locales",
+];
 
 /// Checks the request; signs out at once when the hint names this browser's session, else asks.
 async fn end_session_request(

@@ -80,6 +80,12 @@ pub async fn current_session(
         .await?)
 }
 
+/// True when the request carries this domain's session cookie (live or not). A cross-site POST
+/// does not: the cookie is `SameSite=Lax`.
+pub fn has_session_cookie(d: &Domain, headers: &HeaderMap) -> bool {
+    cookie_value(headers, &cookie_names(d).0).is_some()
+}
+
 /// The browser's CSRF cookie value, if any.
 pub fn csrf_cookie(d: &Domain, headers: &HeaderMap) -> Option<String> {
     cookie_value(headers, &cookie_names(d).1)

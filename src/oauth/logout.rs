@@ -243,9 +243,31 @@ async fn queue_backchannel<S: OAuthStore>(
     Ok(true)
 }
 
+/// Closes the codes session `sid` approved, of one client or of all (""): those not redeemed
+/// yet can no longer be, and the access tokens redeemed from them outside a refresh-token family
+/// are revoked (a JWT by its jti, an opaque token by its row).
+async fn close_codes<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    sid: &str,
+    client_id: &str,
+    now: i64,
+) -> OAuthResult<()> {
+    for (jti, client, expires_at) in store
+        .close_session_codes(&domain.name, sid, client_id, now)
+        .await?
+    {
+        store.revoke_jti(&domain.name, &jti, &client, expires_at).await?;
+        store.revoke_tokens_by_jti(&domain.name, &jti, now).await?;
+    }
+    Ok(())
+}
+
 /// Ends a session: marks it ended, revokes the refresh-token families bound to it (offline ones
-/// stay) with their access tokens, and queues back-channel logouts to the clients it served.
-/// Returns those clients (for the front-channel iframes) and whether deliveries were queued.
+/// stay) with their access tokens, closes its codes (the access tokens redeemed from them
+/// without a family are revoked, and those not redeemed yet can no longer be), and queues
+/// back-channel logouts to the clients it served. Returns those clients (for the front-channel
+/// iframes) and whether deliveries were queued.
 pub async fn end_session<S: OAuthStore>(
     store: &S,
     domain: &Domain,
@@ -256,6 +278,7 @@ pub async fn end_session<S: OAuthStore>(
     for (family, client_id) in store.session_families(&domain.name, &session.sid, false).await? {
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
+    close_codes(store, domain, &session.sid, "", now).await?;
     let clients = store.session_clients(&domain.name, &session.sid).await?;
     let mut queued = false;
     for c in &clients {
@@ -299,7 +322,7 @@ pub struct Withdrawn {
 }
 
 /// Withdraws a consent: deletes it, revokes the user's families for that client (offline ones
-/// too), queues a back-channel logout for each of the user's sessions the client served (or
+/// too), closes the client's codes in the user's live sessions, queues a back-channel logout for each of the user's sessions the client served (or
 /// one by `sub` alone when there is none and the client accepts that), and audits it with
 /// `actor` (`user:<id>` from the account page, `client:<id>` from the admin API).
 pub async fn withdraw_consent<S: OAuthStore>(
@@ -323,6 +346,7 @@ pub async fn withdraw_consent<S: OAuthStore>(
         queued |= queue_backchannel(store, domain, client_id, user_id, None, now).await?;
     }
     for sid in &sids {
+        close_codes(store, domain, sid, client_id, now).await?;
         queued |= queue_backchannel(store, domain, client_id, user_id, Some(sid), now).await?;
     }
     let mut event = AuditEvent::new("consent.withdrawn", &domain.name, Outcome::Success)

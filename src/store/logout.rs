@@ -63,6 +63,18 @@ pub trait LogoutStore {
         sid: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Closes what the codes a session approved (authorization and device codes) may still
+    /// give: those not redeemed yet expire at `now`, and the access tokens redeemed from them
+    /// outside a refresh-token family (a family is revoked with its own), still live at `now`,
+    /// are returned as (jti, client_id, expires_at). `client_id`: one client's codes, or "" for
+    /// all.
+    fn close_session_codes(
+        &self,
+        domain: &str,
+        sid: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, String, i64)>>> + Send;
     /// The user's live sessions (not ended, within their limits), most recently seen first.
     fn live_sessions(
         &self,
@@ -120,6 +132,16 @@ pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN s
      WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
 pub(super) const END_SESSION: &str =
     "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL";
+pub(super) const EXPIRE_SESSION_CODES: &str = "UPDATE auth_codes SET expires_at = $4 \
+     WHERE sid = $2 AND domain = $1 AND used_at IS NULL AND expires_at > $4 AND ($3 = '' OR client_id = $3)";
+pub(super) const EXPIRE_SESSION_DEVICE_CODES: &str = "UPDATE device_codes SET expires_at = $4 \
+     WHERE sid = $2 AND domain = $1 AND used_at IS NULL AND expires_at > $4 AND ($3 = '' OR client_id = $3)";
+pub(super) const SESSION_CODE_ACCESS: &str = "SELECT access_jti, client_id, access_expires_at FROM auth_codes \
+     WHERE sid = $2 AND domain = $1 AND family_id IS NULL AND access_jti IS NOT NULL AND access_expires_at > $4 \
+     AND ($3 = '' OR client_id = $3) \
+     UNION ALL SELECT access_jti, client_id, access_expires_at FROM device_codes \
+     WHERE sid = $2 AND domain = $1 AND family_id IS NULL AND access_jti IS NOT NULL AND access_expires_at > $4 \
+     AND ($3 = '' OR client_id = $3)";
 pub(super) const SESSION_FAMILIES: &str = "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND sid = $2 AND revoked_at IS NULL \
      AND (offline = 0 OR $3 = 1)";
 pub(super) const USER_FAMILIES: &str = "SELECT id, client_id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL \
@@ -184,6 +206,31 @@ impl LogoutStore for SqlStore {
             .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn close_session_codes(
+        &self,
+        domain: &str,
+        sid: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, String, i64)>> {
+        for sql in [EXPIRE_SESSION_CODES, EXPIRE_SESSION_DEVICE_CODES] {
+            sqlx::query(sql)
+                .bind(domain)
+                .bind(sid)
+                .bind(client_id)
+                .bind(now)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(sqlx::query_as(SESSION_CODE_ACCESS)
+            .bind(domain)
+            .bind(sid)
+            .bind(client_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn live_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {

@@ -188,6 +188,21 @@ fn cases() -> Vec<Case> {
         ),
         case("user_families", logout::USER_FAMILIES, &["refresh_families_user"]),
         case(
+            "expire_session_codes",
+            logout::EXPIRE_SESSION_CODES,
+            &["auth_codes_sid"],
+        ),
+        case(
+            "expire_session_device_codes",
+            logout::EXPIRE_SESSION_DEVICE_CODES,
+            &["device_codes_sid"],
+        ),
+        case(
+            "session_code_access",
+            logout::SESSION_CODE_ACCESS,
+            &["auth_codes_sid", "device_codes_sid"],
+        ),
+        case(
             "find_device_code_by_user_code",
             &device::FIND_DEVICE_CODE_BY_USER_CODE,
             &["device_codes_user_code"],

@@ -20,6 +20,8 @@ pub const RP_AFTER: &str = "https://rp.example.com/bye";
 /// The redirect URI of the account tests' consenting client `rpc`.
 pub const RPC_REDIRECT: &str = "https://rpc.example.com/cb";
 const FC_REDIRECT: &str = "https://fc.example.com/cb";
+/// The redirect URI of `bare`, a client given no refresh token without `offline_access`.
+const BARE_REDIRECT: &str = "https://bare.example.com/cb";
 const FC_AFTER: &str = "https://fc.example.com/bye";
 pub const FC_FRAME: &str = "https://fc.example.com/frontchannel?x=1";
 
@@ -134,6 +136,7 @@ pub async fn tokens(app: &TestApp, browser: &Browser, client: &str, scope: &str)
         "rp" => RP_REDIRECT,
         "fc" => FC_REDIRECT,
         "rpc" => RPC_REDIRECT,
+        "bare" => BARE_REDIRECT,
         other => panic!("no redirect URI for {other}"),
     };
     let page = walk(
@@ -309,6 +312,123 @@ async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
     let claims = check_logout_token(&app, &listener.next().await, "rp").await;
     assert_eq!(claims["sid"], id_claims["sid"]);
     assert_eq!(claims["sub"], id_claims["sub"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_codes() {
+    let listener = Listener::start(&[]).await;
+    let bare = format!(
+        r#"
+  [[domain.client]]
+  client_id = "bare"
+  secret_hash = "{}"
+  consent = "skip"
+  grant_types = ["authorization_code", "refresh_token"]
+  redirect_uris = ["{BARE_REDIRECT}"]
+  scopes = ["openid", "profile", "offline_access"]
+"#,
+        ostiary::crypto::secrets::SecretHash::sha256_string(&secret("bare"))
+    );
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!("{}{bare}", clients(&listener.uri)),
+        ..Opts::default()
+    })
+    .await;
+    let browser = Browser::new();
+    // Without offline_access, no refresh token: the access token belongs to no family.
+    let t = tokens(&app, &browser, "bare", "openid profile").await;
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    let access = s(&t, "access_token");
+    assert_eq!(userinfo_status(&app, access).await, 200);
+    assert_eq!(app.introspect("bare", access).await["active"], true);
+    // A code the session approved, not redeemed before the sign-out.
+    let p = pkce();
+    let page = walk(
+        &app,
+        &browser,
+        &[
+            ("response_type", "code"),
+            ("client_id", "bare"),
+            ("redirect_uri", BARE_REDIRECT),
+            ("scope", "openid"),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    let pending = page.redirect_params()["code"].clone();
+
+    let page = browser
+        .get(&end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]))
+        .await;
+    assert!(page.status == 200 || page.status == 303, "{}", page.body);
+    assert!(!signed_in(&app, &browser).await, "the session has ended");
+    // What the session gave is gone: the access token, and the code not yet redeemed.
+    assert_eq!(userinfo_status(&app, access).await, 401);
+    assert_eq!(
+        app.introspect("bare", access).await,
+        serde_json::json!({"active": false})
+    );
+    let (status, body) = exchange(
+        &app,
+        &Code {
+            code: pending,
+            verifier: p.verifier,
+            redirect_uri: BARE_REDIRECT.to_string(),
+            client: "bare".to_string(),
+        },
+    )
+    .await;
+    assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_logout_posted_from_another_site_goes_on_by_get_and_signs_out() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    // The RP's auto-submitted form from its own site: the browser sends no SameSite=Lax cookie.
+    let cross_site = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = [
+        ("id_token_hint", s(&t, "id_token")),
+        ("post_logout_redirect_uri", RP_AFTER),
+        ("state", "st-post"),
+    ];
+    let resp = cross_site
+        .post(format!("{}/oauth2/v1/userlogout", app.issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let next = resp.headers()["location"].to_str().unwrap().to_string();
+    let u = url::Url::parse(&next).unwrap();
+    assert_eq!(
+        u.as_str().split('?').next(),
+        Some(&*format!("{}/oauth2/v1/userlogout", app.issuer))
+    );
+    let carried: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert_eq!(carried["id_token_hint"], s(&t, "id_token"));
+    assert_eq!(carried["post_logout_redirect_uri"], RP_AFTER);
+    assert_eq!(carried["state"], "st-post");
+    assert!(
+        signed_in(&app, &browser).await,
+        "a POST without the cookie ends nothing itself"
+    );
+    // The browser goes on by GET with its cookie: signed out, then back to the RP with state.
+    let page = browser.get(&next).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(
+        page.location().as_deref(),
+        Some(&*format!("{RP_AFTER}?state=st-post"))
+    );
+    assert!(!signed_in(&app, &browser).await, "the session has ended");
     app.stop().await;
 }
 
