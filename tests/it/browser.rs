@@ -820,3 +820,80 @@ async fn browser_form_post_response_mode_posts_to_the_client() {
     b.quit().await;
     app.stop().await;
 }
+
+/// An RP's page on another site (127.0.0.2, which is not the issuer's 127.0.0.1) whose form
+/// POSTs an end-session request to the issuer (RP-Initiated Logout 1.0 s2).
+async fn rp_logout_page(
+    issuer: &str,
+    id_token: &str,
+    after: &str,
+    state: &str,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><title>RP</title>\
+         <form method=\"post\" action=\"{issuer}/oauth2/v1/userlogout\">\
+         <input type=\"hidden\" name=\"id_token_hint\" value=\"{id_token}\">\
+         <input type=\"hidden\" name=\"post_logout_redirect_uri\" value=\"{after}\">\
+         <input type=\"hidden\" name=\"state\" value=\"{state}\">\
+         <button id=\"signout\" type=\"submit\">Sign out</button></form></html>"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let port = listener.local_addr().expect("addr").port();
+    let router = axum::Router::new().route(
+        "/rp",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { Html(page) }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://127.0.0.2:{port}/rp"), server)
+}
+
+#[tokio::test]
+async fn browser_logout_posted_from_another_site_signs_out() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let mut cb = Callback::start().await;
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!("{}  post_logout_redirect_uris = [\"{}\"]\n", browserapp(), cb.uri),
+        ..Opts::default()
+    })
+    .await;
+    let req = authorize(&app, &cb, "openid", &[]);
+    b.goto(&req.url).await;
+    b.sign_in("alice", &password("alice"), false).await;
+    b.consent_page().await;
+    b.click_to_next_page("button[name=decision][value=approve]").await;
+    let hit = cb.next().await;
+    let tokens = req.exchange(&app, &hit).await;
+    let id_token = tokens["id_token"].as_str().expect("an id_token");
+
+    // The RP's form, submitted from its own site: the browser sends no SameSite=Lax cookie with
+    // the POST; the 303 to the same request by GET carries it.
+    let (rp, server) = rp_logout_page(&app.issuer, id_token, &cb.uri, "st-bye").await;
+    b.goto(&rp).await;
+    b.click_to_next_page("#signout").await;
+    let hit = cb.next().await;
+    assert_eq!(
+        hit.params.get("state").map(String::as_str),
+        Some("st-bye"),
+        "{hit:?}"
+    );
+    assert!(
+        b.session_cookie().await.is_none(),
+        "the session cookie was removed"
+    );
+    // Signed out for real: the next authorization shows the sign-in page.
+    let again = authorize(&app, &cb, "openid", &[]);
+    b.goto(&again.url).await;
+    b.find("#password").await;
+    server.abort();
+    b.quit().await;
+    app.stop().await;
+}
