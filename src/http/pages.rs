@@ -424,7 +424,8 @@ pub fn scope_description(d: &Domain, name: &str) -> String {
     }
 }
 
-/// Creates a session for `user_id` signed in now by password; returns it and its Set-Cookie.
+/// Starts a session for `user_id` signed in now by password (or renews the browser's live one
+/// when it is theirs already); returns it and its Set-Cookie.
 /// `remember`: a persistent cookie that lasts as long as the session may; otherwise a cookie
 /// that ends when the browser closes.
 pub async fn start_session(
@@ -436,6 +437,35 @@ pub async fn start_session(
 ) -> Result<(SessionRow, Option<HeaderValue>), OAuthError> {
     let now = app.clock.now();
     let value = random_token();
+    let max_age = remember.then_some(d.session_max_lifetime);
+    let set = set_cookie(d, &cookie_names(d).0, &value, max_age);
+    // A browser that holds a live session already: the same person signing in again (prompt=login,
+    // select_account, max_age) keeps that session, its sid and what is bound to it, under the new
+    // cookie value; someone else is signed out of it first (as at the end-session endpoint), so
+    // that no session is left that no browser holds.
+    if let Some(old) = current_session(app, d, headers).await? {
+        if old.user_id == user_id {
+            let renewed = app
+                .store
+                .renew_session(
+                    &d.name,
+                    &old.hash,
+                    &sha256_b64(&value),
+                    user_id,
+                    now,
+                    now + d.session_max_lifetime,
+                )
+                .await?;
+            if let Some(row) = renewed {
+                return Ok((row, set));
+            }
+        } else {
+            let (_, queued) = crate::oauth::logout::end_session(&app.store, d, &old, now).await?;
+            if queued {
+                crate::app::deliver_logouts_soon(app);
+            }
+        }
+    }
     let row = SessionRow {
         hash: sha256_b64(&value),
         domain: d.name.clone(),
@@ -454,8 +484,6 @@ pub async fn start_session(
             .map(|ua| ua.chars().take(256).collect()),
     };
     app.store.insert_session(&row).await?;
-    let max_age = remember.then_some(d.session_max_lifetime);
-    let set = set_cookie(d, &cookie_names(d).0, &value, max_age);
     Ok((row, set))
 }
 

@@ -87,6 +87,7 @@ fn cases() -> Vec<Case> {
             &["sessions_pkey"],
         ),
         case("touch_session", signin::TOUCH_SESSION, &["sessions_pkey"]),
+        case("renew_session", &signin::RENEW_SESSION, &["sessions_pkey"]),
         case("find_user_by_id", signin::FIND_USER_BY_ID, &["users_pkey"]),
         case(
             "find_auth_request",

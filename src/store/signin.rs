@@ -119,6 +119,15 @@ pub(super) static FIND_LIVE_SESSION: LazyLock<String> = LazyLock::new(|| {
 pub(super) static FIND_LIVE_SESSION_BY_SID: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = $1 AND domain = $2 AND {LIVE_AT_3}")
 });
+/// The same person signing in again: the live session `$1` of user `$4` takes the key `$3`, the
+/// sign-in time `$5` and the absolute end `$6`.
+pub(super) static RENEW_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE sessions SET hash = $3, auth_time = $5, last_seen = $5, expires_at = $6 \
+         WHERE hash = $1 AND domain = $2 AND user_id = $4 AND ended_at IS NULL AND expires_at + 0 > $5 \
+         AND last_seen + idle_timeout > $5 RETURNING {SESSION_COLUMNS}"
+    )
+});
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
      AND ended_at IS NULL AND last_seen < $3";
 /// A password check's one read: the user by username (no row in `users`: the `u.*` columns are
@@ -184,6 +193,19 @@ pub trait SignInStore {
     fn take_auth_request(&self, domain: &str, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Stores a session.
     fn insert_session(&self, s: &SessionRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The same person signing in again in a browser that holds a live session of theirs: the
+    /// session is kept (its sid, the clients it served, the families bound to it) under a new key
+    /// (the cookie's new value: no fixation), with `now` as its sign-in time and `expires_at` as
+    /// its absolute end. None when that session is no longer live or is not `user_id`'s.
+    fn renew_session(
+        &self,
+        domain: &str,
+        old_hash: &str,
+        new_hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
     /// A live session (not ended, within its absolute and idle limits), recorded as used now when
     /// its last recorded use is at least `touch_interval` old.
     fn find_live_session(
@@ -367,6 +389,26 @@ impl SignInStore for SqlStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn renew_session(
+        &self,
+        domain: &str,
+        old_hash: &str,
+        new_hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<Option<SessionRow>> {
+        Ok(sqlx::query_as(RENEW_SESSION.as_str())
+            .bind(old_hash)
+            .bind(domain)
+            .bind(new_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .fetch_optional(&self.writer)
+            .await?)
     }
 
     async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {

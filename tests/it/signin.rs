@@ -492,6 +492,60 @@ async fn an_essential_acr_that_cannot_be_met_fails_the_request() {
     }
 }
 
+#[tokio::test]
+async fn signing_in_again_keeps_the_session_and_someone_else_ends_it() {
+    let app = TestApp::spawn().await;
+    let alice = Browser::new();
+    let first = tokens_with(&app, &alice, "openid").await;
+    let (_, c1) = jwt_parts(first["id_token"].as_str().unwrap());
+    let p = crate::flow::pkce();
+    let again =
+        |extra: &[(&str, &str)]| crate::flow::code_request_url(&app, "webapp", "openid", &p.challenge, extra);
+    // prompt=login: Alice signs in again in the same browser. The session is kept (same sid,
+    // so what is bound to it stays), with the new sign-in time.
+    app.clock.advance(30);
+    let login = alice.get(&again(&[("prompt", "login")])).await;
+    assert!(login.is_login(), "{}", login.body);
+    let signed = alice
+        .sign_in(&login, "alice", &crate::harness::password("alice"))
+        .await;
+    let code = signed.redirect_params()["code"].clone();
+    let (status, second) = exchange(
+        &app,
+        &crate::flow::Code {
+            code,
+            verifier: p.verifier.clone(),
+            redirect_uri: crate::flow::redirect_uri_of("webapp").to_string(),
+            client: "webapp".into(),
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let (_, c2) = jwt_parts(second["id_token"].as_str().unwrap());
+    assert_eq!(c2["sid"], c1["sid"], "the same session");
+    assert!(c2["auth_time"].as_i64() >= Some(c1["auth_time"].as_i64().unwrap() + 30));
+    let access = second["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.introspect("webapp", &access).await["active"], true);
+    // select_account: Carol signs in in Alice's browser. Alice is signed out of it first: what
+    // her session gave is revoked, and no session of hers is left that no browser holds.
+    let login = alice.get(&again(&[("prompt", "select_account")])).await;
+    assert!(login.is_login(), "{}", login.body);
+    let signed = alice
+        .sign_in(&login, "carol", &crate::harness::password("carol"))
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(
+        app.introspect("webapp", &access).await,
+        serde_json::json!({"active": false})
+    );
+    let alive = crate::harness::count_rows(
+        &app.database_url,
+        "sessions WHERE ended_at IS NULL AND user_id IN (SELECT id FROM users WHERE username = 'alice')",
+    )
+    .await;
+    assert_eq!(alive, 0);
+}
+
 async fn tokens_with(app: &TestApp, browser: &Browser, scope: &str) -> serde_json::Value {
     let code = code_flow(app, browser, "webapp", scope, &[]).await;
     let (status, body) = exchange(app, &code).await;
