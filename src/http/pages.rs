@@ -451,7 +451,6 @@ pub async fn start_session(
                     &d.name,
                     &old.hash,
                     &sha256_b64(&value),
-                    user_id,
                     now,
                     now + d.session_max_lifetime,
                 )

@@ -119,13 +119,13 @@ pub(super) static FIND_LIVE_SESSION: LazyLock<String> = LazyLock::new(|| {
 pub(super) static FIND_LIVE_SESSION_BY_SID: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = $1 AND domain = $2 AND {LIVE_AT_3}")
 });
-/// The same person signing in again: the live session `$1` of user `$4` takes the key `$3`, the
-/// sign-in time `$5` and the absolute end `$6`.
+/// The same person signing in again: the live session `$1` takes the key `$3`, the sign-in time
+/// `$4` and the absolute end `$5` (a session's user never changes: the caller read it by `$1`).
 pub(super) static RENEW_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE sessions SET hash = $3, auth_time = $5, last_seen = $5, expires_at = $6 \
-         WHERE hash = $1 AND domain = $2 AND user_id = $4 AND ended_at IS NULL AND expires_at + 0 > $5 \
-         AND last_seen + idle_timeout > $5 RETURNING {SESSION_COLUMNS}"
+        "UPDATE sessions SET hash = $3, auth_time = $4, last_seen = $4, expires_at = $5 \
+         WHERE hash = $1 AND domain = $2 AND ended_at IS NULL AND expires_at + 0 > $4 \
+         AND last_seen + idle_timeout > $4 RETURNING {SESSION_COLUMNS}"
     )
 });
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
@@ -196,13 +196,12 @@ pub trait SignInStore {
     /// The same person signing in again in a browser that holds a live session of theirs: the
     /// session is kept (its sid, the clients it served, the families bound to it) under a new key
     /// (the cookie's new value: no fixation), with `now` as its sign-in time and `expires_at` as
-    /// its absolute end. None when that session is no longer live or is not `user_id`'s.
+    /// its absolute end. None when that session is no longer live.
     fn renew_session(
         &self,
         domain: &str,
         old_hash: &str,
         new_hash: &str,
-        user_id: &str,
         now: i64,
         expires_at: i64,
     ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
@@ -396,7 +395,6 @@ impl SignInStore for SqlStore {
         domain: &str,
         old_hash: &str,
         new_hash: &str,
-        user_id: &str,
         now: i64,
         expires_at: i64,
     ) -> StoreResult<Option<SessionRow>> {
@@ -404,7 +402,6 @@ impl SignInStore for SqlStore {
             .bind(old_hash)
             .bind(domain)
             .bind(new_hash)
-            .bind(user_id)
             .bind(now)
             .bind(expires_at)
             .fetch_optional(&self.writer)
