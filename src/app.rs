@@ -27,7 +27,7 @@ use crate::reconcile;
 use crate::store::logout::{DeliveryRow, LogoutStore};
 use crate::store::pool::Limits;
 use crate::store::{MaintenanceStore, SqlStore};
-use crate::tls::{self, ClientCertTrust, TlsListener, TlsPeer};
+use crate::tls::{self, ClientCertTrust, TlsListener};
 
 /// Shared state of a running server.
 pub struct App {
@@ -278,20 +278,22 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(state.clone());
+    let headers_within = Duration::from_millis(config.server.header_read_timeout.0.max(1));
     let server = match &tls.main {
-        Some(c) => serve_tls(
+        Some(c) => serve(
             TlsListener::new(listener, c.clone(), None)?,
             router.clone(),
             stop_rx.clone(),
+            headers_within,
         ),
-        None => serve_plain(listener, router.clone(), stop_rx.clone()),
+        None => serve(listener, router.clone(), stop_rx.clone(), headers_within),
     };
     let mut tasks = vec![server];
     let mut mtls_addr = None;
     if let (Some(tcp), Some(c)) = (mtls_listener, &tls.mtls) {
         let a = tcp.local_addr()?;
         let l = TlsListener::new(tcp, c.clone(), Some(state.client_trust.clone()))?;
-        tasks.push(serve_tls(l, router, stop_rx.clone()));
+        tasks.push(serve(l, router, stop_rx.clone(), headers_within));
         tracing::info!(listen = %a, "mutual-TLS listener is serving");
         mtls_addr = Some(a);
     }
@@ -388,40 +390,54 @@ fn tls_configs(config: &Config) -> anyhow::Result<TlsConfigs> {
     })
 }
 
-/// Serves plain HTTP on `listener` until `stop`, then lets in-flight requests finish.
-fn serve_plain(
-    listener: tokio::net::TcpListener,
+/// Serves `listener` (plain TCP, or TLS with the peer's certificate) until `stop`, then lets
+/// in-flight requests finish. Each request carries `ConnectInfo` of the listener's address type
+/// (`SocketAddr`, or `TlsPeer`). This is axum::serve's loop plus a deadline on request headers
+/// (`server.header_read_timeout`): axum 0.8's serve gives hyper no timer, so a client that sent
+/// half its headers held its connection, and a file descriptor, for as long as it liked.
+fn serve<L>(
+    mut listener: L,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        {
-            tracing::error!(error.cause = %e, "server stopped with an error");
-        }
-    })
-}
+    headers_within: Duration,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
 
-/// Serves HTTPS on `listener` until `stop`, then lets in-flight requests finish.
-fn serve_tls(listener: TlsListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<TlsPeer>())
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error.cause = %e, "TLS server stopped with an error");
+        // HTTP/1.1 only, as axum::serve without axum's http2 feature.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(headers_within);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (io, peer) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let service =
+                router
+                    .clone()
+                    .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer.clone()));
+                        req.map(axum::body::Body::new)
+                    });
+            let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::trace!(error.cause = %e, "connection ended with an error");
+                }
+            });
         }
+        graceful.shutdown().await;
     })
 }
 

@@ -157,6 +157,10 @@ pub struct ServerConfig {
     /// A request answered after at least this long is logged at warn, with its status, time and
     /// request id (`0`: never). Default 1 s.
     pub slow_request: Millis,
+    /// Time a client has to send a request's whole headers (hyper's `header_read_timeout`); a
+    /// connection whose headers are not complete by then is closed, so that a client that sends
+    /// half its headers cannot hold a connection open. Default 30 s.
+    pub header_read_timeout: Millis,
     /// Password hashes verified at once, on argon2 threads of their own at a lower priority.
     /// Default: the number of cores.
     pub argon2_max_concurrent: usize,
@@ -199,6 +203,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
             slow_request: Millis(1000),
+            header_read_timeout: Millis(30_000),
             argon2_max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             gc_interval: Seconds(60),
             gc_batch: 1000,
@@ -374,6 +379,9 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             errs.push("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.server.header_read_timeout.0 == 0 {
+            errs.push("server.header_read_timeout", "must be more than 0");
         }
         if self.server.argon2_max_concurrent == 0 {
             errs.push("server.argon2_max_concurrent", "must be at least 1");

@@ -16,6 +16,16 @@ impl Params {
     /// and a parameter must not be included more than once, except those in `repeatable`
     /// (RFC 8707's `resource`).
     pub fn parse(body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
+        // form_urlencoded decodes what is not UTF-8 to U+FFFD: a `state` sent back changed, a
+        // name or secret compared as something else. Refused instead, on every endpoint.
+        let utf8 = body
+            .split(|b| *b == b'&')
+            .all(|pair| percent_encoding::percent_decode(pair).decode_utf8().is_ok());
+        if !utf8 {
+            return Err(OAuthError::invalid_request(
+                "a parameter is not valid UTF-8 once percent-decoded",
+            ));
+        }
         let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(body) {
             // No protocol value holds a NUL, and PostgreSQL cannot keep one in text: refused here,
@@ -69,5 +79,27 @@ mod tests {
         assert_eq!(p.all("resource"), ["x", "y"]);
         assert_eq!(p.get("b"), None);
         assert_eq!(p.get("a"), Some("1"));
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_or_hold_a_nul_are_refused() {
+        for bad in [
+            &b"state=%FF"[..],
+            b"state=%C3",
+            b"%FF=1",
+            b"state=\xff",
+            b"a=1&b=%00",
+        ] {
+            assert!(
+                Params::parse(bad, &[]).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // UTF-8, a literal U+FFFD included, and a lone % (kept as it is) are values like others.
+        let p = Params::parse(b"state=caf%C3%A9&r=%EF%BF%BD&p=50%", &[]).unwrap();
+        assert_eq!(p.get("state"), Some("caf\u{e9}"));
+        assert_eq!(p.get("r"), Some("\u{fffd}"));
+        assert_eq!(p.get("p"), Some("50%"));
     }
 }

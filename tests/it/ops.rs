@@ -146,6 +146,40 @@ async fn graceful_shutdown_stops_the_listener() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_half_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "header_read_timeout = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let addr = app.issuer.trim_start_matches("http://").to_string();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    // The server ends the connection once the deadline has passed (with a 408, or without a
+    // word); before, it waited for the rest of the headers for ever.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(15), half.read(&mut buf))
+        .await
+        .expect("the server cut the connection off")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(900));
+    // Whole requests are answered as before, with the peer's address known to the server.
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn reload_disables_removed_clients_and_their_tokens() {
     let app = TestApp::spawn().await;
     let token = app.access_token("other").await;
