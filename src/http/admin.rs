@@ -82,6 +82,44 @@ fn done(result: OAuthResult<()>, realm: &str) -> Response {
     }
 }
 
+/// The JSON body of a request, read whole up to `server.max_body_bytes` (413 beyond, in the API's
+/// error format, as every other endpoint answers).
+pub struct AdminBody(Bytes);
+
+impl axum::extract::FromRequest<AppState> for AdminBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Response> {
+        super::response::read_body(req.into_body(), app.max_body_bytes)
+            .await
+            .map(AdminBody)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// The path's parameters; one that is not UTF-8 once percent-decoded is a 400 in the API's error
+/// format (axum's own rejection is plain text).
+pub struct AdminPath<T>(T);
+
+impl<T> axum::extract::FromRequestParts<AppState> for AdminPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &AppState,
+    ) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, app).await {
+            Ok(Path(v)) => Ok(AdminPath(v)),
+            Err(e) => Err(OAuthError::invalid_request("the path is not valid")
+                .with_cause(e)
+                .into_response()),
+        }
+    }
+}
+
 fn json_body(body: &Bytes) -> OAuthResult<Value> {
     match serde_json::from_slice(body) {
         // No name or value holds a NUL (PostgreSQL cannot keep one in text): refused the same
@@ -144,7 +182,7 @@ pub async fn post_users(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    body: Bytes,
+    AdminBody(body): AdminBody,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         let r = async { admin::create_user(&ctx, &caller, &json_body(&body)?).await }.await;
@@ -158,7 +196,7 @@ pub async fn get_user(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         reply(
@@ -175,8 +213,8 @@ pub async fn patch_user(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AdminPath(id): AdminPath<String>,
+    AdminBody(body): AdminBody,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         let r = async { admin::update_user(&ctx, &caller, &id, &json_body(&body)?).await }.await;
@@ -190,8 +228,8 @@ pub async fn post_user_password(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AdminPath(id): AdminPath<String>,
+    AdminBody(body): AdminBody,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }.await;
@@ -222,7 +260,7 @@ pub async fn delete_session(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
         done(
@@ -262,7 +300,7 @@ pub async fn get_consent(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path((user, client)): Path<(String, String)>,
+    AdminPath((user, client)): AdminPath<(String, String)>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
         reply(
@@ -279,7 +317,7 @@ pub async fn delete_consent(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path((user, client)): Path<(String, String)>,
+    AdminPath((user, client)): AdminPath<(String, String)>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
         done(
@@ -309,7 +347,7 @@ pub async fn get_client(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Clients, |ctx, caller| {
         reply(admin::get_client(&ctx, &id), StatusCode::OK, &cur.domain.issuer)

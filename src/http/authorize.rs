@@ -7,7 +7,7 @@ use axum::response::Response;
 use super::extract::CurrentDomain;
 use super::pages::{current_session, error_page, error_to_client, is_the_named_user, proceed};
 use crate::app::AppState;
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::oauth::authorize::{AuthorizeError, parse_request, validate};
 use crate::oauth::id_token::hint_subject;
 
@@ -24,13 +24,9 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         if !is_form {
             return error_page(&OAuthError::invalid_request("the request body must be a form"));
         }
-        match axum::body::to_bytes(body, app.max_body_bytes).await {
-            Ok(b) => parse_request(&b),
-            Err(_) => Err(OAuthError::new(
-                ErrorCode::PayloadTooLarge,
-                "the request body is too large",
-            )),
-        }
+        super::response::read_body(body, app.max_body_bytes)
+            .await
+            .and_then(|b| parse_request(&b))
     } else {
         parse_request(parts.uri.query().unwrap_or("").as_bytes())
     };

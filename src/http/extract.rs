@@ -142,17 +142,7 @@ impl FromRequest<AppState> for ClientForm {
                 "the request body must be application/x-www-form-urlencoded",
             ));
         }
-        let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-            .await
-            .map_err(|e| {
-                let too_large =
-                    std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    OAuthError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-                } else {
-                    OAuthError::invalid_request("the request body could not be read").with_cause(e)
-                }
-            })?;
+        let bytes = super::response::read_body(body, state.max_body_bytes).await?;
         let params = Params::parse(&bytes, REPEATABLE)?;
         let basic = parts
             .headers

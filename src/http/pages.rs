@@ -555,14 +555,10 @@ pub async fn read_form(
     body: axum::body::Body,
     repeatable: &[&str],
 ) -> Result<Params, Response> {
-    let form = match axum::body::to_bytes(body, app.max_body_bytes).await {
-        Ok(b) => Params::parse(&b, repeatable),
-        Err(_) => Err(OAuthError::new(
-            ErrorCode::PayloadTooLarge,
-            "the request body is too large",
-        )),
-    };
-    form.map_err(|e| error_page(&e))
+    super::response::read_body(body, app.max_body_bytes)
+        .await
+        .and_then(|b| Params::parse(&b, repeatable))
+        .map_err(|e| error_page(&e))
 }
 
 /// The pending authorization request `id` names, stored row and request; a page when it is

@@ -54,3 +54,17 @@ impl IntoResponse for OAuthError {
         error_response(&self, "ostiary")
     }
 }
+
+/// A request body read whole, at most `limit` bytes: 413 beyond, 400 when it cannot be read (a
+/// malformed chunked encoding, say), never the one for the other.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, OAuthError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large =
+            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            OAuthError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+        } else {
+            OAuthError::invalid_request("the request body could not be read").with_cause(e)
+        }
+    })
+}

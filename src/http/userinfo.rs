@@ -31,12 +31,13 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
     {
-        match axum::body::to_bytes(body, app.max_body_bytes)
+        match super::response::read_body(body, app.max_body_bytes)
             .await
-            .map(|b| Params::parse(&b, &[]))
+            .and_then(|b| Params::parse(&b, &[]))
         {
-            Ok(Ok(p)) => p.get("access_token").map(str::to_string),
-            _ => return bearer_error(&OAuthError::invalid_request("malformed request body"), &realm),
+            Ok(p) => p.get("access_token").map(str::to_string),
+            // 413 for a body over the limit, as on every endpoint; 400 for one not a form.
+            Err(e) => return bearer_error(&e, &realm),
         }
     } else {
         None

@@ -131,6 +131,15 @@ async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_err
     );
     assert_eq!(resp.headers()["cache-control"], "no-store");
     assert_eq!(resp.text().await.unwrap(), "");
+    // A form body over server.max_body_bytes: 413, as on every endpoint.
+    let resp = app
+        .post("/oauth2/v1/userinfo")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("access_token={}", "a".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
     // A bad token: invalid_token.
     let resp = app
         .get("/oauth2/v1/userinfo")
