@@ -9,7 +9,11 @@ use crate::error::{ErrorCode, OAuthError};
 
 /// A JSON body that must not be cached (RFC 6749 s5.1), serialized straight from `body`.
 pub fn json_no_store<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    let mut resp = (status, axum::Json(body)).into_response();
+    no_store((status, axum::Json(body)).into_response())
+}
+
+/// `resp` with `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 s5.1).
+pub fn no_store(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

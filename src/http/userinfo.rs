@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{CurrentDomain, peer_of};
-use super::response::{error_response, json_no_store};
+use super::response::{error_response, json_no_store, no_store};
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
@@ -64,10 +64,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
 /// RFC 6750 s3.1: a request without a token gets the challenge and no error information
 /// (an empty body).
 pub fn bearer_challenge(realm: &str) -> Response {
-    let mut resp = StatusCode::UNAUTHORIZED.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let mut resp = no_store(StatusCode::UNAUTHORIZED.into_response());
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

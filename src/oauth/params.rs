@@ -16,22 +16,20 @@ impl Params {
     /// and a parameter must not be included more than once, except those in `repeatable`
     /// (RFC 8707's `resource`).
     pub fn parse(body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
-        // form_urlencoded decodes what is not UTF-8 to U+FFFD: a `state` sent back changed, a
-        // name or secret compared as something else. Refused instead, on every endpoint.
-        let utf8 = body
-            .split(|b| *b == b'&')
-            .all(|pair| percent_encoding::percent_decode(pair).decode_utf8().is_ok());
-        if !utf8 {
-            return Err(OAuthError::invalid_request(
-                "a parameter is not valid UTF-8 once percent-decoded",
-            ));
-        }
         let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(body) {
             // No protocol value holds a NUL, and PostgreSQL cannot keep one in text: refused here,
             // the same on every store.
             if k.contains('\0') || v.contains('\0') {
                 return Err(OAuthError::invalid_request("a parameter holds a NUL character"));
+            }
+            // form_urlencoded decodes what is not UTF-8 to U+FFFD: a `state` sent back changed, a
+            // name or secret compared as something else. Refused instead; the body is decoded
+            // strictly only when a U+FFFD shows (it may also have been sent as one).
+            if (k.contains('\u{fffd}') || v.contains('\u{fffd}')) && !decodes_to_utf8(body) {
+                return Err(OAuthError::invalid_request(
+                    "a parameter is not valid UTF-8 once percent-decoded",
+                ));
             }
             if v.is_empty() {
                 continue;
@@ -65,6 +63,12 @@ impl Params {
     pub fn all(&self, name: &str) -> &[String] {
         self.multi.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
+}
+
+/// True when every name and value of a form body is UTF-8 once percent-decoded.
+fn decodes_to_utf8(body: &[u8]) -> bool {
+    body.split(|b| *b == b'&')
+        .all(|pair| percent_encoding::percent_decode(pair).decode_utf8().is_ok())
 }
 
 #[cfg(test)]

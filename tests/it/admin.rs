@@ -329,30 +329,22 @@ async fn users_are_created_read_updated_disabled_and_reset() {
     // A body over server.max_body_bytes (64 KiB here) is a 413, a path that is not UTF-8 a 400,
     // both in the API's JSON error format.
     let big = json!({"username": "big", "password": "zed-pass-123", "claims": {"pad": "x".repeat(70_000)}});
-    let (status, headers, got) = call(&app, "POST", "/Users", Some(&token), Some(big)).await;
-    assert_eq!(
-        (status, got["error"].as_str()),
-        (413, Some("payload_too_large")),
-        "{got}"
-    );
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
-    let (status, headers, got) = call(&app, "GET", "/Users/%FF", Some(&token), None).await;
-    assert_eq!(
-        (status, got["error"].as_str()),
-        (400, Some("invalid_request")),
-        "{got}"
-    );
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    for (method, path, body, want) in [
+        ("POST", "/Users", Some(big), (413, "payload_too_large")),
+        ("GET", "/Users/%FF", None, (400, "invalid_request")),
+    ] {
+        let (status, headers, got) = call(&app, method, path, Some(&token), body).await;
+        assert_eq!(
+            (status, got["error"].as_str()),
+            (want.0, Some(want.1)),
+            "{path}: {got}"
+        );
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path}: {content_type}"
+        );
+    }
     // One in a path reaches the store: PostgreSQL refuses it, which is the request's fault (400),
     // not the store's (503); SQLite finds no such user.
     let (status, _, got) = call(&app, "GET", "/Users/nul%00", Some(&token), None).await;
