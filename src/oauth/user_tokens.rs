@@ -283,6 +283,27 @@ pub async fn revoke_issued<S: OAuthStore>(
     Ok(())
 }
 
+/// What a code's redemption issued dies with the sign-in that approved it: asked last, once all
+/// of it is recorded (the access token on the code, the family and its refresh token). A sign-out
+/// that ended session `sid` before this read is seen here, and then what was issued is revoked
+/// and the redemption refused; one that ends it after finds the records and revokes them itself.
+pub async fn refuse_if_session_ended<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    client_id: &str,
+    sid: &str,
+    access: (&str, i64),
+    family_id: Option<&str>,
+) -> OAuthResult<()> {
+    if !ctx.store.session_ended(&ctx.domain.name, sid).await? {
+        return Ok(());
+    }
+    revoke_issued(ctx, client_id, Some(access), family_id).await?;
+    Err(
+        OAuthError::invalid_grant("the sign-in that approved this grant has ended")
+            .with_cause("the session ended during the redemption: what it issued is revoked"),
+    )
+}
+
 /// [`revoke_family`] outside a request's context (sign-out, the account page).
 pub async fn revoke_family_in<S: OAuthStore>(
     store: &S,

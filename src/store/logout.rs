@@ -63,6 +63,10 @@ pub trait LogoutStore {
         sid: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Whether session `sid` has ended, or is gone. A code's redemption asks last, once all it
+    /// issued is recorded: a sign-out that ends the session after this read finds those records
+    /// (it reads them after its own end), and one that ended it before is seen here.
+    fn session_ended(&self, domain: &str, sid: &str) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Closes what the codes a session approved (authorization and device codes) may still
     /// give: those not redeemed yet expire at `now`, and the access tokens redeemed from them
     /// outside a refresh-token family (a family is revoked with its own), still live at `now`,
@@ -132,6 +136,7 @@ pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN s
      WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
 pub(super) const END_SESSION: &str =
     "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL";
+pub(super) const SESSION_ENDED: &str = "SELECT ended_at FROM sessions WHERE sid = $1 AND domain = $2";
 pub(super) const EXPIRE_SESSION_CODES: &str = "UPDATE auth_codes SET expires_at = $4 \
      WHERE sid = $2 AND domain = $1 AND used_at IS NULL AND expires_at > $4 AND ($3 = '' OR client_id = $3)";
 pub(super) const EXPIRE_SESSION_DEVICE_CODES: &str = "UPDATE device_codes SET expires_at = $4 \
@@ -206,6 +211,15 @@ impl LogoutStore for SqlStore {
             .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn session_ended(&self, domain: &str, sid: &str) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(SESSION_ENDED)
+            .bind(sid)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_none_or(|(ended_at,)| ended_at.is_some()))
     }
 
     async fn close_session_codes(

@@ -171,6 +171,7 @@ fn cases() -> Vec<Case> {
         ),
         case("end_user_sessions", signin::END_USER_SESSIONS, &["sessions_user"]),
         case("end_session", logout::END_SESSION, &["sessions_sid"]),
+        case("session_ended", logout::SESSION_ENDED, &["sessions_sid"]),
         case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),
         case(
             "session_clients",

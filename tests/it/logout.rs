@@ -315,9 +315,9 @@ async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_codes() {
-    let listener = Listener::start(&[]).await;
+/// The server of [`spawn`] with one client more, `bare`: consent skipped, and a refresh token
+/// only with `offline_access`.
+async fn spawn_with_bare(listener: &Listener) -> TestApp {
     let bare = format!(
         r#"
   [[domain.client]]
@@ -330,11 +330,41 @@ async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_c
 "#,
         ostiary::crypto::secrets::SecretHash::sha256_string(&secret("bare"))
     );
-    let app = TestApp::spawn_with(Opts {
+    TestApp::spawn_with(Opts {
         domain_extra: format!("{}{bare}", clients(&listener.uri)),
         ..Opts::default()
     })
+    .await
+}
+
+/// A code for `bare`, approved in `browser`'s session (signing in first when it has none).
+async fn bare_code(app: &TestApp, browser: &Browser, scope: &str) -> Code {
+    let p = pkce();
+    let page = walk(
+        app,
+        browser,
+        &[
+            ("response_type", "code"),
+            ("client_id", "bare"),
+            ("redirect_uri", BARE_REDIRECT),
+            ("scope", scope),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
     .await;
+    Code {
+        code: page.redirect_params()["code"].clone(),
+        verifier: p.verifier,
+        redirect_uri: BARE_REDIRECT.to_string(),
+        client: "bare".to_string(),
+    }
+}
+
+#[tokio::test]
+async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_codes() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn_with_bare(&listener).await;
     let browser = Browser::new();
     // Without offline_access, no refresh token: the access token belongs to no family.
     let t = tokens(&app, &browser, "bare", "openid profile").await;
@@ -343,21 +373,7 @@ async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_c
     assert_eq!(userinfo_status(&app, access).await, 200);
     assert_eq!(app.introspect("bare", access).await["active"], true);
     // A code the session approved, not redeemed before the sign-out.
-    let p = pkce();
-    let page = walk(
-        &app,
-        &browser,
-        &[
-            ("response_type", "code"),
-            ("client_id", "bare"),
-            ("redirect_uri", BARE_REDIRECT),
-            ("scope", "openid"),
-            ("code_challenge", &p.challenge),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .await;
-    let pending = page.redirect_params()["code"].clone();
+    let pending = bare_code(&app, &browser, "openid").await;
 
     let page = browser
         .get(&end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]))
@@ -370,17 +386,60 @@ async fn sign_out_revokes_access_tokens_outside_families_and_closes_unredeemed_c
         app.introspect("bare", access).await,
         serde_json::json!({"active": false})
     );
-    let (status, body) = exchange(
-        &app,
-        &Code {
-            code: pending,
-            verifier: p.verifier,
-            redirect_uri: BARE_REDIRECT.to_string(),
-            client: "bare".to_string(),
-        },
-    )
-    .await;
+    let (status, body) = exchange(&app, &pending).await;
     assert_eq!((status, s(&body, "error")), (400, "invalid_grant"), "{body}");
+    app.stop().await;
+}
+
+/// A sign-out that ends the session while one of its codes is being redeemed: the session has
+/// ended (its first step) but the codes are not closed yet, and the redemption has used the code
+/// up. The redemption asks last whether the session still stands, and then revokes what it
+/// issued: with and without a refresh-token family.
+#[tokio::test]
+async fn a_code_redeemed_while_its_session_ends_gives_nothing_that_works() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn_with_bare(&listener).await;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    for scope in ["openid profile", "openid offline_access"] {
+        let code = bare_code(&app, &Browser::new(), scope).await;
+        // The sign-out's first step only: the session is marked ended, nothing else is done.
+        let ended = sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
+            .execute(&mut db)
+            .await
+            .expect("end the session");
+        assert_eq!(ended.rows_affected(), 1);
+        let (status, body) = exchange(&app, &code).await;
+        assert_eq!(
+            (status, s(&body, "error")),
+            (400, "invalid_grant"),
+            "{scope}: {body}"
+        );
+        assert!(body.get("access_token").is_none(), "{body}");
+        // What the redemption issued and recorded is revoked: the access token's id, and the
+        // family when there is one.
+        let unrevoked: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.access_jti FROM auth_codes c WHERE c.access_jti IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM revoked_jtis r WHERE r.jti = c.access_jti)",
+        )
+        .fetch_all(&mut db)
+        .await
+        .expect("codes");
+        assert!(unrevoked.is_empty(), "{scope}: {unrevoked:?}");
+        let (live_families,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM refresh_families WHERE revoked_at IS NULL")
+                .fetch_one(&mut db)
+                .await
+                .expect("families");
+        assert_eq!(live_families, 0, "{scope}");
+    }
+    let (issued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM auth_codes WHERE access_jti IS NOT NULL")
+        .fetch_one(&mut db)
+        .await
+        .expect("codes");
+    assert_eq!(issued, 2, "both redemptions issued, then revoked");
     app.stop().await;
 }
 

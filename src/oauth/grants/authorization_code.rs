@@ -128,6 +128,14 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             }
             None => None,
         };
+        user_tokens::refuse_if_session_ended(
+            ctx,
+            &client.id,
+            &row.sid,
+            (&issued.access.jti, ctx.now + issued.access.expires_in),
+            family.as_ref().map(|f| f.id.as_str()),
+        )
+        .await?;
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "authorization_code").increment(1);
         Ok(TokenResponse {
             access_token: issued.access.value,

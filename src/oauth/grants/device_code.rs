@@ -157,6 +157,14 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             }
             None => None,
         };
+        user_tokens::refuse_if_session_ended(
+            ctx,
+            &client.id,
+            sid,
+            (&issued.access.jti, ctx.now + issued.access.expires_in),
+            family.as_ref().map(|f| f.id.as_str()),
+        )
+        .await?;
         tracing::info!(domain = %domain, client_id = %client.id, user.id = %user.id, "device authorization redeemed");
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => DEVICE_CODE_GRANT).increment(1);
         Ok(TokenResponse {
