@@ -82,8 +82,8 @@ fn invalid_token() -> OAuthError {
     OAuthError::invalid_token("the access token is invalid, expired or revoked")
 }
 
-/// Checks a bearer token for `resource`: a live access token of this domain, issued by
-/// client_credentials to a still enabled client, carrying a role that reaches the resource and
+/// Checks a bearer token for `resource`: a live access token of this domain, meant for the
+/// domain itself (`aud` = the issuer), issued by client_credentials to a still enabled client, carrying a role that reaches the resource and
 /// that the client's configuration still grants. 401 invalid_token otherwise, 403
 /// insufficient_scope when no role reaches the resource.
 pub async fn authorize<S: OAuthStore>(
@@ -97,6 +97,11 @@ pub async fn authorize<S: OAuthStore>(
         .ok_or_else(invalid_token)?;
     if t.kind != "access" {
         return Err(invalid_token().with_cause("a refresh token was presented"));
+    }
+    // RFC 9068 s4 / RFC 8707: only a token meant for this domain itself (aud = the issuer, and
+    // nothing else) serves here; one meant for a resource server is not replayed at the admin API.
+    if t.audiences.as_slice() != [ctx.domain.issuer.as_str()] {
+        return Err(invalid_token().with_cause("the token is meant for another audience"));
     }
     let client = ctx
         .domain

@@ -17,12 +17,12 @@ fn admin_clients() -> String {
         ("appadmin", "Application Administrator"),
     ];
     let mut out = String::new();
-    for (id, role) in roles {
-        // appadmin has no API scope: its token is for the admin API only.
-        let scopes = if id == "appadmin" {
-            ""
-        } else {
+    // mixedadmin also has a resource-server scope: its plain token is for that API.
+    for (id, role) in roles.into_iter().chain([("mixedadmin", "User Administrator")]) {
+        let scopes = if id == "mixedadmin" {
             r#"scopes = ["orders.read"]"#
+        } else {
+            ""
         };
         out.push_str(&format!(
             r#"
@@ -102,7 +102,6 @@ async fn the_role_matrix_allows_and_refuses_each_resource() {
         ("consentadmin", &["/OAuthConsents"]),
         ("secadmin", &["/Keys", "/Events"]),
         ("appadmin", &["/Clients"]),
-        ("backend", &[]),
     ];
     for (client, ok) in allowed {
         let token = app.access_token(client).await;
@@ -195,10 +194,46 @@ async fn admin_tokens_live_an_hour_at_most_and_carry_their_roles() {
     assert_eq!(claims["aud"], app.issuer.as_str());
     let (status, _, _) = call(&app, "GET", "/Clients", body["access_token"].as_str(), None).await;
     assert_eq!(status, 200);
-    // A client without roles keeps its configured lifetime and has no roles claim.
+    // A client with roles and a resource-server scope: its plain token is for that API, carries
+    // no roles, and is refused here (401: not meant for this domain); asked with resource = the
+    // issuer, it gets an admin-API token.
+    let body = app.token("mixedadmin", &[]).await;
+    assert_eq!(body["scope"], "orders.read", "{body}");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], "https://api.example.com/orders", "{claims}");
+    assert!(claims.get("admin_roles").is_none(), "{claims}");
+    let (status, headers, err) = call(&app, "GET", "/Users", body["access_token"].as_str(), None).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{err}"
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let body = app
+        .token("mixedadmin", &[("resource", app.issuer.as_str())])
+        .await;
+    assert!(body.get("scope").is_none(), "{body}");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], app.issuer.as_str());
+    assert_eq!(claims["admin_roles"], json!(["User Administrator"]));
+    let (status, _, _) = call(&app, "GET", "/Users", body["access_token"].as_str(), None).await;
+    assert_eq!(status, 200);
+    // A client without roles keeps its configured lifetime and has no roles claim; its token,
+    // meant for a resource server, is refused here like mixedadmin's.
     let body = app.token("backend", &[]).await;
     let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
     assert!(claims.get("admin_roles").is_none());
+    let (status, _, err) = call(&app, "GET", "/Users", body["access_token"].as_str(), None).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{err}"
+    );
 }
 
 #[test]

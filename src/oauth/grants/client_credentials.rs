@@ -28,10 +28,16 @@ impl<S: OAuthStore> Grant<S> for ClientCredentials {
                 "client_credentials requires a confidential client",
             ));
         }
+        // A token for this domain's admin API: asked with `resource` = the issuer, or with
+        // neither scope nor resource by a client that has no resource-server scope.
+        let resources = params.all("resource");
         let only_admin = !client.admin_roles.is_empty()
             && params.get("scope").is_none()
-            && params.all("resource").is_empty()
-            && !client.scopes.iter().any(|s| ctx.domain.scope(s).is_some());
+            && match resources {
+                [] => !client.scopes.iter().any(|s| ctx.domain.scope(s).is_some()),
+                [r] => *r == ctx.domain.issuer,
+                _ => false,
+            };
         let grant = if only_admin {
             // An administrator client without API scopes: a token for this domain's admin API.
             scopes::Grant {
@@ -39,11 +45,12 @@ impl<S: OAuthStore> Grant<S> for ClientCredentials {
                 audiences: vec![ctx.domain.issuer.clone()],
             }
         } else {
-            resolve_api_scopes(ctx.domain, client, params.get("scope"), params.all("resource"))?
+            resolve_api_scopes(ctx.domain, client, params.get("scope"), resources)?
         };
         let mut extra = custom_claims(ctx.domain, &grant.audiences, &grant.scopes, None);
-        // The client's administrator roles travel in its own tokens only (never a user's).
-        if !client.admin_roles.is_empty() {
+        // The client's administrator roles travel in its own admin-API tokens only: never in a
+        // user's, nor in one meant for a resource server (which could replay it here).
+        if only_admin {
             let roles: Vec<&str> = client.admin_roles.iter().map(|r| r.as_str()).collect();
             extra.insert(ADMIN_ROLES_CLAIM.into(), serde_json::json!(roles));
         }
