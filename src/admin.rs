@@ -423,16 +423,20 @@ pub async fn list_sessions<S: OAuthStore>(
     Ok(paging.page(rows.iter().map(session_json).collect(), total))
 }
 
-/// Ends a live session (its session-bound refresh tokens die with it).
-pub async fn revoke_session<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Caller, sid: &str) -> OAuthResult<()> {
+/// Ends a live session as signing out does: its refresh-token families with their access
+/// tokens, its codes, and back-channel logouts queued to the clients it served (true when some
+/// were queued).
+pub async fn revoke_session<S: OAuthStore>(
+    ctx: &Ctx<'_, S>,
+    caller: &Caller,
+    sid: &str,
+) -> OAuthResult<bool> {
     let s = ctx
         .store
         .find_session_by_sid(&ctx.domain.name, sid, ctx.now)
         .await?
         .ok_or_else(|| not_found("session"))?;
-    ctx.store
-        .end_session_by_sid(&ctx.domain.name, sid, ctx.now)
-        .await?;
+    let (_, queued) = logout::end_session(ctx.store, ctx.domain, &s, ctx.now).await?;
     audit::record(
         ctx.store,
         ctx.now,
@@ -441,7 +445,7 @@ pub async fn revoke_session<S: OAuthStore>(ctx: &Ctx<'_, S>, caller: &Caller, si
             .details(json!({"sid": s.sid})),
     )
     .await;
-    Ok(())
+    Ok(queued)
 }
 
 // ----- OAuthConsents -----
@@ -480,13 +484,13 @@ pub async fn get_consent<S: OAuthStore>(ctx: &Ctx<'_, S>, user: &str, client: &s
 }
 
 /// Withdraws a consent and revokes the user's refresh-token families for that client (and the
-/// access tokens issued in them).
+/// access tokens issued in them); true when back-channel logouts were queued.
 pub async fn delete_consent<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     caller: &Caller,
     user: &str,
     client: &str,
-) -> OAuthResult<()> {
+) -> OAuthResult<bool> {
     let (found, _) = ctx
         .store
         .list_consents(&ctx.domain.name, Some(user), Some(client), 1, 0)
@@ -495,7 +499,7 @@ pub async fn delete_consent<S: OAuthStore>(
         return Err(not_found("consent"));
     }
     // The same withdrawal as the account page's: families revoked, back-channel logout queued.
-    logout::withdraw_consent(
+    let w = logout::withdraw_consent(
         ctx.store,
         ctx.domain,
         user,
@@ -504,7 +508,7 @@ pub async fn delete_consent<S: OAuthStore>(
         ctx.now,
     )
     .await?;
-    Ok(())
+    Ok(w.queued)
 }
 
 // ----- Clients -----

@@ -16,7 +16,7 @@ use super::extract::CurrentDomain;
 use super::response::{error_response, json_no_store};
 use super::userinfo::{bearer_challenge, bearer_error};
 use crate::admin::{self, Caller, Paging, Resource};
-use crate::app::AppState;
+use crate::app::{AppState, deliver_logouts_soon};
 use crate::audit::{self, AuditEvent, Outcome};
 use crate::error::{OAuthError, OAuthResult};
 use crate::keyring;
@@ -46,7 +46,6 @@ pub fn routes() -> Router<AppState> {
         .route("/Events", get(get_events))
 }
 
-/// The bearer token of the Authorization header, checked for `resource`.
 /// The bearer token of the Authorization header, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -80,6 +79,14 @@ fn done(result: OAuthResult<()>, realm: &str) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(&e, realm),
     }
+}
+
+/// [`done`] for an operation that may queue back-channel logouts (true): they leave at once.
+fn done_then_deliver(app: &AppState, result: OAuthResult<bool>, realm: &str) -> Response {
+    if let Ok(true) = result {
+        deliver_logouts_soon(app);
+    }
+    done(result.map(|_| ()), realm)
 }
 
 /// The JSON body of a request, read whole up to `server.max_body_bytes` (413 beyond, in the API's
@@ -263,7 +270,8 @@ pub async fn delete_session(
     AdminPath(id): AdminPath<String>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
-        done(
+        done_then_deliver(
+            &app,
             admin::revoke_session(&ctx, &caller, &id).await,
             &cur.domain.issuer,
         )
@@ -320,7 +328,8 @@ pub async fn delete_consent(
     AdminPath((user, client)): AdminPath<(String, String)>,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
-        done(
+        done_then_deliver(
+            &app,
             admin::delete_consent(&ctx, &caller, &user, &client).await,
             &cur.domain.issuer,
         )

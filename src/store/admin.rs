@@ -125,13 +125,6 @@ pub trait AdminStore {
         limit: i64,
         offset: i64,
     ) -> impl Future<Output = StoreResult<Page<SessionRow>>> + Send;
-    /// Ends a live session by its public id; true when it was live.
-    fn end_session_by_sid(
-        &self,
-        domain: &str,
-        sid: &str,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Replaces the claims (JSON) of a store-managed user; false when no such store user exists.
     fn set_user_claims(
         &self,
@@ -282,16 +275,6 @@ impl AdminStore for SqlStore {
         .fetch_one(&self.pool)
         .await?;
         Ok((rows, total))
-    }
-
-    async fn end_session_by_sid(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(super::logout::END_SESSION)
-            .bind(domain)
-            .bind(sid)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() >= 1)
     }
 
     async fn set_user_claims(

@@ -473,6 +473,16 @@ async fn sessions_are_listed_and_revoked() {
     let app = spawn().await;
     let tokens = sign_in_tokens(&app, &Browser::new(), "firstparty", "openid").await;
     assert!(tokens["refresh_token"].is_string());
+    let userinfo = || async {
+        app.get("/oauth2/v1/userinfo")
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(userinfo().await, 200);
     let token = app.access_token("useradmin").await;
     use ostiary::store::DirectoryStore;
     let alice = app
@@ -501,9 +511,11 @@ async fn sessions_are_listed_and_revoked() {
     assert_eq!(list["totalResults"], 0);
     let (status, _, _) = call(&app, "DELETE", &format!("/Sessions/{sid}"), Some(&token), None).await;
     assert_eq!(status, 404);
-    // The session-bound refresh token died with the session.
+    // As at sign-out: the session-bound refresh token died with the session, and so did the
+    // access token issued with it.
     let (status, _) = refresh(&app, "firstparty", tokens["refresh_token"].as_str().unwrap(), &[]).await;
     assert_eq!(status, 400);
+    assert_eq!(userinfo().await, 401);
 }
 
 #[tokio::test]
