@@ -150,6 +150,45 @@ pub struct ServerHandle {
     state: AppState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The `[server]`, `[database]` and `[keys]` the process started with: a reload applies the
+    /// domains only, and checks them against these.
+    started_with: StartSettings,
+}
+
+/// The sections of the configuration fixed at start.
+struct StartSettings {
+    server: crate::config::ServerConfig,
+    database: crate::config::DatabaseConfig,
+    keys: KeysConfig,
+}
+
+impl StartSettings {
+    fn of(config: &Config) -> StartSettings {
+        StartSettings {
+            server: config.server.clone(),
+            database: config.database.clone(),
+            keys: config.keys.clone(),
+        }
+    }
+
+    /// Puts these sections back into `config`; returns the names of those that differed.
+    fn restore(&self, config: &mut Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differs(&config.server, &self.server) {
+            changed.push("server");
+        }
+        if differs(&config.database, &self.database) {
+            changed.push("database");
+        }
+        if differs(&config.keys, &self.keys) {
+            changed.push("keys");
+        }
+        config.server = self.server.clone();
+        config.database = self.database.clone();
+        config.keys = self.keys.clone();
+        changed
+    }
 }
 
 impl ServerHandle {
@@ -168,13 +207,23 @@ impl ServerHandle {
         self.state.store.close().await;
     }
 
-    /// Applies a new configuration (what SIGHUP does): reconciles the store and swaps the
-    /// domains. The listener and database stay as they are.
-    pub async fn reload(&self, config: Config) -> anyhow::Result<()> {
+    /// Applies a new configuration (what SIGHUP does): loads the domains' keys, reconciles the
+    /// store and swaps the domains. The keys come first, so that a key that cannot be loaded
+    /// refuses the reload before any client or user is changed. `[server]`, `[database]` and
+    /// `[keys]` stay as the process started: a change there is logged at warn (it takes effect
+    /// at the next start), and the domains are validated against the running sections.
+    pub async fn reload(&self, mut config: Config) -> anyhow::Result<()> {
+        for section in self.started_with.restore(&mut config) {
+            tracing::warn!(
+                config.section = section,
+                "[{section}] differs from the one the server started with: it takes effect at the next start, a reload applies the domains only"
+            );
+        }
+        config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
         let now = self.state.clock.now();
-        let report = reconcile::apply(&self.state.store, &domains, now).await?;
         let rings = load_rings(&self.state, &domains, now).await?;
+        let report = reconcile::apply(&self.state.store, &domains, now).await?;
         self.state.rings.store(Arc::new(rings));
         self.state.domains.store(Arc::new(domains));
         tracing::info!(changes = %report.summary(), "configuration reloaded");
@@ -210,6 +259,7 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ServerHandle> {
+    let started_with = StartSettings::of(&config);
     // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
     // before the store is touched.
     let client_trust = Arc::new(
@@ -361,6 +411,7 @@ pub async fn start(
         state,
         stop,
         tasks,
+        started_with,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Configuration is the source of truth for the clients and users it declares: at every start
-//! and reload the store is brought in line (added, changed, and removed ones disabled).
+//! and reload the store is brought in line (added, changed, and removed ones disabled). A user
+//! kept in the store (the CLI's or the admin API's) is never taken over by a declared user of
+//! the same name: that is reported as a conflict and left alone.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +19,8 @@ pub enum Action {
     Changed,
     /// Gone from configuration: disabled so its tokens stop working.
     Disabled,
+    /// Declared in configuration, but the name belongs to a user kept in the store: left alone.
+    Conflict,
 }
 
 impl fmt::Display for Action {
@@ -25,6 +29,7 @@ impl fmt::Display for Action {
             Action::Added => "add",
             Action::Changed => "change",
             Action::Disabled => "disable",
+            Action::Conflict => "conflict (a store user has this name; left alone)",
         })
     }
 }
@@ -53,8 +58,12 @@ impl Plan {
     /// One line such as "2 added, 1 changed, 0 disabled".
     pub fn summary(&self) -> String {
         let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
+        let conflicts = match count(Action::Conflict) {
+            0 => String::new(),
+            n => format!(", {n} in conflict with store users"),
+        };
         format!(
-            "{} added, {} changed, {} disabled",
+            "{} added, {} changed, {} disabled{conflicts}",
             count(Action::Added),
             count(Action::Changed),
             count(Action::Disabled)
@@ -64,6 +73,11 @@ impl Plan {
 
 fn user_hash(u: &crate::config::UserConfig) -> String {
     config_hash(&(u, &u.password_hash, u.enabled))
+}
+
+/// The status a declared user has in the store.
+fn user_status(u: &crate::config::UserConfig) -> &'static str {
+    if u.enabled { "active" } else { "disabled" }
 }
 
 /// Computes the changes without writing anything.
@@ -122,7 +136,12 @@ pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult
         for u in &d.config.users {
             let action = match by_name.get(u.username.as_str()) {
                 None => Some(Action::Added),
-                Some(row) if row.config_hash.as_deref() != Some(user_hash(u).as_str()) => {
+                Some(row) if row.source != "config" => Some(Action::Conflict),
+                // A changed declaration, or one declared again after its removal disabled it.
+                Some(row)
+                    if row.config_hash.as_deref() != Some(user_hash(u).as_str())
+                        || row.status != user_status(u) =>
+                {
                     Some(Action::Changed)
                 }
                 _ => None,
@@ -172,6 +191,10 @@ pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> 
             ("user", Action::Disabled) => {
                 store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
             }
+            (_, Action::Conflict) => {
+                tracing::warn!(domain = %ch.domain, kind = ch.kind, id = %ch.id, "declared in configuration, but a user kept in the store has this name: left alone (rename one of them)");
+                continue;
+            }
             _ => {
                 let Some(u) = d.config.users.iter().find(|u| u.username == ch.id) else {
                     continue;
@@ -181,11 +204,7 @@ pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> 
                     domain: d.name.clone(),
                     username: u.username.clone(),
                     password_hash: u.password_hash.clone(),
-                    status: if u.enabled {
-                        "active".into()
-                    } else {
-                        "disabled".into()
-                    },
+                    status: user_status(u).into(),
                     claims: serde_json::to_string(u).unwrap_or_else(|_| "{}".into()),
                     source: "config".into(),
                     config_hash: Some(user_hash(u)),
