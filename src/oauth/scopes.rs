@@ -58,6 +58,29 @@ pub fn resolve_user_scopes(d: &Domain, c: &Client, requested: Option<&str>) -> O
     Ok(out)
 }
 
+/// The scopes of an earlier grant (a code, a device code, a refresh-token family) that may still
+/// be issued: those the client is still allowed and that still exist, since the configuration
+/// may have changed since (a reload). invalid_grant when none is left.
+pub fn still_granted<'a>(
+    d: &Domain,
+    c: &Client,
+    granted: impl IntoIterator<Item = &'a str>,
+) -> OAuthResult<Vec<String>> {
+    let scopes: Vec<String> = granted
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .filter(|s| d.scope_owner.contains_key(*s) || OPENID_SCOPES.contains(s))
+        .filter(|s| c.scopes.iter().any(|a| a == s))
+        .map(str::to_string)
+        .collect();
+    if scopes.is_empty() {
+        return Err(OAuthError::invalid_grant(
+            "none of the granted scopes is still allowed for this client",
+        ));
+    }
+    Ok(scopes)
+}
+
 /// Resolves the API scopes a client gets from `scope` and `resource` parameters.
 /// RFC 6749 s3.3: without `scope`, the client's pre-defined default (all its allowed API scopes).
 pub fn resolve_api_scopes(

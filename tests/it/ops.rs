@@ -371,6 +371,40 @@ async fn a_reload_keeps_the_start_server_settings_and_checks_the_domains_against
     assert_eq!(resp.status(), 200);
 }
 
+/// A scope removed from a client by a reload is not issued again from an earlier grant: neither
+/// at a refresh nor from a code approved before the reload.
+#[tokio::test]
+async fn a_scope_removed_by_a_reload_is_not_issued_from_earlier_grants() {
+    let app = TestApp::spawn().await;
+    let browser = crate::flow::Browser::new();
+    let tokens =
+        crate::flow::sign_in_tokens(&app, &browser, "webapp", "openid orders.read offline_access").await;
+    assert_eq!(tokens["scope"], "openid orders.read offline_access");
+    let pending = crate::flow::code_flow(&app, &browser, "webapp", "openid orders.read", &[]).await;
+    let without = app.config_text.replace(
+        r#""offline_access", "orders.read", "orders.write""#,
+        r#""offline_access", "orders.write""#,
+    );
+    assert_ne!(without, app.config_text);
+    app.handle()
+        .reload(Config::from_toml_str(&without).unwrap())
+        .await
+        .unwrap();
+    let (status, body) =
+        crate::flow::refresh(&app, "webapp", tokens["refresh_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "openid offline_access");
+    let (_, claims) = crate::harness::jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["aud"],
+        app.issuer.as_str(),
+        "no longer for the orders API: {claims}"
+    );
+    let (status, body) = crate::flow::exchange(&app, &pending).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "openid");
+}
+
 #[tokio::test]
 async fn reload_with_enabled_false_disables_the_client() {
     let app = TestApp::spawn().await;

@@ -9,6 +9,7 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
+use crate::oauth::scopes::still_granted;
 use crate::oauth::user_tokens::{self, UserGrant};
 use crate::store::OAuthStore;
 use crate::store::signin::CodeRow;
@@ -80,12 +81,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-        let scopes: Vec<String> = row
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let scopes = still_granted(ctx.domain, client, row.scope.split(' '))?;
         let claims = user_tokens::stored_claims(row.claims.as_deref());
         let grant = UserGrant {
             client,
@@ -141,7 +137,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(row.scope.clone()),
+            scope: Some(scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),

@@ -109,12 +109,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-        let scopes: Vec<String> = row
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let scopes = crate::oauth::scopes::still_granted(ctx.domain, client, row.scope.split(' '))?;
         // OpenID Connect Core s2: no nonce (there was no authorization request to carry one).
         let grant = UserGrant {
             client,
@@ -171,7 +166,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(row.scope.clone()),
+            scope: Some(scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),

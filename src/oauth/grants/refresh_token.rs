@@ -51,6 +51,10 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         };
         // Checked after the rotation so that a token refused here is used up all the same.
         check_family(ctx, client, &row, &family).await?;
+        // What the client is still allowed: a scope removed from it (or from the domain) since
+        // the grant is no longer issued.
+        let scopes =
+            crate::oauth::scopes::still_granted(ctx.domain, client, scopes.iter().map(String::as_str))?;
         let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
