@@ -241,15 +241,66 @@ fn writable(u: &UserRow) -> OAuthResult<()> {
     Ok(())
 }
 
+/// The longest username and password accepted (characters; a username also appears in logs and
+/// audit events).
+const MAX_USERNAME_CHARS: usize = 255;
+const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Refuses a body with members other than `allowed`: a misspelt member would otherwise be
+/// ignored, and the request answered as if it had been done.
+fn only_members(body: &Value, allowed: &[&str]) -> OAuthResult<()> {
+    let Some(m) = body.as_object() else {
+        return Err(OAuthError::invalid_request("the body must be a JSON object"));
+    };
+    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(OAuthError::invalid_request(format!(
+            "unknown member {k}: this request takes {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Invisible characters that change how a name reads (Unicode format characters: soft hyphen,
+/// zero-width and bidirectional controls, the byte-order mark).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+}
+
+fn username_of(body: &Value) -> OAuthResult<&str> {
+    let u = match body.get("username") {
+        None => return Err(OAuthError::invalid_request("username is required")),
+        Some(Value::String(u)) => u.trim(),
+        Some(_) => return Err(OAuthError::invalid_request("username must be a string")),
+    };
+    if u.is_empty() || u.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(OAuthError::invalid_request(
+            "username must be non-empty printable text, without invisible characters",
+        ));
+    }
+    if u.chars().count() > MAX_USERNAME_CHARS {
+        return Err(OAuthError::invalid_request(format!(
+            "username must be at most {MAX_USERNAME_CHARS} characters"
+        )));
+    }
+    Ok(u)
+}
+
 fn password_of(body: &Value) -> OAuthResult<Zeroizing<String>> {
-    let p = body
-        .get("password")
-        .and_then(Value::as_str)
-        .ok_or_else(|| OAuthError::invalid_request("password is required"))?;
+    let p = match body.get("password") {
+        None => return Err(OAuthError::invalid_request("password is required")),
+        Some(Value::String(p)) => p,
+        Some(_) => return Err(OAuthError::invalid_request("password must be a string")),
+    };
     if p.is_empty() {
         return Err(OAuthError::invalid_request("password must not be empty"));
     }
-    Ok(Zeroizing::new(p.to_string()))
+    if p.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(OAuthError::invalid_request(format!(
+            "password must be at most {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(Zeroizing::new(p.clone()))
 }
 
 fn claims_of(body: &Value) -> OAuthResult<Option<serde_json::Map<String, Value>>> {
@@ -280,12 +331,8 @@ pub async fn create_user<S: OAuthStore>(
     caller: &Caller,
     body: &Value,
 ) -> OAuthResult<Value> {
-    let username = body
-        .get("username")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|u| !u.is_empty() && !u.chars().any(char::is_control))
-        .ok_or_else(|| OAuthError::invalid_request("username must be non-empty printable text"))?;
+    only_members(body, &["username", "password", "claims"])?;
+    let username = username_of(body)?;
     let password = password_of(body)?;
     let claims = claims_of(body)?.unwrap_or_default();
     let hash = ctx
@@ -334,6 +381,12 @@ pub async fn update_user<S: OAuthStore>(
     id: &str,
     body: &Value,
 ) -> OAuthResult<Value> {
+    only_members(body, &["claims", "status"])?;
+    if body.get("claims").is_none() && body.get("status").is_none() {
+        return Err(OAuthError::invalid_request(
+            "nothing to change: give claims, status or both",
+        ));
+    }
     let u = user_by_id(ctx, id).await?;
     writable(&u)?;
     let status = match body.get("status") {
@@ -376,6 +429,7 @@ pub async fn reset_password<S: OAuthStore>(
     id: &str,
     body: &Value,
 ) -> OAuthResult<()> {
+    only_members(body, &["password"])?;
     let u = user_by_id(ctx, id).await?;
     writable(&u)?;
     let password = password_of(body)?;

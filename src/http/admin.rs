@@ -193,7 +193,17 @@ pub async fn post_users(
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         let r = async { admin::create_user(&ctx, &caller, &json_body(&body)?).await }.await;
-        reply(r, StatusCode::CREATED, &cur.domain.issuer)
+        // RFC 9110 s15.3.2: a 201 names the resource it created.
+        let location = r
+            .as_ref()
+            .ok()
+            .and_then(|u| u["id"].as_str())
+            .map(|id| format!("{}/admin/v1/Users/{id}", cur.domain.issuer));
+        let mut resp = reply(r, StatusCode::CREATED, &cur.domain.issuer);
+        if let Some(v) = location.and_then(|l| header::HeaderValue::from_str(&l).ok()) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
     })
 }
 
@@ -454,9 +464,10 @@ pub async fn get_events(
     headers: HeaderMap,
     Query(q): Q,
 ) -> Response {
-    // Events of the token endpoint still queued are stored first.
-    app.audit_queue.flush().await;
     admin_call!(app, cur, peer, headers, Resource::Events, |ctx, caller| {
+        // Events of the token endpoint still queued are stored first (for a caller allowed to
+        // read them: an unauthenticated request causes no write).
+        app.audit_queue.flush().await;
         let r = async { admin::list_events(&ctx, &q, Paging::from_query(&q)?).await }.await;
         reply(r, StatusCode::OK, &cur.domain.issuer)
     })
@@ -490,7 +501,7 @@ pub fn openapi(issuer: &str) -> Value {
         }
         base
     };
-    let body = |props: Value| json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": props}}}});
+    let body = |props: Value| json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": props, "additionalProperties": false}}}});
     let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
     let mut paths = serde_json::Map::new();
     paths.insert("/Users".into(), json!({
@@ -498,7 +509,11 @@ pub fn openapi(issuer: &str) -> Value {
         "post": {
             "operationId": "createUser", "summary": "Create a store-managed user",
             "requestBody": body(json!({"username": {"type": "string"}, "password": {"type": "string", "writeOnly": true}, "claims": {"type": "object"}})),
-            "responses": std_errors(&[("201", ok("The user")), ("400", error.clone()), ("409", error.clone())])
+            "responses": std_errors(&[("201", {
+                let mut created = ok("The user");
+                created["headers"] = json!({"Location": {"description": "The new user's URL", "schema": {"type": "string", "format": "uri"}}});
+                created
+            }), ("400", error.clone()), ("409", error.clone())])
         }
     }));
     paths.insert("/Users/{id}".into(), json!({

@@ -318,7 +318,7 @@ async fn users_are_listed_a_page_at_a_time_in_username_order() {
 async fn users_are_created_read_updated_disabled_and_reset() {
     let app = spawn().await;
     let token = app.access_token("useradmin").await;
-    let (status, _, created) = call(
+    let (status, headers, created) = call(
         &app,
         "POST",
         "/Users",
@@ -328,6 +328,14 @@ async fn users_are_created_read_updated_disabled_and_reset() {
     .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["username"], "zed");
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!(
+            "{}/admin/v1/Users/{}",
+            app.issuer,
+            created["id"].as_str().unwrap()
+        )
+    );
     assert_eq!(created["readOnly"], false);
     assert!(created.get("password_hash").is_none() && !created.to_string().contains("argon2"));
     let id = created["id"].as_str().unwrap().to_string();
@@ -349,6 +357,65 @@ async fn users_are_created_read_updated_disabled_and_reset() {
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    // A misspelt or unknown member, a value of the wrong type, an invisible character or an
+    // overlong name is refused with a message saying which, never ignored.
+    let cases = [
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": "eve", "password": "eve-pass-123", "status": "disabled"}),
+            "unknown member status",
+        ),
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": "eve", "password": 123}),
+            "password must be a string",
+        ),
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": 7, "password": "eve-pass-123"}),
+            "username must be a string",
+        ),
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": "e\u{202e}ve", "password": "eve-pass-123"}),
+            "invisible",
+        ),
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": "e".repeat(256), "password": "eve-pass-123"}),
+            "at most 255",
+        ),
+        (
+            "PATCH",
+            format!("/Users/{id}"),
+            json!({"stauts": "disabled"}),
+            "unknown member stauts",
+        ),
+        ("PATCH", format!("/Users/{id}"), json!({}), "nothing to change"),
+        (
+            "POST",
+            format!("/Users/{id}/password"),
+            json!({"password": "p-123456", "extra": 1}),
+            "unknown member extra",
+        ),
+    ];
+    for (method, path, body, says) in cases {
+        let (status, _, got) = call(&app, method, &path, Some(&token), Some(body.clone())).await;
+        assert_eq!(
+            (status, got["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}: {got}"
+        );
+        let description = got["error_description"].as_str().unwrap();
+        assert!(description.contains(says), "{body}: {description}");
+    }
+    let (_, _, list) = call(&app, "GET", "/Users", Some(&token), None).await;
+    assert!(!list.to_string().contains("\"eve"), "no eve was created: {list}");
     // A NUL anywhere in the body is refused on every store (PostgreSQL cannot keep one in text).
     for body in [
         json!({"username": "nul\u{0}", "password": "zed-pass-123"}),
