@@ -1,6 +1,8 @@
 //! What the sign-in pages share: cookies, page responses, and moving an authorization request
 //! on (sign in, consent, or a code back to the client).
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,7 @@ use super::extract::CurrentDomain;
 use crate::app::AppState;
 use crate::config::ConsentPolicy;
 use crate::crypto::secrets::{ct_eq, random_id, random_token, sha256_b64};
-use crate::domain::{Domain, paths};
+use crate::domain::{Client, Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, Next, error_params, next_step, redirect_with};
 use crate::oauth::params::Params;
@@ -245,8 +247,8 @@ pub async fn proceed(
             )),
         };
     }
-    let Some(client) = d.client(&req.client_id).filter(|c| c.enabled) else {
-        return error_page(&OAuthError::invalid_request("the client is no longer registered"));
+    let Some(client) = registered_client(d, &req) else {
+        return error_page(&no_longer_registered());
     };
     // The person has just signed in as someone other than the user the client named.
     if let Some(s) = &session
@@ -491,8 +493,26 @@ pub fn clear_session_cookie(d: &Domain) -> Option<HeaderValue> {
     set_cookie(d, &cookie_names(d).0, "", Some(0))
 }
 
+/// The request's client, while it is still enabled and still has the request's redirect URI:
+/// the configuration may have changed since the request was checked (a reload), and then no
+/// code is issued and nothing is sent to that URI.
+fn registered_client<'d>(d: &'d Domain, req: &AuthorizationRequest) -> Option<&'d Arc<Client>> {
+    d.client(&req.client_id)
+        .filter(|c| c.enabled)
+        .filter(|c| crate::oauth::redirect_uri::matching(&c.redirect_uris, &req.redirect_uri).is_some())
+}
+
+fn no_longer_registered() -> OAuthError {
+    OAuthError::invalid_request(
+        "the client or its redirect URI is no longer registered; start again from the application",
+    )
+}
+
 /// Issues a code for the session and sends it to the client.
 pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, s: &SessionRow) -> Response {
+    if registered_client(d, req).is_none() {
+        return error_page(&no_longer_registered());
+    }
     // The last guard: the session may have changed hands since the request was checked.
     if !is_the_named_user(req, s) {
         return error_to_client(d, req, &not_the_named_user());

@@ -405,6 +405,60 @@ async fn a_scope_removed_by_a_reload_is_not_issued_from_earlier_grants() {
     assert_eq!(body["scope"], "openid");
 }
 
+/// A redirect URI removed by a reload while a person was signing in: no code is issued, and the
+/// browser is not sent to that URI (an error page instead).
+#[tokio::test]
+async fn a_redirect_uri_removed_while_signing_in_gets_no_code() {
+    use crate::flow::{Browser, authorize_url, pkce};
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let p = pkce();
+    let url = authorize_url(
+        &app,
+        &[
+            ("response_type", "code"),
+            ("client_id", "webapp"),
+            ("redirect_uri", "https://app.example.com/cb2"),
+            ("scope", "openid"),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let login = browser.get(&url).await;
+    assert!(login.is_login(), "{}", login.body);
+    let without = app.config_text.replace(
+        r#"redirect_uris = ["https://app.example.com/cb", "https://app.example.com/cb2"]"#,
+        r#"redirect_uris = ["https://app.example.com/cb"]"#,
+    );
+    assert_ne!(without, app.config_text);
+    let app = &app;
+    app.handle()
+        .reload(Config::from_toml_str(&without).unwrap())
+        .await
+        .unwrap();
+    let page = browser
+        .sign_in(&login, "alice", &crate::harness::password("alice"))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.location().is_none());
+    assert!(page.body.contains("no longer registered"), "{}", page.body);
+    // The same while the consent page is open: its approval gets no code either.
+    let reload = |text: String| async move {
+        app.handle()
+            .reload(Config::from_toml_str(&text).unwrap())
+            .await
+            .unwrap()
+    };
+    reload(app.config_text.clone()).await;
+    let consent = browser.get(&url).await;
+    assert!(consent.is_consent(), "{}", consent.body);
+    reload(without.clone()).await;
+    let page = browser.consent(&consent, "approve", &[]).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.location().is_none());
+    assert!(page.body.contains("no longer registered"), "{}", page.body);
+}
+
 #[tokio::test]
 async fn reload_with_enabled_false_disables_the_client() {
     let app = TestApp::spawn().await;
