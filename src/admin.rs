@@ -408,6 +408,9 @@ pub async fn update_user<S: OAuthStore>(
         changed.push("claims");
     }
     if let Some(s) = &status {
+        if s != "active" && u.status == "active" {
+            logout::end_user_standing(ctx.store, ctx.domain, &u.id, ctx.now).await?;
+        }
         ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
         changed.push("status");
     }
@@ -438,6 +441,7 @@ pub async fn reset_password<S: OAuthStore>(
         .hash(password)
         .await
         .map_err(OAuthError::server_error)?;
+    logout::end_user_standing(ctx.store, ctx.domain, &u.id, ctx.now).await?;
     ctx.store
         .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now)
         .await?;

@@ -14,8 +14,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::crypto::kek::Kek;
 use crate::crypto::secrets::{SecretHash, argon2_hash, random_id, random_token};
-use crate::domain::Domains;
+use crate::domain::{Domain, Domains};
 use crate::keyring;
+use crate::oauth::logout::end_user_standing;
 use crate::reconcile;
 use crate::store::admin::AdminStore;
 use crate::store::{ClientRow, DirectoryStore, KeyStore, SqlStore, StoreResult, UserRow};
@@ -398,7 +399,11 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
     let domain = one_domain(&domains, domain_arg)?;
     let store = app::open_store(&config).await?;
     let now = SystemClock.now();
-    let result = run_user(&store, &domain, action, now).await;
+    let d = domains
+        .by_name(&domain)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no domain {domain}"))?;
+    let result = run_user(&store, &d, action, now).await;
     store.close().await;
     result
 }
@@ -410,7 +415,8 @@ fn cli_event(kind: &'static str, domain: &str) -> AuditEvent {
     e
 }
 
-async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) -> anyhow::Result<()> {
+async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) -> anyhow::Result<()> {
+    let domain = d.name.as_str();
     let declared = |u: &UserRow| u.source == "config";
     match action {
         UserAction::Add { target, email, name } => {
@@ -462,9 +468,11 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
                 ),
                 Some(u) => {
                     let password = read_secret_stdin()?;
-                    store
-                        .set_user_password(domain, &u.username, &argon2_hash(&password)?, now)
-                        .await?;
+                    let hash = argon2_hash(&password)?;
+                    // As the admin API does: the sessions end as signing out everywhere, and the
+                    // relying parties are told (a running server delivers the queued logouts).
+                    end_user_standing(store, d, &u.id, now).await?;
+                    store.set_user_password(domain, &u.username, &hash, now).await?;
                     audit::record(
                         store,
                         now,
@@ -482,6 +490,9 @@ async fn run_user(store: &SqlStore, domain: &str, action: UserAction, now: i64) 
                 u.username
             ),
             Some(u) => {
+                if u.status == "active" {
+                    end_user_standing(store, d, &u.id, now).await?;
+                }
                 store
                     .set_user_status(domain, &u.username, "disabled", now)
                     .await?;

@@ -8,7 +8,9 @@ use std::fmt;
 
 use crate::crypto::secrets::random_id;
 use crate::domain::{Domains, config_hash};
-use crate::store::{DirectoryStore, StoreResult, UserRow};
+use crate::error::OAuthResult;
+use crate::oauth::logout::end_user_standing;
+use crate::store::{DirectoryStore, OAuthStore, StoreResult, UserRow};
 
 /// What reconciliation does to one client or user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +173,7 @@ pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult
 }
 
 /// Computes and applies the changes.
-pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> StoreResult<Plan> {
+pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> OAuthResult<Plan> {
     let plan = plan(store, domains).await?;
     for ch in &plan.changes {
         let Some(d) = domains.by_name(&ch.domain) else {
@@ -189,6 +191,9 @@ pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> 
                 }
             }
             ("user", Action::Disabled) => {
+                if let Some(u) = store.find_user(&d.name, &ch.id).await? {
+                    end_user_standing(store, d, &u.id, now).await?;
+                }
                 store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
             }
             (_, Action::Conflict) => {
@@ -211,6 +216,14 @@ pub async fn apply(store: &impl DirectoryStore, domains: &Domains, now: i64) -> 
                     created_at: now,
                     updated_at: now,
                 };
+                // A new password, or disabled: the sessions end and the relying parties are told
+                // (the store ends any left).
+                if let Some(before) = store.find_user(&d.name, &u.username).await?
+                    && (before.password_hash != row.password_hash
+                        || (row.status != "active" && before.status == "active"))
+                {
+                    end_user_standing(store, d, &before.id, now).await?;
+                }
                 store.upsert_user(&row).await?;
             }
         }

@@ -310,6 +310,20 @@ pub async fn end_all_sessions<S: OAuthStore>(
     Ok((served, queued))
 }
 
+/// Before a user is disabled or given a new password: every session of theirs ends as signing
+/// out everywhere does (codes closed, every family revoked, back-channel logouts queued to the
+/// clients the sessions served), so that the relying parties are told. The store's own change
+/// ends whatever session is left (one begun meanwhile). True when logouts were queued.
+pub async fn end_user_standing<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    user_id: &str,
+    now: i64,
+) -> OAuthResult<bool> {
+    let (_, queued) = end_all_sessions(store, domain, user_id, now).await?;
+    Ok(queued)
+}
+
 /// What withdrawing a consent did.
 #[derive(Debug, Clone, Copy)]
 pub struct Withdrawn {

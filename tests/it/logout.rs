@@ -443,6 +443,48 @@ async fn a_code_redeemed_while_its_session_ends_gives_nothing_that_works() {
     app.stop().await;
 }
 
+/// A user given a new password, then disabled (here by reloads of the file; the admin API and the
+/// CLI take the same path), is signed out everywhere as signing out does: each time the relying
+/// party gets its back-channel logout, and what the session gave stops working.
+#[tokio::test]
+async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_parties() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let alice_hash = app
+        .config_text
+        .split("username = \"alice\"\n  password_hash = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let new_password = app
+        .config_text
+        .replace(&alice_hash, &crate::harness::password_hash("bob"));
+    let without_alice = app
+        .config_text
+        .replace("username = \"alice\"", "username = \"alice-gone\"");
+    for text in [new_password, without_alice] {
+        let browser = Browser::new();
+        let t = tokens(&app, &browser, "rp", "openid profile").await;
+        let access = s(&t, "access_token");
+        let (_, id) = jwt_parts(s(&t, "id_token"));
+        assert_eq!(userinfo_status(&app, access).await, 200);
+        app.handle()
+            .reload(ostiary::config::Config::from_toml_str(&text).unwrap())
+            .await
+            .unwrap();
+        let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+        assert_eq!((&claims["sub"], &claims["sid"]), (&id["sub"], &id["sid"]));
+        assert_eq!(userinfo_status(&app, access).await, 401);
+        assert!(!signed_in(&app, &browser).await);
+        // Back to the file as it was, for the next round.
+        app.handle()
+            .reload(ostiary::config::Config::from_toml_str(&app.config_text).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_logout_posted_from_another_site_goes_on_by_get_and_signs_out() {
     let listener = Listener::start(&[]).await;
