@@ -668,7 +668,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
             );
         };
         for d in &targets {
-            let kids = keyring::rotate(
+            let rotation = keyring::rotate(
                 &store,
                 &kek,
                 &d.name,
@@ -677,6 +677,14 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                 config.keys.publish_ahead.0,
             )
             .await?;
+            for (kid, at) in &rotation.already_staged {
+                println!(
+                    "domain {}: key {kid} is already staged, signing from {}: no new key for its algorithm",
+                    d.name,
+                    when(*at, now)
+                );
+            }
+            let kids = rotation.created;
             if !kids.is_empty() {
                 let event =
                     cli_event("admin.keys.rotated", &d.name).details(serde_json::json!({ "kids": kids }));

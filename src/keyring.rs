@@ -273,8 +273,18 @@ pub async fn ensure_keys(
     Ok(created)
 }
 
-/// Stages a new key for each algorithm: published now, signing from `now + publish_ahead`.
-/// Returns the new kids.
+/// What [`rotate`] did.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    /// The kids of the keys staged now.
+    pub created: Vec<String>,
+    /// The keys already staged and not signing yet, as (kid, activates_at): their algorithms got
+    /// no new key (another would only be published, never sign before a newer one).
+    pub already_staged: Vec<(String, i64)>,
+}
+
+/// Stages a new key for each algorithm: published now, signing from `now + publish_ahead`. An
+/// algorithm whose newest key is still waiting to sign gets none.
 pub async fn rotate(
     store: &impl KeyStore,
     kek: &Kek,
@@ -282,23 +292,25 @@ pub async fn rotate(
     algs: &[SigningAlg],
     now: i64,
     publish_ahead: i64,
-) -> Result<Vec<String>, KeyError> {
+) -> Result<Rotation, KeyError> {
     let rows = store.list_keys(domain).await?;
-    let mut created = Vec::new();
+    let mut done = Rotation::default();
     for alg in algs {
-        let generation = rows
+        let newest = rows
             .iter()
             .filter(|r| r.alg == alg.as_str())
-            .map(|r| r.generation)
-            .max()
-            .unwrap_or(0)
-            + 1;
+            .max_by_key(|r| r.generation);
+        if let Some(k) = newest.filter(|k| k.activates_at > now) {
+            done.already_staged.push((k.kid.clone(), k.activates_at));
+            continue;
+        }
+        let generation = newest.map_or(0, |k| k.generation) + 1;
         let activates_at = if generation == 1 { now } else { now + publish_ahead };
         if let Some(kid) = create_key(store, kek, domain, *alg, generation, now, activates_at).await? {
-            created.push(kid);
+            done.created.push(kid);
         }
     }
-    Ok(created)
+    Ok(done)
 }
 
 /// Rotates the algorithms whose newest key is due: its activation is older than
@@ -330,7 +342,9 @@ pub async fn rotate_if_due(
     if due.is_empty() {
         return Ok(Vec::new());
     }
-    rotate(store, kek, domain, &due, now, publish_ahead).await
+    Ok(rotate(store, kek, domain, &due, now, publish_ahead)
+        .await?
+        .created)
 }
 
 /// Deletes keys no longer published (their successor activated more than `retain` ago).
@@ -421,7 +435,8 @@ mod tests {
         // Another replica stages a key; a token naming it makes this ring re-read at once.
         let new = rotate(store.as_ref(), &kek, "d", &[SigningAlg::ES256], 0, 0)
             .await
-            .unwrap();
+            .unwrap()
+            .created;
         let set = ring.keys_for(&jws_naming(&new[0]), store.as_ref(), &kek).await;
         assert!(set.verifying_key(&new[0]).is_some());
         assert_eq!(reads(), before + 2, "rotate read once, the ring once");

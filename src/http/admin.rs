@@ -423,7 +423,8 @@ pub async fn get_keys(
 }
 
 /// `POST /Keys/rotate`: stages a new key per algorithm (published now, signing after
-/// `keys.publish_ahead`); 200 with the new kids.
+/// `keys.publish_ahead`), unless one is still waiting to sign; 200 with the new kids and those
+/// already waiting.
 pub async fn post_keys_rotate(
     State(app): State<AppState>,
     cur: CurrentDomain,
@@ -432,7 +433,7 @@ pub async fn post_keys_rotate(
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Keys, |ctx, caller| {
         let r = async {
-            let kids = keyring::rotate(
+            let rotation = keyring::rotate(
                 &app.store,
                 &app.kek,
                 &ctx.domain.name,
@@ -452,10 +453,19 @@ pub async fn post_keys_rotate(
                 AuditEvent::new("admin.keys.rotated", &ctx.domain.name, Outcome::Success)
                     .by_client(&caller.client_id)
                     .request(&ctx.peer.request_id)
-                    .details(json!({"kids": kids})),
+                    .details(json!({"kids": rotation.created})),
             )
             .await;
-            Ok(json!({"created": kids, "activates": ctx.now + app.keys.publish_ahead.0}))
+            let staged: Vec<Value> = rotation
+                .already_staged
+                .iter()
+                .map(|(kid, at)| json!({"kid": kid, "activates": at}))
+                .collect();
+            Ok(json!({
+                "created": rotation.created,
+                "activates": ctx.now + app.keys.publish_ahead.0,
+                "alreadyStaged": staged,
+            }))
         }
         .await;
         reply(r, StatusCode::OK, &cur.domain.issuer)

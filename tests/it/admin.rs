@@ -683,6 +683,18 @@ async fn keys_are_listed_and_rotated() {
     assert_eq!(status, 200, "{rotated}");
     let created = rotated["created"].as_array().unwrap().len() as i64;
     assert!(created >= 1);
+    // Again while those keys wait to sign: nothing new is staged (it would never sign before
+    // them), and the answer says which keys are waiting.
+    let (status, _, again) = call(&app, "POST", "/Keys/rotate", Some(&token), None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["created"], json!([]));
+    let waiting: Vec<&str> = again["alreadyStaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(json!(waiting), rotated["created"]);
     let (_, _, after) = call(&app, "GET", "/Keys", Some(&token), None).await;
     assert_eq!(after["totalResults"].as_i64().unwrap(), n + created);
     assert!(
