@@ -210,12 +210,18 @@ fn domain_routes() -> Router<AppState> {
 /// Routes a request to the domain whose issuer host and path prefix match, then runs the
 /// domain's routes with the prefix removed.
 async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
+    // RFC 9112 s3.2.2: a request target in absolute form names the host, and the Host header is
+    // then ignored.
     let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let path = req.uri().path().to_string();
     let domains = app.domains.load();

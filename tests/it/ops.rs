@@ -146,6 +146,35 @@ async fn graceful_shutdown_stops_the_listener() {
     );
 }
 
+/// RFC 9112 s3.2.2: a request whose target is an absolute URL is routed by that URL's host, and
+/// its Host header is ignored.
+#[tokio::test]
+async fn an_absolute_request_target_is_routed_by_its_own_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let addr = app.issuer.trim_start_matches("http://").to_string();
+    let ask = |target: String, host: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            conn.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let discovery = "/.well-known/openid-configuration";
+    let answer = ask(format!("{}{discovery}", app.issuer), "unknown.example").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("\"issuer\":\"{}\"", app.issuer)),
+        "{answer}"
+    );
+    let answer = ask(format!("http://unknown.example{discovery}"), "127.0.0.1").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_client_that_sends_half_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
