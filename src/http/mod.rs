@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -237,7 +237,7 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
             .map(|(d, rest)| (d, rest.to_string())),
     };
     let Some((domain, rest)) = routed else {
-        return not_found().await;
+        return not_found(req.headers().clone()).await;
     };
     let Some(ring) = app.rings.load().get(&domain.name).cloned() else {
         return OAuthError::unavailable("the domain's keys are not loaded").into_response();
@@ -249,7 +249,7 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
     };
     match new_uri.parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return not_found().await,
+        Err(_) => return not_found(req.headers().clone()).await,
     }
     req.extensions_mut().insert(CurrentDomain { domain, ring });
     match router.oneshot(req).await {
@@ -263,12 +263,28 @@ async fn preflight() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn not_found() -> Response {
-    OAuthError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+async fn not_found(headers: HeaderMap) -> Response {
+    for_the_asker(&headers, OAuthError::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
-async fn method_not_allowed() -> Response {
-    OAuthError::new(ErrorCode::MethodNotAllowed, "this method is not allowed here").into_response()
+async fn method_not_allowed(headers: HeaderMap) -> Response {
+    for_the_asker(
+        &headers,
+        OAuthError::new(ErrorCode::MethodNotAllowed, "this method is not allowed here"),
+    )
+}
+
+/// An error a browser asked for (its `Accept` names HTML) as a page; JSON to anything else.
+fn for_the_asker(headers: &HeaderMap, err: OAuthError) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        pages::error_page(&err)
+    } else {
+        err.into_response()
+    }
 }
 
 /// `GET /healthz`: the process is up.

@@ -146,6 +146,52 @@ async fn graceful_shutdown_stops_the_listener() {
     );
 }
 
+/// An unknown path, an unknown host or a wrong method: a browser (Accept names HTML) gets an
+/// HTML page, anything else the JSON error; the 405 names the allowed methods either way.
+#[tokio::test]
+async fn errors_outside_the_routes_are_pages_for_browsers_and_json_otherwise() {
+    let app = TestApp::spawn().await;
+    let html = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let cases = [
+        ("GET", format!("{}/no/such/page", app.issuer), None, 404),
+        (
+            "GET",
+            format!("{}/no/such/page", app.base),
+            Some("unknown.example"),
+            404,
+        ),
+        ("PUT", format!("{}/oauth2/v1/authorize", app.issuer), None, 405),
+    ];
+    for (method, url, host, status) in cases {
+        for accept in [html, "application/json"] {
+            let mut req = app
+                .http
+                .request(method.parse().unwrap(), &url)
+                .header("accept", accept);
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), status, "{method} {url} {accept}");
+            if status == 405 {
+                assert!(resp.headers().contains_key("allow"), "{method} {url} {accept}");
+            }
+            let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+            let body = resp.text().await.unwrap();
+            if accept == html {
+                assert!(content_type.starts_with("text/html"), "{url}: {content_type}");
+                assert!(body.contains("<html") || body.contains("<!DOCTYPE"), "{body}");
+            } else {
+                assert!(
+                    content_type.starts_with("application/json"),
+                    "{url}: {content_type}"
+                );
+                assert!(body.contains("\"error\""), "{body}");
+            }
+        }
+    }
+}
+
 /// RFC 9112 s3.2.2: a request whose target is an absolute URL is routed by that URL's host, and
 /// its Host header is ignored.
 #[tokio::test]
