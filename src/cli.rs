@@ -230,7 +230,7 @@ async fn wait_for_signals(signals: Signals, handle: &app::ServerHandle, path: &P
             _ = hup.recv() => match Config::load(path) {
                 Ok(config) => {
                     if let Err(e) = handle.reload(config).await {
-                        tracing::error!(error.cause = %e, "reload failed; the previous configuration stays in force");
+                        tracing::error!(error.cause = %e, "reload failed: the previous domains stay in force (store changes already made, if any, are logged above as store reconciled)");
                     }
                 }
                 Err(errs) => {

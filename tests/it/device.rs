@@ -549,6 +549,43 @@ async fn racing_polls_get_one_answer_with_tokens_that_the_replays_revoke() {
     }
 }
 
+/// A device code polled at the moment the sign-in that approved it ends: the session is marked
+/// ended (sign-out's first step) after the approval, before the poll. The poll asks last whether
+/// the session still stands, so it issues nothing that works: invalid_grant, and what it
+/// recorded (the access token's id, the family) is revoked.
+#[tokio::test]
+async fn a_device_code_polled_while_its_session_ends_gives_nothing_that_works() {
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid offline_access").await;
+    let browser = signed_in_browser(&app).await;
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    decide(&browser, &confirm, "approve").await;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let answer = poll(&app, "tv", &device_code).await;
+    assert_token_error(&answer, "invalid_grant");
+    let (jti,): (Option<String>,) = sqlx::query_as("SELECT access_jti FROM device_codes")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let jti = jti.expect("the redemption recorded its access token");
+    let (revoked,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM revoked_jtis WHERE jti = $1")
+        .bind(&jti)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1);
+    let (live,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM refresh_families WHERE revoked_at IS NULL")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
 #[tokio::test]
 async fn without_offline_access_no_refresh_token_and_without_openid_no_id_token() {
     let app = spawn().await;
