@@ -224,10 +224,11 @@ impl ServerHandle {
         let now = self.state.clock.now();
         let rings = load_rings(&self.state, &domains, now).await?;
         let report = reconcile::apply(&self.state.store, &domains, now).await?;
-        // Users disabled or given a new password were signed out: their relying parties are told now.
-        deliver_logouts_soon(&self.state);
         self.state.rings.store(Arc::new(rings));
         self.state.domains.store(Arc::new(domains));
+        // Users disabled or given a new password were signed out: their relying parties are told
+        // now, at the addresses of the new configuration.
+        deliver_logouts_soon(&self.state);
         tracing::info!(changes = %report.summary(), "configuration reloaded");
         Ok(())
     }

@@ -5,8 +5,8 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    consent_page, csrf_cookie, error_page, error_to_client, issue_code, pending, pending_form, read_form,
-    require_session,
+    consent_page, csrf_cookie, error_page, error_to_client, issue_code, no_longer_registered, pending,
+    pending_form, read_form, registered_client, require_session,
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
@@ -64,6 +64,11 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
             return error_page(&OAuthError::invalid_request(EXPIRED));
         }
         Err(e) => return error_page(&e.into()),
+    }
+    // A reload since the page was shown may have removed the client or its redirect URI: then no
+    // consent is recorded and nothing is sent there.
+    if registered_client(d, &req).is_none() {
+        return error_page(&no_longer_registered());
     }
     if form.get("decision") != Some("approve") {
         let err = OAuthError::new(ErrorCode::AccessDenied, "the person denied the request");

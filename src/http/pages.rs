@@ -194,6 +194,11 @@ pub fn see_other(location: &str) -> Response {
 
 /// An authorization error redirected to the client with state and iss (RFC 9207).
 pub fn error_to_client(d: &Domain, req: &AuthorizationRequest, err: &OAuthError) -> Response {
+    // Nothing is sent to a redirect URI the configuration no longer has (a reload since the
+    // request was checked).
+    if registered_client(d, req).is_none() {
+        return error_page(&no_longer_registered());
+    }
     tracing::info!(error.code = err.code.as_str(), error.description = %err.description, "authorization error returned to the client");
     to_client(req, &error_params(err, req.state.as_deref(), &d.issuer))
 }
@@ -496,13 +501,13 @@ pub fn clear_session_cookie(d: &Domain) -> Option<HeaderValue> {
 /// The request's client, while it is still enabled and still has the request's redirect URI:
 /// the configuration may have changed since the request was checked (a reload), and then no
 /// code is issued and nothing is sent to that URI.
-fn registered_client<'d>(d: &'d Domain, req: &AuthorizationRequest) -> Option<&'d Arc<Client>> {
+pub fn registered_client<'d>(d: &'d Domain, req: &AuthorizationRequest) -> Option<&'d Arc<Client>> {
     d.client(&req.client_id)
         .filter(|c| c.enabled)
         .filter(|c| crate::oauth::redirect_uri::matching(&c.redirect_uris, &req.redirect_uri).is_some())
 }
 
-fn no_longer_registered() -> OAuthError {
+pub fn no_longer_registered() -> OAuthError {
     OAuthError::invalid_request(
         "the client or its redirect URI is no longer registered; start again from the application",
     )

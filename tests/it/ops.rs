@@ -517,21 +517,65 @@ async fn a_redirect_uri_removed_while_signing_in_gets_no_code() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.location().is_none());
     assert!(page.body.contains("no longer registered"), "{}", page.body);
-    // The same while the consent page is open: its approval gets no code either.
     let reload = |text: String| async move {
         app.handle()
             .reload(Config::from_toml_str(&text).unwrap())
             .await
             .unwrap()
     };
-    reload(app.config_text.clone()).await;
-    let consent = browser.get(&url).await;
-    assert!(consent.is_consent(), "{}", consent.body);
-    reload(without.clone()).await;
-    let page = browser.consent(&consent, "approve", &[]).await;
-    assert_eq!(page.status, 400, "{}", page.body);
-    assert!(page.location().is_none());
-    assert!(page.body.contains("no longer registered"), "{}", page.body);
+    // The same while the consent page is open: neither its approval nor its denial is sent
+    // there, and no consent is recorded.
+    for decision in ["approve", "deny"] {
+        reload(app.config_text.clone()).await;
+        let consent = browser.get(&url).await;
+        assert!(consent.is_consent(), "{}", consent.body);
+        reload(without.clone()).await;
+        let page = browser.consent(&consent, decision, &[]).await;
+        assert_eq!(page.status, 400, "{decision}: {}", page.body);
+        assert!(page.location().is_none(), "{decision}");
+        assert!(page.body.contains("no longer registered"), "{}", page.body);
+    }
+    assert_eq!(count_rows(&app.database_url, "consents").await, 0);
+}
+
+/// An offline refresh-token family whose offline scope a reload removed from the client lives
+/// with its session from then on, as any other: once the session has ended, it is refused.
+#[tokio::test]
+async fn an_offline_family_whose_offline_scope_is_removed_dies_with_its_session() {
+    let app = TestApp::spawn().await;
+    let tokens = crate::flow::sign_in_tokens(
+        &app,
+        &crate::flow::Browser::new(),
+        "webapp",
+        "openid offline_access",
+    )
+    .await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // Offline: the session's end does not matter.
+    let (status, body) = crate::flow::refresh(&app, "webapp", &rt, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap().to_string();
+    let without = app.config_text.replace(
+        r#""get_groups", "offline_access", "orders.read""#,
+        r#""get_groups", "orders.read""#,
+    );
+    assert_ne!(without, app.config_text);
+    app.handle()
+        .reload(Config::from_toml_str(&without).unwrap())
+        .await
+        .unwrap();
+    let (status, body) = crate::flow::refresh(&app, "webapp", &rt, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

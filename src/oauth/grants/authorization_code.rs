@@ -46,6 +46,10 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         if row.expires_at <= ctx.now {
             return Err(invalid().with_cause("code expired"));
         }
+        // The tokens never outlive the sign-in that approved them (as for device codes).
+        if row.session_expires_at <= ctx.now {
+            return Err(invalid().with_cause("the sign-in that approved this code has ended"));
+        }
         // RFC 6749 s4.1.3: redirect_uri must be identical when the request included it.
         let given = params.get("redirect_uri");
         if (row.redirect_uri_given == 1 || given.is_some()) && given != Some(row.redirect_uri.as_str()) {

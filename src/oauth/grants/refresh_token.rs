@@ -58,9 +58,15 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
-        let remaining = match family.offline {
-            1 => family.expires_at - ctx.now,
-            _ => session_remaining(ctx, &family).await?,
+        // An offline family stays offline while the client still has its offline scope (a
+        // reload may have removed it); otherwise it lives with its session, as any other.
+        let still_offline = family.offline == 1
+            && crate::oauth::scopes::still_granted(ctx.domain, client, family.scope.split(' '))
+                .is_ok_and(|granted| user_tokens::is_offline(ctx.domain, &granted));
+        let remaining = if still_offline {
+            family.expires_at - ctx.now
+        } else {
+            session_remaining(ctx, &family).await?
         };
         let claims = user_tokens::stored_claims(family.claims.as_deref());
         let grant = UserGrant {
