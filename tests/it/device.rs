@@ -560,13 +560,10 @@ async fn a_device_code_polled_while_its_session_ends_gives_nothing_that_works() 
     let browser = signed_in_browser(&app).await;
     let confirm = to_confirmation(&app, &browser, &user_code).await;
     decide(&browser, &confirm, "approve").await;
+    assert_eq!(crate::harness::mark_sessions_ended(&app.database_url).await, 1);
+    let answer = poll(&app, "tv", &device_code).await;
     sqlx::any::install_default_drivers();
     let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
-    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let answer = poll(&app, "tv", &device_code).await;
     assert_token_error(&answer, "invalid_grant");
     let (jti,): (Option<String>,) = sqlx::query_as("SELECT access_jti FROM device_codes")
         .fetch_one(&mut db)

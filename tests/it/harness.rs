@@ -571,3 +571,15 @@ pub async fn count_rows(database_url: &str, table: &str) -> i64 {
         .expect("count");
     row.0
 }
+
+/// Marks every live session ended straight in the app's database, as a sign-out's first step
+/// does and nothing more (its families, codes and logouts untouched); returns how many.
+pub async fn mark_sessions_ended(database_url: &str) -> u64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
+        .execute(&mut conn)
+        .await
+        .expect("end the sessions")
+        .rows_affected()
+}

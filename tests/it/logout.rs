@@ -406,11 +406,7 @@ async fn a_code_redeemed_while_its_session_ends_gives_nothing_that_works() {
     for scope in ["openid profile", "openid offline_access"] {
         let code = bare_code(&app, &Browser::new(), scope).await;
         // The sign-out's first step only: the session is marked ended, nothing else is done.
-        let ended = sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
-            .execute(&mut db)
-            .await
-            .expect("end the session");
-        assert_eq!(ended.rows_affected(), 1);
+        assert_eq!(crate::harness::mark_sessions_ended(&app.database_url).await, 1);
         let (status, body) = exchange(&app, &code).await;
         assert_eq!(
             (status, s(&body, "error")),

@@ -551,12 +551,7 @@ async fn an_offline_family_whose_offline_scope_is_removed_dies_with_its_session(
     )
     .await;
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
-    sqlx::any::install_default_drivers();
-    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
-    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE ended_at IS NULL")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    assert_eq!(crate::harness::mark_sessions_ended(&app.database_url).await, 1);
     // Offline: the session's end does not matter.
     let (status, body) = crate::flow::refresh(&app, "webapp", &rt, &[]).await;
     assert_eq!(status, 200, "{body}");
