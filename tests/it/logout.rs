@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
-use crate::flow::{Browser, Code, Page, authorize_url, exchange, pkce, refresh, walk};
+use crate::flow::{Browser, Code, Page, Pkce, authorize_url, exchange, pkce, refresh, walk};
 use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
 
 pub const RP_REDIRECT: &str = "https://rp.example.com/cb";
@@ -179,21 +179,22 @@ fn end_session_url(app: &TestApp, params: &[(&str, &str)]) -> String {
 
 /// True when the browser still has a live session (an authorization goes straight to a code).
 pub async fn signed_in(app: &TestApp, browser: &Browser) -> bool {
-    let p = pkce();
-    let page = browser
-        .get(&authorize_url(
-            app,
-            &[
-                ("response_type", "code"),
-                ("client_id", "rp"),
-                ("redirect_uri", RP_REDIRECT),
-                ("scope", "openid"),
-                ("code_challenge", &p.challenge),
-                ("code_challenge_method", "S256"),
-            ],
-        ))
-        .await;
-    !page.is_login()
+    !browser.get(&rp_request(app, &pkce())).await.is_login()
+}
+
+/// An authorization request of `rp` for `openid`, with the challenge of `p`.
+fn rp_request(app: &TestApp, p: &Pkce) -> String {
+    authorize_url(
+        app,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", RP_REDIRECT),
+            ("scope", "openid"),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
 }
 
 async fn userinfo_status(app: &TestApp, access_token: &str) -> u16 {
@@ -478,6 +479,84 @@ async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_pa
             .reload(ostiary::config::Config::from_toml_str(&app.config_text).unwrap())
             .await
             .unwrap();
+    }
+}
+
+/// The same through the admin API: a store user disabled, and another given a new password, are
+/// each signed out at the relying party (a logout token with their sub and sid).
+#[tokio::test]
+async fn the_admin_api_signs_out_a_user_it_disables_or_gives_a_new_password() {
+    let mut listener = Listener::start(&[]).await;
+    let admin = format!(
+        r#"
+  [[domain.client]]
+  client_id = "useradmin"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  admin_roles = ["User Administrator"]
+"#,
+        ostiary::crypto::secrets::SecretHash::sha256_string(&secret("useradmin"))
+    );
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!("{}{admin}", clients(&listener.uri)),
+        ..Opts::default()
+    })
+    .await;
+    let token = app.access_token("useradmin").await;
+    let api = |method: &str, path: String, body: Value| {
+        app.http
+            .request(method.parse().unwrap(), format!("{}/admin/v1{path}", app.issuer))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    for (name, change) in [
+        ("dave", ("PATCH", "", serde_json::json!({"status": "disabled"}))),
+        (
+            "erin",
+            (
+                "POST",
+                "/password",
+                serde_json::json!({"password": "erin-new-pass"}),
+            ),
+        ),
+    ] {
+        let created: Value = api(
+            "POST",
+            "/Users".into(),
+            serde_json::json!({"username": name, "password": format!("{name}-pass-123")}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let id = s(&created, "id").to_string();
+        // The user signs in at the relying party.
+        let browser = Browser::new();
+        let p = pkce();
+        let login = browser.get(&rp_request(&app, &p)).await;
+        let page = browser.sign_in(&login, name, &format!("{name}-pass-123")).await;
+        let code = page.redirect_params()["code"].clone();
+        let (status, t) = exchange(
+            &app,
+            &Code {
+                code,
+                verifier: p.verifier,
+                redirect_uri: RP_REDIRECT.to_string(),
+                client: "rp".to_string(),
+            },
+        )
+        .await;
+        assert_eq!(status, 200, "{t}");
+        let (_, claims) = jwt_parts(s(&t, "id_token"));
+        let (method, suffix, body) = change;
+        let resp = api(method, format!("/Users/{id}{suffix}"), body).await.unwrap();
+        assert!(resp.status().is_success(), "{name}: {}", resp.status());
+        let logout = check_logout_token(&app, &listener.next().await, "rp").await;
+        assert_eq!(logout["sub"], id.as_str(), "{name}");
+        assert_eq!(logout["sid"], claims["sid"], "{name}");
+        assert_eq!(userinfo_status(&app, s(&t, "access_token")).await, 401, "{name}");
     }
 }
 
