@@ -157,7 +157,8 @@ fn hash_secret_generate_and_stdin() {
     assert!(argon2_verify(phc.trim(), "correct horse"));
 }
 
-fn ostiary(args: &[&str], config: &std::path::Path, stdin: Option<&str>) -> (i32, String, String) {
+/// Runs the `ostiary` binary with `args` and `--config CONFIG`, writing `stdin` to it: (exit code, stdout, stderr).
+pub fn ostiary(args: &[&str], config: &std::path::Path, stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ostiary"))
         .args(args)

@@ -482,6 +482,59 @@ async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_pa
     }
 }
 
+/// `username` signs in at `rp` in a new browser: the tokens, and the ID token's claims.
+async fn rp_tokens_of(app: &TestApp, username: &str, password: &str) -> (Value, Value) {
+    let browser = Browser::new();
+    let p = pkce();
+    let login = browser.get(&rp_request(app, &p)).await;
+    let page = browser.sign_in(&login, username, password).await;
+    let code = page.redirect_params()["code"].clone();
+    let (status, t) = exchange(
+        app,
+        &Code {
+            code,
+            verifier: p.verifier,
+            redirect_uri: RP_REDIRECT.to_string(),
+            client: "rp".to_string(),
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    let (_, claims) = jwt_parts(s(&t, "id_token"));
+    (t, claims)
+}
+
+/// The same with the CLI (`ostiary user disable`, `ostiary user set-password`) while the server
+/// runs on the same store: the logout tokens it queues are delivered by the server.
+#[tokio::test]
+async fn the_cli_signs_out_a_user_it_disables_or_gives_a_new_password() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let config = app.write_config();
+    for (name, command, stdin) in [
+        ("dave", "disable", None),
+        ("erin", "set-password", Some("erin-new-pass\n")),
+    ] {
+        let (code, out, err) = crate::cli::ostiary(
+            &["user", "add", "--domain", "default", name],
+            &config,
+            Some(&format!("{name}-pass-123\n")),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let (t, claims) = rp_tokens_of(&app, name, &format!("{name}-pass-123")).await;
+        let (code, out, err) =
+            crate::cli::ostiary(&["user", command, "--domain", "default", name], &config, stdin);
+        assert_eq!(code, 0, "{out}{err}");
+        // The CLI dated the delivery by the real clock, which runs ahead of the server's test
+        // clock by the seconds this test took so far: the server's clock catches up.
+        app.clock.advance(60);
+        let logout = check_logout_token(&app, &listener.next().await, "rp").await;
+        assert_eq!(logout["sub"], claims["sub"], "{name}");
+        assert_eq!(logout["sid"], claims["sid"], "{name}");
+        assert_eq!(userinfo_status(&app, s(&t, "access_token")).await, 401, "{name}");
+    }
+}
+
 /// The same through the admin API: a store user disabled, and another given a new password, are
 /// each signed out at the relying party (a logout token with their sub and sid).
 #[tokio::test]
@@ -532,24 +585,7 @@ async fn the_admin_api_signs_out_a_user_it_disables_or_gives_a_new_password() {
         .await
         .unwrap();
         let id = s(&created, "id").to_string();
-        // The user signs in at the relying party.
-        let browser = Browser::new();
-        let p = pkce();
-        let login = browser.get(&rp_request(&app, &p)).await;
-        let page = browser.sign_in(&login, name, &format!("{name}-pass-123")).await;
-        let code = page.redirect_params()["code"].clone();
-        let (status, t) = exchange(
-            &app,
-            &Code {
-                code,
-                verifier: p.verifier,
-                redirect_uri: RP_REDIRECT.to_string(),
-                client: "rp".to_string(),
-            },
-        )
-        .await;
-        assert_eq!(status, 200, "{t}");
-        let (_, claims) = jwt_parts(s(&t, "id_token"));
+        let (t, claims) = rp_tokens_of(&app, name, &format!("{name}-pass-123")).await;
         let (method, suffix, body) = change;
         let resp = api(method, format!("/Users/{id}{suffix}"), body).await.unwrap();
         assert!(resp.status().is_success(), "{name}: {}", resp.status());
