@@ -374,13 +374,13 @@ pub async fn create_user<S: OAuthStore>(
 }
 
 /// Updates a store-managed user from `{"claims"?, "status"?: "active" | "disabled"}`; disabling
-/// ends the user's sessions and refresh tokens.
+/// signs the user out everywhere. The user, and whether back-channel logouts were queued.
 pub async fn update_user<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     caller: &Caller,
     id: &str,
     body: &Value,
-) -> OAuthResult<Value> {
+) -> OAuthResult<(Value, bool)> {
     only_members(body, &["claims", "status"])?;
     if body.get("claims").is_none() && body.get("status").is_none() {
         return Err(OAuthError::invalid_request(
@@ -401,6 +401,7 @@ pub async fn update_user<S: OAuthStore>(
     let claims = claims_of(body)?;
     let d = &ctx.domain.name;
     let mut changed = Vec::new();
+    let mut queued = false;
     if let Some(c) = &claims {
         ctx.store
             .set_user_claims(d, &u.id, &Value::Object(c.clone()).to_string(), ctx.now)
@@ -409,7 +410,9 @@ pub async fn update_user<S: OAuthStore>(
     }
     if let Some(s) = &status {
         if s != "active" && u.status == "active" {
-            logout::end_user_standing(ctx.store, ctx.domain, &u.id, ctx.now).await?;
+            queued = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now)
+                .await?
+                .1;
         }
         ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
         changed.push("status");
@@ -422,16 +425,17 @@ pub async fn update_user<S: OAuthStore>(
             .details(json!({"changed": changed, "status": status})),
     )
     .await;
-    get_user(ctx, id).await
+    Ok((get_user(ctx, id).await?, queued))
 }
 
-/// Sets a store-managed user's password from `{"password"}`; ends its sessions and refresh tokens.
+/// Sets a store-managed user's password from `{"password"}`; signs the user out everywhere
+/// first. True when back-channel logouts were queued.
 pub async fn reset_password<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     caller: &Caller,
     id: &str,
     body: &Value,
-) -> OAuthResult<()> {
+) -> OAuthResult<bool> {
     only_members(body, &["password"])?;
     let u = user_by_id(ctx, id).await?;
     writable(&u)?;
@@ -441,7 +445,7 @@ pub async fn reset_password<S: OAuthStore>(
         .hash(password)
         .await
         .map_err(OAuthError::server_error)?;
-    logout::end_user_standing(ctx.store, ctx.domain, &u.id, ctx.now).await?;
+    let (_, queued) = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now).await?;
     ctx.store
         .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now)
         .await?;
@@ -451,7 +455,7 @@ pub async fn reset_password<S: OAuthStore>(
         event(ctx, caller, "admin.user.password_reset").user(&u.id),
     )
     .await;
-    Ok(())
+    Ok(queued)
 }
 
 // ----- Sessions -----

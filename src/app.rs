@@ -174,14 +174,13 @@ impl StartSettings {
     /// Puts these sections back into `config`; returns the names of those that differed.
     fn restore(&self, config: &mut Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
-        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&config.server, &self.server) {
+        if config.server != self.server {
             changed.push("server");
         }
-        if differs(&config.database, &self.database) {
+        if config.database != self.database {
             changed.push("database");
         }
-        if differs(&config.keys, &self.keys) {
+        if config.keys != self.keys {
             changed.push("keys");
         }
         config.server = self.server.clone();

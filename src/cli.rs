@@ -16,7 +16,7 @@ use crate::crypto::kek::Kek;
 use crate::crypto::secrets::{SecretHash, argon2_hash, random_id, random_token};
 use crate::domain::{Domain, Domains};
 use crate::keyring;
-use crate::oauth::logout::end_user_standing;
+use crate::oauth::logout::end_all_sessions;
 use crate::reconcile;
 use crate::store::admin::AdminStore;
 use crate::store::{ClientRow, DirectoryStore, KeyStore, SqlStore, StoreResult, UserRow};
@@ -471,7 +471,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                     let hash = argon2_hash(&password)?;
                     // As the admin API does: the sessions end as signing out everywhere, and the
                     // relying parties are told (a running server delivers the queued logouts).
-                    end_user_standing(store, d, &u.id, now).await?;
+                    end_all_sessions(store, d, &u.id, now).await?;
                     store.set_user_password(domain, &u.username, &hash, now).await?;
                     audit::record(
                         store,
@@ -491,7 +491,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
             ),
             Some(u) => {
                 if u.status == "active" {
-                    end_user_standing(store, d, &u.id, now).await?;
+                    end_all_sessions(store, d, &u.id, now).await?;
                 }
                 store
                     .set_user_status(domain, &u.username, "disabled", now)

@@ -9,7 +9,7 @@ use std::fmt;
 use crate::crypto::secrets::random_id;
 use crate::domain::{Domains, config_hash};
 use crate::error::OAuthResult;
-use crate::oauth::logout::end_user_standing;
+use crate::oauth::logout::end_all_sessions;
 use crate::store::{DirectoryStore, OAuthStore, StoreResult, UserRow};
 
 /// What reconciliation does to one client or user.
@@ -192,7 +192,7 @@ pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> OAu
             }
             ("user", Action::Disabled) => {
                 if let Some(u) = store.find_user(&d.name, &ch.id).await? {
-                    end_user_standing(store, d, &u.id, now).await?;
+                    end_all_sessions(store, d, &u.id, now).await?;
                 }
                 store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
             }
@@ -222,7 +222,7 @@ pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> OAu
                     && (before.password_hash != row.password_hash
                         || (row.status != "active" && before.status == "active"))
                 {
-                    end_user_standing(store, d, &before.id, now).await?;
+                    end_all_sessions(store, d, &before.id, now).await?;
                 }
                 store.upsert_user(&row).await?;
             }

@@ -145,7 +145,7 @@ pub enum LogFormat {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -250,7 +250,7 @@ impl<'de> Deserialize<'de> for Millis {
 }
 
 /// `[database]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (default `sqlite://data/ostiary.db`) or `postgres://...`.
@@ -294,7 +294,7 @@ impl DatabaseConfig {
 }
 
 /// `[keys]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     /// File holding the key-encryption key; created (with a warning) when missing.

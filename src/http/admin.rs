@@ -236,10 +236,10 @@ pub async fn patch_user(
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
         let r = async { admin::update_user(&ctx, &caller, &id, &json_body(&body)?).await }.await;
         // A disabled user's sessions ended: their back-channel logouts leave at once.
-        if r.is_ok() {
+        if matches!(r, Ok((_, true))) {
             deliver_logouts_soon(&app);
         }
-        reply(r, StatusCode::OK, &cur.domain.issuer)
+        reply(r.map(|(user, _)| user), StatusCode::OK, &cur.domain.issuer)
     })
 }
 
@@ -253,9 +253,7 @@ pub async fn post_user_password(
     AdminBody(body): AdminBody,
 ) -> Response {
     admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
-        let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }
-            .await
-            .map(|()| true);
+        let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }.await;
         done_then_deliver(&app, r, &cur.domain.issuer)
     })
 }

@@ -237,7 +237,7 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
             .map(|(d, rest)| (d, rest.to_string())),
     };
     let Some((domain, rest)) = routed else {
-        return not_found(req.headers().clone()).await;
+        return no_such_endpoint(req.headers());
     };
     let Some(ring) = app.rings.load().get(&domain.name).cloned() else {
         return OAuthError::unavailable("the domain's keys are not loaded").into_response();
@@ -249,7 +249,7 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
     };
     match new_uri.parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return not_found(req.headers().clone()).await,
+        Err(_) => return no_such_endpoint(req.headers()),
     }
     req.extensions_mut().insert(CurrentDomain { domain, ring });
     match router.oneshot(req).await {
@@ -264,7 +264,11 @@ async fn preflight() -> StatusCode {
 }
 
 async fn not_found(headers: HeaderMap) -> Response {
-    for_the_asker(&headers, OAuthError::new(ErrorCode::NotFound, "no such endpoint"))
+    no_such_endpoint(&headers)
+}
+
+fn no_such_endpoint(headers: &HeaderMap) -> Response {
+    for_the_asker(headers, OAuthError::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
 async fn method_not_allowed(headers: HeaderMap) -> Response {

@@ -289,6 +289,9 @@ pub async fn end_session<S: OAuthStore>(
 
 /// Signs the user out everywhere: ends every live session as [`end_session`] does, then revokes
 /// every remaining family of theirs, offline ones included (nothing they granted keeps working).
+/// Also what comes before a user is disabled or given a new password (the admin API, the CLI, a
+/// reload), so that the relying parties are told; the store's own change then ends whatever
+/// session began meanwhile.
 /// Returns the (sid, client_id) pairs of the ended sessions (for front-channel logout) and
 /// whether back-channel logouts were queued.
 pub async fn end_all_sessions<S: OAuthStore>(
@@ -308,20 +311,6 @@ pub async fn end_all_sessions<S: OAuthStore>(
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
     Ok((served, queued))
-}
-
-/// Before a user is disabled or given a new password: every session of theirs ends as signing
-/// out everywhere does (codes closed, every family revoked, back-channel logouts queued to the
-/// clients the sessions served), so that the relying parties are told. The store's own change
-/// ends whatever session is left (one begun meanwhile). True when logouts were queued.
-pub async fn end_user_standing<S: OAuthStore>(
-    store: &S,
-    domain: &Domain,
-    user_id: &str,
-    now: i64,
-) -> OAuthResult<bool> {
-    let (_, queued) = end_all_sessions(store, domain, user_id, now).await?;
-    Ok(queued)
 }
 
 /// What withdrawing a consent did.

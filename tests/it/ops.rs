@@ -255,6 +255,14 @@ async fn a_client_that_sends_half_its_headers_is_cut_off() {
     assert_eq!(resp.status(), 200);
 }
 
+/// Reloads `app` with the configuration `text`, which must be accepted.
+async fn reload(app: &TestApp, text: &str) {
+    app.handle()
+        .reload(Config::from_toml_str(text).unwrap())
+        .await
+        .unwrap()
+}
+
 /// The status of a client_credentials grant for `client`.
 async fn cc_status(app: &TestApp, client: &str) -> u16 {
     app.post_basic(
@@ -279,10 +287,7 @@ async fn reload_disables_removed_clients_and_their_tokens() {
         ..Opts::default()
     };
     let text = config_text(port, &app.database_url, app.dir.path(), &opts, &argon_hash());
-    app.handle()
-        .reload(Config::from_toml_str(&text).unwrap())
-        .await
-        .unwrap();
+    reload(&app, &text).await;
     assert_eq!(cc_status(&app, "other").await, 401);
     // Its token is now inactive (seen by the orders API client, which may introspect it).
     assert_eq!(app.introspect("orders-api", &token).await["active"], false);
@@ -348,15 +353,9 @@ async fn reload_restores_a_declared_user_and_never_takes_over_a_store_user() {
         (u.status, u.source, u.password_hash)
     };
     let app = &app;
-    let reload = |text: String| async move {
-        app.handle()
-            .reload(Config::from_toml_str(&text).unwrap())
-            .await
-            .unwrap()
-    };
-    reload(app.config_text.replace(&carol_block, "")).await;
+    reload(app, &app.config_text.replace(&carol_block, "")).await;
     assert_eq!(status("carol").await.0, "disabled");
-    reload(app.config_text.clone()).await;
+    reload(app, &app.config_text).await;
     assert_eq!(status("carol").await.0, "active", "declared again: active again");
 
     let dave = UserRow {
@@ -386,7 +385,8 @@ async fn reload_restores_a_declared_user_and_never_takes_over_a_store_user() {
     assert_eq!(plan.changes[0].action, ostiary::reconcile::Action::Conflict);
     assert!(plan.summary().contains("1 in conflict"), "{}", plan.summary());
     reload(
-        app.config_text
+        app,
+        &app.config_text
             .replace(&carol_block, &format!("{carol_block}{declared}")),
     )
     .await;
@@ -426,15 +426,11 @@ async fn a_reload_keeps_the_start_server_settings_and_checks_the_domains_against
         .await;
     assert!(discovery.get("mtls_endpoint_aliases").is_none(), "{discovery}");
     // A smaller body limit in the file (4096 at start): the reload succeeds, and the limit stays.
-    app.handle()
-        .reload(
-            Config::from_toml_str(
-                &text(Opts::default()).replace("max_body_bytes = 4096", "max_body_bytes = 1024"),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    reload(
+        &app,
+        &text(Opts::default()).replace("max_body_bytes = 4096", "max_body_bytes = 1024"),
+    )
+    .await;
     let padding = "x".repeat(2000);
     let resp = app
         .post_basic(
@@ -461,10 +457,7 @@ async fn a_scope_removed_by_a_reload_is_not_issued_from_earlier_grants() {
         r#""offline_access", "orders.write""#,
     );
     assert_ne!(without, app.config_text);
-    app.handle()
-        .reload(Config::from_toml_str(&without).unwrap())
-        .await
-        .unwrap();
+    reload(&app, &without).await;
     let (status, body) =
         crate::flow::refresh(&app, "webapp", tokens["refresh_token"].as_str().unwrap(), &[]).await;
     assert_eq!(status, 200, "{body}");
@@ -507,29 +500,20 @@ async fn a_redirect_uri_removed_while_signing_in_gets_no_code() {
     );
     assert_ne!(without, app.config_text);
     let app = &app;
-    app.handle()
-        .reload(Config::from_toml_str(&without).unwrap())
-        .await
-        .unwrap();
+    reload(app, &without).await;
     let page = browser
         .sign_in(&login, "alice", &crate::harness::password("alice"))
         .await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.location().is_none());
     assert!(page.body.contains("no longer registered"), "{}", page.body);
-    let reload = |text: String| async move {
-        app.handle()
-            .reload(Config::from_toml_str(&text).unwrap())
-            .await
-            .unwrap()
-    };
     // The same while the consent page is open: neither its approval nor its denial is sent
     // there, and no consent is recorded.
     for decision in ["approve", "deny"] {
-        reload(app.config_text.clone()).await;
+        reload(app, &app.config_text).await;
         let consent = browser.get(&url).await;
         assert!(consent.is_consent(), "{}", consent.body);
-        reload(without.clone()).await;
+        reload(app, &without).await;
         let page = browser.consent(&consent, decision, &[]).await;
         assert_eq!(page.status, 400, "{decision}: {}", page.body);
         assert!(page.location().is_none(), "{decision}");
@@ -561,10 +545,7 @@ async fn an_offline_family_whose_offline_scope_is_removed_dies_with_its_session(
         r#""get_groups", "orders.read""#,
     );
     assert_ne!(without, app.config_text);
-    app.handle()
-        .reload(Config::from_toml_str(&without).unwrap())
-        .await
-        .unwrap();
+    reload(&app, &without).await;
     let (status, body) = crate::flow::refresh(&app, "webapp", &rt, &[]).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -581,10 +562,7 @@ async fn reload_with_enabled_false_disables_the_client() {
         "client_id = \"opaque\"",
         "client_id = \"opaque\"\n  enabled = false",
     );
-    app.handle()
-        .reload(Config::from_toml_str(&text).unwrap())
-        .await
-        .unwrap();
+    reload(&app, &text).await;
     assert_eq!(cc_status(&app, "opaque").await, 401);
     assert_eq!(app.introspect("orders-api", &token).await["active"], false);
 }

@@ -51,18 +51,22 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         };
         // Checked after the rotation so that a token refused here is used up all the same.
         check_family(ctx, client, &row, &family).await?;
-        // What the client is still allowed: a scope removed from it (or from the domain) since
-        // the grant is no longer issued.
-        let scopes =
-            crate::oauth::scopes::still_granted(ctx.domain, client, scopes.iter().map(String::as_str))?;
+        // What the client is still allowed of the family's grant: a scope removed from it (or
+        // from the domain) since is no longer issued, even when asked for again.
+        let granted = crate::oauth::scopes::still_granted(ctx.domain, client, family.scope.split(' '))?;
+        let mut scopes = scopes;
+        scopes.retain(|s| granted.contains(s));
+        if scopes.is_empty() {
+            return Err(OAuthError::invalid_grant(
+                "none of the asked scopes is still allowed for this client",
+            ));
+        }
         let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| invalid_refresh().with_cause("the user is not active"))?;
         // An offline family stays offline while the client still has its offline scope (a
         // reload may have removed it); otherwise it lives with its session, as any other.
-        let still_offline = family.offline == 1
-            && crate::oauth::scopes::still_granted(ctx.domain, client, family.scope.split(' '))
-                .is_ok_and(|granted| user_tokens::is_offline(ctx.domain, &granted));
+        let still_offline = family.offline == 1 && user_tokens::is_offline(ctx.domain, &granted);
         let remaining = if still_offline {
             family.expires_at - ctx.now
         } else {
