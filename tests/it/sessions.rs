@@ -1,7 +1,7 @@
 //! SSO sessions: idle and absolute timeouts, and the cookie's attributes on http and https
 //! issuers.
 
-use crate::flow::{Browser, Page, code_request_url, pkce, read};
+use crate::flow::{Browser, Page, code_flow, code_request_url, exchange, pkce, read};
 use crate::harness::{Opts, TestApp, count_rows, password};
 use ostiary::clock::Clock;
 
@@ -91,8 +91,9 @@ async fn a_session_records_its_use_at_most_once_a_minute_and_idles_from_the_reco
     assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
 }
 
-#[tokio::test]
-async fn a_session_ends_at_its_absolute_limit_however_much_it_is_used() {
+/// A server whose sessions last at most 3 hours, and a browser signed in two hours ago that used
+/// its session every hour (so only the absolute limit can end it).
+async fn two_hours_into_a_three_hour_session() -> (TestApp, Browser) {
     let app = TestApp::spawn_with(Opts {
         domain_keys: "session_max_lifetime = \"3h\"".into(),
         ..Opts::default()
@@ -103,8 +104,31 @@ async fn a_session_ends_at_its_absolute_limit_however_much_it_is_used() {
         app.clock.advance(3600);
         assert_eq!(outcome(&silent(&app, &browser).await), "code");
     }
+    (app, browser)
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_limit_however_much_it_is_used() {
+    let (app, browser) = two_hours_into_a_three_hour_session().await;
     app.clock.advance(3600 + 1);
     assert_eq!(outcome(&silent(&app, &browser).await), "login_required");
+}
+
+/// A code issued in the last seconds of its session's absolute lifetime is refused once that
+/// lifetime has passed, though the code itself (60 s) has not expired: the tokens never outlive
+/// the sign-in that approved them.
+#[tokio::test]
+async fn a_code_is_refused_once_the_session_that_approved_it_reaches_its_absolute_limit() {
+    let (app, browser) = two_hours_into_a_three_hour_session().await;
+    app.clock.advance(3600 - 30);
+    let late = code_flow(&app, &browser, "firstparty", "openid", &[]).await;
+    let twin = code_flow(&app, &browser, "firstparty", "openid", &[]).await;
+    let (status, body) = exchange(&app, &twin).await;
+    assert_eq!(status, 200, "within the session's lifetime: {body}");
+    app.clock.advance(30);
+    let (status, body) = exchange(&app, &late).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
 }
 
 fn cookie<'a>(page: &'a Page, prefix: &str) -> &'a str {
