@@ -156,7 +156,7 @@ pub fn page_with_frames(
 /// An error shown as a page (never redirected).
 pub fn error_page(err: &OAuthError) -> Response {
     let status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    tracing::info!(error.code = err.code.as_str(), error.description = %err.description, error.cause = err.cause.as_deref().unwrap_or(""), "authorization refused with a page");
+    tracing::info!(error.code = err.code.as_str(), error.description = %err.description, error.cause = err.cause.as_deref().unwrap_or(""), "request refused with an error page");
     page(
         status,
         ErrorPage {
