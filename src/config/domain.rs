@@ -413,6 +413,13 @@ pub(super) fn validate_domain(d: &DomainConfig, p: &str, errs: &mut ConfigErrors
                 "another resource server has the same audience",
             );
         }
+        // The issuer is the admin API's audience (`resource={issuer}` asks for an admin token).
+        if rs.audience.trim_end_matches('/') == d.issuer.trim_end_matches('/') {
+            errs.push(
+                format!("{rp}.audience"),
+                "is the issuer, which is the admin API's audience",
+            );
+        }
         if rs.access_token_lifetime == Some(Seconds(0)) {
             errs.push(format!("{rp}.access_token_lifetime"), "must be at least 1s");
         }

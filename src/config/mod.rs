@@ -728,6 +728,24 @@ issuer = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn a_resource_server_cannot_take_the_issuer_as_its_audience() {
+        for aud in ["http://127.0.0.1:8080", "http://127.0.0.1:8080/"] {
+            let text = format!(
+                "{BASE}\n  [[domain.resource_server]]\n  audience = \"{aud}\"\n  scopes = [{{ name = \"a.read\" }}]\n"
+            );
+            let errs = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(
+                errs.contains("domain[0].resource_server[0].audience") && errs.contains("admin API"),
+                "{aud}: {errs}"
+            );
+        }
+        let ok = format!(
+            "{BASE}\n  [[domain.resource_server]]\n  audience = \"http://127.0.0.1:8080/orders\"\n  scopes = [{{ name = \"a.read\" }}]\n"
+        );
+        Config::from_toml_str(&ok).unwrap();
+    }
+
+    #[test]
     fn unknown_env_key_is_refused() {
         let env = vec![("OSTIARY_SERVER__LISTN".to_string(), "x".to_string())];
         let e = Config::from_toml_str_with_env(BASE, env).unwrap_err();
