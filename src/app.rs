@@ -294,7 +294,10 @@ pub async fn start(
         store,
         kek,
         clock,
-        domains: ArcSwap::from_pointee(Domains { list: Vec::new() }),
+        domains: ArcSwap::from_pointee(Domains {
+            list: Vec::new(),
+            revision: None,
+        }),
         rings: ArcSwap::from_pointee(HashMap::new()),
         authenticator: ClientAuthenticator::new(hasher),
         grants: Grants::all(),

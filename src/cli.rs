@@ -223,6 +223,8 @@ async fn wait_for_signals(signals: Signals, handle: &app::ServerHandle, path: &P
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
+    // A SIGTERM that arrives while a reload runs is kept by its stream and ends the process once
+    // the reload is done: stopping partway would leave the store half reconciled.
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
@@ -283,6 +285,12 @@ impl DirectoryStore for EmptyStore {
     async fn set_user_status(&self, _: &str, _: &str, _: &str, _: i64) -> StoreResult<()> {
         Ok(())
     }
+    async fn config_revision(&self) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
+    async fn claim_config_revision(&self, _: i64, _: i64) -> StoreResult<bool> {
+        Ok(true)
+    }
 }
 
 async fn check_config(path: &Path) -> i32 {
@@ -341,7 +349,15 @@ async fn check_config(path: &Path) -> i32 {
                 url.clone()
             };
             match SqlStore::connect(&ro_url, 1).await {
-                Ok(store) if store.is_migrated().await => reconcile::plan(&store, &domains).await,
+                Ok(store) if store.is_migrated().await => {
+                    // A store not yet migrated to the revision's table has none recorded.
+                    let stored = store.config_revision().await.unwrap_or(None);
+                    if let Some(why) = reconcile::revision_refusal(domains.revision, stored) {
+                        eprintln!("serving would refuse this file: {why}");
+                        return 1;
+                    }
+                    reconcile::plan(&store, &domains).await
+                }
                 Ok(_) => reconcile::plan(&EmptyStore, &domains).await,
                 Err(e) => {
                     println!("store {url} cannot be read ({e}); planned changes unknown");

@@ -457,6 +457,8 @@ pub fn config_hash(item: &impl serde::Serialize) -> String {
 pub struct Domains {
     /// Domains in configuration order.
     pub list: Vec<Arc<Domain>>,
+    /// The configuration's `revision`, claimed in the store before reconciling.
+    pub revision: Option<i64>,
 }
 
 impl Domains {
@@ -467,7 +469,10 @@ impl Domains {
             .iter()
             .map(|d| Domain::from_config(d).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Domains { list })
+        Ok(Domains {
+            list,
+            revision: config.revision,
+        })
     }
 
     /// The domain named `name`.

@@ -8,9 +8,44 @@ use std::fmt;
 
 use crate::crypto::secrets::random_id;
 use crate::domain::{Domains, config_hash};
-use crate::error::OAuthResult;
 use crate::oauth::logout::end_all_sessions;
 use crate::store::{DirectoryStore, OAuthStore, StoreResult, UserRow};
+
+/// Why a file of revision `file` must not be reconciled into a store last reconciled from
+/// `stored`; None when it may (the same revision again, a higher one, or none recorded yet).
+pub fn revision_refusal(file: Option<i64>, stored: Option<i64>) -> Option<String> {
+    match (file, stored) {
+        (_, None) => None,
+        (Some(f), Some(s)) if f >= s => None,
+        (Some(f), Some(s)) => Some(format!(
+            "this file is revision {f}, but the store was reconciled from revision {s}: an older \
+             file would put older clients and users back for every replica (give this replica \
+             the newer file)"
+        )),
+        (None, Some(s)) => Some(format!(
+            "this file has no revision, but the store was reconciled from revision {s}: set \
+             `revision` to {s} or more"
+        )),
+    }
+}
+
+/// Claims the file's revision before anything is reconciled: an error saying why when the store
+/// was reconciled from a higher one (or from one at all, for a file without). One conditional
+/// upsert, so of two replicas reloading at once with different files the older one is refused.
+async fn claim_revision(store: &impl DirectoryStore, revision: Option<i64>, now: i64) -> anyhow::Result<()> {
+    let claimed = match revision {
+        Some(r) => store.claim_config_revision(r, now).await?,
+        None => store.config_revision().await?.is_none(),
+    };
+    if claimed {
+        return Ok(());
+    }
+    let stored = store.config_revision().await?;
+    match revision_refusal(revision, stored) {
+        Some(why) => Err(anyhow::anyhow!("configuration refused: {why}")),
+        None => Ok(()),
+    }
+}
 
 /// What reconciliation does to one client or user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +208,8 @@ pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult
 }
 
 /// Computes and applies the changes.
-pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> OAuthResult<Plan> {
+pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> anyhow::Result<Plan> {
+    claim_revision(store, domains.revision, now).await?;
     let plan = plan(store, domains).await?;
     for ch in &plan.changes {
         let Some(d) = domains.by_name(&ch.domain) else {

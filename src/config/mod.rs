@@ -119,6 +119,11 @@ impl RawDuration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// This file's revision, raised with every change: the store remembers the highest one it was
+    /// reconciled from and refuses a lower one (or none, once one was given), so a replica with
+    /// an older copy of the file cannot put older clients and users back for every replica.
+    #[serde(default)]
+    pub revision: Option<i64>,
     /// Listener, logging and limits.
     #[serde(default)]
     pub server: ServerConfig,
@@ -376,6 +381,9 @@ impl Config {
                 "server.listen",
                 "must be an address and port, e.g. 127.0.0.1:8080",
             );
+        }
+        if self.revision.is_some_and(|r| r < 0) {
+            errs.push("revision", "cannot be negative");
         }
         if self.server.max_body_bytes < 1024 {
             errs.push("server.max_body_bytes", "must be at least 1024");
@@ -743,6 +751,18 @@ issuer = "http://127.0.0.1:8080"
             "{BASE}\n  [[domain.resource_server]]\n  audience = \"http://127.0.0.1:8080/orders\"\n  scopes = [{{ name = \"a.read\" }}]\n"
         );
         Config::from_toml_str(&ok).unwrap();
+    }
+
+    #[test]
+    fn a_revision_is_read_and_cannot_be_negative() {
+        assert_eq!(Config::from_toml_str(BASE).unwrap().revision, None);
+        let c = Config::from_toml_str(&format!("revision = 7\n{BASE}")).unwrap();
+        assert_eq!(c.revision, Some(7));
+        let errs = Config::from_toml_str(&format!("revision = -1\n{BASE}")).unwrap_err();
+        assert!(
+            errs.to_string().contains("revision: cannot be negative"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -308,6 +308,15 @@ pub trait DirectoryStore {
         password_hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The configuration revision the store was last reconciled from, if one was recorded.
+    fn config_revision(&self) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// Records `revision` as the one reconciled from, unless the store holds a higher one (one
+    /// conditional upsert, so two replicas cannot both claim past each other); false then.
+    fn claim_config_revision(
+        &self,
+        revision: i64,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Sets a user's status; any status but `active` ends the user's sessions and refresh tokens.
     fn set_user_status(
         &self,
@@ -804,6 +813,26 @@ impl DirectoryStore for SqlStore {
             self.end_sessions_of(domain, username, now).await?;
         }
         Ok(changed)
+    }
+
+    async fn config_revision(&self) -> StoreResult<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT revision FROM config_revision WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn claim_config_revision(&self, revision: i64, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO config_revision (id, revision, applied_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, applied_at = excluded.applied_at \
+             WHERE config_revision.revision <= excluded.revision",
+        )
+        .bind(revision)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn set_user_status(&self, domain: &str, username: &str, status: &str, now: i64) -> StoreResult<()> {

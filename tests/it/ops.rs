@@ -333,6 +333,81 @@ async fn a_reload_refused_for_its_keys_changes_nothing() {
     assert_eq!(enabled, 1);
 }
 
+/// `revision`: the store remembers the highest one it was reconciled from. A reload or a start
+/// with a lower one, or with none once one was recorded, is refused before anything changes, and
+/// `check-config` says so; the same revision again is accepted (a restart, another replica).
+#[tokio::test]
+async fn a_file_older_than_the_stores_revision_is_refused_everywhere() {
+    let app = TestApp::spawn().await;
+    let port: u16 = app.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let full = app.config_text.clone();
+    let without_other = config_text(
+        port,
+        &app.database_url,
+        app.dir.path(),
+        &Opts {
+            without_clients: vec!["other"],
+            ..Opts::default()
+        },
+        &argon_hash(),
+    );
+    let revised = |r: i64, text: &str| format!("revision = {r}\n{text}");
+    // Revision 2 removes `other`.
+    reload(&app, &revised(2, &without_other)).await;
+    assert_eq!(cc_status(&app, "other").await, 401);
+    // An older file, and one without a revision, would bring it back: refused, nothing changes.
+    for (text, says) in [
+        (
+            revised(1, &full),
+            "this file is revision 1, but the store was reconciled from revision 2",
+        ),
+        (
+            full.clone(),
+            "this file has no revision, but the store was reconciled from revision 2",
+        ),
+    ] {
+        let err = app
+            .handle()
+            .reload(Config::from_toml_str(&text).unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{err}");
+        assert_eq!(cc_status(&app, "other").await, 401, "{says}");
+        // A replica started with that file does not start, and check-config refuses it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let started = ostiary::app::start(
+            Config::from_toml_str(&text).unwrap(),
+            listener,
+            std::sync::Arc::new(ostiary::clock::SystemClock),
+        )
+        .await;
+        let err = started.err().expect("the replica must not start").to_string();
+        assert!(err.contains(says), "{err}");
+        let path = app.dir.path().join("older.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (code, _, stderr) = crate::cli::ostiary(&["check-config"], &path, None);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("serving would refuse this file") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    assert_eq!(cc_status(&app, "other").await, 401);
+    // The same revision again is accepted (here with `other` back: a revision is the operator's
+    // promise, not a checksum), and so is a higher one.
+    reload(&app, &revised(2, &full)).await;
+    assert_eq!(cc_status(&app, "other").await, 200);
+    reload(&app, &revised(3, &without_other)).await;
+    assert_eq!(cc_status(&app, "other").await, 401);
+    let (stored,): (i64,) = sqlx::query_as("SELECT revision FROM config_revision")
+        .fetch_one(&mut sqlx::AnyConnection::connect(&app.database_url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
+    app.stop().await;
+}
+
 /// Users across reloads: one removed from the file is disabled, and declared again, unchanged,
 /// is active again; a declared user whose name belongs to a user kept in the store (the CLI's,
 /// the admin API's) does not take that user over: the store user is left as it was.
