@@ -25,6 +25,7 @@ use crate::domain::Client;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::logout;
+use crate::oauth::mtls;
 use crate::oauth::tokens::{ADMIN_ROLES_CLAIM, find_live_token};
 use crate::store::admin::{ConsentRow, EventFilter, EventRow};
 use crate::store::signin::SessionRow;
@@ -102,6 +103,12 @@ pub async fn authorize<S: OAuthStore>(
     // nothing else) serves here; one meant for a resource server is not replayed at the admin API.
     if t.audiences.as_slice() != [ctx.domain.issuer.as_str()] {
         return Err(invalid_token().with_cause("the token is meant for another audience"));
+    }
+    // RFC 8705 s3: a certificate-bound token is accepted only with the certificate it is bound to.
+    if !mtls::binding_holds(&t.extra, ctx.peer.certificate.as_deref()) {
+        return Err(
+            invalid_token().with_cause("the token is bound to a client certificate that was not presented")
+        );
     }
     let client = ctx
         .domain

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::flow::{Browser, code_flow};
 use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
-use crate::pki::{Cert, MTLS_HOST, Pki};
+use crate::pki::{Cert, MTLS_HOST, Pki, REGISTERED_DN};
 
 /// A request to the mutual-TLS listener, addressed to the alias host.
 fn at_mtls(
@@ -432,6 +432,73 @@ async fn a_public_clients_tokens_over_mtls_are_bound_at_userinfo_and_refresh() {
     assert_eq!(jwt_parts(body["access_token"].as_str().unwrap()).1["cnf"], bound);
     b.stop().await;
     a.stop().await;
+}
+
+/// RFC 8705 s3: the admin API, as userinfo does, takes a certificate-bound token only over a
+/// connection that presents the certificate it is bound to; 401 invalid_token otherwise.
+#[tokio::test]
+async fn the_admin_api_takes_a_certificate_bound_token_only_with_its_certificate() {
+    let pki = Pki::new();
+    let mut opts = pki.opts(pki.tls_server());
+    opts.domain_extra.push_str(&format!(
+        r#"
+  [[domain.client]]
+  client_id = "mtls-admin"
+  token_endpoint_auth_method = "tls_client_auth"
+  tls_client_auth_subject_dn = "{REGISTERED_DN}"
+  grant_types = ["client_credentials"]
+  admin_roles = ["User Administrator"]
+"#
+    ));
+    let app = TestApp::spawn_with(opts).await;
+    let holder = pki.client(Some(&pki.client_one));
+    let resp = at_mtls(&app, &holder, reqwest::Method::POST, "/oauth2/v1/token")
+        .form(&cc("mtls-admin"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let (_, claims) = jwt_parts(&token);
+    assert_eq!(claims["cnf"]["x5t#S256"], pki.client_one.thumbprint().as_str());
+    assert_eq!(claims["admin_roles"], json!(["User Administrator"]));
+    let users = |http: &reqwest::Client| {
+        at_mtls(&app, http, reqwest::Method::GET, "/admin/v1/Users").bearer_auth(&token)
+    };
+    let (status, _, body) = read(users(&holder).send().await.unwrap()).await;
+    assert_eq!(status, 200, "with its certificate: {body}");
+    for (why, resp) in [
+        ("no certificate", users(&pki.client(None)).send().await.unwrap()),
+        (
+            "another certificate",
+            users(&pki.client(Some(&pki.self_signed))).send().await.unwrap(),
+        ),
+        (
+            "the main listener, no certificate",
+            pki.client(None)
+                .get(format!(
+                    "https://127.0.0.1:{}/admin/v1/Users",
+                    app.handle().addr.port()
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ] {
+        let (status, headers, body) = read(resp).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(body["error"], "invalid_token", "{why}: {body}");
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_token\""),
+            "{why}"
+        );
+    }
+    app.stop().await;
 }
 
 #[tokio::test]
