@@ -59,6 +59,8 @@ pub struct App {
     pub client_address_header: Option<axum::http::HeaderName>,
     /// The trusted proxy's header carrying the client certificate, if any.
     pub client_certificate_header: Option<axum::http::HeaderName>,
+    /// The peers whose proxy headers are read (`server.trusted_proxies`).
+    pub trusted_proxies: crate::config::TrustedProxies,
     /// Whether client certificates chain to the configured client CAs.
     pub client_trust: Arc<ClientCertTrust>,
     /// The HTTP client of back-channel logout deliveries (timeouts, no redirects).
@@ -316,6 +318,9 @@ pub async fn start(
             .client_certificate_header
             .as_deref()
             .and_then(|h| axum::http::HeaderName::try_from(h).ok()),
+        // Validated with the configuration: an entry that does not parse never gets here.
+        trusted_proxies: crate::config::TrustedProxies::parse(&config.server.trusted_proxies)
+            .unwrap_or_default(),
         client_trust,
         logout_http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))

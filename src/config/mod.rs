@@ -199,6 +199,39 @@ pub struct ServerConfig {
     /// URL-encoded PEM (nginx `$ssl_client_escaped_cert`). Trusted on the main listener only;
     /// the proxy must overwrite it on every request. Default: none (the header is ignored).
     pub client_certificate_header: Option<String>,
+    /// Addresses and networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the reverse proxies in
+    /// front: `client_address_header` and `client_certificate_header` are read only from a
+    /// connection whose peer is one of them. Needed by either header. Default: none.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `server.trusted_proxies`, parsed: who may set the proxy headers.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// The networks of `entries`; Err with the index and text of the first that is neither an
+    /// address nor a network.
+    pub fn parse(entries: &[String]) -> Result<TrustedProxies, (usize, String)> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let e = e.trim();
+                e.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| e.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+                    .ok_or_else(|| (i, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+
+    /// True when `ip` (an IPv4-mapped IPv6 address counts as its IPv4 one) is a trusted proxy.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
 }
 
 impl Default for ServerConfig {
@@ -221,6 +254,7 @@ impl Default for ServerConfig {
             client_ca_file: None,
             client_crl_files: Vec::new(),
             client_certificate_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -404,6 +438,29 @@ impl Config {
             && axum::http::HeaderName::try_from(h.as_str()).is_err()
         {
             errs.push("server.client_address_header", "must be an HTTP header name");
+        }
+        if let Err((i, e)) = TrustedProxies::parse(&self.server.trusted_proxies) {
+            errs.push(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{e:?} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)"),
+            );
+        }
+        for (key, set) in [
+            (
+                "client_address_header",
+                self.server.client_address_header.is_some(),
+            ),
+            (
+                "client_certificate_header",
+                self.server.client_certificate_header.is_some(),
+            ),
+        ] {
+            if set && self.server.trusted_proxies.is_empty() {
+                errs.push(
+                    format!("server.{key}"),
+                    "needs server.trusted_proxies: the addresses of the proxies that set it (from anyone else it would be believed)",
+                );
+            }
         }
         self.validate_tls(&mut errs);
         if !(self.database.url.starts_with("sqlite:")
@@ -816,13 +873,47 @@ mtls_issuer = "https://mtls.example.com"
             "{e}"
         );
         let behind_a_proxy = format!(
-            "[server]\nclient_certificate_header = \"X-Client-Cert\"\n{}",
+            "[server]\nclient_certificate_header = \"X-Client-Cert\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n{}",
             no_certificates.replace("https://mtls.example.com", "https://127.0.0.1:8080")
         );
         let e = Config::from_toml_str(&behind_a_proxy).unwrap_err().to_string();
         assert!(e.contains("has the host and path of a domain's issuer"), "{e}");
         let ok = behind_a_proxy.replace("https://127.0.0.1:8080", "https://mtls.example.com");
         Config::from_toml_str(&ok).unwrap();
+    }
+
+    #[test]
+    fn proxy_headers_need_the_proxies_and_the_proxies_must_parse() {
+        for key in ["client_address_header", "client_certificate_header"] {
+            let text = format!("[server]\n{key} = \"X-Header\"\n{BASE}");
+            let e = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("server.{key}: needs server.trusted_proxies")),
+                "{e}"
+            );
+        }
+        let text = format!(
+            "[server]\nclient_address_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"10.0.0.5\", \"10.1.0.0/16\", \"fd00::/8\", \"proxy.example.com\"]\n{BASE}"
+        );
+        let e = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("server.trusted_proxies[3]: \"proxy.example.com\" is not an IP address or network"),
+            "{e}"
+        );
+        let ok = text.replace(", \"proxy.example.com\"", "");
+        let c = Config::from_toml_str(&ok).unwrap();
+        let proxies = TrustedProxies::parse(&c.server.trusted_proxies).unwrap();
+        for (ip, trusted) in [
+            ("10.0.0.5", true),
+            ("10.0.0.6", false),
+            ("10.1.255.1", true),
+            ("::ffff:10.1.2.3", true),
+            ("fd12::1", true),
+            ("fe80::1", false),
+            ("127.0.0.1", false),
+        ] {
+            assert_eq!(proxies.contains(ip.parse().unwrap()), trusted, "{ip}");
+        }
     }
 
     #[test]

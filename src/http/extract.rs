@@ -80,26 +80,37 @@ pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
         .to_string()
 }
 
-/// The client's address: the last entry of the trusted proxy's header when one is configured,
-/// else the peer address of the connection.
+/// The client's address. From a peer in `server.trusted_proxies`, with `client_address_header`
+/// set: the header's last address that is not itself a trusted proxy (each proxy appends the
+/// address it was reached from, so entries left of the first untrusted one may be forged), or
+/// its first when all are. Otherwise the peer address of the connection.
 fn client_address(app: &App, parts: &Parts) -> String {
-    if let Some(name) = &app.client_address_header
-        && let Some(last) = parts
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let (Some(name), Some(ip)) = (&app.client_address_header, peer)
+        && app.trusted_proxies.contains(ip)
+    {
+        let entries: Vec<&str> = parts
             .headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .rfind(|v| !v.is_empty())
-    {
-        return last.to_string();
+            .filter(|v| !v.is_empty())
+            .collect();
+        let client = entries
+            .iter()
+            .rev()
+            .find(|e| !e.parse().is_ok_and(|a| app.trusted_proxies.contains(a)))
+            .or(entries.first());
+        if let Some(c) = client {
+            return (*c).to_string();
+        }
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default()
+    peer.map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentDomain {

@@ -19,6 +19,7 @@ pub mod signin;
 pub mod token;
 pub mod userinfo;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,13 +114,18 @@ async fn tls_connection(mut req: Request) -> Request {
 
 /// `server.client_certificate_header`: the client certificate a trusted TLS-terminating proxy
 /// passes. The header is always removed; it is read on the main listener only, where the
-/// connection itself has no client certificate, and only when it appears once.
+/// connection itself has no client certificate, from a peer in `server.trusted_proxies` only
+/// (anyone else could name any client's public certificate), and only when it appears once.
 async fn client_certificate_header(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     if let Some(name) = &app.client_certificate_header {
         let values: Vec<HeaderValue> = req.headers().get_all(name).iter().cloned().collect();
         req.headers_mut().remove(name);
         let from_proxy = req.extensions().get::<MtlsConnection>().is_none()
-            && req.extensions().get::<Arc<ClientCertificate>>().is_none();
+            && req.extensions().get::<Arc<ClientCertificate>>().is_none()
+            && req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|c| app.trusted_proxies.contains(c.0.ip()));
         if let ([value], true) = (values.as_slice(), from_proxy) {
             match value
                 .to_str()

@@ -532,6 +532,23 @@ async fn the_proxys_certificate_header_is_trusted_when_configured() {
         &token("mtls-dn", Some("not%20a%20certificate".into())).await,
         "garbage",
     );
+    app.stop().await;
+    // From a peer that is not a trusted proxy, the header is ignored: a certificate is public,
+    // and anyone reaching the listener directly could name any client's.
+    let server = pki.proxy_server().replace(
+        r#"trusted_proxies = ["127.0.0.1"]"#,
+        r#"trusted_proxies = ["10.0.0.1"]"#,
+    );
+    let app = TestApp::spawn_with(pki.opts(server)).await;
+    let resp = app
+        .post("/oauth2/v1/token")
+        .header("X-Client-Cert", pki.client_one.escaped())
+        .form(&cc("mtls-dn"))
+        .send()
+        .await
+        .unwrap();
+    assert_invalid_client(&read(resp).await, "the header from an untrusted peer");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -550,7 +567,7 @@ async fn the_certificate_header_is_ignored_unless_configured_and_on_the_mtls_lis
     // Configured: trusted on the main listener, never on the mutual-TLS one, whose connection
     // alone names the certificate.
     let server = format!(
-        "{}client_certificate_header = \"X-Client-Cert\"\n",
+        "{}client_certificate_header = \"X-Client-Cert\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
         pki.tls_server()
     );
     let app = TestApp::spawn_with(pki.opts(server)).await;

@@ -487,7 +487,8 @@ async fn a_reload_keeps_the_start_server_settings_and_checks_the_domains_against
         .handle()
         .reload(
             Config::from_toml_str(&text(Opts {
-                server_extra: "client_certificate_header = \"x-client-cert\"".into(),
+                server_extra:
+                    "client_certificate_header = \"x-client-cert\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
                 domain_keys: "mtls_issuer = \"https://mtls.example.com\"".into(),
                 ..Opts::default()
             }))

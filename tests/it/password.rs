@@ -8,8 +8,14 @@ use crate::harness::{Opts, TestApp, jwt_parts, password};
 const SECRET: &str = "password-grant-client-secret-0123456789abcdef";
 
 async fn app() -> TestApp {
+    app_with("").await
+}
+
+/// The password-grant clients, with these `[server]` keys.
+async fn app_with(server_extra: &str) -> TestApp {
     let hash = ostiary::crypto::secrets::SecretHash::sha256_string(SECRET);
     TestApp::spawn_with(Opts {
+        server_extra: server_extra.into(),
         domain_extra: format!(
             r#"
   [[domain.client]]
@@ -49,6 +55,41 @@ async fn grant(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     (status, headers, resp.json().await.unwrap())
+}
+
+/// Behind a reverse proxy: the client's address (here the per-address lockout's bucket) comes
+/// from `client_address_header` only on a connection from a trusted proxy, as the last address
+/// there that is not itself a trusted proxy; anyone else's header is ignored.
+#[tokio::test]
+async fn the_client_address_comes_from_the_header_of_a_trusted_proxy_only() {
+    let forwarded = "198.51.100.7, 203.0.113.9";
+    for (proxies, bucket) in [
+        (r#"["127.0.0.1"]"#, "a:203.0.113.9"),
+        (r#"["127.0.0.0/8", "203.0.113.0/24"]"#, "a:198.51.100.7"),
+        (r#"["10.0.0.1"]"#, "a:127.0.0.1"),
+    ] {
+        let app = app_with(&format!(
+            "client_address_header = \"X-Forwarded-For\"\ntrusted_proxies = {proxies}"
+        ))
+        .await;
+        let resp = app
+            .post("/oauth2/v1/token")
+            .basic_auth("pwclient", Some(SECRET))
+            .header("X-Forwarded-For", forwarded)
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{proxies}");
+        let buckets = crate::harness::rows_text(&app.database_url, "login_attempts", "bucket").await;
+        let addresses: Vec<&str> = buckets.lines().filter(|b| b.starts_with("a:")).collect();
+        assert_eq!(addresses, [bucket], "{proxies}: {buckets}");
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -200,6 +200,7 @@ client_ca_file = "{}"
         format!(
             r#"
 client_certificate_header = "X-Client-Cert"
+trusted_proxies = ["127.0.0.1"]
 client_ca_file = "{}"
 "#,
             self.path("ca.pem")
