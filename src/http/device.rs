@@ -9,13 +9,16 @@ use axum::response::Response;
 
 use super::extract::{CurrentDomain, peer_of};
 use super::pages::{
-    csrf_cookie, csrf_token, current_session, ensure_pending, error_page, login_page, page, pending,
-    pending_form, read_form, require_session, scope_description, see_other, with_cookie,
+    bound_csrf, csrf_cookie, csrf_token, current_session, ensure_pending, error_page, login_page, page,
+    pending, pending_form, read_form, require_session, scope_description, see_other, with_cookie,
 };
 use super::signin::wait_text;
 use crate::app::AppState;
 use crate::crypto::secrets::ct_eq;
-use crate::domain::{Domain, paths};
+use std::sync::Arc;
+
+use crate::config::DEVICE_CODE_GRANT;
+use crate::domain::{Client, Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, redirect_with};
 use crate::oauth::device::{UserCodeCheck, check_user_code, decide, format_user_code, normalize_user_code};
@@ -129,6 +132,16 @@ async fn post_user_code(
     }
 }
 
+/// The request's client while the configuration still has it enabled with the device grant.
+fn device_client<'d>(d: &'d Domain, req: &AuthorizationRequest) -> Option<&'d Arc<Client>> {
+    d.client(&req.client_id)
+        .filter(|c| c.enabled && c.grant_types.contains(DEVICE_CODE_GRANT))
+}
+
+fn no_longer_registered_device() -> OAuthError {
+    OAuthError::invalid_request("the device's client is no longer registered; start again on the device")
+}
+
 /// The sign-in page for a pending device request, or its confirmation once signed in.
 async fn confirmation(app: &AppState, d: &Domain, headers: &HeaderMap, id: &str) -> Response {
     let (row, req) = match pending(app, d, Some(id)).await {
@@ -136,12 +149,13 @@ async fn confirmation(app: &AppState, d: &Domain, headers: &HeaderMap, id: &str)
         Ok(_) => return error_page(&OAuthError::invalid_request(EXPIRED_REQUEST)),
         Err(page) => return page,
     };
-    // The request is bound to the browser that typed the code.
-    let Some(csrf) = csrf_cookie(d, headers) else {
+    // The request is bound to the browser that typed the code: another one (a link passed on)
+    // does not see the code, the client or the scopes.
+    let Some(csrf) = bound_csrf(d, headers, &row) else {
         return error_page(&OAuthError::invalid_request(EXPIRED_REQUEST));
     };
-    let Some(client) = d.client(&req.client_id).filter(|c| c.enabled) else {
-        return error_page(&OAuthError::invalid_request("the client is no longer registered"));
+    let Some(client) = device_client(d, &req) else {
+        return error_page(&no_longer_registered_device());
     };
     let session = match current_session(app, d, headers).await {
         Ok(Some(s)) => s,
@@ -172,6 +186,11 @@ async fn post_decision(app: &AppState, d: &Domain, headers: &HeaderMap, form: &P
         Ok(s) => s,
         Err(page) => return page,
     };
+    // A reload may have removed the client, or its device grant, since the page was shown:
+    // then nothing is approved or recorded for it.
+    if device_client(d, &req).is_none() {
+        return error_page(&no_longer_registered_device());
+    }
     match app.store.take_auth_request(&d.name, &row.id).await {
         Ok(true) => {}
         Ok(false) => return error_page(&OAuthError::invalid_request(EXPIRED_REQUEST)),

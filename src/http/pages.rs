@@ -116,6 +116,12 @@ pub fn csrf_ok(d: &Domain, headers: &HeaderMap, form_token: Option<&str>, row: &
     }
 }
 
+/// The browser's CSRF cookie when it is the one `row` was made for (a request is bound to the
+/// browser that started it); None otherwise.
+pub fn bound_csrf(d: &Domain, headers: &HeaderMap, row: &AuthRequestRow) -> Option<String> {
+    csrf_cookie(d, headers).filter(|c| ct_eq(sha256_b64(c).as_bytes(), row.csrf_hash.as_bytes()))
+}
+
 /// An HTML page: no caching, no framing, no scripts (except the form_post page's own).
 pub fn page(status: StatusCode, body: Result<String, askama::Error>, script_hash: Option<&str>) -> Response {
     page_with_frames(status, body, script_hash, &[])

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::flow::{Browser, Page, signed_in_browser};
-use crate::harness::{Opts, TestApp, jwt_parts, password, secret, verify_with_jwks};
+use crate::harness::{Opts, TestApp, count_rows, jwt_parts, password, secret, verify_with_jwks};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const ALPHABET: &str = "BCDFGHJKLMNPQRSTVWXZ";
@@ -660,7 +660,7 @@ async fn an_expired_device_code_gives_expired_token() {
 }
 
 #[tokio::test]
-async fn a_code_approved_in_time_but_polled_after_expiry_is_expired() {
+async fn a_code_expiring_while_its_confirmation_is_open_cannot_be_approved() {
     let app = spawn().await;
     let (device_code, user_code) = started(&app, "tv", "openid").await;
     let browser = Browser::new();
@@ -672,6 +672,86 @@ async fn a_code_approved_in_time_but_polled_after_expiry_is_expired() {
     assert!(page.body.contains(EXPIRED), "{}", page.body);
     assert_eq!(device_row(&app, &device_code).await.0, "pending");
     assert_token_error(&poll(&app, "tv", &device_code).await, "expired_token");
+}
+
+/// Approved in time, but first polled after the code's lifetime: expired_token (RFC 8628 s3.5),
+/// and nothing is issued.
+#[tokio::test]
+async fn a_code_approved_in_time_but_polled_after_expiry_is_expired() {
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid").await;
+    let browser = Browser::new();
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    decide(&browser, &confirm, "approve").await;
+    assert_eq!(device_row(&app, &device_code).await.0, "approved");
+    app.clock.advance(601);
+    assert_token_error(&poll(&app, "tv", &device_code).await, "expired_token");
+    assert_eq!(count_rows(&app.database_url, "tokens").await, 0, "nothing issued");
+}
+
+/// A reload disables the client while its confirmation page is open: Allow gives an error page,
+/// records no consent, and approves nothing, so the device gets nothing even once the client is
+/// enabled again.
+#[tokio::test]
+async fn a_client_disabled_while_its_confirmation_is_open_gets_no_approval() {
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid profile").await;
+    let browser = Browser::new();
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    let app = &app;
+    let reload = |text: String| async move {
+        app.handle()
+            .reload(ostiary::config::Config::from_toml_str(&text).unwrap())
+            .await
+            .unwrap()
+    };
+    let disabled = app.config_text.replacen(
+        "client_id = \"tv\"\n",
+        "client_id = \"tv\"\n  enabled = false\n",
+        1,
+    );
+    assert_ne!(disabled, app.config_text);
+    reload(disabled).await;
+    let page = browser.consent(&confirm, "approve", &[]).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("no longer registered"), "{}", page.body);
+    assert_eq!(device_row(app, &device_code).await.0, "pending");
+    assert_eq!(count_rows(&app.database_url, "consents").await, 0);
+    assert_eq!(count_rows(&app.database_url, "session_clients").await, 0);
+    reload(app.config_text.clone()).await;
+    assert_token_error(&poll(app, "tv", &device_code).await, "authorization_pending");
+}
+
+/// The confirmation page is bound to the browser that typed the code: another browser given its
+/// address sees neither the code nor the client.
+#[tokio::test]
+async fn the_confirmation_page_shows_nothing_to_another_browser() {
+    let app = spawn().await;
+    let (_, user_code) = started(&app, "tv", "openid").await;
+    let browser = Browser::new();
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    let url = format!(
+        "{}?request={}",
+        device_url(&app),
+        confirm.field("request").expect("request field")
+    );
+    let other = Browser::new();
+    assert_eq!(
+        other.get(&device_url(&app)).await.status,
+        200,
+        "a CSRF cookie of its own"
+    );
+    let page = other.get(&url).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        !page.body.contains(&user_code) && !page.body.contains("Living-room TV"),
+        "{}",
+        page.body
+    );
+    assert!(
+        browser.get(&url).await.is_consent(),
+        "the browser that typed it still sees it"
+    );
 }
 
 #[tokio::test]
