@@ -89,6 +89,10 @@ pub struct DomainConfig {
     /// Wrong user codes one client address may type before a pause. Default 20.
     #[serde(default = "default_address_lockout_threshold")]
     pub address_user_code_attempts: i64,
+    /// Wrong client secrets one client address may send for one client before a pause
+    /// (`lockout_duration`, doubling up to `lockout_max`; counted per replica). Default 10.
+    #[serde(default = "default_client_secret_attempts")]
+    pub client_secret_attempts: i64,
     /// The longest a client or user assertion may be valid (its `exp` at most this far ahead).
     /// Default 5m.
     #[serde(default = "default_assertion_max_lifetime")]
@@ -157,6 +161,9 @@ pub(super) fn default_lockout_threshold() -> i64 {
 }
 pub(super) fn default_address_lockout_threshold() -> i64 {
     20
+}
+pub(super) fn default_client_secret_attempts() -> i64 {
+    10
 }
 pub(super) fn default_lockout_duration() -> Seconds {
     Seconds(30)

@@ -524,6 +524,7 @@ impl Config {
                 ("address_lockout_threshold", d.address_lockout_threshold),
                 ("user_code_attempts", d.user_code_attempts),
                 ("address_user_code_attempts", d.address_user_code_attempts),
+                ("client_secret_attempts", d.client_secret_attempts),
             ] {
                 if v < 1 {
                     errs.push(format!("{p}.{key}"), "must be at least 1");

@@ -18,6 +18,7 @@ use crate::crypto::secrets::{PasswordHasher, SecretHash, ct_eq};
 use crate::domain::{Client, paths};
 use crate::error::{OAuthError, OAuthResult};
 use crate::jwks_cache::JwksCache;
+use crate::oauth::client_throttle::{Rules, SecretThrottle};
 use crate::oauth::{Ctx, assertion, mtls};
 use crate::store::assertion::AssertionStore;
 
@@ -136,6 +137,7 @@ pub struct ClientAuthenticator {
     hasher: PasswordHasher,
     verified: Arc<Mutex<HashMap<[u8; 32], bool>>>,
     jwks: JwksCache,
+    guesses: Arc<SecretThrottle>,
 }
 
 /// Most argon2 results remembered before the cache is emptied.
@@ -155,6 +157,7 @@ impl ClientAuthenticator {
             hasher,
             verified: Arc::new(Mutex::new(HashMap::new())),
             jwks: JwksCache::default(),
+            guesses: Arc::new(SecretThrottle::default()),
         }
     }
 
@@ -217,11 +220,12 @@ impl ClientAuthenticator {
             .ok_or_else(|| failed().with_cause(format!("unknown or disabled client {id:?}")))?;
         let method = client.auth_method;
         match offered {
-            Offered::Secret(secret, m) if m == method => match &client.secret {
-                Some(hash) if self.verify(&client.id, hash, secret).await => {}
-                Some(_) => return Err(failed().with_cause(format!("wrong secret for client {id:?}"))),
-                None => return Err(failed().with_cause("confidential client without a configured secret")),
-            },
+            Offered::Secret(secret, m) if m == method => {
+                let Some(hash) = &client.secret else {
+                    return Err(failed().with_cause("confidential client without a configured secret"));
+                };
+                self.check_secret(ctx, client, hash, secret).await?;
+            }
             Offered::Assertion(jwt)
                 if matches!(method, AuthMethod::PrivateKeyJwt | AuthMethod::ClientSecretJwt) =>
             {
@@ -351,6 +355,44 @@ impl ClientAuthenticator {
             OAuthError::invalid_client(m)
         })
         .await
+    }
+
+    /// Checks a client secret, within the guessing budget of this client and address (RFC 6749
+    /// s2.3.1): a locked pair is refused before the secret is looked at (so a guess neither
+    /// runs argon2 nor tells anything), and a wrong secret is counted.
+    async fn check_secret<S>(
+        &self,
+        ctx: &Ctx<'_, S>,
+        client: &Client,
+        hash: &SecretHash,
+        secret: &Zeroizing<String>,
+    ) -> OAuthResult<()> {
+        let pair = self.guesses.pair(&ctx.domain.name, &client.id, &ctx.peer.address);
+        let too_many = |secs: i64| {
+            OAuthError::invalid_client(format!("too many failed attempts: try again in {secs} seconds"))
+        };
+        let locked = self.guesses.locked_for(pair, ctx.now);
+        if locked > 0 {
+            return Err(too_many(locked).with_cause(format!(
+                "client {:?} from {}: wrong secrets, paused",
+                client.id, ctx.peer.address
+            )));
+        }
+        if self.verify(&client.id, hash, secret).await {
+            self.guesses.succeeded(pair);
+            return Ok(());
+        }
+        let c = &ctx.domain.config;
+        let rules = Rules {
+            attempts: c.client_secret_attempts,
+            first: c.lockout_duration.0,
+            max: c.lockout_max.0,
+        };
+        let cause = format!("wrong secret for client {:?}", client.id);
+        match self.guesses.failed(pair, rules, ctx.now) {
+            0 => Err(OAuthError::invalid_client("client authentication failed").with_cause(cause)),
+            secs => Err(too_many(secs).with_cause(cause)),
+        }
     }
 
     async fn verify(&self, client_id: &str, hash: &SecretHash, secret: &Zeroizing<String>) -> bool {

@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod claims;
 pub mod claims_request;
 pub mod client_auth;
+pub mod client_throttle;
 pub mod device;
 pub mod grants;
 pub mod id_token;

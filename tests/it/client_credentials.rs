@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{TestApp, jwt_parts, secret, verify_with_jwks};
+use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
 
 async fn error_of(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
     let status = resp.status().as_u16();
@@ -388,4 +388,75 @@ async fn wrong_content_type_method_and_oversized_body() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+}
+
+/// RFC 6749 s2.3.1: guessing a client's secret is paused per client and address. After
+/// `client_secret_attempts` wrong secrets from one address, that address is refused for that
+/// client, with the right secret too, for `lockout_duration`; other addresses and other clients
+/// go on. The right secret after the pause clears the count.
+#[tokio::test]
+async fn guessing_a_client_secret_is_paused_per_client_and_address() {
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "client_address_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
+        domain_keys: "client_secret_attempts = 3".into(),
+        ..Opts::default()
+    })
+    .await;
+    let right = secret("poster");
+    let ask = |from: &'static str, client: &'static str, secret: String| {
+        app.post("/oauth2/v1/token")
+            .header("X-Forwarded-For", from)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("client_secret", secret.as_str()),
+            ])
+            .send()
+    };
+    let guesser = "198.51.100.1";
+    let failure = |answer: &(u16, reqwest::header::HeaderMap, Value), says: &str| {
+        assert_eq!(answer.0, 401, "{}", answer.2);
+        assert_eq!(answer.2["error"], "invalid_client");
+        let description = answer.2["error_description"].as_str().unwrap();
+        assert!(description.contains(says), "{description}");
+    };
+    for _ in 0..2 {
+        let answer = error_of(ask(guesser, "poster", "wrong".into()).await.unwrap()).await;
+        failure(&answer, "client authentication failed");
+    }
+    let answer = error_of(ask(guesser, "poster", "wrong".into()).await.unwrap()).await;
+    failure(&answer, "too many failed attempts: try again in 30 seconds");
+    // Paused: the right secret from there is refused as well, and tells nothing.
+    let answer = error_of(ask(guesser, "poster", right.clone()).await.unwrap()).await;
+    failure(&answer, "too many failed attempts");
+    // Another address, and another client from the same address, are not.
+    let resp = ask("198.51.100.2", "poster", right.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let legacy = secret("legacy");
+    let resp = app
+        .post("/oauth2/v1/token")
+        .header("X-Forwarded-For", guesser)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "legacy"),
+            ("client_secret", legacy.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // Authenticated, then refused the grant it does not have: not paused.
+    let (status, _, body) = error_of(resp).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+    app.clock.advance(30);
+    let resp = ask(guesser, "poster", right.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200, "after the pause");
+    // The right secret cleared the count: two wrong ones are plain failures again.
+    for _ in 0..2 {
+        let answer = error_of(ask(guesser, "poster", "wrong".into()).await.unwrap()).await;
+        failure(&answer, "client authentication failed");
+    }
 }
