@@ -1,20 +1,24 @@
-//! Fetching clients' JWK Sets from their `jwks_uri`: a timeout, a size limit, no redirects, a
-//! cache, and never from loopback, private or link-local addresses unless the domain allows it
-//! (the address is checked after resolution and the connection pinned to it, so DNS cannot
-//! swap it afterwards).
+//! Fetching clients' JWK Sets from their `jwks_uri`: a timeout, a size limit, no redirects, no
+//! proxy, a cache, and never from loopback, private or link-local addresses unless the domain
+//! allows it (the address is checked after resolution and the connection pinned to it, so DNS
+//! cannot swap it afterwards). One fetch at a time per URI; a failed fetch is remembered, and the
+//! last good keys serve a while longer when a refresh fails.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// How long fetched keys are used before they are fetched again.
-const TTL: Duration = Duration::from_secs(300);
-/// The soonest keys are fetched again, after such a fetch, because a signature named an unknown
-/// key (so a stream of bad assertions cannot make us fetch on every request).
-const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// Seconds fetched keys are used before they are fetched again.
+const TTL: i64 = 300;
+/// Seconds past [`TTL`] the last good keys are still used while fetching them fails.
+const STALE_IF_ERROR: i64 = 3600;
+/// The soonest (seconds) keys are fetched again after a fetch on demand (a signature named an
+/// unknown key) or after a failed fetch, so a stream of bad assertions cannot make us fetch on
+/// every request.
+const MIN_REFETCH: i64 = 30;
 /// The whole fetch, connection included.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWK Set accepted.
@@ -22,11 +26,49 @@ const MAX_BYTES: usize = 64 * 1024;
 /// Most URIs remembered before the cache is emptied.
 const MAX_ENTRIES: usize = 1_000;
 
+type Keys = Arc<Vec<Value>>;
+
+/// What is known of one URI. Times are unix seconds of the server's clock.
+#[derive(Default)]
 struct Entry {
-    fetched: Instant,
-    /// When the keys were last fetched on demand.
-    forced: Option<Instant>,
-    keys: Arc<Vec<Value>>,
+    /// The last keys fetched, and when.
+    good: Option<(i64, Keys)>,
+    /// When the last fetch on demand was made, whatever its outcome.
+    forced: Option<i64>,
+    /// When the last fetch failed, and why; a success clears it.
+    failed: Option<(i64, String)>,
+    /// Fetches finished so far, so that a caller that waited for one shares its result.
+    fetches: u64,
+    /// Held by the one fetch in flight; concurrent callers wait for it.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Entry {
+    /// The keys to answer with now, or None when a fetch is due.
+    fn settled(&self, now: i64, refresh: bool) -> Option<Result<Keys, String>> {
+        let recent = |t: i64| now.saturating_sub(t) < MIN_REFETCH;
+        let backing_off = self.failed.as_ref().is_some_and(|(t, _)| recent(*t));
+        let fresh = self
+            .good
+            .as_ref()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) < TTL);
+        let wait = if refresh {
+            backing_off || self.forced.is_some_and(recent)
+        } else {
+            fresh || backing_off
+        };
+        wait.then(|| self.current(now))
+    }
+
+    /// The last good keys while they may serve (fresh, or stale within [`STALE_IF_ERROR`]);
+    /// otherwise the last failure.
+    fn current(&self, now: i64) -> Result<Keys, String> {
+        match (&self.good, &self.failed) {
+            (Some((t, keys)), _) if now.saturating_sub(*t) < TTL + STALE_IF_ERROR => Ok(keys.clone()),
+            (_, Some((_, why))) => Err(why.clone()),
+            _ => Err("the jwks_uri keys are too old to use".to_string()),
+        }
+    }
 }
 
 /// A cache of fetched JWK Sets, shared by all requests.
@@ -35,46 +77,105 @@ pub struct JwksCache {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
+/// What a caller learns from the cache without waiting.
+enum Lookup {
+    Settled(Result<Keys, String>),
+    /// A fetch is due: wait for the gate; `fetches` finished when the caller looked.
+    Due {
+        gate: Arc<tokio::sync::Mutex<()>>,
+        fetches: u64,
+    },
+}
+
 impl JwksCache {
-    /// The keys at `uri`: cached ones when fresh, unless `refresh` asks to fetch again (at most
-    /// once per 30 s per URI after the last such fetch). `allow_private` lets the URI resolve to a non-public address.
+    /// The keys at `uri` at unix time `now`: cached ones for 5 minutes; `refresh` asks to fetch
+    /// again (at most once per 30 s per URI). One fetch at a time per URI: concurrent callers
+    /// wait for it and share its result. After a failed fetch none is tried for 30 s, refreshes
+    /// included; while fetching fails, the last good keys serve up to an hour past their 5
+    /// minutes. `allow_private` lets the URI resolve to a non-public address.
     pub async fn keys(
         &self,
         uri: &str,
         allow_private: bool,
         refresh: bool,
-    ) -> Result<Arc<Vec<Value>>, String> {
-        let mut forced = None;
-        if let Some((age, last_forced, keys)) = self.cached(uri) {
-            let recently_forced = last_forced.is_some_and(|f| f.elapsed() < MIN_REFETCH);
-            if (age < TTL && !refresh) || (refresh && recently_forced) {
-                return Ok(keys);
-            }
-            if refresh {
-                forced = Some(Instant::now());
-            }
+        now: i64,
+    ) -> Result<Keys, String> {
+        let (gate, seen) = match self.lookup(uri, now, refresh) {
+            Lookup::Settled(result) => return result,
+            Lookup::Due { gate, fetches } => (gate, fetches),
+        };
+        let _flight = gate.lock().await;
+        // A fetch that finished while this caller waited answers it too.
+        if let Some(result) = self.after_wait(uri, now, refresh, seen) {
+            return result;
         }
-        let keys = Arc::new(fetch(uri, allow_private).await?);
-        if let Ok(mut m) = self.entries.lock() {
-            if m.len() >= MAX_ENTRIES {
-                m.clear();
-            }
-            m.insert(
-                uri.to_string(),
-                Entry {
-                    fetched: Instant::now(),
-                    forced,
-                    keys: keys.clone(),
-                },
-            );
-        }
-        Ok(keys)
+        let outcome = fetch(uri, allow_private).await;
+        self.record(uri, now, refresh, outcome)
     }
 
-    fn cached(&self, uri: &str) -> Option<(Duration, Option<Instant>, Arc<Vec<Value>>)> {
+    fn lookup(&self, uri: &str, now: i64, refresh: bool) -> Lookup {
+        let Ok(mut m) = self.entries.lock() else {
+            return Lookup::Settled(Err("the jwks_uri cache is unavailable".into()));
+        };
+        if m.len() >= MAX_ENTRIES && !m.contains_key(uri) {
+            // Keep the entries of fetches in flight, so that each still has one gate.
+            m.retain(|_, e| Arc::strong_count(&e.gate) > 1);
+        }
+        let entry = m.entry(uri.to_string()).or_default();
+        match entry.settled(now, refresh) {
+            Some(result) => Lookup::Settled(result),
+            None => Lookup::Due {
+                gate: entry.gate.clone(),
+                fetches: entry.fetches,
+            },
+        }
+    }
+
+    fn after_wait(&self, uri: &str, now: i64, refresh: bool, seen: u64) -> Option<Result<Keys, String>> {
         let m = self.entries.lock().ok()?;
-        m.get(uri)
-            .map(|e| (e.fetched.elapsed(), e.forced, e.keys.clone()))
+        let entry = m.get(uri)?;
+        if entry.fetches != seen {
+            return Some(entry.current(now));
+        }
+        entry.settled(now, refresh)
+    }
+
+    /// Stores the outcome of a fetch and answers with it (or, when it failed, with the last good
+    /// keys while they may serve).
+    fn record(
+        &self,
+        uri: &str,
+        now: i64,
+        forced: bool,
+        outcome: Result<Vec<Value>, String>,
+    ) -> Result<Keys, String> {
+        let Ok(mut m) = self.entries.lock() else {
+            return outcome.map(Arc::new);
+        };
+        let entry = m.entry(uri.to_string()).or_default();
+        entry.fetches += 1;
+        if forced {
+            entry.forced = Some(now);
+        }
+        match outcome {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                entry.good = Some((now, keys.clone()));
+                entry.failed = None;
+                Ok(keys)
+            }
+            Err(why) => {
+                entry.failed = Some((now, why.clone()));
+                let stale = entry.current(now);
+                tracing::warn!(
+                    jwks_uri = %uri,
+                    error.cause = %why,
+                    stale_keys_used = stale.is_ok(),
+                    "a client's jwks_uri could not be fetched; tried again in 30 s at the soonest"
+                );
+                stale
+            }
+        }
     }
 }
 
@@ -100,6 +201,8 @@ async fn fetch(uri: &str, allow_private: bool) -> Result<Vec<Value>, String> {
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .resolve(&bare, addr)
+        // A proxy would resolve the name itself, bypassing the address check and the pinning.
+        .no_proxy()
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let mut resp = client
@@ -191,11 +294,14 @@ mod tests {
     async fn refuses_loopback_and_plain_http() {
         let c = JwksCache::default();
         let e = c
-            .keys("https://127.0.0.1:1/jwks", false, false)
+            .keys("https://127.0.0.1:1/jwks", false, false, 1000)
             .await
             .unwrap_err();
         assert!(e.contains("public address"), "{e}");
-        let e = c.keys("http://example.com/jwks", false, false).await.unwrap_err();
+        let e = c
+            .keys("http://example.com/jwks", false, false, 1000)
+            .await
+            .unwrap_err();
         assert!(e.contains("https"), "{e}");
     }
 }

@@ -283,7 +283,7 @@ impl ClientAuthenticator {
                 .with_cause(format!("client {:?} has no keys", client.id)));
         };
         self.jwks
-            .keys(uri, ctx.domain.config.allow_private_jwks_uri, refresh)
+            .keys(uri, ctx.domain.config.allow_private_jwks_uri, refresh, ctx.now)
             .await
             .map_err(|e| {
                 OAuthError::invalid_client("the client's keys could not be fetched from its jwks_uri")

@@ -3,6 +3,7 @@
 //! JWT bearer grant (s2.1) with user assertions from a trusted issuer.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -490,8 +491,15 @@ async fn assertions_authenticate_at_introspection_and_revocation() {
     assert_eq!(body, json!({"active": false}));
 }
 
-/// A JWK Set server the test controls.
+/// A JWK Set server the test controls: it answers `keys` (503 while they are null) and counts
+/// the GETs it receives.
 async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
+    serve_jwks_after(keys, Duration::ZERO).await
+}
+
+/// [`serve_jwks`], answering each GET only after `delay` (so that requests overlap).
+async fn serve_jwks_after(keys: Arc<Mutex<Value>>, delay: Duration) -> (String, Arc<Mutex<u32>>) {
+    use axum::response::IntoResponse;
     let hits = Arc::new(Mutex::new(0u32));
     let h = hits.clone();
     let router = axum::Router::new().route(
@@ -501,7 +509,13 @@ async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
             let h = h.clone();
             async move {
                 *h.lock().unwrap() += 1;
-                axum::Json(keys.lock().unwrap().clone())
+                tokio::time::sleep(delay).await;
+                let keys = keys.lock().unwrap().clone();
+                if keys.is_null() {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    axum::Json(keys).into_response()
+                }
             }
         }),
     );
@@ -513,16 +527,20 @@ async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
     (format!("http://{addr}/jwks"), hits)
 }
 
+/// Options letting clients' jwks_uri be on loopback (the test's JWK Set server).
+fn private_jwks_uri() -> Opts {
+    Opts {
+        domain_keys: "allow_private_jwks_uri = true".into(),
+        ..Opts::default()
+    }
+}
+
 #[tokio::test]
 async fn jwks_uri_keys_are_fetched_cached_and_refetched_for_a_new_key() {
     let k1 = key(SigningAlg::ES256, "r1");
     let published = Arc::new(Mutex::new(json!({"keys": [k1.public_jwk()]})));
     let (uri, hits) = serve_jwks(published.clone()).await;
-    let opts = Opts {
-        domain_keys: "allow_private_jwks_uri = true".into(),
-        ..Opts::default()
-    };
-    let s = Setup::with(opts, Some(&uri)).await;
+    let s = Setup::with(private_jwks_uri(), Some(&uri)).await;
     for _ in 0..2 {
         let (status, body) = s
             .cc(&jws::sign(&k1, "JWT", &s.client_claims("remote")).unwrap())
@@ -547,6 +565,178 @@ async fn jwks_uri_keys_are_fetched_cached_and_refetched_for_a_new_key() {
         assert_invalid_client(status, &body, "unpublished key");
     }
     assert_eq!(*hits.lock().unwrap(), 2, "refetches are rate-limited");
+}
+
+/// While a client's jwks_uri fails, requests naming the client (which anyone can send) do not
+/// each make the server fetch it: one fetch at a time, shared by the requests waiting for it,
+/// and none again for 30 s after a failure, refresh for an unknown key included.
+#[tokio::test]
+async fn a_failing_jwks_uri_is_fetched_once_per_30_s_however_many_requests_name_it() {
+    let k1 = key(SigningAlg::ES256, "r1");
+    let published = Arc::new(Mutex::new(Value::Null));
+    let (uri, hits) = serve_jwks_after(published.clone(), Duration::from_millis(300)).await;
+    let s = Setup::with(private_jwks_uri(), Some(&uri)).await;
+    let assertion = || jws::sign(&k1, "JWT", &s.client_claims("remote")).unwrap();
+    let assertions: Vec<String> = (0..8).map(|_| assertion()).collect();
+    let raced = futures_util::future::join_all(assertions.iter().map(|a| s.cc(a))).await;
+    for (status, body) in &raced {
+        assert_invalid_client(*status, body, "jwks_uri failing");
+    }
+    assert_eq!(
+        *hits.lock().unwrap(),
+        1,
+        "eight requests on a cold cache, one fetch"
+    );
+    for _ in 0..3 {
+        let (status, body) = s.cc(&assertion()).await;
+        assert_invalid_client(status, &body, "jwks_uri failed recently");
+    }
+    assert_eq!(*hits.lock().unwrap(), 1, "no fetch within 30 s of a failure");
+    s.app.clock.advance(31);
+    let (status, body) = s.cc(&assertion()).await;
+    assert_invalid_client(status, &body, "jwks_uri still failing");
+    assert_eq!(*hits.lock().unwrap(), 2, "tried again after 30 s");
+    // It recovers: after 30 s more the keys are fetched and used.
+    *published.lock().unwrap() = json!({"keys": [k1.public_jwk()]});
+    s.app.clock.advance(31);
+    let (status, body) = s.cc(&assertion()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(*hits.lock().unwrap(), 3);
+    // Eight assertions by a key the client does not publish, with the cache expired: one fetch
+    // for the expiry, shared, and one refresh for the unknown key, shared.
+    s.app.clock.advance(301);
+    let stranger = key(SigningAlg::ES256, "r9");
+    let assertions: Vec<String> = (0..8)
+        .map(|_| jws::sign(&stranger, "JWT", &s.client_claims("remote")).unwrap())
+        .collect();
+    let raced = futures_util::future::join_all(assertions.iter().map(|a| s.cc(a))).await;
+    for (status, body) in &raced {
+        assert_invalid_client(*status, body, "unpublished key");
+    }
+    assert_eq!(*hits.lock().unwrap(), 5, "one fetch and one refresh");
+}
+
+/// When fetching a client's jwks_uri fails after its keys expired, the last good keys still
+/// serve, for up to an hour past their 5 minutes.
+#[tokio::test]
+async fn the_last_good_jwks_uri_keys_serve_while_a_refresh_fails() {
+    let k1 = key(SigningAlg::ES256, "r1");
+    let published = Arc::new(Mutex::new(json!({"keys": [k1.public_jwk()]})));
+    let (uri, hits) = serve_jwks(published.clone()).await;
+    let s = Setup::with(private_jwks_uri(), Some(&uri)).await;
+    let use_k1 = || async {
+        s.cc(&jws::sign(&k1, "JWT", &s.client_claims("remote")).unwrap())
+            .await
+    };
+    let (status, body) = use_k1().await;
+    assert_eq!(status, 200, "{body}");
+    let fetched = s.now();
+    *published.lock().unwrap() = Value::Null;
+    s.app.clock.advance(301);
+    let (status, body) = use_k1().await;
+    assert_eq!(status, 200, "stale keys serve: {body}");
+    assert_eq!(*hits.lock().unwrap(), 2, "the refresh was tried");
+    let (status, body) = use_k1().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(*hits.lock().unwrap(), 2, "no fetch within 30 s of a failure");
+    s.app.clock.advance(31);
+    let (status, body) = use_k1().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(*hits.lock().unwrap(), 3, "tried again after 30 s");
+    // An hour past their 5 minutes, the old keys no longer serve.
+    s.app.clock.set(fetched + 300 + 3600);
+    let (status, body) = use_k1().await;
+    assert_invalid_client(status, &body, "keys too old");
+    assert_eq!(*hits.lock().unwrap(), 4);
+    *published.lock().unwrap() = json!({"keys": [k1.public_jwk()]});
+    s.app.clock.advance(31);
+    let (status, body) = use_k1().await;
+    assert_eq!(status, 200, "fetched again: {body}");
+    assert_eq!(*hits.lock().unwrap(), 5);
+}
+
+/// A proxy named by HTTP_PROXY or HTTPS_PROXY would resolve the jwks_uri's host itself,
+/// bypassing the address check and the pinning: the fetch never goes through one.
+#[tokio::test]
+async fn jwks_uri_fetches_ignore_the_proxy_environment() {
+    use crate::harness::{argon_hash, config_text, fresh_database};
+    use crate::process::{free_port, spawn_serve, stops_on_sigterm, wait_until};
+    let k1 = key(SigningAlg::ES256, "r1");
+    let (uri, hits) = serve_jwks(Arc::new(Mutex::new(json!({"keys": [k1.public_jwk()]})))).await;
+    // The proxy: counts connections and answers 502.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = Arc::new(Mutex::new(0u32));
+    let p = proxied.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut conn, _)) = proxy.accept().await {
+            *p.lock().unwrap() += 1;
+            let _ = conn
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = fresh_database(dir.path()).await;
+    let opts = Opts {
+        domain_extra: format!(
+            r#"
+  [[domain.client]]
+  client_id = "remote"
+  token_endpoint_auth_method = "private_key_jwt"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+  jwks_uri = "{uri}"
+"#
+        ),
+        ..private_jwks_uri()
+    };
+    let config = dir.path().join("ostiary.toml");
+    std::fs::write(&config, config_text(port, &db, dir.path(), &opts, &argon_hash())).unwrap();
+    let env = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("HTTPS_PROXY", proxy_url.as_str()),
+        ("https_proxy", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+    ];
+    let mut child = spawn_serve(&config, port, std::process::Stdio::null(), &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token = |jti: String| {
+        let claims = json!({
+            "iss": "remote", "sub": "remote", "aud": base,
+            "exp": ostiary::clock::system_now() + 60, "jti": jti,
+        });
+        let a = jws::sign(&k1, "JWT", &claims).unwrap();
+        let http = &http;
+        let url = format!("{base}/oauth2/v1/token");
+        async move {
+            http.post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", a.as_str()),
+                ])
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    wait_until("the server to answer", || async {
+        token(ostiary::crypto::secrets::random_id()).await != 0
+    })
+    .await;
+    let status = token(ostiary::crypto::secrets::random_id()).await;
+    stops_on_sigterm(&mut child).await;
+    assert_eq!(*proxied.lock().unwrap(), 0, "the proxy was asked");
+    assert_eq!(status, 200);
+    assert!(*hits.lock().unwrap() >= 1);
 }
 
 #[tokio::test]

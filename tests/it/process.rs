@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Opts, argon_hash, config_text, count_rows, fresh_database, secret};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -14,7 +14,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -31,7 +31,7 @@ where
 
 /// `ostiary serve --config CONFIG` listening on 127.0.0.1:PORT, logging at info to `stderr`,
 /// with `env` set (after `RUST_LOG=info`, so it may set that too).
-fn spawn_serve(
+pub(crate) fn spawn_serve(
     config: &std::path::Path,
     port: u16,
     stderr: impl Into<Stdio>,
@@ -50,7 +50,7 @@ fn spawn_serve(
 }
 
 /// Sends SIGTERM to `child` and asserts it exits with success within 15 s.
-async fn stops_on_sigterm(child: &mut std::process::Child) {
+pub(crate) async fn stops_on_sigterm(child: &mut std::process::Child) {
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
