@@ -52,12 +52,31 @@ pub fn peek_header(token: &str) -> Result<Header, CryptoError> {
     serde_json::from_slice(&raw).map_err(|_| CryptoError::Invalid("JWS header is not a JSON object"))
 }
 
+/// The protected header of a JWS about to be verified.
+fn header_to_verify(token: &str) -> Result<Header, CryptoError> {
+    let (h, _, _) = split(token)?;
+    let raw = B64
+        .decode(h)
+        .map_err(|_| CryptoError::Invalid("JWS header is not base64url"))?;
+    let fields: Map<String, Value> =
+        serde_json::from_slice(&raw).map_err(|_| CryptoError::Invalid("JWS header is not a JSON object"))?;
+    // RFC 7515 s4.1.11: a JWS whose crit lists an extension not understood is invalid; we
+    // understand none.
+    if fields.contains_key("crit") {
+        return Err(CryptoError::Invalid(
+            "JWS header has crit: no extension is understood",
+        ));
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|_| CryptoError::Invalid("JWS header is not a JSON object"))
+}
+
 /// Verifies the signature with `key` and returns the claims. The header's `alg` must be the
 /// key's algorithm, so `none`, HS256 and any algorithm substitution are refused. Time, issuer
 /// and audience are the caller's to check.
 pub fn verify(token: &str, key: &VerifyingKey) -> Result<Map<String, Value>, CryptoError> {
     let (h, p, s) = split(token)?;
-    let header = peek_header(token)?;
+    let header = header_to_verify(token)?;
     if header.alg != key.alg().as_str() {
         return Err(CryptoError::Invalid("JWS alg does not match the key"));
     }
@@ -96,7 +115,7 @@ pub const HMAC_ALGS: [&str; 3] = ["HS256", "HS384", "HS512"];
 pub fn verify_hmac(token: &str, alg: &str, secret: &[u8]) -> Result<Map<String, Value>, CryptoError> {
     use aws_lc_rs::hmac;
     let (h, p, s) = split(token)?;
-    let header = peek_header(token)?;
+    let header = header_to_verify(token)?;
     if header.alg != alg {
         return Err(CryptoError::Invalid("JWS alg is not the expected one"));
     }
@@ -205,6 +224,43 @@ mod tests {
         assert!(verify(&format!("{ps}.{p}.{s}"), &vk).is_err());
         assert!(verify("a.b", &vk).is_err());
         assert!(verify("a.b.c.d", &vk).is_err());
+    }
+
+    /// `header` (a JSON object) and `claims` signed with `key`.
+    fn sign_with_header(key: &SigningKey, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(serde_json::to_vec(header).unwrap()),
+            B64.encode(serde_json::to_vec(claims).unwrap())
+        );
+        format!("{input}.{}", B64.encode(key.sign(input.as_bytes()).unwrap()))
+    }
+
+    #[test]
+    fn crit_is_refused_by_every_verification() {
+        let (key, _) = SigningKey::generate(SigningAlg::ES256, "k".into()).unwrap();
+        let vk = key.verifying_key();
+        let plain = json!({"alg": "ES256", "kid": "k"});
+        assert!(verify(&sign_with_header(&key, &plain, &claims()), &vk).is_ok());
+        for crit in [json!(["x-unknown"]), json!([]), json!(null)] {
+            let header = json!({"alg": "ES256", "kid": "k", "crit": crit, "x-unknown": 1});
+            let token = sign_with_header(&key, &header, &claims());
+            assert!(verify(&token, &vk).is_err(), "{crit}");
+            assert!(
+                verify_with_jwks(&token, &[key.public_jwk().clone()], SigningAlg::ES256, Some("k")).is_none(),
+                "{crit}"
+            );
+        }
+        use aws_lc_rs::hmac;
+        let input = format!(
+            "{}.{}",
+            B64.encode(br#"{"alg":"HS256","crit":["x-unknown"],"x-unknown":1}"#),
+            B64.encode(serde_json::to_vec(&claims()).unwrap())
+        );
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b"secret"), input.as_bytes());
+        let token = format!("{input}.{}", B64.encode(tag.as_ref()));
+        let e = verify_hmac(&token, "HS256", b"secret").unwrap_err();
+        assert!(e.to_string().contains("crit"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,19 @@ fn hmac_jwt(alg: &str, secret: &[u8], claims: &Value) -> String {
     format!("{signing_input}.{}", B64.encode(tag.as_ref()))
 }
 
+/// `claims` signed by `key` under the protected header `header` (with the key's alg and kid added).
+fn sign_with_header(key: &SigningKey, header: &Value, claims: &Value) -> String {
+    let mut header = header.clone();
+    header["alg"] = json!(key.alg().as_str());
+    header["kid"] = json!(key.kid());
+    let input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(&header).unwrap()),
+        B64.encode(serde_json::to_vec(claims).unwrap())
+    );
+    format!("{input}.{}", B64.encode(key.sign(input.as_bytes()).unwrap()))
+}
+
 /// An unsigned JWT (`alg: none`).
 fn none_jwt(claims: &Value) -> String {
     format!(
@@ -369,6 +382,49 @@ async fn bad_client_assertions_are_invalid_client() {
         .cc(&jws::sign(&ps, "JWT", &s.client_claims("pkjwt-ps")).unwrap())
         .await;
     assert_invalid_client(status, &body, "RS256 for a PS256 client");
+}
+
+/// RFC 7515 s4.1.11: a JWS whose `crit` names an extension the server does not understand is
+/// invalid; it understands none.
+#[tokio::test]
+async fn assertions_with_a_crit_header_are_refused() {
+    let s = Setup::new().await;
+    let crit = json!({"typ": "JWT", "crit": ["x-unknown"], "x-unknown": 1});
+    // Without crit the same header is fine.
+    let plain = json!({"typ": "JWT", "x-unknown": 1});
+    let (status, body) = s
+        .cc(&sign_with_header(
+            &s.client_key,
+            &plain,
+            &s.client_claims("pkjwt"),
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .cc(&sign_with_header(&s.client_key, &crit, &s.client_claims("pkjwt")))
+        .await;
+    assert_invalid_client(status, &body, "private_key_jwt with crit");
+    // client_secret_jwt: the HMAC verifies, the header does not pass.
+    let claims = s.client_claims("secretjwt");
+    let input = format!(
+        "{}.{}",
+        B64.encode(br#"{"alg":"HS256","typ":"JWT","crit":["x-unknown"],"x-unknown":1}"#),
+        B64.encode(serde_json::to_vec(&claims).unwrap())
+    );
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HMAC_SECRET.as_bytes()),
+        input.as_bytes(),
+    );
+    let (status, body) = s.cc(&format!("{input}.{}", B64.encode(tag.as_ref()))).await;
+    assert_invalid_client(status, &body, "client_secret_jwt with crit");
+    // The JWT bearer grant's user assertion.
+    let (status, body) = s
+        .bearer(
+            &sign_with_header(&s.issuer_key, &crit, &s.user_claims("alice")),
+            "orders.read",
+        )
+        .await;
+    assert_invalid_grant(status, &body, "user assertion with crit");
 }
 
 #[tokio::test]
