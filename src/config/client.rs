@@ -457,6 +457,13 @@ pub(super) fn validate_client_keys(c: &ClientConfig, cp: &str, errs: &mut Config
     {
         errs.push(format!("{cp}.tls_client_auth_san_ip"), "must be an IP address");
     }
+    // RFC 8705 s2.1.2: the subject DN is an RFC 4514 string; read it as authentication will, so
+    // that one it cannot read is refused here instead of failing every authentication.
+    if let Some(dn) = &c.tls_client_auth_subject_dn
+        && let Err(why) = crate::oauth::mtls::check_subject_dn(dn)
+    {
+        errs.push(format!("{cp}.tls_client_auth_subject_dn"), why);
+    }
 }
 
 /// The secret of a client given by `secret_env` or `secret_file` (None for `secret_hash` or

@@ -983,6 +983,20 @@ mtls_issuer = "https://mtls.example.com"
             let e = client_errors(toml);
             assert!(e.contains(want), "{toml}: expected {want:?} in {e:?}");
         }
+        // The subject DN is read as authentication reads it.
+        let dn = |dn: &str| {
+            client_errors(&format!(
+                "token_endpoint_auth_method = \"tls_client_auth\"\n  tls_client_auth_subject_dn = \"{dn}\""
+            ))
+        };
+        let e = dn("CN=x,postalCode=12345,C=US");
+        assert!(
+            e.contains(
+                "domain[0].client[0].tls_client_auth_subject_dn: unknown attribute type \"postalCode\""
+            ),
+            "{e}"
+        );
+        assert!(!dn("CN=x,2.5.4.17=12345,C=US").contains("tls_client_auth_subject_dn"));
         // (The certificate methods also need the server's mTLS keys: see the mTLS tests.)
         let ok = format!("token_endpoint_auth_method = \"private_key_jwt\"\n  {jwks}");
         assert_eq!(client_errors(&ok), "", "{ok}");

@@ -106,7 +106,7 @@ pub fn authenticate(
 /// RFC 8705 s2.1.2: the registered subject DN, or one SAN of the registered type.
 fn subject_matches(cert: &X509Certificate<'_>, subject: &TlsSubject) -> bool {
     if let TlsSubject::SubjectDn(dn) = subject {
-        return parse_dn(dn).is_some_and(|want| certificate_dn(cert.subject()) == want);
+        return parse_dn(dn).is_ok_and(|want| certificate_dn(cert.subject()) == want);
     }
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return false;
@@ -197,22 +197,49 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Checks a registered `tls_client_auth_subject_dn` as authentication will read it; the error
+/// names what cannot be read (an attribute type outside the built-in names, a bad escape...).
+pub fn check_subject_dn(text: &str) -> Result<(), String> {
+    parse_dn(text).map(|_| ())
+}
+
 /// Parses an RFC 4514 string (`CN=client,O=Example\, Inc.,C=US`) into a [`Dn`]: attribute types
 /// by name (any case) or OID, values unescaped, leading and trailing spaces dropped.
-fn parse_dn(text: &str) -> Option<Dn> {
+fn parse_dn(text: &str) -> Result<Dn, String> {
+    let bad_escape =
+        || "a backslash is not followed by a character or by two hex digits (an escape)".to_string();
     let mut rdns: Dn = Vec::new();
     let mut rdn: Vec<(String, String)> = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
         // attributeType "="
         let mut name = String::new();
+        let mut equals = false;
         for c in chars.by_ref() {
             if c == '=' {
+                equals = true;
                 break;
             }
             name.push(c);
         }
-        let oid = attribute_oid(&name)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("an attribute type is missing (an empty name, or a comma too many)".into());
+        }
+        if !equals {
+            return Err(format!("attribute type {name:?} has no \"=\" and value"));
+        }
+        let oid = attribute_oid(name).ok_or_else(|| {
+            format!(
+                "unknown attribute type {name:?}: write its OID instead (such as 2.5.4.17 for postalCode) \
+                 or use one of {}",
+                ATTRIBUTE_TYPES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
         // attributeValue, up to an unescaped ',' or '+', or the end.
         let mut value = String::new();
         // Trailing spaces are dropped unless escaped: remember the length of the kept part.
@@ -225,19 +252,29 @@ fn parse_dn(text: &str) -> Option<Dn> {
                     break;
                 }
                 '\\' => {
-                    let next = chars.next()?;
+                    let next = chars.next().ok_or_else(bad_escape)?;
                     if next.is_ascii_hexdigit() {
                         // \HH: one byte of UTF-8; gather the bytes of a whole character.
-                        let mut bytes =
-                            vec![u8::from_str_radix(&format!("{next}{}", chars.next()?), 16).ok()?];
+                        let second = chars.next().ok_or_else(bad_escape)?;
+                        let mut bytes = vec![
+                            u8::from_str_radix(&format!("{next}{second}"), 16).map_err(|_| bad_escape())?,
+                        ];
                         while std::str::from_utf8(&bytes).is_err() && bytes.len() < 4 {
-                            if chars.next()? != '\\' {
-                                return None;
+                            if chars.next() != Some('\\') {
+                                return Err(format!("the escapes of {name:?} are not UTF-8"));
                             }
-                            let h: String = [chars.next()?, chars.next()?].iter().collect();
-                            bytes.push(u8::from_str_radix(&h, 16).ok()?);
+                            let h: String = [
+                                chars.next().ok_or_else(bad_escape)?,
+                                chars.next().ok_or_else(bad_escape)?,
+                            ]
+                            .iter()
+                            .collect();
+                            bytes.push(u8::from_str_radix(&h, 16).map_err(|_| bad_escape())?);
                         }
-                        value.push_str(std::str::from_utf8(&bytes).ok()?);
+                        value.push_str(
+                            std::str::from_utf8(&bytes)
+                                .map_err(|_| format!("the escapes of {name:?} are not UTF-8"))?,
+                        );
                     } else {
                         value.push(next);
                     }
@@ -266,7 +303,7 @@ fn parse_dn(text: &str) -> Option<Dn> {
             None => {
                 rdn.sort();
                 rdns.push(rdn);
-                return Some(rdns);
+                return Ok(rdns);
             }
         }
     }
@@ -362,11 +399,33 @@ mod tests {
         assert_eq!(a[1][0].1, "Example, Inc.");
         let multi = parse_dn("OU=b+CN=a,C=US").unwrap();
         assert_eq!(multi, parse_dn("CN=a+OU=b,C=US").unwrap());
-        assert_ne!(parse_dn("CN=a,C=US"), parse_dn("C=US,CN=a"));
-        assert_ne!(parse_dn("CN=a"), parse_dn("CN=A"));
+        assert_ne!(parse_dn("CN=a,C=US").unwrap(), parse_dn("C=US,CN=a").unwrap());
+        assert_ne!(parse_dn("CN=a").unwrap(), parse_dn("CN=A").unwrap());
         assert_eq!(parse_dn("CN=caf\\C3\\A9").unwrap()[0][0].1, "café");
         assert_eq!(parse_dn("CN=trailing\\ ").unwrap()[0][0].1, "trailing ");
-        assert!(parse_dn("NOSUCHTYPE=x").is_none());
+        assert_eq!(parse_dn("CN=").unwrap()[0][0].1, "");
+    }
+
+    #[test]
+    fn dn_strings_that_cannot_be_read_say_why() {
+        for (dn, want) in [
+            ("NOSUCHTYPE=x", "unknown attribute type \"NOSUCHTYPE\""),
+            (
+                "CN=x,postalCode=12345,C=US",
+                "unknown attribute type \"postalCode\"",
+            ),
+            ("CN=a,", "attribute type is missing"),
+            ("", "attribute type is missing"),
+            ("CN=a,O", "\"O\" has no \"=\""),
+            ("CN=a\\", "escape"),
+            ("CN=a\\4", "escape"),
+            ("CN=a\\zz\\4g", "escape"),
+            ("CN=caf\\C3", "not UTF-8"),
+        ] {
+            let e = check_subject_dn(dn).unwrap_err();
+            assert!(e.contains(want), "{dn:?}: {e}");
+        }
+        check_subject_dn("CN=x,2.5.4.17=12345,OID.2.5.4.6=US").unwrap();
     }
 
     #[test]
