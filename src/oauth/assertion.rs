@@ -3,12 +3,29 @@
 
 use serde_json::{Map, Value};
 
+use crate::domain::{Domain, paths};
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::store::assertion::AssertionStore;
 
 /// Seconds of clock difference tolerated on `nbf` and `iat` in the future.
 pub const LEEWAY: i64 = 60;
+
+/// RFC 7523 s3 item 3: the values of `aud` that identify this server, for client assertions and
+/// user assertions alike: its issuer, its token endpoint URL and (RFC 8705 s5) the token
+/// endpoint's mutual-TLS alias.
+pub fn audiences(domain: &Domain) -> Vec<String> {
+    let mut audiences = vec![domain.issuer.clone(), domain.url(paths::TOKEN)];
+    audiences.extend(domain.mtls_url(paths::TOKEN));
+    audiences
+}
+
+/// RFC 7519 s2: a NumericDate is a JSON number of seconds that may have a fraction; it is read
+/// rounded down to whole seconds. Anything else is not a NumericDate.
+fn numeric_date(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+}
 
 /// What an assertion must say.
 pub struct Expect<'a> {
@@ -40,7 +57,7 @@ pub struct Accepted {
 /// Checks the claims of a verified assertion; the error text is safe to show.
 pub fn check(claims: &Map<String, Value>, e: &Expect<'_>) -> Result<Accepted, &'static str> {
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    let num_claim = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let num_claim = |name: &str| claims.get(name).and_then(numeric_date);
     // RFC 7523 s3 item 1: iss MUST be present and identify the issuer.
     if str_claim("iss") != Some(e.issuer) {
         return Err("the assertion's iss is not the expected issuer");
@@ -167,6 +184,24 @@ mod tests {
             let mut c = claims(good.clone());
             c.remove(missing);
             assert!(check(&c, &expect(&aud)).is_err(), "{missing}");
+        }
+        // RFC 7519 s2: NumericDates may have fractions, read rounded down; not strings.
+        let mut c = claims(good.clone());
+        c.insert("exp".into(), json!(1100.9));
+        c.insert("iat".into(), json!(999.5));
+        c.insert("nbf".into(), json!(1060.9));
+        assert_eq!(check(&c, &expect(&aud)).unwrap().exp, 1100);
+        for (name, value, want) in [
+            ("exp", json!(1000.9), "expired"),
+            ("nbf", json!(1061.0), "not valid yet"),
+            ("exp", json!("1100"), "no exp"),
+            ("iat", json!("990"), "not a number"),
+            ("nbf", json!(null), "not a number"),
+        ] {
+            let mut c = claims(good.clone());
+            c.insert(name.into(), value);
+            let err = check(&c, &expect(&aud)).unwrap_err();
+            assert!(err.contains(want), "{name}: {err}");
         }
         let mut e = expect(&aud);
         e.single_audience = false;

@@ -15,7 +15,7 @@ use crate::config::AuthMethod;
 use crate::crypto::jws;
 use crate::crypto::keys::SigningAlg;
 use crate::crypto::secrets::{PasswordHasher, SecretHash, ct_eq};
-use crate::domain::{Client, paths};
+use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::jwks_cache::JwksCache;
 use crate::oauth::client_throttle::{Rules, SecretThrottle};
@@ -335,10 +335,8 @@ impl ClientAuthenticator {
                 None => return Err(failed("no key of the client verifies the signature")),
             }
         };
-        // RFC 7523 s3: aud identifies this server: its issuer, or its token endpoint URL.
-        // RFC 8705 s5: the mutual-TLS alias of the token endpoint names this server too.
-        let mut audiences = vec![ctx.domain.issuer.clone(), ctx.domain.url(paths::TOKEN)];
-        audiences.extend(ctx.domain.mtls_url(paths::TOKEN));
+        // RFC 7523 s3: aud identifies this server.
+        let audiences = assertion::audiences(ctx.domain);
         let accepted = assertion::check(
             &claims,
             &assertion::Expect {

@@ -847,6 +847,60 @@ async fn jwt_bearer_grant_issues_an_access_token_for_the_asserted_user() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// One rule for `aud` (RFC 7523 s3 item 3): client assertions and user assertions alike may
+/// name the issuer, the token endpoint or its mutual-TLS alias (RFC 8705 s5).
+#[tokio::test]
+async fn both_kinds_of_assertion_may_name_the_mtls_alias_token_endpoint() {
+    let opts = Opts {
+        server_extra: "client_certificate_header = \"X-Client-Cert\"".into(),
+        domain_keys: "mtls_issuer = \"https://mtls.example.com\"".into(),
+        ..Opts::default()
+    };
+    let s = Setup::with(opts, None).await;
+    let alias = "https://mtls.example.com/oauth2/v1/token";
+    let mut user = s.user_claims("alice");
+    user["aud"] = json!(alias);
+    let (status, body) = s.bearer(&s.sign_user(&user), "orders.read").await;
+    assert_eq!(status, 200, "user assertion for the alias: {body}");
+    let mut client = s.client_claims("pkjwt");
+    client["aud"] = json!(alias);
+    let (status, body) = s.cc(&s.sign_client(&client)).await;
+    assert_eq!(status, 200, "client assertion for the alias: {body}");
+    // Another host's token endpoint is still no audience of this server.
+    let mut user = s.user_claims("alice");
+    user["aud"] = json!("https://elsewhere.example/oauth2/v1/token");
+    let (status, body) = s.bearer(&s.sign_user(&user), "orders.read").await;
+    assert_invalid_grant(status, &body, "another host's token endpoint");
+}
+
+/// RFC 7519 s2: a NumericDate "can represent non-integer values": exp, iat and nbf with a
+/// fraction are read in whole seconds, rounded down; strings are still refused.
+#[tokio::test]
+async fn assertion_times_may_have_fractions_of_a_second() {
+    let s = Setup::new().await;
+    let now = s.now() as f64;
+    let fractional = |mut c: Value| {
+        c["exp"] = json!(now + 60.25);
+        c["iat"] = json!(now - 0.5);
+        c["nbf"] = json!(now - 1.75);
+        c
+    };
+    let (status, body) = s.cc(&s.sign_client(&fractional(s.client_claims("pkjwt")))).await;
+    assert_eq!(status, 200, "client assertion: {body}");
+    let (status, body) = s
+        .bearer(&s.sign_user(&fractional(s.user_claims("alice"))), "orders.read")
+        .await;
+    assert_eq!(status, 200, "user assertion: {body}");
+    let mut c = s.client_claims("pkjwt");
+    c["exp"] = json!((s.now() + 60).to_string());
+    let (status, body) = s.cc(&s.sign_client(&c)).await;
+    assert_invalid_client(status, &body, "exp as a string");
+    let mut c = s.user_claims("alice");
+    c["iat"] = json!(s.now().to_string());
+    let (status, body) = s.bearer(&s.sign_user(&c), "orders.read").await;
+    assert_invalid_grant(status, &body, "iat as a string");
+}
+
 #[tokio::test]
 async fn bad_user_assertions_are_invalid_grant() {
     let s = Setup::new().await;

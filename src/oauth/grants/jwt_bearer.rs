@@ -9,7 +9,7 @@ use super::{Grant, TokenResponse};
 use crate::config::{JWT_BEARER_GRANT, SubjectMapping};
 use crate::crypto::jws;
 use crate::crypto::keys::SigningAlg;
-use crate::domain::{Client, paths};
+use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::assertion::{self, Expect};
@@ -55,8 +55,8 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
         })?;
         let claims = jws::verify_with_jwks(jwt, &issuer.keys, alg, header.kid.as_deref())
             .ok_or_else(|| invalid("the assertion's signature does not verify with the issuer's keys"))?;
-        // RFC 7523 s3 item 3: aud is this server: its token endpoint or its issuer.
-        let audiences = [ctx.domain.url(paths::TOKEN), ctx.domain.issuer.clone()];
+        // RFC 7523 s3 item 3: aud identifies this server, as for client assertions.
+        let audiences = assertion::audiences(ctx.domain);
         let accepted = assertion::check(
             &claims,
             &Expect {
