@@ -11,6 +11,7 @@ expected status stops the script with an error (a count of failing requests meas
 import base64
 import http.client
 import json
+import os
 import re
 import subprocess
 import sys
@@ -115,6 +116,33 @@ if status != 303 or not code_of(headers):
     sys.exit(f"sign-in failed: {status}")
 SILENT = ("GET", AUTHZ + "&prompt=none", None, {"Cookie": jar})
 phase("authorize-sso", [SILENT] * n, expect=303)
+
+
+def sign_in_pair():
+    """A browser without cookies: the sign-in page (a pending request and a CSRF cookie), then
+    its POST (argon2, the session, the code). Returns the POST's status."""
+    _, headers, page = exchange("GET", AUTHZ)
+    csrf_cookie = (headers.get("Set-Cookie") or "").split(";", 1)[0]
+    fields = dict(re.findall(r'name="(request|csrf)" value="([^"]*)"', page.decode()))
+    status, _, _ = exchange(*post("/signin", {"Content-Type": URLENCODED, "Cookie": csrf_cookie},
+                                  username="bench-user", password="bench-password", **fields))
+    return status
+
+
+# Password sign-ins, counted a pair (page and POST) at a time, argon2 included (under callgrind
+# one takes about a second, hence SIGNIN_K, default 20; TOP shows argon2's share).
+SIGNIN_K = int(os.environ.get("SIGNIN_K", "20"))
+for _ in range(WARM_UP):
+    sign_in_pair()
+callgrind("--zero")
+statuses = {}
+for _ in range(SIGNIN_K):
+    s = sign_in_pair()
+    statuses[s] = statuses.get(s, 0) + 1
+callgrind("--dump=signin-pair")
+print(f"signin-pair {SIGNIN_K} {json.dumps(statuses)}", flush=True)
+if set(statuses) != {303}:
+    sys.exit(f"signin-pair: expected only 303, got {statuses}")
 
 
 def redeem(code):

@@ -10,6 +10,8 @@
 # counted with the request that caused it. PostgreSQL's own work is not counted (it runs outside
 # valgrind); SQLite's is (it runs inside the server).
 #   K     requests per kind (default 200)
+#   SIGNIN_K  password sign-ins, each a pair (the sign-in page and its POST, argon2 included),
+#         counted as one "signin-pair" (default 20: under callgrind argon2 takes about a second)
 #   DB    sqlite (default) or postgres (a throwaway cluster, scripts/pg.sh)
 #   TOP   N > 0: under each kind, its N functions with the most instructions of their own
 #   BIN   a server binary to count instead of building one (for a build kept aside; TOP needs
