@@ -100,28 +100,34 @@ impl JwksCache {
         refresh: bool,
         now: i64,
     ) -> Result<Keys, String> {
-        let (gate, seen) = match self.lookup(uri, now, refresh) {
+        // Keys fetched for a domain that allows private addresses never serve one that does not.
+        let key = if allow_private {
+            format!("private {uri}")
+        } else {
+            uri.to_string()
+        };
+        let (gate, seen) = match self.lookup(&key, now, refresh) {
             Lookup::Settled(result) => return result,
             Lookup::Due { gate, fetches } => (gate, fetches),
         };
         let _flight = gate.lock().await;
         // A fetch that finished while this caller waited answers it too.
-        if let Some(result) = self.after_wait(uri, now, refresh, seen) {
+        if let Some(result) = self.after_wait(&key, now, refresh, seen) {
             return result;
         }
         let outcome = fetch(uri, allow_private).await;
-        self.record(uri, now, refresh, outcome)
+        self.record(&key, uri, now, refresh, outcome)
     }
 
-    fn lookup(&self, uri: &str, now: i64, refresh: bool) -> Lookup {
+    fn lookup(&self, key: &str, now: i64, refresh: bool) -> Lookup {
         let Ok(mut m) = self.entries.lock() else {
             return Lookup::Settled(Err("the jwks_uri cache is unavailable".into()));
         };
-        if m.len() >= MAX_ENTRIES && !m.contains_key(uri) {
+        if m.len() >= MAX_ENTRIES && !m.contains_key(key) {
             // Keep the entries of fetches in flight, so that each still has one gate.
             m.retain(|_, e| Arc::strong_count(&e.gate) > 1);
         }
-        let entry = m.entry(uri.to_string()).or_default();
+        let entry = m.entry(key.to_string()).or_default();
         match entry.settled(now, refresh) {
             Some(result) => Lookup::Settled(result),
             None => Lookup::Due {
@@ -131,9 +137,9 @@ impl JwksCache {
         }
     }
 
-    fn after_wait(&self, uri: &str, now: i64, refresh: bool, seen: u64) -> Option<Result<Keys, String>> {
+    fn after_wait(&self, key: &str, now: i64, refresh: bool, seen: u64) -> Option<Result<Keys, String>> {
         let m = self.entries.lock().ok()?;
-        let entry = m.get(uri)?;
+        let entry = m.get(key)?;
         if entry.fetches != seen {
             return Some(entry.current(now));
         }
@@ -144,6 +150,7 @@ impl JwksCache {
     /// keys while they may serve).
     fn record(
         &self,
+        key: &str,
         uri: &str,
         now: i64,
         forced: bool,
@@ -152,7 +159,7 @@ impl JwksCache {
         let Ok(mut m) = self.entries.lock() else {
             return outcome.map(Arc::new);
         };
-        let entry = m.entry(uri.to_string()).or_default();
+        let entry = m.entry(key.to_string()).or_default();
         entry.fetches += 1;
         if forced {
             entry.forced = Some(now);
@@ -247,18 +254,48 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a.is_multicast()
                 || a.is_documentation()
                 || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                // IETF protocol assignments (192.0.0.0/24), benchmarking (198.18.0.0/15),
+                // reserved (240.0.0.0/4).
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240)
         }
         IpAddr::V6(a) => {
+            let s = a.segments();
+            let embedded = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
             if let Some(v4) = a.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = a.segments()[0];
+            // Addresses that carry an IPv4 address a gateway may deliver to: IPv4-compatible
+            // (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) are as public as it is.
+            if s[..6] == [0; 6] && !a.is_loopback() && !a.is_unspecified() {
+                return is_public(embedded(s[6], s[7]));
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return is_public(embedded(s[1], s[2]));
+            }
             !(a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                // Site-local (deprecated), local-use NAT64 (64:ff9b:1::/48), Teredo
+                // (2001::/32, which tunnels anywhere), documentation (2001:db8::/32).
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || (s[0] == 0x2001 && s[1] == 0)
+                || (s[0] == 0x2001 && s[1] == 0xdb8))
         }
     }
 }
@@ -282,10 +319,29 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:0a00:0001::1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "fec0::1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
+        for a in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "64:ff9b::93.184.216.34",
+            "2002:5db8:d822::1",
+            "198.20.0.1",
+        ] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
     }
@@ -303,5 +359,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("https"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn what_a_domain_allowing_private_addresses_fetched_never_serves_one_that_does_not() {
+        let c = JwksCache::default();
+        // Allowed, the loopback URI is fetched (nothing listens: the fetch fails and is
+        // remembered for 30 s)...
+        let e = c
+            .keys("https://127.0.0.1:1/jwks", true, false, 1000)
+            .await
+            .unwrap_err();
+        assert!(!e.contains("public address"), "{e}");
+        // ...but a domain that does not allow it is refused for the address, not answered
+        // from the other's entry.
+        let e = c
+            .keys("https://127.0.0.1:1/jwks", false, false, 1001)
+            .await
+            .unwrap_err();
+        assert!(e.contains("public address"), "{e}");
     }
 }

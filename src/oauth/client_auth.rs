@@ -245,7 +245,9 @@ impl ClientAuthenticator {
                     AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
                 ) =>
             {
-                let keys = if method == AuthMethod::SelfSignedTlsClientAuth {
+                // Without a certificate there is nothing to match: no key set is fetched.
+                let keys = if method == AuthMethod::SelfSignedTlsClientAuth && ctx.peer.certificate.is_some()
+                {
                     self.client_keys(ctx, client, false).await?
                 } else {
                     Arc::new(Vec::new())

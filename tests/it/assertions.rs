@@ -852,7 +852,8 @@ async fn jwt_bearer_grant_issues_an_access_token_for_the_asserted_user() {
 #[tokio::test]
 async fn both_kinds_of_assertion_may_name_the_mtls_alias_token_endpoint() {
     let opts = Opts {
-        server_extra: "client_certificate_header = \"X-Client-Cert\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
+        server_extra: "client_certificate_header = \"X-Client-Cert\"\ntrusted_proxies = [\"127.0.0.1\"]"
+            .into(),
         domain_keys: "mtls_issuer = \"https://mtls.example.com\"".into(),
         ..Opts::default()
     };
