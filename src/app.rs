@@ -222,6 +222,7 @@ impl ServerHandle {
         }
         config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+        reconcile::precheck_revision(&self.state.store, domains.revision).await?;
         let now = self.state.clock.now();
         let rings = load_rings(&self.state, &domains, now).await?;
         let report = reconcile::apply(&self.state.store, &domains, now).await?;

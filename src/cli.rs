@@ -350,11 +350,17 @@ async fn check_config(path: &Path) -> i32 {
             };
             match SqlStore::connect(&ro_url, 1).await {
                 Ok(store) if store.is_migrated().await => {
-                    // A store not yet migrated to the revision's table has none recorded.
-                    let stored = store.config_revision().await.unwrap_or(None);
-                    if let Some(why) = reconcile::revision_refusal(domains.revision, stored) {
-                        eprintln!("serving would refuse this file: {why}");
-                        return 1;
+                    match store.config_revision().await {
+                        Ok(stored) => {
+                            if let Some(why) = reconcile::revision_refusal(domains.revision, stored) {
+                                eprintln!("serving would refuse this file: {why}");
+                                return 1;
+                            }
+                        }
+                        // A store not yet migrated to version 11 has no revision recorded.
+                        Err(e) => println!(
+                            "store revision cannot be read ({e}): none recorded if the store is older than version 11"
+                        ),
                     }
                     reconcile::plan(&store, &domains).await
                 }

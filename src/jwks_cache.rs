@@ -259,6 +259,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 // reserved (240.0.0.0/4).
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
                 || o[0] >= 240)
         }
         IpAddr::V6(a) => {
@@ -279,7 +280,7 @@ pub fn is_public(ip: IpAddr) -> bool {
             if s[..6] == [0; 6] && !a.is_loopback() && !a.is_unspecified() {
                 return is_public(embedded(s[6], s[7]));
             }
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
                 return is_public(embedded(s[6], s[7]));
             }
             if s[0] == 0x2002 {
@@ -295,7 +296,13 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
                 || (s[0] == 0x2001 && s[1] == 0)
-                || (s[0] == 0x2001 && s[1] == 0xdb8))
+                || (s[0] == 0x2001 && s[1] == 0xdb8)
+                // Benchmarking (2001:2::/48), ORCHID (2001:10::/28, 2001:20::/28), discard
+                // (100::/64), documentation (3fff::/20).
+                || (s[0] == 0x2001 && s[1] == 2 && s[2] == 0)
+                || (s[0] == 0x2001 && matches!(s[1] & 0xfff0, 0x10 | 0x20))
+                || (s[0] == 0x100 && s[1..4] == [0, 0, 0])
+                || (s[0] == 0x3fff && (s[1] & 0xf000) == 0))
         }
     }
 }
@@ -332,6 +339,13 @@ mod tests {
             "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "2001:db8::1",
             "fec0::1",
+            "192.88.99.1",
+            "::ffff:0:10.0.0.1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:2f::1",
+            "100::1",
+            "3fff::1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }

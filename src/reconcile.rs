@@ -9,7 +9,7 @@ use std::fmt;
 use crate::crypto::secrets::random_id;
 use crate::domain::{Domains, config_hash};
 use crate::oauth::logout::end_all_sessions;
-use crate::store::{DirectoryStore, OAuthStore, StoreResult, UserRow};
+use crate::store::{DirectoryStore, MaintenanceStore, OAuthStore, StoreResult, UserRow};
 
 /// Why a file of revision `file` must not be reconciled into a store last reconciled from
 /// `stored`; None when it may (the same revision again, a higher one, or none recorded yet).
@@ -208,7 +208,59 @@ pub async fn plan(store: &impl DirectoryStore, domains: &Domains) -> StoreResult
 }
 
 /// Computes and applies the changes.
-pub async fn apply<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> anyhow::Result<Plan> {
+pub async fn apply<S: OAuthStore + MaintenanceStore>(
+    store: &S,
+    domains: &Domains,
+    now: i64,
+) -> anyhow::Result<Plan> {
+    // One reconcile at a time, across replicas and reloads: the revision is claimed and the
+    // store brought in line under one lease, so an older file that claimed first cannot write
+    // after a newer one (it has finished before the newer one starts, or is refused).
+    let holder = format!("reconcile {}", random_id());
+    let started = std::time::Instant::now();
+    let at = |started: std::time::Instant| now + i64::try_from(started.elapsed().as_secs()).unwrap_or(0);
+    while !store
+        .acquire_lease(RECONCILE_LEASE, &holder, at(started), RECONCILE_TTL)
+        .await?
+    {
+        if started.elapsed() > RECONCILE_WAIT {
+            anyhow::bail!(
+                "another replica has been reconciling the store for over {} s: try again once it is done",
+                RECONCILE_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let result = apply_held(store, domains, now).await;
+    // Given back at once: expired for the next one.
+    if let Err(e) = store
+        .acquire_lease(RECONCILE_LEASE, &holder, at(started), -1)
+        .await
+    {
+        tracing::warn!(error.cause = %e, "the reconcile lease could not be given back: the next reconcile waits until it expires");
+    }
+    result
+}
+
+/// The lease of [`apply`].
+const RECONCILE_LEASE: &str = "reconcile";
+/// Seconds a reconcile holds its lease at most: past it (a replica that died mid-way) another
+/// may take it.
+const RECONCILE_TTL: i64 = 300;
+/// How long a start or reload waits for another replica's reconcile.
+const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Refuses `revision` before anything is done when the store was reconciled from a higher one
+/// (a read: the claim under the lease in [`apply`] is what holds; this spares a refused reload
+/// the work that comes before it, such as loading keys).
+pub async fn precheck_revision(store: &impl DirectoryStore, revision: Option<i64>) -> anyhow::Result<()> {
+    match revision_refusal(revision, store.config_revision().await?) {
+        Some(why) => Err(anyhow::anyhow!("configuration refused: {why}")),
+        None => Ok(()),
+    }
+}
+
+async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> anyhow::Result<Plan> {
     claim_revision(store, domains.revision, now).await?;
     let plan = plan(store, domains).await?;
     for ch in &plan.changes {

@@ -466,6 +466,9 @@ pub(super) fn validate_client_keys(c: &ClientConfig, cp: &str, errs: &mut Config
     }
 }
 
+/// The fewest characters of a secret given in clear (`secret_env`, `secret_file`).
+pub const MIN_CLEAR_SECRET: usize = 32;
+
 /// The secret of a client given by `secret_env` or `secret_file` (None for `secret_hash` or
 /// none); an unset variable, an unreadable file or an empty secret is an error.
 pub fn read_client_secret(c: &ClientConfig) -> Result<Option<zeroize::Zeroizing<String>>, String> {
@@ -479,6 +482,13 @@ pub fn read_client_secret(c: &ClientConfig) -> Result<Option<zeroize::Zeroizing<
     };
     if value.is_empty() {
         return Err("the client secret is empty".into());
+    }
+    // Stored as one SHA-256 and never throttled, it must not be guessable; client_secret_jwt
+    // keys HMACs with it, and RFC 7518 s3.2 asks for a key of at least the hash's size.
+    if value.chars().count() < MIN_CLEAR_SECRET {
+        return Err(format!(
+            "the client secret must be at least {MIN_CLEAR_SECRET} characters (generate one with `ostiary hash-secret --generate`)"
+        ));
     }
     Ok(Some(zeroize::Zeroizing::new(value)))
 }

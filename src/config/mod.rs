@@ -983,6 +983,22 @@ mtls_issuer = "https://mtls.example.com"
             let e = client_errors(toml);
             assert!(e.contains(want), "{toml}: expected {want:?} in {e:?}");
         }
+        // A secret given in clear is at least 32 characters (it is never throttled).
+        let dir = tempfile::tempdir().unwrap();
+        for (secret, ok) in [
+            ("short-secret", false),
+            (&"x".repeat(31)[..], false),
+            (&"x".repeat(32)[..], true),
+        ] {
+            let file = dir.path().join("secret");
+            std::fs::write(&file, format!("{secret}\n")).unwrap();
+            let e = client_errors(&format!("secret_file = \"{}\"", file.display()));
+            assert_eq!(
+                e.contains("the client secret must be at least 32 characters"),
+                !ok,
+                "{secret}: {e}"
+            );
+        }
         // The subject DN is read as authentication reads it.
         let dn = |dn: &str| {
             client_errors(&format!(

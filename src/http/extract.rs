@@ -1,6 +1,6 @@
 //! Request extractors: the current domain, and form bodies with the client's credentials.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -92,7 +92,9 @@ fn client_address(app: &App, parts: &Parts) -> String {
     if let (Some(name), Some(ip)) = (&app.client_address_header, peer)
         && app.trusted_proxies.contains(ip)
     {
-        let entries: Vec<&str> = parts
+        // An entry with a port (`203.0.113.9:5123`, `[2001:db8::1]:5123`, as some proxies
+        // write them) counts as its address: the port changes with every connection.
+        let entries: Vec<Result<IpAddr, &str>> = parts
             .headers
             .get_all(name)
             .iter()
@@ -100,14 +102,22 @@ fn client_address(app: &App, parts: &Parts) -> String {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<IpAddr>()
+                    .or_else(|_| v.parse::<SocketAddr>().map(|s| s.ip()))
+                    .map_err(|_| v)
+            })
             .collect();
         let client = entries
             .iter()
             .rev()
-            .find(|e| !e.parse().is_ok_and(|a| app.trusted_proxies.contains(a)))
+            .find(|e| !e.is_ok_and(|a| app.trusted_proxies.contains(a)))
             .or(entries.first());
         if let Some(c) = client {
-            return (*c).to_string();
+            return match c {
+                Ok(ip) => ip.to_canonical().to_string(),
+                Err(text) => (*text).to_string(),
+            };
         }
     }
     peer.map(|ip| ip.to_string()).unwrap_or_default()

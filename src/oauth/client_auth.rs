@@ -357,9 +357,11 @@ impl ClientAuthenticator {
         .await
     }
 
-    /// Checks a client secret, within the guessing budget of this client and address (RFC 6749
-    /// s2.3.1): a locked pair is refused before the secret is looked at (so a guess neither
-    /// runs argon2 nor tells anything), and a wrong secret is counted.
+    /// Checks a client secret. A SHA-256 one (generated, or given in clear of at least 32
+    /// characters) cannot be guessed: one constant-time comparison. An argon2id one is a secret a
+    /// person chose: checked within the guessing budget of this client and address (RFC 6749
+    /// s2.3.1), which the guess enters before argon2 runs; a locked pair is refused without
+    /// looking at the secret (so a guess neither runs argon2 nor tells anything).
     async fn check_secret<S>(
         &self,
         ctx: &Ctx<'_, S>,
@@ -367,31 +369,35 @@ impl ClientAuthenticator {
         hash: &SecretHash,
         secret: &Zeroizing<String>,
     ) -> OAuthResult<()> {
-        let pair = self.guesses.pair(&ctx.domain.name, &client.id, &ctx.peer.address);
+        let cause = || format!("wrong secret for client {:?}", client.id);
+        if let SecretHash::Sha256(_) = hash {
+            return if self.verify(&client.id, hash, secret).await {
+                Ok(())
+            } else {
+                Err(OAuthError::invalid_client("client authentication failed").with_cause(cause()))
+            };
+        }
         let too_many = |secs: i64| {
             OAuthError::invalid_client(format!("too many failed attempts: try again in {secs} seconds"))
         };
-        let locked = self.guesses.locked_for(pair, ctx.now);
-        if locked > 0 {
-            return Err(too_many(locked).with_cause(format!(
-                "client {:?} from {}: wrong secrets, paused",
-                client.id, ctx.peer.address
-            )));
-        }
-        if self.verify(&client.id, hash, secret).await {
-            self.guesses.succeeded(pair);
-            return Ok(());
-        }
         let c = &ctx.domain.config;
         let rules = Rules {
             attempts: c.client_secret_attempts,
             first: c.lockout_duration.0,
             max: c.lockout_max.0,
         };
-        let cause = format!("wrong secret for client {:?}", client.id);
-        match self.guesses.failed(pair, rules, ctx.now) {
-            0 => Err(OAuthError::invalid_client("client authentication failed").with_cause(cause)),
-            secs => Err(too_many(secs).with_cause(cause)),
+        let pair = self.guesses.pair(&ctx.domain.name, &client.id, &ctx.peer.address);
+        if let Err(secs) = self.guesses.admit(pair, rules, ctx.now) {
+            return Err(too_many(secs).with_cause(format!(
+                "client {:?} from {}: wrong secrets, paused",
+                client.id, ctx.peer.address
+            )));
+        }
+        let right = self.verify(&client.id, hash, secret).await;
+        match self.guesses.settle(pair, right, rules, ctx.now) {
+            _ if right => Ok(()),
+            0 => Err(OAuthError::invalid_client("client authentication failed").with_cause(cause())),
+            secs => Err(too_many(secs).with_cause(cause())),
         }
     }
 

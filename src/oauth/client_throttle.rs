@@ -1,30 +1,33 @@
 //! Guessing client secrets. RFC 6749 s2.3.1: a server that takes client passwords "MUST protect
-//! any endpoint utilizing it against brute force attacks". Wrong secrets are counted per domain,
-//! client and client address, in memory (so per replica: the store is not read on the token
-//! endpoint's fast path); past `client_secret_attempts` that pair is refused, right secret or
-//! not, for `lockout_duration`, doubling with each further wrong secret up to `lockout_max`. A
-//! right secret clears the count; a count left alone for `lockout_max` starts again.
+//! any endpoint utilizing it against brute force attacks". Secrets stored as SHA-256 are
+//! generated (256 bits) or given in clear of at least 32 characters, and cannot be guessed; an
+//! argon2id secret is one a person chose, and its guesses are counted per domain, client and
+//! client address (an IPv6 address by its /64), in memory (so per replica). Past
+//! `client_secret_attempts` that pair is refused, right secret or not and without running argon2,
+//! for `lockout_duration`, doubling with each further wrong secret up to `lockout_max`. A guess
+//! takes its place in the budget before argon2 runs, so guesses sent at once cannot overshoot it.
+//! A right secret clears the count; a count left alone for `lockout_max` starts again.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Pairs remembered at most; past it, the unlocked ones are forgotten first.
+/// Pairs remembered at most; past it, the ones neither locked nor being checked are forgotten.
 const MAX_ENTRIES: usize = 100_000;
 
 /// The failure counts of (domain, client, address) pairs.
 #[derive(Default)]
 pub struct SecretThrottle {
     entries: Mutex<HashMap<u64, Entry>>,
-    /// How many entries there are, read without the lock on the fast path.
-    len: AtomicUsize,
     seed: std::collections::hash_map::RandomState,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     failures: i64,
+    /// Guesses being checked now.
+    pending: i64,
     locked_until: i64,
     last: i64,
 }
@@ -44,62 +47,79 @@ pub struct Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pair(u64);
 
+/// The part of `address` a budget belongs to: an IPv6 address's /64 (one subscriber's usual
+/// share), any other address as it is.
+fn budget_holder(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
+            let s = a.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(a) => a.to_canonical().to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 impl SecretThrottle {
     /// The pair of `client` of `domain` asked from `address`.
     pub fn pair(&self, domain: &str, client: &str, address: &str) -> Pair {
-        Pair(self.seed.hash_one((domain, client, address)))
+        Pair(self.seed.hash_one((domain, client, budget_holder(address))))
     }
 
-    /// Seconds until `pair` may try again (0: now).
-    pub fn locked_for(&self, pair: Pair, now: i64) -> i64 {
-        if self.len.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        self.entries
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&pair.0).map(|e| (e.locked_until - now).max(0)))
-            .unwrap_or(0)
-    }
-
-    /// Counts a wrong secret of `pair`; returns the seconds it is now locked for (0: not).
-    pub fn failed(&self, pair: Pair, rules: Rules, now: i64) -> i64 {
+    /// Lets one guess of `pair` be checked, or says for how many seconds it may not (locked, or
+    /// the guesses being checked already fill what is left of its budget).
+    pub fn admit(&self, pair: Pair, rules: Rules, now: i64) -> Result<(), i64> {
         let Ok(mut m) = self.entries.lock() else {
-            return 0;
+            return Err(rules.first);
         };
         if m.len() >= MAX_ENTRIES && !m.contains_key(&pair.0) {
-            m.retain(|_, e| e.locked_until > now);
+            m.retain(|_, e| e.locked_until > now || e.pending > 0);
             if m.len() >= MAX_ENTRIES {
-                m.clear();
+                return Err(rules.first);
             }
         }
         let e = m.entry(pair.0).or_default();
         // A count left alone for the longest lockout (after its lock ended) starts again.
-        if now - e.locked_until.max(e.last) >= rules.max {
+        if e.pending == 0 && now - e.locked_until.max(e.last) >= rules.max {
             *e = Entry::default();
         }
-        e.failures += 1;
+        if e.locked_until > now {
+            return Err(e.locked_until - now);
+        }
+        // What is left of the budget, and once it is spent (each lock over) one guess at a time.
+        if e.pending >= (rules.attempts - e.failures).max(1) {
+            return Err(rules.first);
+        }
+        e.pending += 1;
+        Ok(())
+    }
+
+    /// The outcome of a guess [`admit`](Self::admit) let through; returns the seconds `pair` is
+    /// now locked for (0: not).
+    pub fn settle(&self, pair: Pair, right: bool, rules: Rules, now: i64) -> i64 {
+        let Ok(mut m) = self.entries.lock() else {
+            return 0;
+        };
+        let Some(e) = m.get_mut(&pair.0) else {
+            return 0;
+        };
+        e.pending = (e.pending - 1).max(0);
         e.last = now;
+        if right {
+            e.failures = 0;
+            e.locked_until = 0;
+            if e.pending == 0 {
+                m.remove(&pair.0);
+            }
+            return 0;
+        }
+        e.failures += 1;
         let over = e.failures - rules.attempts;
         if over >= 0 {
             let doubled = rules.first.saturating_mul(1_i64 << over.min(30));
             e.locked_until = now + doubled.min(rules.max);
         }
-        let locked = (e.locked_until - now).max(0);
-        self.len.store(m.len(), Ordering::Relaxed);
-        locked
-    }
-
-    /// A right secret of `pair`: its count is cleared.
-    pub fn succeeded(&self, pair: Pair) {
-        if self.len.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        if let Ok(mut m) = self.entries.lock()
-            && m.remove(&pair.0).is_some()
-        {
-            self.len.store(m.len(), Ordering::Relaxed);
-        }
+        (e.locked_until - now).max(0)
     }
 }
 
@@ -114,32 +134,57 @@ mod tests {
         max: 120,
     };
 
+    /// One guess, admitted and settled at `now`: Err(seconds) when refused, else the lock after.
+    fn guess(t: &SecretThrottle, p: Pair, right: bool, now: i64) -> Result<i64, i64> {
+        t.admit(p, RULES, now)?;
+        Ok(t.settle(p, right, RULES, now))
+    }
+
     #[test]
     fn locks_after_the_attempts_doubles_and_forgets() {
         let t = SecretThrottle::default();
         let p = t.pair("d", "c", "10.0.0.1");
         let other = t.pair("d", "c", "10.0.0.2");
-        assert_eq!(t.locked_for(p, 0), 0);
-        assert_eq!(t.failed(p, RULES, 0), 0);
-        assert_eq!(t.failed(p, RULES, 1), 0);
-        assert_eq!(t.failed(p, RULES, 2), 30, "the third wrong secret locks");
-        assert_eq!(t.locked_for(p, 2), 30);
-        assert_eq!(t.locked_for(p, 31), 1);
-        assert_eq!(t.locked_for(other, 2), 0, "another address is not locked");
-        assert_eq!(t.failed(p, RULES, 40), 60, "each further one doubles");
-        assert_eq!(t.failed(p, RULES, 100), 120, "up to the longest");
+        assert_eq!(guess(&t, p, false, 0), Ok(0));
+        assert_eq!(guess(&t, p, false, 1), Ok(0));
+        assert_eq!(guess(&t, p, false, 2), Ok(30), "the third wrong secret locks");
+        assert_eq!(guess(&t, p, true, 2), Err(30), "locked: the right secret too");
+        assert_eq!(guess(&t, p, false, 31), Err(1));
+        assert_eq!(guess(&t, other, true, 3), Ok(0), "another address is not locked");
+        assert_eq!(guess(&t, p, false, 40), Ok(60), "each further one doubles");
+        assert_eq!(guess(&t, p, false, 100), Ok(120), "up to the longest");
         assert_eq!(
-            t.failed(p, RULES, 220),
-            120,
+            guess(&t, p, false, 220),
+            Ok(120),
             "right when the lock ends: still counted"
         );
+        assert_eq!(guess(&t, p, false, 340 + 119), Ok(120));
         // Left alone for the longest lockout after it ended: a fresh count.
-        assert_eq!(t.failed(p, RULES, 340 + 119), 120);
-        assert_eq!(t.failed(p, RULES, 579 + 120), 0);
+        assert_eq!(guess(&t, p, false, 579 + 120), Ok(0));
         // A right secret clears it.
-        t.failed(p, RULES, 500);
-        t.succeeded(p);
-        assert_eq!(t.failed(p, RULES, 501), 0);
-        assert_eq!(t.failed(p, RULES, 502), 0);
+        assert_eq!(guess(&t, p, true, 700), Ok(0));
+        assert_eq!(guess(&t, p, false, 701), Ok(0));
+        assert_eq!(guess(&t, p, false, 702), Ok(0));
+    }
+
+    #[test]
+    fn guesses_checked_at_once_cannot_overshoot_the_budget() {
+        let t = SecretThrottle::default();
+        let p = t.pair("d", "c", "10.0.0.1");
+        let admitted = (0..24).filter(|_| t.admit(p, RULES, 0).is_ok()).count();
+        assert_eq!(admitted, 3, "only the budget is checked while they run");
+        for _ in 0..3 {
+            t.settle(p, false, RULES, 0);
+        }
+        assert_eq!(t.admit(p, RULES, 0), Err(30));
+    }
+
+    #[test]
+    fn an_ipv6_budget_is_its_64() {
+        let t = SecretThrottle::default();
+        let a = t.pair("d", "c", "2001:db8:1:2::1");
+        assert_eq!(a, t.pair("d", "c", "2001:db8:1:2:ffff::9"));
+        assert_ne!(a, t.pair("d", "c", "2001:db8:1:3::1"));
+        assert_eq!(t.pair("d", "c", "::ffff:10.0.0.1"), t.pair("d", "c", "10.0.0.1"));
     }
 }

@@ -408,6 +408,56 @@ async fn a_file_older_than_the_stores_revision_is_refused_everywhere() {
     app.stop().await;
 }
 
+/// Two replicas reloading different revisions at once: the store ends with the newer file's
+/// content every time (the older one either finishes first or is refused), never with the newer
+/// revision recorded over the older one's content.
+#[tokio::test]
+async fn replicas_reloading_two_revisions_at_once_end_with_the_newer_file() {
+    let a = TestApp::spawn().await;
+    let port: u16 = a.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let b = TestApp::spawn_with(Opts {
+        database_url: Some(a.database_url.clone()),
+        dir: Some(a.dir.clone()),
+        issuer_port: Some(port),
+        ..Opts::default()
+    })
+    .await;
+    let without_other = config_text(
+        port,
+        &a.database_url,
+        a.dir.path(),
+        &Opts {
+            without_clients: vec!["other"],
+            ..Opts::default()
+        },
+        &argon_hash(),
+    );
+    let mut db = sqlx::AnyConnection::connect(&a.database_url).await.unwrap();
+    for round in 0..12_i64 {
+        let (older, newer) = (2 * round + 1, 2 * round + 2);
+        let older_text = format!("revision = {older}\n{}", a.config_text);
+        let newer_text = format!("revision = {newer}\n{without_other}");
+        // Which replica gets which file alternates, and so does who is asked first.
+        let (x, y) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (_, newer_result) = tokio::join!(
+            x.handle().reload(Config::from_toml_str(&older_text).unwrap()),
+            y.handle().reload(Config::from_toml_str(&newer_text).unwrap()),
+        );
+        newer_result.unwrap();
+        let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM config_revision")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let (enabled,): (i64,) = sqlx::query_as("SELECT enabled FROM clients WHERE client_id = 'other'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        assert_eq!((revision, enabled), (newer, 0), "round {round}");
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
 /// Users across reloads: one removed from the file is disabled, and declared again, unchanged,
 /// is active again; a declared user whose name belongs to a user kept in the store (the CLI's,
 /// the admin API's) does not take that user over: the store user is left as it was.

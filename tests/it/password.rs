@@ -62,11 +62,18 @@ async fn grant(
 /// there that is not itself a trusted proxy; anyone else's header is ignored.
 #[tokio::test]
 async fn the_client_address_comes_from_the_header_of_a_trusted_proxy_only() {
-    let forwarded = "198.51.100.7, 203.0.113.9";
-    for (proxies, bucket) in [
-        (r#"["127.0.0.1"]"#, "a:203.0.113.9"),
-        (r#"["127.0.0.0/8", "203.0.113.0/24"]"#, "a:198.51.100.7"),
-        (r#"["10.0.0.1"]"#, "a:127.0.0.1"),
+    let plain = "198.51.100.7, 203.0.113.9";
+    for (proxies, forwarded, bucket) in [
+        (r#"["127.0.0.1"]"#, plain, "a:203.0.113.9"),
+        (r#"["127.0.0.0/8", "203.0.113.0/24"]"#, plain, "a:198.51.100.7"),
+        (r#"["10.0.0.1"]"#, plain, "a:127.0.0.1"),
+        // With ports, as some proxies write them: the address alone (the port changes).
+        (
+            r#"["127.0.0.1"]"#,
+            "198.51.100.7:4711, 203.0.113.9:5123",
+            "a:203.0.113.9",
+        ),
+        (r#"["127.0.0.1"]"#, "[2001:db8::7]:4711", "a:2001:db8::7"),
     ] {
         let app = app_with(&format!(
             "client_address_header = \"X-Forwarded-For\"\ntrusted_proxies = {proxies}"
