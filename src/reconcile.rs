@@ -245,10 +245,11 @@ pub async fn apply<S: OAuthStore + MaintenanceStore>(
 /// The lease of [`apply`].
 const RECONCILE_LEASE: &str = "reconcile";
 /// Seconds a reconcile holds its lease at most: past it (a replica that died mid-way) another
-/// may take it.
-const RECONCILE_TTL: i64 = 300;
-/// How long a start or reload waits for another replica's reconcile.
-const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// may take it. Reconciling thousands of declared users takes seconds.
+const RECONCILE_TTL: i64 = 120;
+/// How long a start or reload waits for another replica's reconcile: longer than the lease, so
+/// that the lease of a replica that died is always outlived.
+const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// Refuses `revision` before anything is done when the store was reconciled from a higher one
 /// (a read: the claim under the lease in [`apply`] is what holds; this spares a refused reload

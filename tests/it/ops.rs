@@ -458,6 +458,36 @@ async fn replicas_reloading_two_revisions_at_once_end_with_the_newer_file() {
     a.stop().await;
 }
 
+/// The reconcile lease of a replica that died mid-reconcile is outlived: a reload waits until it
+/// lapses (here in 2 s), then reconciles.
+#[tokio::test]
+async fn a_reload_waits_out_the_reconcile_lease_of_a_replica_that_died() {
+    use ostiary::clock::Clock;
+    let app = TestApp::spawn().await;
+    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE job_leases SET holder = 'a replica that died', expires_at = {} WHERE name = 'reconcile'",
+        app.clock.now() + 1
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(taken.rows_affected(), 1, "the start's lease row");
+    let started = std::time::Instant::now();
+    reload(&app, &format!("revision = 5\n{}", app.config_text)).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "the reload waited for the lease: {:?}",
+        started.elapsed()
+    );
+    let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM config_revision")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(revision, 5);
+    app.stop().await;
+}
+
 /// Users across reloads: one removed from the file is disabled, and declared again, unchanged,
 /// is active again; a declared user whose name belongs to a user kept in the store (the CLI's,
 /// the admin API's) does not take that user over: the store user is left as it was.
