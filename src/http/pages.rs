@@ -107,11 +107,8 @@ pub fn csrf_token(d: &Domain, headers: &HeaderMap) -> (String, Option<HeaderValu
 
 /// True when the form's token is the browser's CSRF cookie and the one bound to the request.
 pub fn csrf_ok(d: &Domain, headers: &HeaderMap, form_token: Option<&str>, row: &AuthRequestRow) -> bool {
-    match (csrf_cookie(d, headers), form_token) {
-        (Some(cookie), Some(form)) => {
-            ct_eq(cookie.as_bytes(), form.as_bytes())
-                && ct_eq(sha256_b64(&cookie).as_bytes(), row.csrf_hash.as_bytes())
-        }
+    match (bound_csrf(d, headers, row), form_token) {
+        (Some(cookie), Some(form)) => ct_eq(cookie.as_bytes(), form.as_bytes()),
         _ => false,
     }
 }

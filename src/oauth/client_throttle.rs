@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::store::signin::lockout_seconds;
+
 /// Pairs remembered at most; past it, the ones neither locked nor being checked are forgotten.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -114,10 +116,9 @@ impl SecretThrottle {
             return 0;
         }
         e.failures += 1;
-        let over = e.failures - rules.attempts;
-        if over >= 0 {
-            let doubled = rules.first.saturating_mul(1_i64 << over.min(30));
-            e.locked_until = now + doubled.min(rules.max);
+        let lock = lockout_seconds(e.failures, rules.attempts, rules.first, rules.max);
+        if lock > 0 {
+            e.locked_until = now + lock;
         }
         (e.locked_until - now).max(0)
     }

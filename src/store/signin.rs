@@ -617,8 +617,7 @@ impl SignInStore for SqlStore {
         .fetch_one(&self.writer)
         .await?;
         if failures >= threshold {
-            let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
-            let lock = base.saturating_mul(1_i64 << doublings).min(max);
+            let lock = lockout_seconds(failures, threshold, base, max);
             sqlx::query(LOCK_BUCKET)
                 .bind(domain)
                 .bind(bucket)
@@ -645,4 +644,15 @@ impl SignInStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// How long `failures` lock a counter that allows `threshold` before a lockout: `first` seconds at
+/// the threshold, doubling with each failure past it, at most `max` (0 below the threshold).
+/// Shared by the store's counters and the in-memory one of client secrets.
+pub fn lockout_seconds(failures: i64, threshold: i64, first: i64, max: i64) -> i64 {
+    if failures < threshold {
+        return 0;
+    }
+    let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
+    first.saturating_mul(1_i64 << doublings).min(max)
 }
