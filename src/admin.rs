@@ -250,8 +250,8 @@ fn writable(u: &UserRow) -> OAuthResult<()> {
 
 /// The longest username and password accepted (characters; a username also appears in logs and
 /// audit events).
-const MAX_USERNAME_CHARS: usize = 255;
-const MAX_PASSWORD_CHARS: usize = 1024;
+pub const MAX_USERNAME_CHARS: usize = 255;
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Refuses a body with members other than `allowed`: a misspelt member would otherwise be
 /// ignored, and the request answered as if it had been done.
@@ -268,10 +268,18 @@ fn only_members(body: &Value, allowed: &[&str]) -> OAuthResult<()> {
     }
 }
 
-/// Invisible characters that change how a name reads (Unicode format characters: soft hyphen,
-/// zero-width and bidirectional controls, the byte-order mark).
+/// Invisible characters that change how a name reads: Unicode's Default_Ignorable_Code_Point
+/// (DerivedCoreProperties.txt: soft hyphen, combining grapheme joiner, the Arabic letter mark,
+/// Hangul fillers, Khmer and Mongolian invisibles, zero-width and bidirectional controls,
+/// variation selectors, the byte-order mark, shorthand format controls, musical format controls,
+/// tags), the interlinear annotation controls, and the line and paragraph separators.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}'
+        | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
 }
 
 fn username_of(body: &Value) -> OAuthResult<&str> {
@@ -574,6 +582,7 @@ pub async fn delete_consent<S: OAuthStore>(
         user,
         client,
         &format!("client:{}", caller.client_id),
+        &ctx.peer.request_id,
         ctx.now,
     )
     .await?;

@@ -644,8 +644,10 @@ pub async fn deliver_logouts(state: &AppState) -> usize {
     let mut delivered = 0;
     for row in due {
         // The claim outlasts the request's timeout, so a crashed attempt is retried later.
-        let claim_until = now + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
-        match state.store.claim_logout(&row.id, now, claim_until).await {
+        // Timed from now, not from the start of the run: the rows before took their time.
+        let claimed_at = state.clock.now();
+        let claim_until = claimed_at + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
+        match state.store.claim_logout(&row.id, claimed_at, claim_until).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

@@ -107,6 +107,17 @@ pub enum KeyError {
     },
 }
 
+impl From<KeyError> for crate::error::OAuthError {
+    /// A store that failed is the store's error (503 when it is unavailable, as every endpoint
+    /// answers); a key that could not be made or opened is the server's.
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Store(e) => e.into(),
+            e @ KeyError::Crypto { .. } => crate::error::OAuthError::server_error(e),
+        }
+    }
+}
+
 /// The live key set of one domain, swapped whole on refresh.
 #[derive(Debug)]
 pub struct KeyRing {
@@ -373,6 +384,19 @@ mod tests {
 
     use super::*;
     use crate::store::StoreResult;
+
+    /// A rotation whose store is unavailable answers 503 as every endpoint does, not 500.
+    #[test]
+    fn a_store_outage_is_unavailable_and_a_key_failure_the_servers() {
+        let e: crate::error::OAuthError = KeyError::Store(StoreError::Unavailable("down".into())).into();
+        assert_eq!(e.code.status(), 503);
+        let e: crate::error::OAuthError = KeyError::Crypto {
+            kid: "k".into(),
+            reason: "r".into(),
+        }
+        .into();
+        assert_eq!(e.code.status(), 500);
+    }
 
     /// A key store in memory that counts its reads.
     #[derive(Default)]

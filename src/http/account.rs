@@ -81,7 +81,18 @@ pub async fn post_account(State(app): State<AppState>, cur: CurrentDomain, req: 
     match (form.get("action"), form.get("client_id")) {
         (Some("withdraw"), Some(client_id)) => {
             let actor = format!("user:{}", session.user_id);
-            match logout::withdraw_consent(&app.store, d, &session.user_id, client_id, &actor, now).await {
+            let request_id = super::extract::request_id_of(&parts.headers);
+            match logout::withdraw_consent(
+                &app.store,
+                d,
+                &session.user_id,
+                client_id,
+                &actor,
+                &request_id,
+                now,
+            )
+            .await
+            {
                 Ok(w) => {
                     if w.queued {
                         deliver_logouts_soon(&app);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,8 +22,6 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::keyring;
 use crate::oauth::{Ctx, Peer};
 use crate::store::{KeyStore, SqlStore};
-
-type Q = Query<HashMap<String, String>>;
 
 /// The administration API's routes, under `admin::PREFIX`.
 pub fn routes() -> Router<AppState> {
@@ -89,41 +87,131 @@ fn done_then_deliver(app: &AppState, result: OAuthResult<bool>, realm: &str) -> 
     done(result.map(|_| ()), realm)
 }
 
+/// A part of the request read before the token is checked, whose error is answered only after
+/// it (RFC 6750 s3: a request without credentials gets the 401 challenge, whatever else is wrong
+/// with it). [`admin_call!`] takes the value out once the caller is authorised.
+trait Checked {
+    type Value;
+    fn checked(self) -> OAuthResult<Self::Value>;
+}
+
 /// The JSON body of a request, read whole up to `server.max_body_bytes` (413 beyond, in the API's
 /// error format, as every other endpoint answers).
-pub struct AdminBody(Bytes);
+pub struct AdminBody(OAuthResult<Bytes>);
 
 impl axum::extract::FromRequest<AppState> for AdminBody {
-    type Rejection = Response;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Response> {
-        super::response::read_body(req.into_body(), app.max_body_bytes)
-            .await
-            .map(AdminBody)
-            .map_err(IntoResponse::into_response)
+    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(AdminBody(
+            super::response::read_body(req.into_body(), app.max_body_bytes).await,
+        ))
+    }
+}
+
+impl Checked for AdminBody {
+    type Value = Bytes;
+    fn checked(self) -> OAuthResult<Bytes> {
+        self.0
     }
 }
 
 /// The path's parameters; one that is not UTF-8 once percent-decoded is a 400 in the API's error
 /// format (axum's own rejection is plain text).
-pub struct AdminPath<T>(T);
+pub struct AdminPath<T>(OAuthResult<T>);
 
 impl<T> axum::extract::FromRequestParts<AppState> for AdminPath<T>
 where
     T: serde::de::DeserializeOwned + Send,
 {
-    type Rejection = Response;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         app: &AppState,
-    ) -> Result<Self, Response> {
-        match Path::<T>::from_request_parts(parts, app).await {
-            Ok(Path(v)) => Ok(AdminPath(v)),
-            Err(e) => Err(OAuthError::invalid_request("the path is not valid")
-                .with_cause(e)
-                .into_response()),
+    ) -> Result<Self, Self::Rejection> {
+        Ok(AdminPath(match Path::<T>::from_request_parts(parts, app).await {
+            Ok(Path(v)) => Ok(v),
+            Err(e) => Err(OAuthError::invalid_request("the path is not valid").with_cause(e)),
+        }))
+    }
+}
+
+impl<T> Checked for AdminPath<T> {
+    type Value = T;
+    fn checked(self) -> OAuthResult<T> {
+        self.0
+    }
+}
+
+/// The query string of a list, as sent. [`AdminQuery::only`] checks it against what the list
+/// takes: a misspelt filter would otherwise be ignored and the whole list answered as if it were
+/// filtered (and a repeated one would keep its last value), so both are a 400.
+pub struct AdminQuery(Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AdminQuery {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(AdminQuery(
+            form_urlencoded::parse(query.as_bytes()).into_owned().collect(),
+        ))
+    }
+}
+
+impl Checked for AdminQuery {
+    type Value = AdminQuery;
+    fn checked(self) -> OAuthResult<AdminQuery> {
+        Ok(self)
+    }
+}
+
+/// The parameters every list takes (admin::Paging).
+const PAGING: [&str; 2] = ["startIndex", "count"];
+
+impl AdminQuery {
+    /// The parameters, when each is one of `filters` or [`PAGING`] and given once.
+    fn only(&self, filters: &[&str]) -> OAuthResult<HashMap<String, String>> {
+        let takes = || {
+            PAGING
+                .iter()
+                .chain(filters)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // Named in the error only when it is a plain name (the description stays printable ASCII).
+        let shown = |k: &str| {
+            if !k.is_empty()
+                && k.len() <= 40
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                format!("{k} ")
+            } else {
+                String::new()
+            }
+        };
+        let mut m = HashMap::new();
+        for (k, v) in &self.0 {
+            if !PAGING.contains(&k.as_str()) && !filters.contains(&k.as_str()) {
+                return Err(OAuthError::invalid_request(format!(
+                    "the query parameter {}is not one this list takes ({})",
+                    shown(k),
+                    takes()
+                )));
+            }
+            if m.insert(k.clone(), v.clone()).is_some() {
+                return Err(OAuthError::invalid_request(format!(
+                    "the query parameter {k} is repeated"
+                )));
+            }
         }
+        Ok(m)
     }
 }
 
@@ -150,9 +238,10 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
-/// Runs `$body` for an authorised caller of `$resource`: binds `ctx` and `caller`.
+/// Runs `$body` for an authorised caller of `$resource`: binds `ctx` and `caller`, and takes the
+/// value out of each [`Checked`] part named in `[...]` (its error answered now, after the token).
 macro_rules! admin_call {
-    ($app:expr, $cur:expr, $peer:expr, $headers:expr, $resource:expr, |$ctx:ident, $caller:ident| $body:expr) => {{
+    ($app:expr, $cur:expr, $peer:expr, $headers:expr, $resource:expr, [$($part:ident),*], |$ctx:ident, $caller:ident| $body:expr) => {{
         let keys = $cur.keys_for(&$app, bearer(&$headers)).await;
         let $ctx = $cur.ctx(&$app, &keys, $peer);
         let $caller = match guard(&$ctx, &$headers, $resource).await {
@@ -160,6 +249,12 @@ macro_rules! admin_call {
             Err(resp) => return resp,
         };
         let _ = &$caller;
+        $(
+            let $part = match Checked::checked($part) {
+                Ok(v) => v,
+                Err(e) => return error_response(&e, &$cur.domain.issuer),
+            };
+        )*
         $body
     }};
 }
@@ -175,10 +270,10 @@ pub async fn get_users(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
-        let r = async { admin::list_users(&ctx, Paging::from_query(&q)?).await }.await;
+    admin_call!(app, cur, peer, headers, Resource::Users, [q], |ctx, caller| {
+        let r = async { admin::list_users(&ctx, Paging::from_query(&q.only(&[])?)?).await }.await;
         reply(r, StatusCode::OK, &cur.domain.issuer)
     })
 }
@@ -189,9 +284,9 @@ pub async fn post_users(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminBody(body): AdminBody,
+    body: AdminBody,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Users, [body], |ctx, caller| {
         let r = async { admin::create_user(&ctx, &caller, &json_body(&body)?).await }.await;
         // RFC 9110 s15.3.2: a 201 names the resource it created.
         let location = r
@@ -213,9 +308,9 @@ pub async fn get_user(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath(id): AdminPath<String>,
+    id: AdminPath<String>,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Users, [id], |ctx, caller| {
         reply(
             admin::get_user(&ctx, &id).await,
             StatusCode::OK,
@@ -230,17 +325,25 @@ pub async fn patch_user(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath(id): AdminPath<String>,
-    AdminBody(body): AdminBody,
+    id: AdminPath<String>,
+    body: AdminBody,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
-        let r = async { admin::update_user(&ctx, &caller, &id, &json_body(&body)?).await }.await;
-        // A disabled user's sessions ended: their back-channel logouts leave at once.
-        if matches!(r, Ok((_, true))) {
-            deliver_logouts_soon(&app);
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::Users,
+        [id, body],
+        |ctx, caller| {
+            let r = async { admin::update_user(&ctx, &caller, &id, &json_body(&body)?).await }.await;
+            // A disabled user's sessions ended: their back-channel logouts leave at once.
+            if matches!(r, Ok((_, true))) {
+                deliver_logouts_soon(&app);
+            }
+            reply(r.map(|(user, _)| user), StatusCode::OK, &cur.domain.issuer)
         }
-        reply(r.map(|(user, _)| user), StatusCode::OK, &cur.domain.issuer)
-    })
+    )
 }
 
 /// `POST /Users/{id}/password`: 204; ends sessions and refresh tokens.
@@ -249,13 +352,21 @@ pub async fn post_user_password(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath(id): AdminPath<String>,
-    AdminBody(body): AdminBody,
+    id: AdminPath<String>,
+    body: AdminBody,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Users, |ctx, caller| {
-        let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }.await;
-        done_then_deliver(&app, r, &cur.domain.issuer)
-    })
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::Users,
+        [id, body],
+        |ctx, caller| {
+            let r = async { admin::reset_password(&ctx, &caller, &id, &json_body(&body)?).await }.await;
+            done_then_deliver(&app, r, &cur.domain.issuer)
+        }
+    )
 }
 
 /// `GET /Sessions?user=`.
@@ -264,10 +375,11 @@ pub async fn get_sessions(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Sessions, [q], |ctx, caller| {
         let r = async {
+            let q = q.only(&["user"])?;
             admin::list_sessions(&ctx, q.get("user").map(String::as_str), Paging::from_query(&q)?).await
         }
         .await;
@@ -281,15 +393,23 @@ pub async fn delete_session(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath(id): AdminPath<String>,
+    id: AdminPath<String>,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Sessions, |ctx, caller| {
-        done_then_deliver(
-            &app,
-            admin::revoke_session(&ctx, &caller, &id).await,
-            &cur.domain.issuer,
-        )
-    })
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::Sessions,
+        [id],
+        |ctx, caller| {
+            done_then_deliver(
+                &app,
+                admin::revoke_session(&ctx, &caller, &id).await,
+                &cur.domain.issuer,
+            )
+        }
+    )
 }
 
 /// `GET /OAuthConsents?user=&client=`.
@@ -298,22 +418,31 @@ pub async fn get_consents(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
-        let r = async {
-            let paging = Paging::from_query(&q)?;
-            admin::list_consents(
-                &ctx,
-                q.get("user").map(String::as_str),
-                q.get("client").map(String::as_str),
-                paging,
-            )
-            .await
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::OAuthConsents,
+        [q],
+        |ctx, caller| {
+            let r = async {
+                let q = q.only(&["user", "client"])?;
+                let paging = Paging::from_query(&q)?;
+                admin::list_consents(
+                    &ctx,
+                    q.get("user").map(String::as_str),
+                    q.get("client").map(String::as_str),
+                    paging,
+                )
+                .await
+            }
+            .await;
+            reply(r, StatusCode::OK, &cur.domain.issuer)
         }
-        .await;
-        reply(r, StatusCode::OK, &cur.domain.issuer)
-    })
+    )
 }
 
 /// `GET /OAuthConsents/{user}/{client}`.
@@ -322,15 +451,24 @@ pub async fn get_consent(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath((user, client)): AdminPath<(String, String)>,
+    path: AdminPath<(String, String)>,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
-        reply(
-            admin::get_consent(&ctx, &user, &client).await,
-            StatusCode::OK,
-            &cur.domain.issuer,
-        )
-    })
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::OAuthConsents,
+        [path],
+        |ctx, caller| {
+            let (user, client) = path;
+            reply(
+                admin::get_consent(&ctx, &user, &client).await,
+                StatusCode::OK,
+                &cur.domain.issuer,
+            )
+        }
+    )
 }
 
 /// `DELETE /OAuthConsents/{user}/{client}`: 204; the user's refresh tokens for the client end.
@@ -339,15 +477,24 @@ pub async fn delete_consent(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath((user, client)): AdminPath<(String, String)>,
+    path: AdminPath<(String, String)>,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::OAuthConsents, |ctx, caller| {
-        done_then_deliver(
-            &app,
-            admin::delete_consent(&ctx, &caller, &user, &client).await,
-            &cur.domain.issuer,
-        )
-    })
+    admin_call!(
+        app,
+        cur,
+        peer,
+        headers,
+        Resource::OAuthConsents,
+        [path],
+        |ctx, caller| {
+            let (user, client) = path;
+            done_then_deliver(
+                &app,
+                admin::delete_consent(&ctx, &caller, &user, &client).await,
+                &cur.domain.issuer,
+            )
+        }
+    )
 }
 
 /// `GET /Clients`.
@@ -356,10 +503,13 @@ pub async fn get_clients(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Clients, |ctx, caller| {
-        let r = Paging::from_query(&q).map(|p| admin::list_clients(&ctx, p));
+    admin_call!(app, cur, peer, headers, Resource::Clients, [q], |ctx, caller| {
+        let r = q
+            .only(&[])
+            .and_then(|q| Paging::from_query(&q))
+            .map(|p| admin::list_clients(&ctx, p));
         reply(r, StatusCode::OK, &cur.domain.issuer)
     })
 }
@@ -370,9 +520,9 @@ pub async fn get_client(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    AdminPath(id): AdminPath<String>,
+    id: AdminPath<String>,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Clients, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Clients, [id], |ctx, caller| {
         reply(admin::get_client(&ctx, &id), StatusCode::OK, &cur.domain.issuer)
     })
 }
@@ -383,11 +533,11 @@ pub async fn get_keys(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Keys, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Keys, [q], |ctx, caller| {
         let r = async {
-            let paging = Paging::from_query(&q)?;
+            let paging = Paging::from_query(&q.only(&[])?)?;
             let rows = app.store.list_keys(&ctx.domain.name).await?;
             let items = rows
                 .iter()
@@ -429,7 +579,7 @@ pub async fn post_keys_rotate(
     peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Keys, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Keys, [], |ctx, caller| {
         let r = async {
             let rotation = keyring::rotate(
                 &app.store,
@@ -439,12 +589,8 @@ pub async fn post_keys_rotate(
                 ctx.now,
                 app.keys.publish_ahead.0,
             )
-            .await
-            .map_err(OAuthError::server_error)?;
-            cur.ring
-                .refresh(&app.store, &app.kek)
-                .await
-                .map_err(OAuthError::server_error)?;
+            .await?;
+            cur.ring.refresh(&app.store, &app.kek).await?;
             audit::record(
                 &app.store,
                 ctx.now,
@@ -476,13 +622,17 @@ pub async fn get_events(
     cur: CurrentDomain,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Q,
+    q: AdminQuery,
 ) -> Response {
-    admin_call!(app, cur, peer, headers, Resource::Events, |ctx, caller| {
+    admin_call!(app, cur, peer, headers, Resource::Events, [q], |ctx, caller| {
         // Events of the token endpoint still queued are stored first (for a caller allowed to
         // read them: an unauthenticated request causes no write).
         app.audit_queue.flush().await;
-        let r = async { admin::list_events(&ctx, &q, Paging::from_query(&q)?).await }.await;
+        let r = async {
+            let q = q.only(&["type", "user", "client", "since", "until"])?;
+            admin::list_events(&ctx, &q, Paging::from_query(&q)?).await
+        }
+        .await;
         reply(r, StatusCode::OK, &cur.domain.issuer)
     })
 }
@@ -490,10 +640,17 @@ pub async fn get_events(
 /// The OpenAPI 3 document of the administration API.
 pub fn openapi(issuer: &str) -> Value {
     let error = json!({"$ref": "#/components/responses/Error"});
+    // Every operation: 400 (a query, path or body it does not take), 401 and 403 (RFC 6750 s3,
+    // with WWW-Authenticate), 503 (the store unavailable, with Retry-After).
     let std_errors = |extra: &[(&str, Value)]| {
         let mut m = serde_json::Map::new();
-        m.insert("401".into(), error.clone());
-        m.insert("403".into(), error.clone());
+        m.insert("400".into(), error.clone());
+        m.insert(
+            "401".into(),
+            json!({"$ref": "#/components/responses/Unauthorized"}),
+        );
+        m.insert("403".into(), json!({"$ref": "#/components/responses/Forbidden"}));
+        m.insert("503".into(), error.clone());
         for (k, v) in extra {
             m.insert((*k).into(), v.clone());
         }
@@ -515,62 +672,73 @@ pub fn openapi(issuer: &str) -> Value {
         }
         base
     };
-    let body = |props: Value| json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": props, "additionalProperties": false}}}});
+    let body = |props: Value, required: &[&str]| {
+        let mut schema =
+            json!({"type": "object", "properties": props, "additionalProperties": false, "minProperties": 1});
+        if !required.is_empty() {
+            schema["required"] = json!(required);
+        }
+        json!({"required": true, "content": {"application/json": {"schema": schema}}})
+    };
+    let username = json!({"type": "string", "minLength": 1, "maxLength": admin::MAX_USERNAME_CHARS, "description": "printable text, without control or invisible characters"});
+    let password =
+        json!({"type": "string", "writeOnly": true, "minLength": 1, "maxLength": admin::MAX_PASSWORD_CHARS});
+    let too_large = ("413", error.clone());
     let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
     let mut paths = serde_json::Map::new();
     paths.insert("/Users".into(), json!({
         "get": op("listUsers", "List users (User Administrator)", paging.clone(), std_errors(&[("200", list("Users"))])),
         "post": {
-            "operationId": "createUser", "summary": "Create a store-managed user",
-            "requestBody": body(json!({"username": {"type": "string"}, "password": {"type": "string", "writeOnly": true}, "claims": {"type": "object"}})),
+            "operationId": "createUser", "summary": "Create a store-managed user (User Administrator)",
+            "requestBody": body(json!({"username": username, "password": password.clone(), "claims": {"type": "object"}}), &["username", "password"]),
             "responses": std_errors(&[("201", {
                 let mut created = ok("The user");
                 created["headers"] = json!({"Location": {"description": "The new user's URL", "schema": {"type": "string", "format": "uri"}}});
                 created
-            }), ("400", error.clone()), ("409", error.clone())])
+            }), ("409", error.clone()), too_large.clone()])
         }
     }));
     paths.insert("/Users/{id}".into(), json!({
-        "get": op("getUser", "Read a user", json!([p("id")]), std_errors(&[("200", ok("The user")), ("404", error.clone())])),
+        "get": op("getUser", "Read a user (User Administrator)", json!([p("id")]), std_errors(&[("200", ok("The user")), ("404", error.clone())])),
         "patch": {
-            "operationId": "updateUser", "summary": "Update claims or status (disabled ends sessions and refresh tokens); configuration users are read-only (403)",
+            "operationId": "updateUser", "summary": "Update claims (the object given replaces the user's claims) or status (disabled ends sessions and refresh tokens); configuration users are read-only (403) (User Administrator)",
             "parameters": [p("id")],
-            "requestBody": body(json!({"claims": {"type": "object"}, "status": {"type": "string", "enum": ["active", "disabled"]}})),
-            "responses": std_errors(&[("200", ok("The user")), ("400", error.clone()), ("404", error.clone())])
+            "requestBody": body(json!({"claims": {"type": "object"}, "status": {"type": "string", "enum": ["active", "disabled"]}}), &[]),
+            "responses": std_errors(&[("200", ok("The user")), ("404", error.clone()), too_large.clone()])
         }
     }));
     paths.insert("/Users/{id}/password".into(), json!({
         "post": {
-            "operationId": "resetUserPassword", "summary": "Set a new password (ends sessions and refresh tokens)",
+            "operationId": "resetUserPassword", "summary": "Set a new password (ends sessions and refresh tokens) (User Administrator)",
             "parameters": [p("id")],
-            "requestBody": body(json!({"password": {"type": "string", "writeOnly": true}})),
-            "responses": std_errors(&[("204", no_content.clone()), ("400", error.clone()), ("404", error.clone())])
+            "requestBody": body(json!({"password": password}), &["password"]),
+            "responses": std_errors(&[("204", no_content.clone()), ("404", error.clone()), too_large])
         }
     }));
     paths.insert("/Sessions".into(), json!({
         "get": op("listSessions", "List live sessions (User Administrator)", with(paging.clone(), vec![q("user", "user id")]), std_errors(&[("200", list("Sessions"))]))
     }));
     paths.insert("/Sessions/{id}".into(), json!({
-        "delete": op("revokeSession", "End a session", json!([p("id")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
+        "delete": op("revokeSession", "End a session (User Administrator)", json!([p("id")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
     }));
     paths.insert("/OAuthConsents".into(), json!({
         "get": op("listConsents", "List consents (Consent Administrator)", with(paging.clone(), vec![q("user", "user id"), q("client", "client_id")]), std_errors(&[("200", list("Consents"))]))
     }));
     paths.insert("/OAuthConsents/{user}/{client}".into(), json!({
-        "get": op("getConsent", "Read a consent", json!([p("user"), p("client")]), std_errors(&[("200", ok("The consent")), ("404", error.clone())])),
-        "delete": op("deleteConsent", "Withdraw a consent and revoke the user's refresh tokens for the client", json!([p("user"), p("client")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
+        "get": op("getConsent", "Read a consent (Consent Administrator)", json!([p("user"), p("client")]), std_errors(&[("200", ok("The consent")), ("404", error.clone())])),
+        "delete": op("deleteConsent", "Withdraw a consent and revoke the user's refresh tokens for the client (Consent Administrator)", json!([p("user"), p("client")]), std_errors(&[("204", no_content.clone()), ("404", error.clone())]))
     }));
     paths.insert("/Clients".into(), json!({
         "get": op("listClients", "List clients, without secrets (Application Administrator)", paging.clone(), std_errors(&[("200", list("Clients"))]))
     }));
     paths.insert("/Clients/{id}".into(), json!({
-        "get": op("getClient", "Read a client", json!([p("id")]), std_errors(&[("200", ok("The client")), ("404", error.clone())]))
+        "get": op("getClient", "Read a client (Application Administrator)", json!([p("id")]), std_errors(&[("200", ok("The client")), ("404", error.clone())]))
     }));
     paths.insert("/Keys".into(), json!({
         "get": op("listKeys", "List signing keys (Security Administrator)", paging.clone(), std_errors(&[("200", list("Keys"))]))
     }));
     paths.insert("/Keys/rotate".into(), json!({
-        "post": op("rotateKeys", "Stage a new signing key per algorithm", json!([]), std_errors(&[("200", ok("The new kids"))]))
+        "post": op("rotateKeys", "Stage a new signing key per algorithm (Security Administrator)", json!([]), std_errors(&[("200", ok("The new kids"))]))
     }));
     paths.insert("/Events".into(), json!({
         "get": op("listEvents", "List audit events, newest first (Security Administrator)", with(paging, vec![
@@ -584,7 +752,7 @@ pub fn openapi(issuer: &str) -> Value {
         "info": {
             "title": "Ostiary administration API",
             "version": "1",
-            "description": "Call with an access token from client_credentials of a client holding admin_roles."
+            "description": "Call with an access token from client_credentials of a client holding admin_roles, asked with resource={issuer} (or with neither scope nor resource when the client has no resource-server scope). Each operation names its role; Identity Domain Administrator holds them all. A list refuses a query parameter it does not take, or a repeated one (400)."
         },
         "servers": [{"url": format!("{issuer}{}", admin::PREFIX)}],
         "security": [{"bearer": []}],
@@ -593,7 +761,7 @@ pub fn openapi(issuer: &str) -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "string", "enum": ["invalid_request", "invalid_token", "insufficient_scope", "forbidden", "not_found", "conflict", "server_error", "temporarily_unavailable"]},
+                    "error": {"type": "string", "enum": ["invalid_request", "invalid_token", "insufficient_scope", "forbidden", "not_found", "conflict", "payload_too_large", "method_not_allowed", "server_error", "temporarily_unavailable"]},
                     "error_description": {"type": "string"}
                 }},
                 "ListResponse": {"type": "object", "properties": {
@@ -601,7 +769,19 @@ pub fn openapi(issuer: &str) -> Value {
                     "itemsPerPage": {"type": "integer"}, "Resources": {"type": "array", "items": {"type": "object"}}
                 }}
             },
-            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
+            "responses": {
+                "Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Unauthorized": {
+                    "description": "No token (an empty body and only the challenge), or a token that is not valid here (invalid_token)",
+                    "headers": {"WWW-Authenticate": {"description": "Bearer realm=\"{issuer}\", with error=\"invalid_token\" when a token was sent", "schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
+                "Forbidden": {
+                    "description": "insufficient_scope (no role for the resource; with WWW-Authenticate) or forbidden (a configuration user is read-only)",
+                    "headers": {"WWW-Authenticate": {"description": "Bearer realm=\"{issuer}\", error=\"insufficient_scope\"", "schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                }
+            }
         }
     })
 }

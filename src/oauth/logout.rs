@@ -71,11 +71,12 @@ pub fn read_hint(domain: &Domain, keys: &KeySet, token: &str) -> OAuthResult<Log
         Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().ok_or_else(bad)?.to_string(),
         _ => return Err(bad()),
     };
-    // An access token signed by the same key is not an ID token.
+    // Our ID tokens are typed JWT; an access token (at+jwt) or a logout token (logout+jwt),
+    // signed by the same keys, is not one (RFC 8725 s3.11).
     if header
         .typ
         .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
     {
         return Err(bad());
     }
@@ -146,12 +147,11 @@ pub fn check_request(
 }
 
 /// RP-Initiated Logout 1.0 s2: the OP may act without asking only when the hint names the
-/// browser's session: its `sid`, or, without one, its subject.
+/// browser's session, by its `sid`. "The OP MUST ask the End-User [...] if the supplied ID Token
+/// does not belong to the current OP session with the RP": an ID token without `sid` (the
+/// password grant's) belongs to no session, so the person is asked.
 pub fn hint_matches(hint: &LogoutHint, session: &SessionRow) -> bool {
-    match &hint.sid {
-        Some(sid) => *sid == session.sid && hint.sub == session.user_id,
-        None => hint.sub == session.user_id,
-    }
+    hint.sid.as_deref() == Some(session.sid.as_str()) && hint.sub == session.user_id
 }
 
 /// RP-Initiated Logout 1.0 s3: where to send the browser after sign-out, with `state`.
@@ -266,28 +266,30 @@ async fn close_codes<S: OAuthStore>(
 /// Ends a session: marks it ended, revokes the refresh-token families bound to it (offline ones
 /// stay) with their access tokens, closes its codes (the access tokens redeemed from them
 /// without a family are revoked, and those not redeemed yet can no longer be), and queues
-/// back-channel logouts to the clients it served. Returns those clients (for the front-channel
-/// iframes) and whether deliveries were queued.
+/// back-channel logouts to the clients it served, when this call ended it (of two sign-outs at
+/// once, one tells the clients). Returns those clients (for the front-channel iframes) and
+/// whether deliveries were queued.
 pub async fn end_session<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     session: &SessionRow,
     now: i64,
 ) -> OAuthResult<(Vec<String>, bool)> {
-    store.end_session(&domain.name, &session.sid, now).await?;
+    let ended_here = store.end_session(&domain.name, &session.sid, now).await?;
     for (family, client_id) in store.session_families(&domain.name, &session.sid, false).await? {
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
     close_codes(store, domain, &session.sid, "", now).await?;
     let clients = store.session_clients(&domain.name, &session.sid).await?;
     let mut queued = false;
-    for c in &clients {
+    for c in clients.iter().filter(|_| ended_here) {
         queued |= queue_backchannel(store, domain, c, &session.user_id, Some(&session.sid), now).await?;
     }
     Ok((clients, queued))
 }
 
-/// Signs the user out everywhere: ends every live session as [`end_session`] does, then revokes
+/// Signs the user out everywhere: ends every session not ended yet (idle ones too: their
+/// clients are told as well) as [`end_session`] does, then revokes
 /// every remaining family of theirs, offline ones included (nothing they granted keeps working).
 /// Also what comes before a user is disabled or given a new password (the admin API, the CLI, a
 /// reload), so that the relying parties are told; the store's own change then ends whatever
@@ -302,7 +304,7 @@ pub async fn end_all_sessions<S: OAuthStore>(
 ) -> OAuthResult<(Vec<(String, String)>, bool)> {
     let mut queued = false;
     let mut served = Vec::new();
-    for s in store.live_sessions(&domain.name, user_id, now).await? {
+    for s in store.unended_sessions(&domain.name, user_id, now).await? {
         let (clients, q) = end_session(store, domain, &s, now).await?;
         queued |= q;
         served.extend(clients.into_iter().map(|c| (s.sid.clone(), c)));
@@ -327,13 +329,15 @@ pub struct Withdrawn {
 /// Withdraws a consent: deletes it, revokes the user's families for that client (offline ones
 /// too), closes the client's codes in the user's live sessions, queues a back-channel logout for each of the user's sessions the client served (or
 /// one by `sub` alone when there is none and the client accepts that), and audits it with
-/// `actor` (`user:<id>` from the account page, `client:<id>` from the admin API).
+/// `actor` (`user:<id>` from the account page, `client:<id>` from the admin API) and the
+/// request's id.
 pub async fn withdraw_consent<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     user_id: &str,
     client_id: &str,
     actor: &str,
+    request_id: &str,
     now: i64,
 ) -> OAuthResult<Withdrawn> {
     let existed = store.delete_consent(&domain.name, user_id, client_id).await?;
@@ -355,6 +359,7 @@ pub async fn withdraw_consent<S: OAuthStore>(
     let mut event = AuditEvent::new("consent.withdrawn", &domain.name, Outcome::Success)
         .user(user_id)
         .client(client_id)
+        .request(request_id)
         .details(serde_json::json!({ "refresh_families_revoked": families.len() }));
     event.actor = actor.to_string();
     audit::record(store, now, event).await;

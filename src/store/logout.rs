@@ -86,6 +86,14 @@ pub trait LogoutStore {
         user_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
+    /// The user's sessions not ended and within their absolute lifetime, idle ones included:
+    /// what signing out everywhere ends, so that the clients of an idle one are told too.
+    fn unended_sessions(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
     /// Unrevoked families bound to session `sid`, as (id, client_id); `offline` ones included
     /// only when asked.
     fn session_families(
@@ -130,8 +138,23 @@ pub(super) static LIVE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
          AND expires_at > $3 AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
     )
 });
+pub(super) static UNENDED_SESSIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
+         AND expires_at > $3 ORDER BY last_seen DESC"
+    )
+});
 pub(super) const SESSION_CLIENTS: &str =
     "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id";
+/// A renewed session's clients live as long as it now does (their rows are collected after it).
+pub(super) const EXTEND_SESSION_CLIENTS: &str =
+    "UPDATE session_clients SET expires_at = $3 WHERE domain = $1 AND sid = $2 AND expires_at < $3";
+/// Up to `$2` rows of session clients past their end at `$1` whose session has ended or expired:
+/// one whose session lives on (renewed while a code was recorded for it) stays for its sign-out.
+pub(super) const DELETE_SESSION_CLIENTS: &str = "DELETE FROM session_clients WHERE (domain, sid, client_id) IN \
+     (SELECT c.domain, c.sid, c.client_id FROM session_clients c WHERE c.expires_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.sid = c.sid AND s.domain = c.domain \
+     AND s.ended_at IS NULL AND s.expires_at > $1) ORDER BY c.expires_at LIMIT $2)";
 pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
      WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
 pub(super) const END_SESSION: &str =
@@ -256,6 +279,15 @@ impl LogoutStore for SqlStore {
             .await?)
     }
 
+    async fn unended_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
+        Ok(sqlx::query_as(UNENDED_SESSIONS.as_str())
+            .bind(domain)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn session_families(
         &self,
         domain: &str,
@@ -363,15 +395,12 @@ impl LogoutStore for SqlStore {
     }
 
     async fn delete_finished_logouts(&self, now: i64, batch: i64) -> StoreResult<u64> {
-        let a = sqlx::query(
-            "DELETE FROM session_clients WHERE (domain, sid, client_id) IN \
-             (SELECT domain, sid, client_id FROM session_clients WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
-        )
-        .bind(now)
-        .bind(batch)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        let a = sqlx::query(DELETE_SESSION_CLIENTS)
+            .bind(now)
+            .bind(batch)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         let b = sqlx::query(
             "DELETE FROM logout_deliveries WHERE id IN (SELECT id FROM logout_deliveries \
              WHERE COALESCE(delivered_at, failed_at) < $1 ORDER BY COALESCE(delivered_at, failed_at) LIMIT $2)",

@@ -173,6 +173,12 @@ fn cases() -> Vec<Case> {
         case("end_session", logout::END_SESSION, &["sessions_sid"]),
         case("session_ended", logout::SESSION_ENDED, &["sessions_sid"]),
         case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),
+        case("unended_sessions", &logout::UNENDED_SESSIONS, &["sessions_user"]),
+        case(
+            "extend_session_clients",
+            logout::EXTEND_SESSION_CLIENTS,
+            &["session_clients_pkey"],
+        ),
         case(
             "session_clients",
             logout::SESSION_CLIENTS,

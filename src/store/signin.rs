@@ -398,14 +398,24 @@ impl SignInStore for SqlStore {
         now: i64,
         expires_at: i64,
     ) -> StoreResult<Option<SessionRow>> {
-        Ok(sqlx::query_as(RENEW_SESSION.as_str())
+        let renewed: Option<SessionRow> = sqlx::query_as(RENEW_SESSION.as_str())
             .bind(old_hash)
             .bind(domain)
             .bind(new_hash)
             .bind(now)
             .bind(expires_at)
             .fetch_optional(&self.writer)
-            .await?)
+            .await?;
+        if let Some(s) = &renewed {
+            // The clients it served are remembered as long as the session lives, for its sign-out.
+            sqlx::query(super::logout::EXTEND_SESSION_CLIENTS)
+                .bind(domain)
+                .bind(&s.sid)
+                .bind(s.expires_at)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(renewed)
     }
 
     async fn find_live_session(&self, domain: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {

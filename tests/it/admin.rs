@@ -616,8 +616,9 @@ async fn consents_are_listed_filtered_and_withdrawn_with_their_refresh_tokens() 
     let (status, _, one) = call(&app, "GET", &path, Some(&token), None).await;
     assert_eq!(status, 200);
     assert!(one["scope"].as_str().unwrap().contains("offline_access"));
-    let (status, _, _) = call(&app, "DELETE", &path, Some(&token), None).await;
+    let (status, deleted, _) = call(&app, "DELETE", &path, Some(&token), None).await;
     assert_eq!(status, 204);
+    let request_id = deleted["x-request-id"].to_str().unwrap().to_string();
     let (status, _, _) = call(&app, "GET", &path, Some(&token), None).await;
     assert_eq!(status, 404);
     let (status, _) = refresh(&app, "webapp", &rt, &[]).await;
@@ -627,6 +628,11 @@ async fn consents_are_listed_filtered_and_withdrawn_with_their_refresh_tokens() 
     let (_, _, ev) = call(&app, "GET", "/Events?type=consent.withdrawn", Some(&sec), None).await;
     assert_eq!(ev["totalResults"], 1);
     assert_eq!(ev["Resources"][0]["details"]["refresh_families_revoked"], 1);
+    assert_eq!(
+        ev["Resources"][0]["requestId"],
+        request_id.as_str(),
+        "the withdrawal's request: {ev}"
+    );
     let (_, _, ev) = call(
         &app,
         "GET",
@@ -871,7 +877,198 @@ async fn the_openapi_document_lists_every_path() {
         "/Events",
     ] {
         assert!(doc["paths"][p].is_object(), "{p} missing");
+        for (method, operation) in doc["paths"][p].as_object().unwrap() {
+            for status in ["400", "401", "403", "503"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {p}: no {status}"
+                );
+            }
+        }
     }
+    let body = |path: &str, method: &str| {
+        doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"].clone()
+    };
+    assert_eq!(
+        body("/Users", "post")["required"],
+        json!(["username", "password"])
+    );
+    assert_eq!(
+        body("/Users/{id}/password", "post")["required"],
+        json!(["password"])
+    );
+    assert_eq!(body("/Users/{id}", "patch")["minProperties"], 1);
+    for (path, method) in [
+        ("/Users", "post"),
+        ("/Users/{id}", "patch"),
+        ("/Users/{id}/password", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["413"].is_object(),
+            "{method} {path}"
+        );
+    }
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"].clone();
+    for code in [
+        "payload_too_large",
+        "method_not_allowed",
+        "temporarily_unavailable",
+    ] {
+        assert!(codes.as_array().unwrap().contains(&json!(code)), "{code}");
+    }
+    assert!(doc["components"]["responses"]["Unauthorized"]["headers"]["WWW-Authenticate"].is_object());
+}
+
+/// A list refuses a query parameter it does not take (a misspelt filter would answer the whole
+/// list as if filtered) and a repeated one, after the token is checked; each list takes its own.
+#[tokio::test]
+async fn lists_refuse_query_parameters_they_do_not_take_or_repeat() {
+    let app = spawn().await;
+    sign_in_tokens(&app, &Browser::new(), "firstparty", "openid").await;
+    let users = app.access_token("useradmin").await;
+    let (status, _, b) = call(&app, "GET", "/Sessions?userId=nobody", Some(&users), None).await;
+    assert_eq!(
+        (status, b["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
+    let description = b["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("userId") && description.contains("user"),
+        "{b}"
+    );
+    let (status, _, b) = call(&app, "GET", "/Sessions?user=a&user=b", Some(&users), None).await;
+    assert_eq!(status, 400, "{b}");
+    assert!(
+        b["error_description"].as_str().unwrap().contains("repeated"),
+        "{b}"
+    );
+    let (status, _, b) = call(&app, "GET", "/Users?username=bob", Some(&users), None).await;
+    assert_eq!(status, 400, "{b}");
+    // A name that is not plain is not echoed.
+    let (status, _, b) = call(&app, "GET", "/Users?%22%3Cx%3E=1", Some(&users), None).await;
+    assert_eq!(status, 400, "{b}");
+    assert!(!b["error_description"].as_str().unwrap().contains('<'), "{b}");
+    // What each list takes still works.
+    let (status, _, b) = call(
+        &app,
+        "GET",
+        "/Sessions?user=x&startIndex=1&count=5",
+        Some(&users),
+        None,
+    )
+    .await;
+    assert_eq!((status, b["totalResults"].as_i64()), (200, Some(0)), "{b}");
+    let (status, _, _) = call(&app, "GET", "/Users?count=1", Some(&users), None).await;
+    assert_eq!(status, 200);
+    let sec = app.access_token("secadmin").await;
+    let (status, _, _) = call(
+        &app,
+        "GET",
+        "/Events?type=x&user=u&client=c&since=1&until=2&startIndex=1&count=1",
+        Some(&sec),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = call(&app, "GET", "/Events?tpye=signin.failure", Some(&sec), None).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = call(&app, "GET", "/Keys?user=x", Some(&sec), None).await;
+    assert_eq!(status, 400);
+    let consents = app.access_token("consentadmin").await;
+    let (status, _, _) = call(
+        &app,
+        "GET",
+        "/OAuthConsents?user=u&client=c",
+        Some(&consents),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = call(&app, "GET", "/OAuthConsents?client_id=c", Some(&consents), None).await;
+    assert_eq!(status, 400);
+    // Without a token: the challenge first, whatever the query.
+    let (status, headers, _) = call(&app, "GET", "/Sessions?userId=nobody", None, None).await;
+    assert_eq!(status, 401);
+    assert!(headers.contains_key("www-authenticate"));
+}
+
+/// RFC 6750 s3: a request without credentials gets the 401 challenge, even with a body too
+/// large or a path that is not valid (before: 413 and 400 without a challenge).
+#[tokio::test]
+async fn a_request_without_a_token_is_challenged_before_its_body_or_path_is_judged() {
+    let app = spawn().await;
+    let big = "x".repeat(70_000);
+    let resp = app
+        .http
+        .post(format!("{}/admin/v1/Users", app.issuer))
+        .header("content-type", "application/json")
+        .body(format!("{{\"username\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        format!("Bearer realm=\"{}\"", app.issuer).as_str()
+    );
+    let (status, headers, _) = call(&app, "GET", "/Users/%FF", None, None).await;
+    assert_eq!(status, 401);
+    assert!(headers.contains_key("www-authenticate"));
+    // With a token, the same requests get their own errors.
+    let users = app.access_token("useradmin").await;
+    let resp = app
+        .http
+        .post(format!("{}/admin/v1/Users", app.issuer))
+        .bearer_auth(&users)
+        .header("content-type", "application/json")
+        .body(format!("{{\"username\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["error"], "payload_too_large");
+    let (status, _, b) = call(&app, "GET", "/Users/%FF", Some(&users), None).await;
+    assert_eq!((status, b["error"].as_str()), (400, Some("invalid_request")));
+}
+
+/// Usernames with invisible characters beyond the bidirectional controls (Unicode's
+/// Default_Ignorable_Code_Point, the line separators) are refused.
+#[tokio::test]
+async fn usernames_with_invisible_characters_are_refused() {
+    let app = spawn().await;
+    let t = app.access_token("useradmin").await;
+    for name in [
+        "al\u{061C}ice",
+        "bob\u{E0041}",
+        "a\u{2028}b",
+        "\u{3164}alice",
+        "x\u{034F}y",
+    ] {
+        let (status, _, b) = call(
+            &app,
+            "POST",
+            "/Users",
+            Some(&t),
+            Some(json!({"username": name, "password": "pass-123456"})),
+        )
+        .await;
+        assert_eq!(
+            (status, b["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{name:?}: {b}"
+        );
+    }
+    let (status, _, b) = call(
+        &app,
+        "POST",
+        "/Users",
+        Some(&t),
+        Some(json!({"username": "zoë", "password": "pass-123456"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{b}");
 }
 
 #[tokio::test]

@@ -131,6 +131,17 @@ async fn spawn(listener: &Listener, domain_keys: &str) -> TestApp {
 
 /// Signs in (or reuses the browser's session) through `client` and exchanges the code.
 pub async fn tokens(app: &TestApp, browser: &Browser, client: &str, scope: &str) -> Value {
+    tokens_with(app, browser, client, scope, &[]).await
+}
+
+/// [`tokens`] with more authorization parameters (`prompt=login`: alice signs in again).
+async fn tokens_with(
+    app: &TestApp,
+    browser: &Browser,
+    client: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> Value {
     let p = pkce();
     let redirect = match client {
         "rp" => RP_REDIRECT,
@@ -139,20 +150,17 @@ pub async fn tokens(app: &TestApp, browser: &Browser, client: &str, scope: &str)
         "bare" => BARE_REDIRECT,
         other => panic!("no redirect URI for {other}"),
     };
-    let page = walk(
-        app,
-        browser,
-        &[
-            ("response_type", "code"),
-            ("client_id", client),
-            ("redirect_uri", redirect),
-            ("scope", scope),
-            ("code_challenge", &p.challenge),
-            ("code_challenge_method", "S256"),
-            ("nonce", "n-0S6"),
-        ],
-    )
-    .await;
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", redirect),
+        ("scope", scope),
+        ("code_challenge", &p.challenge),
+        ("code_challenge_method", "S256"),
+        ("nonce", "n-0S6"),
+    ];
+    params.extend_from_slice(extra);
+    let page = walk(app, browser, &params).await;
     assert_eq!(page.status, 303, "{}", page.body);
     let code = page.redirect_params().get("code").expect("code").clone();
     let (status, body) = exchange(
@@ -316,6 +324,100 @@ async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
     app.stop().await;
 }
 
+/// Signing in again in the same browser keeps the session and the clients it served, past the
+/// session's first end: the garbage collector then keeps their record, and the sign-out tells
+/// them (before: the record ended with the session's first end, and the client never heard).
+#[tokio::test]
+async fn a_session_renewed_by_signing_in_again_still_tells_its_clients() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(
+        &listener,
+        "session_max_lifetime = \"1h\"\nsession_idle_timeout = \"1h\"",
+    )
+    .await;
+    let browser = Browser::new();
+    let first = tokens(&app, &browser, "rp", "openid").await;
+    app.clock.advance(50 * 60);
+    let again = tokens_with(&app, &browser, "rp", "openid", &[("prompt", "login")]).await;
+    let (_, a) = jwt_parts(s(&first, "id_token"));
+    let (_, b) = jwt_parts(s(&again, "id_token"));
+    assert_eq!(a["sid"], b["sid"], "the session is kept");
+    assert!(b["auth_time"].as_i64() > a["auth_time"].as_i64(), "{a} {b}");
+    // Past the first end (60 min), within the new one (110 min); the collector runs.
+    app.clock.advance(15 * 60);
+    let collected = ostiary::app::collect_garbage(app.handle().state(), 1000, 86400).await;
+    assert!(collected.is_some(), "the collector ran");
+    // Signed out through another client (`fc`), so that `rp` hears of it only as a client the
+    // session served (the hint's own client is told in any case).
+    let fc = tokens(&app, &browser, "fc", "openid").await;
+    let page = browser
+        .get(&end_session_url(&app, &[("id_token_hint", s(&fc, "id_token"))]))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("You are signed out"));
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_eq!(claims["sid"], b["sid"]);
+    app.stop().await;
+}
+
+/// A logout token (typ logout+jwt), signed by the same keys as ID tokens and carrying `sub` and
+/// `sid`, is not an ID token: as an `id_token_hint` it is refused, and nobody is signed out.
+#[tokio::test]
+async fn a_logout_token_is_not_an_id_token_hint() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    let page = browser
+        .get(&end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let logout_token = listener.next().await;
+    let (header, _) = jwt_parts(&logout_token);
+    assert_eq!(header["typ"], "logout+jwt");
+
+    let other = Browser::new();
+    tokens(&app, &other, "rp", "openid").await;
+    let page = other
+        .get(&end_session_url(&app, &[("id_token_hint", &logout_token)]))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body
+            .contains("the id_token_hint is not an ID token issued here"),
+        "{}",
+        page.body
+    );
+    assert!(signed_in(&app, &other).await, "nobody was signed out");
+    app.stop().await;
+}
+
+/// Signing out everywhere (here: the user's new password, as the admin API, the CLI and a
+/// reload do it) ends the sessions left idle too, within their absolute lifetime, and tells
+/// their clients (before: only the sessions still within their idle timeout).
+#[tokio::test]
+async fn signing_out_everywhere_tells_the_clients_of_an_idle_session() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(
+        &listener,
+        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
+    )
+    .await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    let (_, id) = jwt_parts(s(&t, "id_token"));
+    app.clock.advance(2 * 3600 + 60);
+    assert!(!signed_in(&app, &browser).await, "idle: no longer signed in");
+    let text = alice_given_a_new_password(&app);
+    app.handle()
+        .reload(ostiary::config::Config::from_toml_str(&text).unwrap())
+        .await
+        .unwrap();
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_eq!((&claims["sub"], &claims["sid"]), (&id["sub"], &id["sid"]));
+    app.stop().await;
+}
+
 /// The server of [`spawn`] with one client more, `bare`: consent skipped, and a refresh token
 /// only with `offline_access`.
 async fn spawn_with_bare(listener: &Listener) -> TestApp {
@@ -440,13 +542,8 @@ async fn a_code_redeemed_while_its_session_ends_gives_nothing_that_works() {
     app.stop().await;
 }
 
-/// A user given a new password, then disabled (here by reloads of the file; the admin API and the
-/// CLI take the same path), is signed out everywhere as signing out does: each time the relying
-/// party gets its back-channel logout, and what the session gave stops working.
-#[tokio::test]
-async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_parties() {
-    let mut listener = Listener::start(&[]).await;
-    let app = spawn(&listener, "").await;
+/// The server's configuration with alice's password changed (to "bob").
+fn alice_given_a_new_password(app: &TestApp) -> String {
     let alice_hash = app
         .config_text
         .split("username = \"alice\"\n  password_hash = \"")
@@ -454,9 +551,18 @@ async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_pa
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_string();
-    let new_password = app
-        .config_text
-        .replace(&alice_hash, &crate::harness::password_hash("bob"));
+    app.config_text
+        .replace(&alice_hash, &crate::harness::password_hash("bob"))
+}
+
+/// A user given a new password, then disabled (here by reloads of the file; the admin API and the
+/// CLI take the same path), is signed out everywhere as signing out does: each time the relying
+/// party gets its back-channel logout, and what the session gave stops working.
+#[tokio::test]
+async fn a_user_given_a_new_password_or_disabled_is_signed_out_at_the_relying_parties() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let new_password = alice_given_a_new_password(&app);
     let without_alice = app
         .config_text
         .replace("username = \"alice\"", "username = \"alice-gone\"");
@@ -827,6 +933,102 @@ async fn backchannel_logout_is_retried_with_backoff() {
     assert_eq!(delivery_state(&app).await, (2, true, false));
     assert_eq!(ostiary::app::deliver_logouts(state).await, 0, "delivered once");
     assert!(listener.quiet(300).await);
+    app.stop().await;
+}
+
+/// The server's clock and database URL, once it runs.
+type ServerOf = Arc<Mutex<Option<(Arc<ostiary::clock::TestClock>, String)>>>;
+
+/// What the slow listener of the next test shares: the server's clock and database once it runs,
+/// whether it is armed, and what it saw.
+#[derive(Clone, Default)]
+struct Slow {
+    app: ServerOf,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    /// For each POST while armed: the seconds its delivery stays claimed (claimed_until - now).
+    margins: Arc<Mutex<Vec<i64>>>,
+}
+
+/// Unarmed: 500. Armed: reads the claim of the delivery being sent, then "takes" 61 s of the
+/// test clock and answers 200.
+async fn slow_backchannel(State(slow): State<Slow>) -> StatusCode {
+    if !slow.armed.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let (clock, url) = slow.app.lock().expect("lock").clone().expect("set");
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let (claimed,): (i64,) = sqlx::query_as(
+        "SELECT MAX(claimed_until) FROM logout_deliveries WHERE delivered_at IS NULL AND claimed_until > 0",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("the delivery being sent");
+    slow.margins
+        .lock()
+        .expect("lock")
+        .push(claimed - ostiary::clock::Clock::now(&*clock));
+    clock.advance(61);
+    StatusCode::OK
+}
+
+/// A delivery's claim is timed from when it is taken, not from the start of the outbox's run: a
+/// logout sent after slow ones is still claimed while in flight, so another run (another
+/// replica, or the run a sign-out starts) cannot claim and send it again. Before: the second
+/// of two POSTs of 61 s each went out under a claim that had lapsed.
+#[tokio::test]
+async fn a_delivery_stays_claimed_while_sent_after_slow_ones() {
+    sqlx::any::install_default_drivers();
+    let slow = Slow::default();
+    let router = axum::Router::new()
+        .route("/backchannel", post(slow_backchannel))
+        .with_state(slow.clone());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let uri = format!(
+        "http://127.0.0.1:{}/backchannel",
+        tcp.local_addr().expect("addr").port()
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(tcp, router).await;
+    });
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: clients(&uri),
+        ..Opts::default()
+    })
+    .await;
+    *slow.app.lock().expect("lock") = Some((app.clock.clone(), app.database_url.clone()));
+    // Two sessions signed out; the first attempt of each fails (500).
+    for _ in 0..2 {
+        let browser = Browser::new();
+        let t = tokens(&app, &browser, "rp", "openid").await;
+        let page = browser
+            .get(&end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+    let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    for i in 0.. {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM logout_deliveries WHERE attempts = 1 AND claimed_until = 0")
+                .fetch_one(&mut conn)
+                .await
+                .expect("count");
+        if n == 2 {
+            break;
+        }
+        assert!(i < 200, "the first attempts never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    slow.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    app.clock.advance(31);
+    assert_eq!(ostiary::app::deliver_logouts(app.handle().state()).await, 2);
+    let margins = slow.margins.lock().expect("lock").clone();
+    assert_eq!(margins.len(), 2, "{margins:?}");
+    assert!(
+        margins.iter().all(|m| *m > 0),
+        "sent under a lapsed claim: {margins:?}"
+    );
     app.stop().await;
 }
 

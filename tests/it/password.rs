@@ -352,3 +352,33 @@ async fn a_disabled_users_access_tokens_are_inactive_and_still_revocable() {
         "revoked while the user was disabled"
     );
 }
+
+/// RP-Initiated Logout 1.0 s2: an ID token of the password grant has no `sid` and belongs to no
+/// browser session, so as an `id_token_hint` it signs nobody out at once: the person is asked
+/// (before: any session of that user in the browser ended without a question).
+#[tokio::test]
+async fn a_hint_without_sid_asks_before_signing_out() {
+    let app = app().await;
+    let alice = password("alice");
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[("username", "alice"), ("password", &alice), ("scope", "openid")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().unwrap();
+    let browser = crate::flow::signed_in_browser(&app).await;
+    let mut url = url::Url::parse(&format!("{}/oauth2/v1/userlogout", app.issuer)).unwrap();
+    url.query_pairs_mut().append_pair("id_token_hint", id_token);
+    let page = browser.get(url.as_str()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Sign out?"), "{}", page.body);
+    assert!(
+        page.set_cookies()
+            .iter()
+            .all(|c| !c.starts_with("ostiary_session_"))
+    );
+    app.stop().await;
+}
