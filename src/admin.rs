@@ -259,9 +259,20 @@ fn only_members(body: &Value, allowed: &[&str]) -> OAuthResult<()> {
     let Some(m) = body.as_object() else {
         return Err(OAuthError::invalid_request("the body must be a JSON object"));
     };
-    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
+    only_names(m.keys().map(String::as_str), "member", allowed)
+}
+
+/// Refuses the first of `names` (members of a body, parameters of a query: `what`) that is not
+/// in `allowed`: a misspelt one would otherwise be ignored and the request answered as if it
+/// had been heeded.
+pub fn only_names<'a>(
+    mut names: impl Iterator<Item = &'a str>,
+    what: &str,
+    allowed: &[&str],
+) -> OAuthResult<()> {
+    match names.find(|k| !allowed.contains(k)) {
         Some(k) => Err(OAuthError::invalid_request(format!(
-            "unknown member {k}: this request takes {}",
+            "unknown {what} {k}: this request takes {}",
             allowed.join(", ")
         ))),
         None => Ok(()),

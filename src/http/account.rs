@@ -143,7 +143,7 @@ async fn account_page(
         Ok((c, _)) => c,
         Err(e) => return error_page(&e.into()),
     };
-    let sessions = match app.store.live_sessions(&d.name, &s.user_id, now).await {
+    let sessions = match app.store.user_sessions(&d.name, &s.user_id, now, false).await {
         Ok(v) => v,
         Err(e) => return error_page(&e.into()),
     };

@@ -176,38 +176,18 @@ const PAGING: [&str; 2] = ["startIndex", "count"];
 impl AdminQuery {
     /// The parameters, when each is one of `filters` or [`PAGING`] and given once.
     fn only(&self, filters: &[&str]) -> OAuthResult<HashMap<String, String>> {
-        let takes = || {
-            PAGING
-                .iter()
-                .chain(filters)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // Named in the error only when it is a plain name (the description stays printable ASCII).
-        let shown = |k: &str| {
-            if !k.is_empty()
-                && k.len() <= 40
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-            {
-                format!("{k} ")
-            } else {
-                String::new()
-            }
-        };
+        let takes: Vec<&str> = PAGING.iter().chain(filters).copied().collect();
+        admin::only_names(self.0.iter().map(|(k, _)| k.as_str()), "query parameter", &takes)?;
         let mut m = HashMap::new();
         for (k, v) in &self.0 {
-            if !PAGING.contains(&k.as_str()) && !filters.contains(&k.as_str()) {
-                return Err(OAuthError::invalid_request(format!(
-                    "the query parameter {}is not one this list takes ({})",
-                    shown(k),
-                    takes()
-                )));
+            // As the token endpoint's forms (oauth::params::Params) answer, on every store
+            // (PostgreSQL cannot keep a NUL in text).
+            if k.contains('\0') || v.contains('\0') {
+                return Err(OAuthError::invalid_request("a parameter holds a NUL character"));
             }
             if m.insert(k.clone(), v.clone()).is_some() {
                 return Err(OAuthError::invalid_request(format!(
-                    "the query parameter {k} is repeated"
+                    "the parameter {k} is included more than once"
                 )));
             }
         }

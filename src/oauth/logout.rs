@@ -282,8 +282,10 @@ pub async fn end_session<S: OAuthStore>(
     close_codes(store, domain, &session.sid, "", now).await?;
     let clients = store.session_clients(&domain.name, &session.sid).await?;
     let mut queued = false;
-    for c in clients.iter().filter(|_| ended_here) {
-        queued |= queue_backchannel(store, domain, c, &session.user_id, Some(&session.sid), now).await?;
+    if ended_here {
+        for c in &clients {
+            queued |= queue_backchannel(store, domain, c, &session.user_id, Some(&session.sid), now).await?;
+        }
     }
     Ok((clients, queued))
 }
@@ -304,7 +306,7 @@ pub async fn end_all_sessions<S: OAuthStore>(
 ) -> OAuthResult<(Vec<(String, String)>, bool)> {
     let mut queued = false;
     let mut served = Vec::new();
-    for s in store.unended_sessions(&domain.name, user_id, now).await? {
+    for s in store.user_sessions(&domain.name, user_id, now, true).await? {
         let (clients, q) = end_session(store, domain, &s, now).await?;
         queued |= q;
         served.extend(clients.into_iter().map(|c| (s.sid.clone(), c)));

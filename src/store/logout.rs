@@ -79,20 +79,15 @@ pub trait LogoutStore {
         client_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<(String, String, i64)>>> + Send;
-    /// The user's live sessions (not ended, within their limits), most recently seen first.
-    fn live_sessions(
+    /// The user's sessions not ended and within their absolute lifetime, most recently seen
+    /// first: the live ones (within their idle timeout too), or with `idle_too` also those left
+    /// idle (what signing out everywhere ends, so that their clients are told too).
+    fn user_sessions(
         &self,
         domain: &str,
         user_id: &str,
         now: i64,
-    ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
-    /// The user's sessions not ended and within their absolute lifetime, idle ones included:
-    /// what signing out everywhere ends, so that the clients of an idle one are told too.
-    fn unended_sessions(
-        &self,
-        domain: &str,
-        user_id: &str,
-        now: i64,
+        idle_too: bool,
     ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
     /// Unrevoked families bound to session `sid`, as (id, client_id); `offline` ones included
     /// only when asked.
@@ -132,18 +127,16 @@ pub trait LogoutStore {
     fn delete_finished_logouts(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
+/// The user's sessions not ended and within their absolute lifetime.
+const USER_SESSIONS: &str =
+    "FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL AND expires_at > $3";
 pub(super) static LIVE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
-         AND expires_at > $3 AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
+        "SELECT {SESSION_COLUMNS} {USER_SESSIONS} AND last_seen + idle_timeout > $3 ORDER BY last_seen DESC"
     )
 });
-pub(super) static UNENDED_SESSIONS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL \
-         AND expires_at > $3 ORDER BY last_seen DESC"
-    )
-});
+pub(super) static UNENDED_SESSIONS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {SESSION_COLUMNS} {USER_SESSIONS} ORDER BY last_seen DESC"));
 pub(super) const SESSION_CLIENTS: &str =
     "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id";
 /// A renewed session's clients live as long as it now does (their rows are collected after it).
@@ -270,17 +263,19 @@ impl LogoutStore for SqlStore {
             .await?)
     }
 
-    async fn live_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
-        Ok(sqlx::query_as(LIVE_SESSIONS.as_str())
-            .bind(domain)
-            .bind(user_id)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn unended_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
-        Ok(sqlx::query_as(UNENDED_SESSIONS.as_str())
+    async fn user_sessions(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+        idle_too: bool,
+    ) -> StoreResult<Vec<SessionRow>> {
+        let sql = if idle_too {
+            &UNENDED_SESSIONS
+        } else {
+            &LIVE_SESSIONS
+        };
+        Ok(sqlx::query_as(sql.as_str())
             .bind(domain)
             .bind(user_id)
             .bind(now)
