@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::extract::{CurrentDomain, peer_of};
 use super::pages::{error_page, login_page, pending_form, proceed, read_form, start_session};
 use crate::app::AppState;
-use crate::oauth::password::{PasswordCheck, check_password};
+use crate::oauth::password::{PasswordCheck, check_password, still_valid};
 
 /// One message for an unknown user, a wrong password, and a disabled user.
 const FAILED: &str = "The username or password is incorrect.";
@@ -68,6 +68,24 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
+    // A new password or a disabled account that landed while the password was being checked:
+    // the session just written must not outlive it.
+    match still_valid(&app.store, &d.name, &user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(domain = %d.name, user.id = %user.id, "sign-in undone: the password or the account changed during the check");
+            return match crate::oauth::logout::end_session(&app.store, d, &session, now).await {
+                Ok((_, queued)) => {
+                    if queued {
+                        crate::app::deliver_logouts_soon(&app);
+                    }
+                    retry(FAILED, StatusCode::UNAUTHORIZED)
+                }
+                Err(e) => error_page(&e),
+            };
+        }
+        Err(e) => return error_page(&e.into()),
+    }
     tracing::info!(domain = %d.name, user.id = %user.id, "signed in");
     // The person has just signed in: prompt=login, select_account and max_age are satisfied.
     req.prompt.retain(|p| p != "login" && p != "select_account");

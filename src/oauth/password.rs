@@ -56,6 +56,21 @@ pub async fn check_password<S: SignInStore + Sync>(
     Ok(checked)
 }
 
+/// Whether `user` still has the password and the status its check found, read after whatever
+/// that check let in (a session, a refresh-token family) has been written. A new password or a
+/// disabled account is written to the user first and then ends the user's sessions and revokes
+/// their families; so either that ending sees what was written here, or this read sees the
+/// change (and the caller undoes its writes). Without it, a check that read the old hash just
+/// before a reset would let the old password in after the reset had signed everyone out.
+pub async fn still_valid<S: SignInStore + Sync>(
+    store: &S,
+    domain: &str,
+    user: &UserRow,
+) -> StoreResult<bool> {
+    let now = store.find_user_by_id(domain, &user.id).await?;
+    Ok(now.is_some_and(|u| u.status == "active" && u.password_hash == user.password_hash))
+}
+
 async fn check<S: SignInStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,

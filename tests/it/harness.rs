@@ -357,6 +357,20 @@ access_token_signing_alg = "ES256"
     )
 }
 
+/// The TOML of a client of the admin API with one role (its secret: [`secret`]).
+pub fn admin_client(client_id: &str, role: &str) -> String {
+    format!(
+        r#"
+  [[domain.client]]
+  client_id = "{client_id}"
+  secret_hash = "{}"
+  grant_types = ["client_credentials"]
+  admin_roles = ["{role}"]
+"#,
+        ostiary::crypto::secrets::SecretHash::sha256_string(&secret(client_id))
+    )
+}
+
 /// The test password of a user: `{username}-password`.
 pub fn password(username: &str) -> String {
     format!("{username}-password")

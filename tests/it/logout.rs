@@ -646,16 +646,7 @@ async fn the_cli_signs_out_a_user_it_disables_or_gives_a_new_password() {
 #[tokio::test]
 async fn the_admin_api_signs_out_a_user_it_disables_or_gives_a_new_password() {
     let mut listener = Listener::start(&[]).await;
-    let admin = format!(
-        r#"
-  [[domain.client]]
-  client_id = "useradmin"
-  secret_hash = "{}"
-  grant_types = ["client_credentials"]
-  admin_roles = ["User Administrator"]
-"#,
-        ostiary::crypto::secrets::SecretHash::sha256_string(&secret("useradmin"))
-    );
+    let admin = crate::harness::admin_client("useradmin", "User Administrator");
     let app = TestApp::spawn_with(Opts {
         domain_extra: format!("{}{admin}", clients(&listener.uri)),
         ..Opts::default()

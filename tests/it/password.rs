@@ -13,6 +13,11 @@ async fn app() -> TestApp {
 
 /// The password-grant clients, with these `[server]` keys.
 async fn app_with(server_extra: &str) -> TestApp {
+    app_with_clients(server_extra, "").await
+}
+
+/// The password-grant clients and `more` (TOML of the domain), with these `[server]` keys.
+async fn app_with_clients(server_extra: &str, more: &str) -> TestApp {
     let hash = ostiary::crypto::secrets::SecretHash::sha256_string(SECRET);
     TestApp::spawn_with(Opts {
         server_extra: server_extra.into(),
@@ -30,7 +35,7 @@ async fn app_with(server_extra: &str) -> TestApp {
   grant_types = ["password"]
   scopes = ["openid", "orders.read"]
   access_token_format = "opaque"
-"#
+{more}"#
         ),
         ..Opts::default()
     })
@@ -381,4 +386,159 @@ async fn a_hint_without_sid_asks_before_signing_out() {
             .all(|c| !c.starts_with("ostiary_session_"))
     );
     app.stop().await;
+}
+
+/// A new password that lands while the old one is being checked lets nothing in: the check read
+/// the old hash and found the old password right (`signin.success` is audited), but the session
+/// of the sign-in page and the refresh-token family of the grant, written after the reset had
+/// signed the user out everywhere, are undone, and both answer as for a wrong password. The
+/// user's hash is made slow (argon2 t = 150, about a second here) so that the reset, sent 400 ms
+/// into the check, lands inside it.
+#[tokio::test]
+async fn a_password_reset_during_the_check_lets_the_old_password_in_nowhere() {
+    use crate::flow::{Browser, authorize_url, redirect_uri_of};
+
+    let useradmin = crate::harness::admin_client("useradmin", "User Administrator");
+    // Enough argon2 threads that the reset's own hash never waits for the slow check.
+    let app = app_with_clients("argon2_max_concurrent = 4", &useradmin).await;
+    let token = app.access_token("useradmin").await;
+    let created = admin_post(
+        &app,
+        &token,
+        "/Users",
+        serde_json::json!({"username": "slow", "password": "slow-pass-0"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let reset = |new: &'static str| {
+        let (app, token, id) = (&app, &token, &id);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            admin_post(
+                app,
+                token,
+                &format!("/Users/{id}/password"),
+                serde_json::json!({"password": new}),
+            )
+            .await;
+        }
+    };
+
+    // The sign-in page.
+    slow_password(&app, "slow-pass-1").await;
+    let browser = Browser::new();
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "firstparty"),
+        ("redirect_uri", redirect_uri_of("firstparty")),
+        ("scope", "openid"),
+        ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+        ("code_challenge_method", "S256"),
+    ];
+    let login = browser.get(&authorize_url(&app, &params)).await;
+    let (page, ()) = tokio::join!(
+        browser.sign_in(&login, "slow", "slow-pass-1"),
+        reset("slow-pass-2")
+    );
+    assert_eq!(
+        successes(&app, &id).await,
+        1,
+        "the check read the old hash and found the password right"
+    );
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.body.contains("The username or password is incorrect."));
+    assert_eq!(
+        unended(&app, &id, "sessions", "ended_at").await,
+        "",
+        "no session outlives the reset"
+    );
+    let again = browser.get(&authorize_url(&app, &params)).await;
+    assert_eq!(again.status, 200, "the browser is not signed in");
+    assert!(again.field("csrf").is_some(), "the sign-in page again");
+
+    // The password grant, with a refresh token (offline_access).
+    slow_password(&app, "slow-pass-3").await;
+    let form = [
+        ("username", "slow"),
+        ("password", "slow-pass-3"),
+        ("scope", "openid offline_access"),
+    ];
+    let ((status, _, body), ()) = tokio::join!(grant(&app, "pwclient", SECRET, &form), reset("slow-pass-4"));
+    assert_eq!(
+        successes(&app, &id).await,
+        2,
+        "the check read the old hash and found the password right"
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(body["error_description"], "the username or password is incorrect");
+    assert_eq!(
+        unended(&app, &id, "refresh_families", "revoked_at").await,
+        "",
+        "no family outlives the reset"
+    );
+    // The new password works.
+    let (status, _, body) = grant(
+        &app,
+        "pwclient",
+        SECRET,
+        &[
+            ("username", "slow"),
+            ("password", "slow-pass-4"),
+            ("scope", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// POSTs `body` to the admin API's `path`; expects success and returns the body (null if none).
+async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
+    let resp = app
+        .http
+        .post(format!("{}/admin/v1{path}", app.issuer))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap_or(Value::Null)
+}
+
+/// Gives the store user `slow` the password `pass` under a slow hash (argon2 t = 150).
+async fn slow_password(app: &TestApp, pass: &'static str) {
+    use ostiary::store::DirectoryStore;
+    let phc = tokio::task::spawn_blocking(move || {
+        use argon2::PasswordHasher;
+        let params = argon2::Params::new(19456, 150, 1, None).unwrap();
+        let salt = argon2::password_hash::SaltString::encode_b64(b"slow-salt-123456").unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(pass.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    let store = &app.handle().state().store;
+    assert!(store.set_user_password("default", "slow", &phc, 0).await.unwrap());
+}
+
+/// How many `signin.success` events the user has (after the audit queue is flushed).
+async fn successes(app: &TestApp, id: &str) -> usize {
+    app.handle().state().audit_queue.flush().await;
+    let from = format!("audit_events WHERE user_id = '{id}' AND kind = 'signin.success'");
+    crate::harness::rows_text(&app.database_url, &from, "kind")
+        .await
+        .lines()
+        .count()
+}
+
+/// The user's rows of `table` whose `ended` column is still null, one line each.
+async fn unended(app: &TestApp, id: &str, table: &str, ended: &str) -> String {
+    let from = format!("{table} WHERE user_id = '{id}' AND {ended} IS NULL");
+    crate::harness::rows_text(&app.database_url, &from, "user_id").await
 }

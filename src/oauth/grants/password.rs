@@ -11,7 +11,7 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
-use crate::oauth::password::{PasswordCheck, check_password};
+use crate::oauth::password::{PasswordCheck, check_password, still_valid};
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::user_tokens::{self, UserGrant};
 use crate::store::OAuthStore;
@@ -85,10 +85,20 @@ impl<S: OAuthStore> Grant<S> for Password {
             let family = user_tokens::start_family(ctx, &grant, family_end).await?;
             let value = crate::crypto::secrets::random_token();
             user_tokens::store_refresh_token(ctx, &family, &value, &issued.access).await?;
-            Some(value)
+            Some((family, value))
         } else {
             None
         };
+        // A new password or a disabled account that landed while the password was being
+        // checked: nothing issued here is answered, and the family just written is revoked.
+        if !still_valid(ctx.store, &ctx.domain.name, &user).await? {
+            tracing::info!(domain = %ctx.domain.name, user.id = %user.id, "password grant undone: the password or the account changed during the check");
+            if let Some((family, _)) = &refresh_token {
+                user_tokens::revoke_family_in(ctx.store, ctx.domain, &family.id, &client.id, ctx.now).await?;
+            }
+            return Err(OAuthError::invalid_grant("the username or password is incorrect"));
+        }
+        let refresh_token = refresh_token.map(|(_, value)| value);
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "password").increment(1);
         Ok(TokenResponse {
             access_token: issued.access.value,
