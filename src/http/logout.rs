@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    clear_session_cookie, csrf_cookie, csrf_token, current_session, error_page, has_session_cookie, page,
+    browser_session, clear_session_cookie, csrf_cookie, csrf_token, error_page, has_session_cookie, page,
     page_with_frames, read_form, see_other, with_cookie,
 };
 use crate::app::{AppState, deliver_logouts_soon};
@@ -88,7 +88,7 @@ async fn end_session_request(
         Ok(r) => r,
         Err(e) => return error_page(&e),
     };
-    let session = match current_session(app, d, headers).await {
+    let session = match browser_session(app, d, headers, true).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
@@ -128,7 +128,7 @@ async fn confirmed(app: &AppState, cur: &CurrentDomain, headers: &HeaderMap, for
         Ok(r) => r,
         Err(e) => return error_page(&e),
     };
-    let session = match current_session(app, d, headers).await {
+    let session = match browser_session(app, d, headers, true).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };

@@ -72,14 +72,28 @@ pub async fn current_session(
     d: &Domain,
     headers: &HeaderMap,
 ) -> Result<Option<SessionRow>, OAuthError> {
-    let (name, _) = cookie_names(d);
-    let Some(value) = cookie_value(headers, &name) else {
+    browser_session(app, d, headers, false).await
+}
+
+/// The session the browser's cookie names: a live one (recorded as used, as
+/// [`current_session`]), or with `idle_too` also one left idle past its timeout but neither
+/// ended nor past its absolute lifetime (not recorded as used): what signing out ends, since the
+/// clients it served may still be signed in and are told when it ends.
+pub async fn browser_session(
+    app: &AppState,
+    d: &Domain,
+    headers: &HeaderMap,
+    idle_too: bool,
+) -> Result<Option<SessionRow>, OAuthError> {
+    let Some(value) = cookie_value(headers, &cookie_names(d).0) else {
         return Ok(None);
     };
-    Ok(app
-        .store
-        .find_live_session(&d.name, &sha256_b64(&value), app.clock.now())
-        .await?)
+    let (hash, now) = (sha256_b64(&value), app.clock.now());
+    Ok(if idle_too {
+        app.store.find_unended_session(&d.name, &hash, now).await?
+    } else {
+        app.store.find_live_session(&d.name, &hash, now).await?
+    })
 }
 
 /// True when the request carries this domain's session cookie (live or not). A cross-site POST

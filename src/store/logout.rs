@@ -89,6 +89,15 @@ pub trait LogoutStore {
         now: i64,
         idle_too: bool,
     ) -> impl Future<Output = StoreResult<Vec<SessionRow>>> + Send;
+    /// The session the browser's cookie names by `hash`, not ended and within its absolute
+    /// lifetime: a live one, or one left idle past its timeout (which still has clients to tell
+    /// when it is signed out). Not recorded as used.
+    fn find_unended_session(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
     /// Unrevoked families bound to session `sid`, as (id, client_id); `offline` ones included
     /// only when asked.
     fn session_families(
@@ -137,6 +146,13 @@ pub(super) static LIVE_SESSIONS: LazyLock<String> = LazyLock::new(|| {
 });
 pub(super) static UNENDED_SESSIONS: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {SESSION_COLUMNS} {USER_SESSIONS} ORDER BY last_seen DESC"));
+/// The session a browser's cookie names (`$1`: the hash of its value), not ended and within its
+/// absolute lifetime: live, or left idle past its timeout.
+pub(super) static UNENDED_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND ended_at IS NULL AND expires_at > $3"
+    )
+});
 pub(super) const SESSION_CLIENTS: &str =
     "SELECT client_id FROM session_clients WHERE domain = $1 AND sid = $2 ORDER BY client_id";
 /// A renewed session's clients live as long as it now does (their rows are collected after it).
@@ -260,6 +276,20 @@ impl LogoutStore for SqlStore {
             .bind(client_id)
             .bind(now)
             .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn find_unended_session(
+        &self,
+        domain: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionRow>> {
+        Ok(sqlx::query_as(UNENDED_SESSION.as_str())
+            .bind(hash)
+            .bind(domain)
+            .bind(now)
+            .fetch_optional(&self.pool)
             .await?)
     }
 

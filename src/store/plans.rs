@@ -174,6 +174,7 @@ fn cases() -> Vec<Case> {
         case("session_ended", logout::SESSION_ENDED, &["sessions_sid"]),
         case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),
         case("unended_sessions", &logout::UNENDED_SESSIONS, &["sessions_user"]),
+        case("unended_session", &logout::UNENDED_SESSION, &["sessions_pkey"]),
         case(
             "extend_session_clients",
             logout::EXTEND_SESSION_CLIENTS,

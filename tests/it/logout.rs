@@ -418,6 +418,44 @@ async fn signing_out_everywhere_tells_the_clients_of_an_idle_session() {
     app.stop().await;
 }
 
+/// A sign-out from a browser whose session was left idle past its timeout still ends that
+/// session and tells its clients, which may well still be signed in (before: the cookie named no
+/// live session, so "nobody to sign out", and the other clients never heard). With a hint for
+/// that session it happens at once; without one, the person is asked first, as for a live one.
+#[tokio::test]
+async fn signing_out_of_a_session_left_idle_still_tells_its_clients() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(
+        &listener,
+        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
+    )
+    .await;
+    let (hinted, asked) = (Browser::new(), Browser::new());
+    let rp = tokens(&app, &hinted, "rp", "openid").await;
+    let fc = tokens(&app, &hinted, "fc", "openid").await;
+    tokens(&app, &asked, "rp", "openid").await;
+    app.clock.advance(2 * 3600 + 60);
+    assert!(!signed_in(&app, &hinted).await, "idle: no longer signed in");
+
+    // Without a hint: asked, and nobody is told until the person says yes.
+    let confirm = asked.get(&end_session_url(&app, &[])).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("Sign out?"), "{}", confirm.body);
+    assert!(listener.quiet(300).await, "asking tells nobody");
+
+    // With fc's hint for that session: signed out at once; rp hears of it, fc's frame loads.
+    let page = hinted
+        .get(&end_session_url(&app, &[("id_token_hint", s(&fc, "id_token"))]))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("You are signed out"), "{}", page.body);
+    assert!(page.body.contains(FC_FRAME), "{}", page.body);
+    let (_, id) = jwt_parts(s(&rp, "id_token"));
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_eq!((&claims["sub"], &claims["sid"]), (&id["sub"], &id["sid"]));
+    app.stop().await;
+}
+
 /// The server of [`spawn`] with one client more, `bare`: consent skipped, and a refresh token
 /// only with `offline_access`.
 async fn spawn_with_bare(listener: &Listener) -> TestApp {
