@@ -329,12 +329,40 @@ fn password_of(body: &Value) -> OAuthResult<Zeroizing<String>> {
     Ok(Zeroizing::new(p.clone()))
 }
 
-fn claims_of(body: &Value) -> OAuthResult<Option<serde_json::Map<String, Value>>> {
-    match body.get("claims") {
-        None => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m.clone())),
-        Some(_) => Err(OAuthError::invalid_request("claims must be a JSON object")),
+/// The `claims` member of a user's body: the claims a user declared in the file may have, with
+/// their types (OpenID Connect Core s5.1: `email_verified` a boolean, `address` an object of
+/// strings, `groups` strings...), and `attributes` for data of one's own. Each is checked on its
+/// own, so that the error names it. A null claim is left out.
+fn claims_of(body: &Value, username: &str) -> OAuthResult<Option<serde_json::Map<String, Value>>> {
+    let claims = match body.get("claims") {
+        None => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(OAuthError::invalid_request("claims must be a JSON object")),
+    };
+    let mut out = serde_json::Map::new();
+    for (name, value) in claims {
+        let refused = |why: &str| OAuthError::invalid_request(format!("claims.{name}: {why}"));
+        // Members of a file's user that are not claims.
+        if ["username", "password_hash", "enabled"].contains(&name.as_str()) {
+            return Err(refused(
+                "not a claim (the username, password and status are set apart)",
+            ));
+        }
+        let one = json!({ "username": username, name.as_str(): value });
+        let checked = serde_json::from_value::<crate::config::UserConfig>(one).map_err(|e| {
+            let e = e.to_string();
+            if e.starts_with("unknown field") {
+                refused("not a claim a user has here; put data of your own in attributes")
+            } else {
+                refused(&e)
+            }
+        })?;
+        if let Ok(Value::Object(mut m)) = serde_json::to_value(&checked) {
+            m.remove("username");
+            out.extend(m);
+        }
     }
+    Ok(Some(out))
 }
 
 /// Lists the domain's users, a page at a time (read from the store a page at a time).
@@ -360,7 +388,7 @@ pub async fn create_user<S: OAuthStore>(
     only_members(body, &["username", "password", "claims"])?;
     let username = username_of(body)?;
     let password = password_of(body)?;
-    let claims = claims_of(body)?.unwrap_or_default();
+    let claims = claims_of(body, username)?.unwrap_or_default();
     let hash = ctx
         .hasher
         .hash(password)
@@ -424,7 +452,7 @@ pub async fn update_user<S: OAuthStore>(
             ));
         }
     };
-    let claims = claims_of(body)?;
+    let claims = claims_of(body, &u.username)?;
     let d = &ctx.domain.name;
     let mut changed = Vec::new();
     let mut queued = false;

@@ -663,6 +663,7 @@ pub fn openapi(issuer: &str) -> Value {
     let username = json!({"type": "string", "minLength": 1, "maxLength": admin::MAX_USERNAME_CHARS, "description": "printable text, without control or invisible characters"});
     let password =
         json!({"type": "string", "writeOnly": true, "minLength": 1, "maxLength": admin::MAX_PASSWORD_CHARS});
+    let claims = json!({"type": "object", "description": "OpenID Connect Core s5.1 standard claims with their types (email_verified and phone_number_verified booleans, address an object of strings, the others strings), groups (strings) and attributes (an object of data of your own); any other name is refused (400)"});
     let too_large = ("413", error.clone());
     let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
     let mut paths = serde_json::Map::new();
@@ -670,7 +671,7 @@ pub fn openapi(issuer: &str) -> Value {
         "get": op("listUsers", "List users (User Administrator)", paging.clone(), std_errors(&[("200", list("Users"))])),
         "post": {
             "operationId": "createUser", "summary": "Create a store-managed user (User Administrator)",
-            "requestBody": body(json!({"username": username, "password": password.clone(), "claims": {"type": "object"}}), &["username", "password"]),
+            "requestBody": body(json!({"username": username, "password": password.clone(), "claims": claims.clone()}), &["username", "password"]),
             "responses": std_errors(&[("201", {
                 let mut created = ok("The user");
                 created["headers"] = json!({"Location": {"description": "The new user's URL", "schema": {"type": "string", "format": "uri"}}});
@@ -683,7 +684,7 @@ pub fn openapi(issuer: &str) -> Value {
         "patch": {
             "operationId": "updateUser", "summary": "Update claims (the object given replaces the user's claims) or status (disabled ends sessions and refresh tokens); configuration users are read-only (403) (User Administrator)",
             "parameters": [p("id")],
-            "requestBody": body(json!({"claims": {"type": "object"}, "status": {"type": "string", "enum": ["active", "disabled"]}}), &[]),
+            "requestBody": body(json!({"claims": claims.clone(), "status": {"type": "string", "enum": ["active", "disabled"]}}), &[]),
             "responses": std_errors(&[("200", ok("The user")), ("404", error.clone()), too_large.clone()])
         }
     }));

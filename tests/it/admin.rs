@@ -397,6 +397,37 @@ async fn users_are_created_read_updated_disabled_and_reset() {
             "unknown member stauts",
         ),
         ("PATCH", format!("/Users/{id}"), json!({}), "nothing to change"),
+        // Claims have the types of OpenID Connect Core s5.1, as a file's users do.
+        (
+            "PATCH",
+            format!("/Users/{id}"),
+            json!({"claims": {"email_verified": "false"}}),
+            "claims.email_verified: invalid type: string",
+        ),
+        (
+            "PATCH",
+            format!("/Users/{id}"),
+            json!({"claims": {"address": {"country": 49}}}),
+            "claims.address: invalid type: integer",
+        ),
+        (
+            "PATCH",
+            format!("/Users/{id}"),
+            json!({"claims": {"groups": "admins"}}),
+            "claims.groups: invalid type: string",
+        ),
+        (
+            "POST",
+            "/Users".to_string(),
+            json!({"username": "eve", "password": "eve-pass-123", "claims": {"shoe_size": 44}}),
+            "claims.shoe_size: not a claim a user has here; put data of your own in attributes",
+        ),
+        (
+            "PATCH",
+            format!("/Users/{id}"),
+            json!({"claims": {"password_hash": "$argon2id$x"}}),
+            "claims.password_hash: not a claim",
+        ),
         (
             "POST",
             format!("/Users/{id}/password"),
@@ -419,7 +450,7 @@ async fn users_are_created_read_updated_disabled_and_reset() {
     // A NUL anywhere in the body is refused on every store (PostgreSQL cannot keep one in text).
     for body in [
         json!({"username": "nul\u{0}", "password": "zed-pass-123"}),
-        json!({"username": "nul", "password": "zed-pass-123", "claims": {"a\u{0}": "x"}}),
+        json!({"username": "nul", "password": "zed-pass-123", "claims": {"attributes": {"a\u{0}": "x"}}}),
     ] {
         let (status, _, got) = call(&app, "POST", "/Users", Some(&token), Some(body.clone())).await;
         assert_eq!(
@@ -472,6 +503,24 @@ async fn users_are_created_read_updated_disabled_and_reset() {
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["claims"]["name"], "Zed");
+    // Typed claims and data of one's own (in attributes) are kept as given; a null is left out.
+    let claims = json!({
+        "email_verified": true,
+        "address": {"country": "DE"},
+        "groups": ["staff"],
+        "attributes": {"shoe_size": 44},
+    });
+    let mut given = claims.clone();
+    given["nickname"] = Value::Null;
+    let (status, _, updated) = call(
+        &app,
+        "PATCH",
+        &format!("/Users/{id}"),
+        Some(&token),
+        Some(json!({"claims": given})),
+    )
+    .await;
+    assert_eq!((status, &updated["claims"]), (200, &claims), "{updated}");
     let (status, _, _) = call(
         &app,
         "POST",
@@ -527,6 +576,7 @@ async fn users_are_created_read_updated_disabled_and_reset() {
         kinds,
         [
             "admin.user.password_reset",
+            "admin.user.updated",
             "admin.user.updated",
             "admin.user.created"
         ]
