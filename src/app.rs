@@ -611,10 +611,13 @@ pub async fn rotate_keys(state: &AppState) -> Option<Vec<String>> {
         )
         .await;
         match r {
-            Ok(kids) => {
-                for kid in kids {
+            Ok(rotation) => {
+                for kid in rotation.created {
                     tracing::info!(domain = %d.name, key.kid = %kid, "signing key rotation staged");
                     staged.push(kid);
+                }
+                if let Some(e) = rotation.failed {
+                    tracing::warn!(domain = %d.name, error.cause = %e, "key rotation failed part-way");
                 }
             }
             Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "key rotation failed"),

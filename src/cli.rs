@@ -706,13 +706,17 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                     when(*at, now)
                 );
             }
-            let kids = rotation.created;
-            if !kids.is_empty() {
-                let event =
-                    cli_event("admin.keys.rotated", &d.name).details(serde_json::json!({ "kids": kids }));
+            let mut event = cli_event("admin.keys.rotated", &d.name).details(rotation.audit_details());
+            if let Some(e) = rotation.failed {
+                event.outcome = audit::Outcome::Failure;
                 audit::record(&store, now, event).await;
+                for kid in &rotation.created {
+                    println!("domain {}: new key {kid} published now", d.name);
+                }
+                return Err(e.into());
             }
-            for kid in kids {
+            audit::record(&store, now, event).await;
+            for kid in rotation.created {
                 println!(
                     "domain {}: new key {kid} published now, signing from {}",
                     d.name,

@@ -292,10 +292,27 @@ pub struct Rotation {
     /// The keys already staged and not signing yet, as (kid, activates_at): their algorithms got
     /// no new key (another would only be published, never sign before a newer one).
     pub already_staged: Vec<(String, i64)>,
+    /// Why the rotation stopped part-way (the keys in `created` were staged before that).
+    pub failed: Option<KeyError>,
+}
+
+impl Rotation {
+    /// What an audit event of the rotation says: the new kids, those already staged, and
+    /// whether it stopped part-way (the cause is logged, not audited).
+    pub fn audit_details(&self) -> serde_json::Value {
+        let staged: Vec<&str> = self.already_staged.iter().map(|(kid, _)| kid.as_str()).collect();
+        serde_json::json!({
+            "kids": self.created,
+            "alreadyStaged": staged,
+            "failedPartWay": self.failed.is_some(),
+        })
+    }
 }
 
 /// Stages a new key for each algorithm: published now, signing from `now + publish_ahead`. An
-/// algorithm whose newest key is still waiting to sign gets none.
+/// algorithm whose newest key is still waiting to sign gets none. An error after the first read
+/// stops the rotation and is returned in [`Rotation::failed`] with the keys staged before it, so
+/// that the caller can tell (and audit) what was done.
 pub async fn rotate(
     store: &impl KeyStore,
     kek: &Kek,
@@ -317,8 +334,13 @@ pub async fn rotate(
         }
         let generation = newest.map_or(0, |k| k.generation) + 1;
         let activates_at = if generation == 1 { now } else { now + publish_ahead };
-        if let Some(kid) = create_key(store, kek, domain, *alg, generation, now, activates_at).await? {
-            done.created.push(kid);
+        match create_key(store, kek, domain, *alg, generation, now, activates_at).await {
+            Ok(Some(kid)) => done.created.push(kid),
+            Ok(None) => {}
+            Err(e) => {
+                done.failed = Some(e);
+                break;
+            }
         }
     }
     Ok(done)
@@ -334,9 +356,9 @@ pub async fn rotate_if_due(
     now: i64,
     interval: i64,
     publish_ahead: i64,
-) -> Result<Vec<String>, KeyError> {
+) -> Result<Rotation, KeyError> {
     if interval <= 0 {
-        return Ok(Vec::new());
+        return Ok(Rotation::default());
     }
     let rows = store.list_keys(domain).await?;
     let due: Vec<SigningAlg> = algs
@@ -351,11 +373,9 @@ pub async fn rotate_if_due(
         })
         .collect();
     if due.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Rotation::default());
     }
-    Ok(rotate(store, kek, domain, &due, now, publish_ahead)
-        .await?
-        .created)
+    rotate(store, kek, domain, &due, now, publish_ahead).await
 }
 
 /// Deletes keys no longer published (their successor activated more than `retain` ago).
@@ -398,11 +418,13 @@ mod tests {
         assert_eq!(e.code.status(), 500);
     }
 
-    /// A key store in memory that counts its reads.
+    /// A key store in memory that counts its reads (and, when `inserts_left` is set, fails the
+    /// inserts past that many).
     #[derive(Default)]
     struct Counting {
         rows: Mutex<Vec<KeyRow>>,
         reads: AtomicUsize,
+        inserts_left: Mutex<Option<usize>>,
     }
 
     impl KeyStore for Counting {
@@ -411,6 +433,12 @@ mod tests {
             Ok(self.rows.lock().unwrap().clone())
         }
         async fn insert_key(&self, key: &KeyRow) -> StoreResult<bool> {
+            if let Some(left) = self.inserts_left.lock().unwrap().as_mut() {
+                if *left == 0 {
+                    return Err(StoreError::Unavailable("down".into()));
+                }
+                *left -= 1;
+            }
             self.rows.lock().unwrap().push(key.clone());
             Ok(true)
         }
@@ -436,6 +464,34 @@ mod tests {
             });
         }
         set.join_all().await;
+    }
+
+    /// A rotation that fails part-way says what it staged before the failure (the callers
+    /// audit it), and the rest of its algorithms get nothing.
+    #[tokio::test]
+    async fn a_rotation_stopped_part_way_reports_what_it_staged() {
+        let store = Counting::default();
+        let kek = Kek::from_bytes(&[7u8; 32]).unwrap();
+        let algs = [SigningAlg::ES256, SigningAlg::PS256];
+        ensure_keys(&store, &kek, "d", &algs, 0).await.unwrap();
+        *store.inserts_left.lock().unwrap() = Some(1);
+        let r = rotate(&store, &kek, "d", &algs, 10, 60).await.unwrap();
+        assert_eq!(r.created.len(), 1);
+        assert!(matches!(r.failed, Some(KeyError::Store(_))), "{:?}", r.failed);
+        let details = r.audit_details();
+        assert_eq!(details["kids"], serde_json::json!(r.created));
+        assert_eq!(details["failedPartWay"], true);
+        assert_eq!(
+            store.rows.lock().unwrap().len(),
+            3,
+            "two first keys and one successor"
+        );
+        // Once the store is back, the next rotation stages the one missing; the other is waiting.
+        *store.inserts_left.lock().unwrap() = None;
+        let r = rotate(&store, &kek, "d", &algs, 20, 60).await.unwrap();
+        assert_eq!((r.created.len(), r.already_staged.len()), (1, 1));
+        assert!(r.failed.is_none());
+        assert_eq!(r.audit_details()["failedPartWay"], false);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

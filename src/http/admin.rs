@@ -570,16 +570,27 @@ pub async fn post_keys_rotate(
                 app.keys.publish_ahead.0,
             )
             .await?;
-            cur.ring.refresh(&app.store, &app.kek).await?;
+            // Audited before anything else can fail: the keys staged are in the store, part-way or not.
+            let outcome = if rotation.failed.is_some() {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
             audit::record(
                 &app.store,
                 ctx.now,
-                AuditEvent::new("admin.keys.rotated", &ctx.domain.name, Outcome::Success)
+                AuditEvent::new("admin.keys.rotated", &ctx.domain.name, outcome)
                     .by_client(&caller.client_id)
                     .request(&ctx.peer.request_id)
-                    .details(json!({"kids": rotation.created})),
+                    .details(rotation.audit_details()),
             )
             .await;
+            // Published here at once, what was staged, even part-way.
+            let refreshed = cur.ring.refresh(&app.store, &app.kek).await;
+            if let Some(e) = rotation.failed {
+                return Err(e.into());
+            }
+            refreshed?;
             let staged: Vec<Value> = rotation
                 .already_staged
                 .iter()

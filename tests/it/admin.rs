@@ -751,6 +751,22 @@ async fn keys_are_listed_and_rotated() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(json!(waiting), rotated["created"]);
+    // Both requests are audited, the second with the keys that made it stage none.
+    let (_, _, events) = call(&app, "GET", "/Events?type=admin.keys.rotated", Some(&token), None).await;
+    let details: Vec<&Value> = events["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["details"])
+        .collect();
+    assert_eq!(
+        details,
+        [
+            &json!({"kids": [], "alreadyStaged": rotated["created"], "failedPartWay": false}),
+            &json!({"kids": rotated["created"], "alreadyStaged": [], "failedPartWay": false}),
+        ],
+        "{events}"
+    );
     let (_, _, after) = call(&app, "GET", "/Keys", Some(&token), None).await;
     assert_eq!(after["totalResults"].as_i64().unwrap(), n + created);
     assert!(
