@@ -331,8 +331,9 @@ fn password_of(body: &Value) -> OAuthResult<Zeroizing<String>> {
 
 /// The `claims` member of a user's body: the claims a user declared in the file may have, with
 /// their types (OpenID Connect Core s5.1: `email_verified` a boolean, `address` an object of
-/// strings, `groups` strings...), and `attributes` for data of one's own. Each is checked on its
-/// own, so that the error names it. A null claim is left out.
+/// strings, `groups` strings...; not `sub` and `updated_at`, which come from the record), and
+/// `attributes` for data of one's own. Each is checked on its own, so that the error names it. A
+/// null claim is left out.
 fn claims_of(body: &Value, username: &str) -> OAuthResult<Option<serde_json::Map<String, Value>>> {
     let claims = match body.get("claims") {
         None => return Ok(None),
@@ -340,7 +341,7 @@ fn claims_of(body: &Value, username: &str) -> OAuthResult<Option<serde_json::Map
         Some(_) => return Err(OAuthError::invalid_request("claims must be a JSON object")),
     };
     let mut out = serde_json::Map::new();
-    for (name, value) in claims {
+    for (name, value) in claims.iter().filter(|(_, v)| !v.is_null()) {
         let refused = |why: &str| OAuthError::invalid_request(format!("claims.{name}: {why}"));
         // Members of a file's user that are not claims.
         if ["username", "password_hash", "enabled"].contains(&name.as_str()) {
@@ -348,10 +349,15 @@ fn claims_of(body: &Value, username: &str) -> OAuthResult<Option<serde_json::Map
                 "not a claim (the username, password and status are set apart)",
             ));
         }
+        if ["sub", "updated_at"].contains(&name.as_str()) {
+            return Err(refused("set by the server from the user's record"));
+        }
         let one = json!({ "username": username, name.as_str(): value });
         let checked = serde_json::from_value::<crate::config::UserConfig>(one).map_err(|e| {
             let e = e.to_string();
-            if e.starts_with("unknown field") {
+            // Not a member of a file's user at all (an unknown member within `address` is
+            // that claim's own error).
+            if e.starts_with(&format!("unknown field `{name}`")) {
                 refused("not a claim a user has here; put data of your own in attributes")
             } else {
                 refused(&e)
@@ -463,12 +469,13 @@ pub async fn update_user<S: OAuthStore>(
         changed.push("claims");
     }
     if let Some(s) = &status {
+        ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
+        // After the change is stored (see logout::end_all_sessions).
         if s != "active" && u.status == "active" {
             queued = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now)
                 .await?
                 .1;
         }
-        ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
         changed.push("status");
     }
     audit::record(
@@ -482,8 +489,8 @@ pub async fn update_user<S: OAuthStore>(
     Ok((get_user(ctx, id).await?, queued))
 }
 
-/// Sets a store-managed user's password from `{"password"}`; signs the user out everywhere
-/// first. True when back-channel logouts were queued.
+/// Sets a store-managed user's password from `{"password"}`, then signs the user out
+/// everywhere. True when back-channel logouts were queued.
 pub async fn reset_password<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     caller: &Caller,
@@ -499,10 +506,10 @@ pub async fn reset_password<S: OAuthStore>(
         .hash(password)
         .await
         .map_err(OAuthError::server_error)?;
-    let (_, queued) = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now).await?;
     ctx.store
         .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now)
         .await?;
+    let (_, queued) = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now).await?;
     audit::record(
         ctx.store,
         ctx.now,

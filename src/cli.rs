@@ -491,10 +491,11 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                 Some(u) => {
                     let password = read_secret_stdin()?;
                     let hash = argon2_hash(&password)?;
-                    // As the admin API does: the sessions end as signing out everywhere, and the
-                    // relying parties are told (a running server delivers the queued logouts).
-                    end_all_sessions(store, d, &u.id, now).await?;
+                    // As the admin API does: then the sessions end as signing out everywhere,
+                    // and the relying parties are told (a running server delivers the queued
+                    // logouts).
                     store.set_user_password(domain, &u.username, &hash, now).await?;
+                    end_all_sessions(store, d, &u.id, now).await?;
                     audit::record(
                         store,
                         now,
@@ -512,12 +513,12 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                 u.username
             ),
             Some(u) => {
-                if u.status == "active" {
-                    end_all_sessions(store, d, &u.id, now).await?;
-                }
                 store
                     .set_user_status(domain, &u.username, "disabled", now)
                     .await?;
+                if u.status == "active" {
+                    end_all_sessions(store, d, &u.id, now).await?;
+                }
                 let event = cli_event("admin.user.updated", domain)
                     .user(&u.id)
                     .details(serde_json::json!({ "changed": ["status"], "status": "disabled" }));
@@ -698,7 +699,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                 now,
                 config.keys.publish_ahead.0,
             )
-            .await?;
+            .await;
             for (kid, at) in &rotation.already_staged {
                 println!(
                     "domain {}: key {kid} is already staged, signing from {}: no new key for its algorithm",

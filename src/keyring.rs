@@ -292,27 +292,27 @@ pub struct Rotation {
     /// The keys already staged and not signing yet, as (kid, activates_at): their algorithms got
     /// no new key (another would only be published, never sign before a newer one).
     pub already_staged: Vec<(String, i64)>,
-    /// Why the rotation stopped part-way (the keys in `created` were staged before that).
+    /// Why the rotation failed (the keys in `created` were staged before that).
     pub failed: Option<KeyError>,
 }
 
 impl Rotation {
     /// What an audit event of the rotation says: the new kids, those already staged, and
-    /// whether it stopped part-way (the cause is logged, not audited).
+    /// whether it failed (after staging `kids`, if any; the cause is logged, not audited).
     pub fn audit_details(&self) -> serde_json::Value {
         let staged: Vec<&str> = self.already_staged.iter().map(|(kid, _)| kid.as_str()).collect();
         serde_json::json!({
             "kids": self.created,
             "alreadyStaged": staged,
-            "failedPartWay": self.failed.is_some(),
+            "failed": self.failed.is_some(),
         })
     }
 }
 
 /// Stages a new key for each algorithm: published now, signing from `now + publish_ahead`. An
-/// algorithm whose newest key is still waiting to sign gets none. An error after the first read
-/// stops the rotation and is returned in [`Rotation::failed`] with the keys staged before it, so
-/// that the caller can tell (and audit) what was done.
+/// algorithm whose newest key is still waiting to sign gets none. An error stops the rotation
+/// and is returned in [`Rotation::failed`] with the keys staged before it, so that the caller can
+/// tell (and audit) what was done.
 pub async fn rotate(
     store: &impl KeyStore,
     kek: &Kek,
@@ -320,9 +320,15 @@ pub async fn rotate(
     algs: &[SigningAlg],
     now: i64,
     publish_ahead: i64,
-) -> Result<Rotation, KeyError> {
-    let rows = store.list_keys(domain).await?;
+) -> Rotation {
     let mut done = Rotation::default();
+    let rows = match store.list_keys(domain).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            done.failed = Some(e.into());
+            return done;
+        }
+    };
     for alg in algs {
         let newest = rows
             .iter()
@@ -343,7 +349,7 @@ pub async fn rotate(
             }
         }
     }
-    Ok(done)
+    done
 }
 
 /// Rotates the algorithms whose newest key is due: its activation is older than
@@ -375,7 +381,7 @@ pub async fn rotate_if_due(
     if due.is_empty() {
         return Ok(Rotation::default());
     }
-    rotate(store, kek, domain, &due, now, publish_ahead).await
+    Ok(rotate(store, kek, domain, &due, now, publish_ahead).await)
 }
 
 /// Deletes keys no longer published (their successor activated more than `retain` ago).
@@ -475,12 +481,12 @@ mod tests {
         let algs = [SigningAlg::ES256, SigningAlg::PS256];
         ensure_keys(&store, &kek, "d", &algs, 0).await.unwrap();
         *store.inserts_left.lock().unwrap() = Some(1);
-        let r = rotate(&store, &kek, "d", &algs, 10, 60).await.unwrap();
+        let r = rotate(&store, &kek, "d", &algs, 10, 60).await;
         assert_eq!(r.created.len(), 1);
         assert!(matches!(r.failed, Some(KeyError::Store(_))), "{:?}", r.failed);
         let details = r.audit_details();
         assert_eq!(details["kids"], serde_json::json!(r.created));
-        assert_eq!(details["failedPartWay"], true);
+        assert_eq!(details["failed"], true);
         assert_eq!(
             store.rows.lock().unwrap().len(),
             3,
@@ -488,10 +494,10 @@ mod tests {
         );
         // Once the store is back, the next rotation stages the one missing; the other is waiting.
         *store.inserts_left.lock().unwrap() = None;
-        let r = rotate(&store, &kek, "d", &algs, 20, 60).await.unwrap();
+        let r = rotate(&store, &kek, "d", &algs, 20, 60).await;
         assert_eq!((r.created.len(), r.already_staged.len()), (1, 1));
         assert!(r.failed.is_none());
-        assert_eq!(r.audit_details()["failedPartWay"], false);
+        assert_eq!(r.audit_details()["failed"], false);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,7 +521,6 @@ mod tests {
         // Another replica stages a key; a token naming it makes this ring re-read at once.
         let new = rotate(store.as_ref(), &kek, "d", &[SigningAlg::ES256], 0, 0)
             .await
-            .unwrap()
             .created;
         let set = ring.keys_for(&jws_naming(&new[0]), store.as_ref(), &kek).await;
         assert!(set.verifying_key(&new[0]).is_some());

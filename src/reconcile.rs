@@ -280,10 +280,10 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                 }
             }
             ("user", Action::Disabled) => {
+                store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
                 if let Some(u) = store.find_user(&d.name, &ch.id).await? {
                     end_all_sessions(store, d, &u.id, now).await?;
                 }
-                store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
             }
             (_, Action::Conflict) => {
                 tracing::warn!(domain = %ch.domain, kind = ch.kind, id = %ch.id, "declared in configuration, but a user kept in the store has this name: left alone (rename one of them)");
@@ -305,15 +305,16 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                     created_at: now,
                     updated_at: now,
                 };
-                // A new password, or disabled: the sessions end and the relying parties are told
-                // (the store ends any left).
-                if let Some(before) = store.find_user(&d.name, &u.username).await?
+                // A new password, or disabled: once stored, the sessions end and the relying
+                // parties are told.
+                let before = store.find_user(&d.name, &u.username).await?;
+                store.upsert_user(&row).await?;
+                if let Some(before) = before
                     && (before.password_hash != row.password_hash
                         || (row.status != "active" && before.status == "active"))
                 {
                     end_all_sessions(store, d, &before.id, now).await?;
                 }
-                store.upsert_user(&row).await?;
             }
         }
         tracing::info!(domain = %ch.domain, kind = ch.kind, id = %ch.id, action = %ch.action, "store reconciled");

@@ -343,8 +343,34 @@ pub struct UserConfig {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
-/// Claim names a custom claim may not take: JWT registered claims and OpenID Connect claims.
-pub const RESERVED_CLAIMS: &[&str] = &[
+/// The claims a user has (OpenID Connect Core s5.1, and `groups`): what a user's record answers
+/// for in tokens and userinfo, and names a custom claim may not take.
+pub const USER_CLAIMS: &[&str] = &[
+    "name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "nickname",
+    "preferred_username",
+    "profile",
+    "picture",
+    "website",
+    "email",
+    "email_verified",
+    "gender",
+    "birthdate",
+    "zoneinfo",
+    "locale",
+    "phone_number",
+    "phone_number_verified",
+    "address",
+    "updated_at",
+    "groups",
+];
+
+/// Claims about a token (JWT registered claims and those of OAuth and OpenID Connect), which a
+/// custom claim may not take either.
+const TOKEN_CLAIMS: &[&str] = &[
     "iss",
     "sub",
     "aud",
@@ -368,28 +394,13 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "s_hash",
     "typ",
     "events",
-    "name",
-    "given_name",
-    "family_name",
-    "middle_name",
-    "nickname",
-    "preferred_username",
-    "profile",
-    "picture",
-    "website",
-    "email",
-    "email_verified",
-    "gender",
-    "birthdate",
-    "zoneinfo",
-    "locale",
-    "phone_number",
-    "phone_number_verified",
-    "address",
-    "updated_at",
-    "groups",
     "token_type",
 ];
+
+/// Whether a custom claim may not take this name: a claim about the token or a user's claim.
+pub fn is_reserved_claim(name: &str) -> bool {
+    TOKEN_CLAIMS.contains(&name) || USER_CLAIMS.contains(&name)
+}
 
 /// Scope names defined by OpenID Connect; a resource server may not declare them.
 /// Scopes every domain knows without declaring them: OpenID Connect Core s5.4 and s11, and
@@ -533,7 +544,7 @@ pub(super) fn validate_assertion_issuers(d: &DomainConfig, p: &str, errs: &mut C
 
 pub(super) fn check_claims(claims: &BTreeMap<String, ClaimSource>, path: &str, errs: &mut ConfigErrors) {
     for name in claims.keys() {
-        if RESERVED_CLAIMS.contains(&name.as_str()) {
+        if is_reserved_claim(name) {
             errs.push(
                 format!("{path}.{name}"),
                 "is a reserved JWT or OpenID Connect claim name",

@@ -569,8 +569,11 @@ pub async fn post_keys_rotate(
                 ctx.now,
                 app.keys.publish_ahead.0,
             )
-            .await?;
-            // Audited before anything else can fail: the keys staged are in the store, part-way or not.
+            .await;
+            // Audited before anything else can fail: the keys staged are in the store, part-way or
+            // not. (Should the ring's refresh below fail after a rotation that did not, the event
+            // says success while the answer is an error: the keys are staged, and a retry lists
+            // them as alreadyStaged.)
             let outcome = if rotation.failed.is_some() {
                 Outcome::Failure
             } else {
@@ -674,7 +677,7 @@ pub fn openapi(issuer: &str) -> Value {
     let username = json!({"type": "string", "minLength": 1, "maxLength": admin::MAX_USERNAME_CHARS, "description": "printable text, without control or invisible characters"});
     let password =
         json!({"type": "string", "writeOnly": true, "minLength": 1, "maxLength": admin::MAX_PASSWORD_CHARS});
-    let claims = json!({"type": "object", "description": "OpenID Connect Core s5.1 standard claims with their types (email_verified and phone_number_verified booleans, address an object of strings, the others strings), groups (strings) and attributes (an object of data of your own); any other name is refused (400)"});
+    let claims = json!({"type": "object", "description": "OpenID Connect Core s5.1 standard claims but sub and updated_at (set by the server) with their types (email_verified and phone_number_verified booleans, address an object of strings, the others strings), groups (strings) and attributes (an object of data of your own); any other name is refused (400)"});
     let too_large = ("413", error.clone());
     let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
     let mut paths = serde_json::Map::new();

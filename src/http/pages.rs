@@ -465,10 +465,12 @@ pub async fn start_session(
     let set = set_cookie(d, &cookie_names(d).0, &value, max_age);
     // A browser that holds a live session already: the same person signing in again (prompt=login,
     // select_account, max_age) keeps that session, its sid and what is bound to it, under the new
-    // cookie value; someone else is signed out of it first (as at the end-session endpoint), so
-    // that no session is left that no browser holds.
-    if let Some(old) = current_session(app, d, headers).await? {
-        if old.user_id == user_id {
+    // cookie value; someone else is signed out of it first (as at the end-session endpoint), and
+    // so is a session left idle past its timeout (its clients are told), so that no session is
+    // left that no browser holds.
+    if let Some(old) = browser_session(app, d, headers, true).await? {
+        let live = old.last_seen + old.idle_timeout > now;
+        if live && old.user_id == user_id {
             let renewed = app
                 .store
                 .renew_session(

@@ -69,22 +69,18 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         Err(e) => return error_page(&e),
     };
     // A new password or a disabled account that landed while the password was being checked:
-    // the session just written must not outlive it.
-    match still_valid(&app.store, &d.name, &user).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(domain = %d.name, user.id = %user.id, "sign-in undone: the password or the account changed during the check");
-            return match crate::oauth::logout::end_session(&app.store, d, &session, now).await {
-                Ok((_, queued)) => {
-                    if queued {
-                        crate::app::deliver_logouts_soon(&app);
-                    }
-                    retry(FAILED, StatusCode::UNAUTHORIZED)
-                }
-                Err(e) => error_page(&e),
-            };
+    // the session just written must not outlive it (nor when that cannot be read: a store error).
+    let valid = still_valid(&app.store, &app.audit_queue, d, &user, &peer, &req.client_id, now).await;
+    if !matches!(valid, Ok(true)) {
+        let ended = crate::oauth::logout::end_session(&app.store, d, &session, now).await;
+        if let Ok((_, true)) = ended {
+            crate::app::deliver_logouts_soon(&app);
         }
-        Err(e) => return error_page(&e.into()),
+        return match (valid, ended) {
+            (Err(e), _) => error_page(&e.into()),
+            (_, Err(e)) => error_page(&e),
+            _ => retry(FAILED, StatusCode::UNAUTHORIZED),
+        };
     }
     tracing::info!(domain = %d.name, user.id = %user.id, "signed in");
     // The person has just signed in: prompt=login, select_account and max_age are satisfied.

@@ -96,30 +96,13 @@ pub fn stored_user_claims(user: &UserRow) -> Value {
     serde_json::from_str(&user.claims).unwrap_or_else(|_| json!({}))
 }
 
-/// Claims that are about the token, not the user: never taken from the user record.
-const NOT_USER_CLAIMS: &[&str] = &[
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "iat",
-    "nbf",
-    "jti",
-    "auth_time",
-    "nonce",
-    "acr",
-    "amr",
-    "azp",
-    "at_hash",
-    "sid",
-];
-
 /// A user's value of an OpenID claim: the stored claims, `preferred_username` falling back to
 /// the username and `updated_at` from the record. Custom attributes are not OpenID claims.
 pub fn user_claim(user: &UserRow, stored: &Value, name: &str) -> Option<Value> {
+    // Any other name asked for (a claim about the token, `iss`, `cnf`..., or whatever a record
+    // written by an older version may hold) is never taken from the record.
     match name {
-        n if NOT_USER_CLAIMS.contains(&n) => None,
-        "attributes" | "password_hash" | "enabled" | "username" => None,
+        n if !crate::config::USER_CLAIMS.contains(&n) => None,
         "updated_at" => Some(json!(user.updated_at)),
         "preferred_username" => stored.get(name).cloned().or_else(|| Some(json!(user.username))),
         _ => stored.get(name).cloned(),
@@ -142,6 +125,48 @@ pub fn add_user_claims(out: &mut Map<String, Value>, user: &UserRow, stored: &Va
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::ClaimsRequest;
+
+    /// A record answers only for user claims: whatever else it may hold (a record stored
+    /// unchecked by an older version) is never given, whatever a client asks for.
+    #[test]
+    fn a_record_answers_only_for_user_claims() {
+        let user = crate::store::UserRow {
+            id: "id".into(),
+            domain: "d".into(),
+            username: "u".into(),
+            password_hash: None,
+            status: "active".into(),
+            claims: String::new(),
+            source: "store".into(),
+            config_hash: None,
+            created_at: 1,
+            updated_at: 7,
+        };
+        let stored = serde_json::json!({"cnf": {"jkt": "x"}, "client_id": "c", "email": "u@example.com", "department": "x"});
+        for name in [
+            "cnf",
+            "client_id",
+            "department",
+            "sub",
+            "iss",
+            "attributes",
+            "username",
+        ] {
+            assert_eq!(super::user_claim(&user, &stored, name), None, "{name}");
+        }
+        assert_eq!(
+            super::user_claim(&user, &stored, "email"),
+            Some(serde_json::json!("u@example.com"))
+        );
+        assert_eq!(
+            super::user_claim(&user, &stored, "updated_at"),
+            Some(serde_json::json!(7))
+        );
+        assert_eq!(
+            super::user_claim(&user, &stored, "preferred_username"),
+            Some(serde_json::json!("u"))
+        );
+    }
 
     #[test]
     fn parses_targets_and_refuses_malformed() {

@@ -293,9 +293,11 @@ pub async fn end_session<S: OAuthStore>(
 /// Signs the user out everywhere: ends every session not ended yet (idle ones too: their
 /// clients are told as well) as [`end_session`] does, then revokes
 /// every remaining family of theirs, offline ones included (nothing they granted keeps working).
-/// Also what comes before a user is disabled or given a new password (the admin API, the CLI, a
-/// reload), so that the relying parties are told; the store's own change then ends whatever
-/// session began meanwhile.
+/// Also what follows a user disabled or given a new password (the admin API, the CLI, a reload),
+/// so that the relying parties are told. After the change is stored, never before: a sign-in
+/// whose password check read the old hash writes its session or family and then reads the user
+/// again (`oauth::password::still_valid`), so either this finds what it wrote, or that read sees
+/// the change and undoes it.
 /// Returns the (sid, client_id) pairs of the ended sessions (for front-channel logout) and
 /// whether back-channel logouts were queued.
 pub async fn end_all_sessions<S: OAuthStore>(

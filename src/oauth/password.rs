@@ -58,17 +58,33 @@ pub async fn check_password<S: SignInStore + Sync>(
 
 /// Whether `user` still has the password and the status its check found, read after whatever
 /// that check let in (a session, a refresh-token family) has been written. A new password or a
-/// disabled account is written to the user first and then ends the user's sessions and revokes
-/// their families; so either that ending sees what was written here, or this read sees the
-/// change (and the caller undoes its writes). Without it, a check that read the old hash just
-/// before a reset would let the old password in after the reset had signed everyone out.
+/// disabled account is stored first and then signs the user out everywhere
+/// (`oauth::logout::end_all_sessions`); so either that finds what was written here, or this read
+/// sees the change, and then the caller undoes its writes. Without it, a check that read the old
+/// hash just before a reset would let the old password in after the reset had signed everyone
+/// out. A change seen is audited (`signin.failure` with `undone`), after the check's
+/// `signin.success`.
 pub async fn still_valid<S: SignInStore + Sync>(
     store: &S,
-    domain: &str,
+    audit: &AuditQueue,
+    domain: &Domain,
     user: &UserRow,
+    peer: &Peer,
+    client_id: &str,
+    now: i64,
 ) -> StoreResult<bool> {
-    let now = store.find_user_by_id(domain, &user.id).await?;
-    Ok(now.is_some_and(|u| u.status == "active" && u.password_hash == user.password_hash))
+    let read = store.find_user_by_id(&domain.name, &user.id).await?;
+    let valid = read.is_some_and(|u| u.status == "active" && u.password_hash == user.password_hash);
+    if !valid {
+        tracing::info!(domain = %domain.name, user.id = %user.id, "sign-in undone: the password or the account changed during the check");
+        let event = AuditEvent::new("signin.failure", &domain.name, Outcome::Failure)
+            .user(&user.id)
+            .client(client_id)
+            .request(&peer.request_id)
+            .details(serde_json::json!({ "undone": true }));
+        audit.record(now, event).await;
+    }
+    Ok(valid)
 }
 
 async fn check<S: SignInStore + Sync>(

@@ -150,7 +150,7 @@ pub(super) static UNENDED_SESSIONS: LazyLock<String> =
 /// absolute lifetime: live, or left idle past its timeout.
 pub(super) static UNENDED_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND ended_at IS NULL AND expires_at > $3"
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1 AND domain = $2 AND ended_at IS NULL AND expires_at + 0 > $3"
     )
 });
 pub(super) const SESSION_CLIENTS: &str =

@@ -288,8 +288,9 @@ pub trait DirectoryStore {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Users of a domain that came from configuration (`source = 'config'`).
     fn list_config_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
-    /// Inserts or updates a user by (domain, username). When an existing user's password hash
-    /// changes or the status is no longer `active`, the user's sessions and refresh tokens end.
+    /// Inserts or updates a user by (domain, username). Ends nothing: a caller changing a
+    /// password or disabling a user then signs them out everywhere
+    /// (`oauth::logout::end_all_sessions`), after this write and not before (see there).
     fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// Inserts a new user; Conflict when the username exists in the domain.
     fn insert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
@@ -299,8 +300,8 @@ pub trait DirectoryStore {
         domain: &str,
         username: &str,
     ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
-    /// Replaces a store-managed user's password hash and ends the user's sessions and refresh
-    /// tokens; false when no such store user exists.
+    /// Replaces a store-managed user's password hash; false when no such store user exists.
+    /// Ends nothing (see [`DirectoryStore::upsert_user`]).
     fn set_user_password(
         &self,
         domain: &str,
@@ -317,7 +318,7 @@ pub trait DirectoryStore {
         revision: i64,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Sets a user's status; any status but `active` ends the user's sessions and refresh tokens.
+    /// Sets a user's status. Ends nothing (see [`DirectoryStore::upsert_user`]).
     fn set_user_status(
         &self,
         domain: &str,
@@ -688,16 +689,6 @@ impl TokenStore for SqlStore {
     }
 }
 
-impl SqlStore {
-    /// Ends the sessions and refresh tokens of the user with this username.
-    async fn end_sessions_of(&self, domain: &str, username: &str, now: i64) -> StoreResult<()> {
-        if let Some(u) = self.find_user(domain, username).await? {
-            signin::SignInStore::end_user_sessions(self, domain, &u.id, now).await?;
-        }
-        Ok(())
-    }
-}
-
 impl DirectoryStore for SqlStore {
     async fn list_clients(&self, domain: &str) -> StoreResult<Vec<ClientRow>> {
         Ok(sqlx::query_as(
@@ -738,10 +729,6 @@ impl DirectoryStore for SqlStore {
     }
 
     async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
-        let before = self.find_user(&u.domain, &u.username).await?;
-        let ends = before.is_some_and(|b| {
-            b.password_hash != u.password_hash || (u.status != "active" && b.status == "active")
-        });
         sqlx::query(
             "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -760,9 +747,6 @@ impl DirectoryStore for SqlStore {
         .bind(u.updated_at)
         .execute(&self.writer)
         .await?;
-        if ends {
-            self.end_sessions_of(&u.domain, &u.username, u.updated_at).await?;
-        }
         Ok(())
     }
 
@@ -808,11 +792,7 @@ impl DirectoryStore for SqlStore {
             .bind(now)
             .execute(&self.writer)
             .await?;
-        let changed = r.rows_affected() == 1;
-        if changed {
-            self.end_sessions_of(domain, username, now).await?;
-        }
-        Ok(changed)
+        Ok(r.rows_affected() == 1)
     }
 
     async fn config_revision(&self) -> StoreResult<Option<i64>> {
@@ -843,9 +823,6 @@ impl DirectoryStore for SqlStore {
             .bind(now)
             .execute(&self.writer)
             .await?;
-        if status != "active" {
-            self.end_sessions_of(domain, username, now).await?;
-        }
         Ok(())
     }
 }

@@ -34,7 +34,6 @@ fn cases() -> Vec<Case> {
         indexes,
     };
     let revoke_one = refresh::revoke_family_tokens_sql("$2");
-    let revoke_users = refresh::revoke_family_tokens_sql(refresh::REVOKED_FAMILIES_OF_USER);
     vec![
         case("find_token", &super::FIND_TOKEN, &["tokens_pkey"]),
         case("revoke_token", super::REVOKE_TOKEN, &["tokens_pkey"]),
@@ -76,11 +75,6 @@ fn cases() -> Vec<Case> {
             &["refresh_families_pkey"],
         ),
         case("revoke_family_tokens", &revoke_one, &["tokens_family"]),
-        case(
-            "revoke_user_family_tokens",
-            &revoke_users,
-            &["refresh_families_user", "tokens_family"],
-        ),
         case(
             "find_live_session",
             &signin::FIND_LIVE_SESSION,
@@ -160,16 +154,10 @@ fn cases() -> Vec<Case> {
         case("config_users", super::CONFIG_USERS, &["users_config"]),
         case("family_jtis", refresh::FAMILY_JTIS, &["family_jtis_family"]),
         case(
-            "revoke_user_families",
-            refresh::REVOKE_USER_FAMILIES,
-            &["refresh_families_user"],
-        ),
-        case(
             "find_live_session_by_sid",
             &signin::FIND_LIVE_SESSION_BY_SID,
             &["sessions_sid"],
         ),
-        case("end_user_sessions", signin::END_USER_SESSIONS, &["sessions_user"]),
         case("end_session", logout::END_SESSION, &["sessions_sid"]),
         case("session_ended", logout::SESSION_ENDED, &["sessions_sid"]),
         case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),

@@ -272,13 +272,6 @@ pub trait RefreshStore {
         id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    /// Revokes every family of a user (and their tokens); returns how many.
-    fn revoke_user_families(
-        &self,
-        domain: &str,
-        user_id: &str,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
 /// Revokes the live tokens of the families `family_filter` (`$1` domain, `$2` its argument) names.
@@ -288,10 +281,6 @@ pub(super) fn revoke_family_tokens_sql(family_filter: &str) -> String {
          AND family_id IN ({family_filter})"
     )
 }
-
-/// The families of one user that are revoked (`$1` domain, `$2` user id).
-pub(super) const REVOKED_FAMILIES_OF_USER: &str =
-    "SELECT id FROM refresh_families WHERE domain = $1 AND user_id = $2 AND revoked_at IS NOT NULL";
 
 impl SqlStore {
     async fn revoke_family_tokens(
@@ -312,8 +301,6 @@ impl SqlStore {
 }
 
 pub(super) const FAMILY_JTIS: &str = "SELECT jti FROM family_jtis WHERE domain = $1 AND family_id = $2";
-pub(super) const REVOKE_USER_FAMILIES: &str =
-    "UPDATE refresh_families SET revoked_at = $3 WHERE domain = $1 AND user_id = $2 AND revoked_at IS NULL";
 
 impl RefreshStore for SqlStore {
     async fn insert_family(&self, f: &FamilyRow) -> StoreResult<()> {
@@ -421,18 +408,5 @@ impl RefreshStore for SqlStore {
             .await?;
         self.revoke_family_tokens(domain, "$2", id, now).await?;
         Ok(jtis.into_iter().map(|r| r.0).collect())
-    }
-
-    async fn revoke_user_families(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(REVOKE_USER_FAMILIES)
-            .bind(domain)
-            .bind(user_id)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        // The tokens of the user's revoked families (those just revoked among them).
-        self.revoke_family_tokens(domain, REVOKED_FAMILIES_OF_USER, user_id, now)
-            .await?;
-        Ok(r.rows_affected())
     }
 }

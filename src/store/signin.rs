@@ -6,7 +6,6 @@ use std::sync::LazyLock;
 use sqlx::{FromRow, Row};
 
 use super::batch::{AnyQuery, Insertable, SqlBySize, insert_sql};
-use super::refresh::RefreshStore;
 use super::{JOINED_USER_COLUMNS, SqlStore, StoreResult, UserRow, joined_user, qualified};
 
 /// A pending authorization request.
@@ -274,14 +273,6 @@ pub trait SignInStore {
         sid: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
-    /// Ends every session of a user and revokes every refresh-token family of theirs (a user
-    /// disabled, or a password changed); returns how many sessions ended.
-    fn end_user_sessions(
-        &self,
-        domain: &str,
-        user_id: &str,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// The buckets (`u:NAME`, `a:ADDRESS`, ...) among `buckets` with failures on record, each with
     /// the time its lock ends (0 or past: not locked), in one read.
     fn login_attempts(
@@ -322,9 +313,6 @@ pub trait SignInStore {
         id: &str,
     ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
 }
-
-pub(super) const END_USER_SESSIONS: &str =
-    "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND user_id = $2 AND ended_at IS NULL";
 
 impl SignInStore for SqlStore {
     async fn insert_auth_request(&self, r: &AuthRequestRow) -> StoreResult<()> {
@@ -554,17 +542,6 @@ impl SignInStore for SqlStore {
             .bind(now)
             .fetch_optional(&self.pool)
             .await?)
-    }
-
-    async fn end_user_sessions(&self, domain: &str, user_id: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(END_USER_SESSIONS)
-            .bind(domain)
-            .bind(user_id)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        self.revoke_user_families(domain, user_id, now).await?;
-        Ok(r.rows_affected())
     }
 
     async fn login_attempts(&self, domain: &str, buckets: &[&str]) -> StoreResult<Vec<(String, i64)>> {

@@ -336,11 +336,7 @@ async fn a_session_renewed_by_signing_in_again_still_tells_its_clients() {
     )
     .await;
     let browser = Browser::new();
-    let first = tokens(&app, &browser, "rp", "openid").await;
-    app.clock.advance(50 * 60);
-    let again = tokens_with(&app, &browser, "rp", "openid", &[("prompt", "login")]).await;
-    let (_, a) = jwt_parts(s(&first, "id_token"));
-    let (_, b) = jwt_parts(s(&again, "id_token"));
+    let (a, b) = signed_in_twice(&app, &browser, 50 * 60).await;
     assert_eq!(a["sid"], b["sid"], "the session is kept");
     assert!(b["auth_time"].as_i64() > a["auth_time"].as_i64(), "{a} {b}");
     // Past the first end (60 min), within the new one (110 min); the collector runs.
@@ -453,7 +449,48 @@ async fn signing_out_of_a_session_left_idle_still_tells_its_clients() {
     let (_, id) = jwt_parts(s(&rp, "id_token"));
     let claims = check_logout_token(&app, &listener.next().await, "rp").await;
     assert_eq!((&claims["sub"], &claims["sid"]), (&id["sub"], &id["sid"]));
+
+    // The other browser answers the question: its session ends too, and rp hears of it.
+    let action = format!("{}/oauth2/v1/userlogout", app.issuer);
+    let csrf = confirm.field("csrf").expect("csrf field");
+    let page = asked
+        .post(&action, &[("csrf", csrf.as_str()), ("logout", "yes")])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("You are signed out"), "{}", page.body);
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_ne!(claims["sid"], id["sid"], "the other browser's session");
     app.stop().await;
+}
+
+/// Signing in again in a browser whose session was left idle ends that session and tells its
+/// clients (before: a new session took the cookie, and the idle one, held by no browser, was
+/// never signed out).
+#[tokio::test]
+async fn signing_in_again_over_a_session_left_idle_tells_its_clients() {
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(
+        &listener,
+        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
+    )
+    .await;
+    let (a, b) = signed_in_twice(&app, &Browser::new(), 2 * 3600 + 60).await;
+    assert_ne!(a["sid"], b["sid"], "a new session");
+    let claims = check_logout_token(&app, &listener.next().await, "rp").await;
+    assert_eq!((&claims["sub"], &claims["sid"]), (&a["sub"], &a["sid"]));
+    app.stop().await;
+}
+
+/// Signs in at `rp` in `browser`, lets `secs` pass, and signs in at `rp` again (`prompt=login`):
+/// the claims of the two ID tokens.
+async fn signed_in_twice(app: &TestApp, browser: &Browser, secs: i64) -> (Value, Value) {
+    let first = tokens(app, browser, "rp", "openid").await;
+    app.clock.advance(secs);
+    let again = tokens_with(app, browser, "rp", "openid", &[("prompt", "login")]).await;
+    (
+        jwt_parts(s(&first, "id_token")).1,
+        jwt_parts(s(&again, "id_token")).1,
+    )
 }
 
 /// The server of [`spawn`] with one client more, `bare`: consent skipped, and a refresh token
@@ -581,7 +618,7 @@ async fn a_code_redeemed_while_its_session_ends_gives_nothing_that_works() {
 }
 
 /// The server's configuration with alice's password changed (to "bob").
-fn alice_given_a_new_password(app: &TestApp) -> String {
+pub fn alice_given_a_new_password(app: &TestApp) -> String {
     let alice_hash = app
         .config_text
         .split("username = \"alice\"\n  password_hash = \"")

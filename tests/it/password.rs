@@ -392,8 +392,8 @@ async fn a_hint_without_sid_asks_before_signing_out() {
 /// the old hash and found the old password right (`signin.success` is audited), but the session
 /// of the sign-in page and the refresh-token family of the grant, written after the reset had
 /// signed the user out everywhere, are undone, and both answer as for a wrong password. The
-/// user's hash is made slow (argon2 t = 150, about a second here) so that the reset, sent 400 ms
-/// into the check, lands inside it.
+/// user's hash is made slow (argon2 t = 300, about two seconds here) so that the reset, sent
+/// 400 ms into the check, lands inside it. Each undoing is audited (`signin.failure`, `undone`).
 #[tokio::test]
 async fn a_password_reset_during_the_check_lets_the_old_password_in_nowhere() {
     use crate::flow::{Browser, authorize_url, redirect_uri_of};
@@ -442,7 +442,7 @@ async fn a_password_reset_during_the_check_lets_the_old_password_in_nowhere() {
     );
     assert_eq!(
         successes(&app, &id).await,
-        1,
+        (1, 1),
         "the check read the old hash and found the password right"
     );
     assert_eq!(page.status, 401, "{}", page.body);
@@ -466,7 +466,7 @@ async fn a_password_reset_during_the_check_lets_the_old_password_in_nowhere() {
     let ((status, _, body), ()) = tokio::join!(grant(&app, "pwclient", SECRET, &form), reset("slow-pass-4"));
     assert_eq!(
         successes(&app, &id).await,
-        2,
+        (2, 2),
         "the check read the old hash and found the password right"
     );
     assert_eq!(
@@ -509,12 +509,12 @@ async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Valu
     resp.json().await.unwrap_or(Value::Null)
 }
 
-/// Gives the store user `slow` the password `pass` under a slow hash (argon2 t = 150).
+/// Gives the store user `slow` the password `pass` under a slow hash (argon2 t = 300).
 async fn slow_password(app: &TestApp, pass: &'static str) {
     use ostiary::store::DirectoryStore;
     let phc = tokio::task::spawn_blocking(move || {
         use argon2::PasswordHasher;
-        let params = argon2::Params::new(19456, 150, 1, None).unwrap();
+        let params = argon2::Params::new(19456, 300, 1, None).unwrap();
         let salt = argon2::password_hash::SaltString::encode_b64(b"slow-salt-123456").unwrap();
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password(pass.as_bytes(), &salt)
@@ -527,14 +527,14 @@ async fn slow_password(app: &TestApp, pass: &'static str) {
     assert!(store.set_user_password("default", "slow", &phc, 0).await.unwrap());
 }
 
-/// How many `signin.success` events the user has (after the audit queue is flushed).
-async fn successes(app: &TestApp, id: &str) -> usize {
+/// How many `signin.success` events the user has, and `signin.failure` events that undid one
+/// (after the audit queue is flushed).
+async fn successes(app: &TestApp, id: &str) -> (usize, usize) {
     app.handle().state().audit_queue.flush().await;
-    let from = format!("audit_events WHERE user_id = '{id}' AND kind = 'signin.success'");
-    crate::harness::rows_text(&app.database_url, &from, "kind")
-        .await
-        .lines()
-        .count()
+    let from = format!("audit_events WHERE user_id = '{id}' AND kind LIKE 'signin.%'");
+    let kinds = crate::harness::rows_text(&app.database_url, &from, "kind, details").await;
+    let count = |want: &str| kinds.lines().filter(|l| l.starts_with(want)).count();
+    (count("signin.success"), count("signin.failure {\"undone\":true}"))
 }
 
 /// The user's rows of `table` whose `ended` column is still null, one line each.

@@ -308,30 +308,39 @@ async fn revoking_a_refresh_token_revokes_its_family_and_access_tokens() {
     assert_eq!(status, 400);
 }
 
+/// Disabling a user or changing their password (here by reloads of the file; the admin API and the
+/// CLI take the same path) ends the browser's session and the refresh tokens, offline ones too, and
+/// revokes the access tokens issued with them (a user still active, with a new password, would
+/// otherwise keep using them).
 #[tokio::test]
 async fn disabling_the_user_or_changing_the_password_ends_sessions_and_refresh_tokens() {
     for change in ["disable", "password"] {
         let app = TestApp::spawn().await;
         let browser = Browser::new();
         let first = sign_in_tokens(&app, &browser, "webapp", "openid offline_access").await;
-        let store = &app.handle().state().store;
-        let now = app.clock.now();
-        match change {
-            "disable" => store
-                .set_user_status("default", "alice", "disabled", now)
-                .await
-                .unwrap(),
-            _ => {
-                let mut alice = store.find_user("default", "alice").await.unwrap().unwrap();
-                alice.password_hash = Some(crate::harness::password_hash("carol"));
-                alice.updated_at = now;
-                store.upsert_user(&alice).await.unwrap();
-            }
-        }
+        assert_eq!(introspect_as(&app, "webapp", &at(&first)).await["active"], true);
+        let text = match change {
+            "disable" => app.config_text.replacen(
+                "username = \"alice\"\n",
+                "username = \"alice\"\n  enabled = false\n",
+                1,
+            ),
+            _ => crate::logout::alice_given_a_new_password(&app),
+        };
+        assert_ne!(text, app.config_text);
+        app.handle()
+            .reload(ostiary::config::Config::from_toml_str(&text).unwrap())
+            .await
+            .unwrap();
         let (status, body) = refresh(&app, "webapp", &rt(&first), &[]).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (400, Some("invalid_grant")),
+            "{change}"
+        );
+        assert_eq!(
+            introspect_as(&app, "webapp", &at(&first)).await["active"],
+            false,
             "{change}"
         );
         // The browser's session is gone: the login page again.

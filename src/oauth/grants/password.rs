@@ -70,18 +70,7 @@ impl<S: OAuthStore> Grant<S> for Password {
             },
         };
         let issued = user_tokens::issue(ctx, &grant).await?;
-        let refresh_token = if offline {
-            // The person gave their password to this client: that is their consent to these
-            // scopes, recorded so that withdrawing it ends the refresh tokens like any other.
-            record_consent(
-                ctx.store,
-                &ctx.domain.name,
-                &user.id,
-                &client.id,
-                &scopes,
-                ctx.now,
-            )
-            .await?;
+        let family = if offline {
             let family = user_tokens::start_family(ctx, &grant, family_end).await?;
             let value = crate::crypto::secrets::random_token();
             user_tokens::store_refresh_token(ctx, &family, &value, &issued.access).await?;
@@ -90,15 +79,37 @@ impl<S: OAuthStore> Grant<S> for Password {
             None
         };
         // A new password or a disabled account that landed while the password was being
-        // checked: nothing issued here is answered, and the family just written is revoked.
-        if !still_valid(ctx.store, &ctx.domain.name, &user).await? {
-            tracing::info!(domain = %ctx.domain.name, user.id = %user.id, "password grant undone: the password or the account changed during the check");
-            if let Some((family, _)) = &refresh_token {
-                user_tokens::revoke_family_in(ctx.store, ctx.domain, &family.id, &client.id, ctx.now).await?;
+        // checked: nothing issued here is answered, and the family just written is revoked (as
+        // it is when the user cannot be read: a store error).
+        let valid = still_valid(
+            ctx.store, ctx.audit, ctx.domain, &user, &ctx.peer, &client.id, ctx.now,
+        )
+        .await;
+        if !matches!(valid, Ok(true)) {
+            if let Some((f, _)) = &family {
+                user_tokens::revoke_family_in(ctx.store, ctx.domain, &f.id, &client.id, ctx.now).await?;
             }
+            valid?;
             return Err(OAuthError::invalid_grant("the username or password is incorrect"));
         }
-        let refresh_token = refresh_token.map(|(_, value)| value);
+        let refresh_token = match family {
+            Some((_, value)) => {
+                // The person gave their password to this client: that is their consent to
+                // these scopes, recorded so that withdrawing it ends the refresh tokens like any
+                // other (after the check above, so that an undone grant leaves none).
+                record_consent(
+                    ctx.store,
+                    &ctx.domain.name,
+                    &user.id,
+                    &client.id,
+                    &scopes,
+                    ctx.now,
+                )
+                .await?;
+                Some(value)
+            }
+            None => None,
+        };
         metrics::counter!("ostiary_tokens_issued_total", "grant_type" => "password").increment(1);
         Ok(TokenResponse {
             access_token: issued.access.value,
