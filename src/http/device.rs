@@ -85,7 +85,7 @@ async fn post_user_code(
     let typed = form.get("user_code").unwrap_or("");
     let now = app.clock.now();
     let retry = |message: &str, status: StatusCode| code_page(d, &csrf, typed, Some(message), status);
-    let row = match check_user_code(&app.store, d, typed, &csrf, address, now).await {
+    let row = match check_user_code(&app.store, &app.kek, d, typed, &csrf, address, now).await {
         Ok(UserCodeCheck::Pending(row)) => *row,
         Ok(UserCodeCheck::Locked(secs)) => {
             let message = format!("Too many wrong codes. Try again in {}.", wait_text(secs));

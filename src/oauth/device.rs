@@ -5,6 +5,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::config::DEVICE_CODE_GRANT;
+use crate::crypto::kek::Kek;
 use crate::crypto::secrets::{random_token, sha256_b64};
 use crate::domain::{Client, Domain, paths};
 use crate::error::{OAuthError, OAuthResult};
@@ -64,9 +65,12 @@ pub fn normalize_user_code(typed: &str) -> Option<String> {
     valid.then_some(code)
 }
 
-/// The stored form of a normalized user code.
-pub fn user_code_hash(normalized: &str) -> String {
-    sha256_b64(normalized)
+/// The stored form of a normalized user code: an HMAC under a key derived from the
+/// key-encryption key. A user code has about 34 bits (8 of 20 letters), so a plain hash of the
+/// live ones would be undone in seconds by whoever read the table (a backup, a replica's
+/// database); keyed, nobody without the key can test a guess offline.
+pub fn user_code_hash(kek: &Kek, normalized: &str) -> String {
+    kek.derive_token("user-code", normalized)
 }
 
 /// The verification URI of a domain, and the one that pre-fills `user_code` (RFC 8628 s3.3.1).
@@ -100,7 +104,7 @@ pub async fn authorize<S: OAuthStore>(
         let row = DeviceCodeRow {
             hash: sha256_b64(&device_code),
             domain: d.name.clone(),
-            user_code_hash: user_code_hash(&user_code),
+            user_code_hash: user_code_hash(ctx.kek, &user_code),
             client_id: client.id.clone(),
             scope: scopes.join(" "),
             status: status::PENDING.into(),
@@ -162,6 +166,7 @@ pub enum UserCodeCheck {
 /// its CSRF cookie) and per client address, paused with the sign-in backoff when spent.
 pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     store: &S,
+    kek: &Kek,
     domain: &Domain,
     typed: &str,
     browser: &str,
@@ -181,7 +186,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     let found = match normalize_user_code(typed) {
         Some(code) => {
             store
-                .find_device_code_by_user_code(&domain.name, &user_code_hash(&code))
+                .find_device_code_by_user_code(&domain.name, &user_code_hash(kek, &code))
                 .await?
         }
         None => None,

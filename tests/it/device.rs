@@ -254,6 +254,13 @@ async fn device_authorization_response_has_the_rfc_8628_shape() {
             assert_ne!(user_hash, secret);
         }
     }
+    // The user code (about 34 bits) is kept keyed (an HMAC under the server's key), not as a
+    // plain SHA-256 of its letters, which a reader of the table could reverse by trying them all.
+    let stored: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    for code in [user_code, other_user.as_str()] {
+        let plain = ostiary::crypto::secrets::sha256_b64(&code.replace('-', ""));
+        assert!(!stored.contains(&plain.as_str()), "{code}: {stored:?}");
+    }
     assert!(rows.iter().any(|r| r.3 == "openid orders.read"), "{rows:?}");
 }
 
