@@ -469,12 +469,13 @@ pub async fn update_user<S: OAuthStore>(
         changed.push("claims");
     }
     if let Some(s) = &status {
-        ctx.store.set_user_status(d, &u.username, s, ctx.now).await?;
-        // After the change is stored (see logout::end_all_sessions).
+        let write = ctx.store.set_user_status(d, &u.username, s, ctx.now);
         if s != "active" && u.status == "active" {
-            queued = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now)
+            queued = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write)
                 .await?
                 .1;
+        } else {
+            write.await?;
         }
         changed.push("status");
     }
@@ -489,8 +490,8 @@ pub async fn update_user<S: OAuthStore>(
     Ok((get_user(ctx, id).await?, queued))
 }
 
-/// Sets a store-managed user's password from `{"password"}`, then signs the user out
-/// everywhere. True when back-channel logouts were queued.
+/// Sets a store-managed user's password from `{"password"}`, signing the user out everywhere
+/// (`logout::around_credential_change`). True when back-channel logouts were queued.
 pub async fn reset_password<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
     caller: &Caller,
@@ -506,10 +507,10 @@ pub async fn reset_password<S: OAuthStore>(
         .hash(password)
         .await
         .map_err(OAuthError::server_error)?;
-    ctx.store
-        .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now)
-        .await?;
-    let (_, queued) = logout::end_all_sessions(ctx.store, ctx.domain, &u.id, ctx.now).await?;
+    let write = ctx
+        .store
+        .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now);
+    let (_, queued) = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write).await?;
     audit::record(
         ctx.store,
         ctx.now,

@@ -16,7 +16,7 @@ use crate::crypto::kek::Kek;
 use crate::crypto::secrets::{SecretHash, argon2_hash, random_id, random_token};
 use crate::domain::{Domain, Domains};
 use crate::keyring;
-use crate::oauth::logout::end_all_sessions;
+use crate::oauth::logout::around_credential_change;
 use crate::reconcile;
 use crate::store::admin::AdminStore;
 use crate::store::{ClientRow, DirectoryStore, KeyStore, SqlStore, StoreResult, UserRow};
@@ -491,11 +491,10 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                 Some(u) => {
                     let password = read_secret_stdin()?;
                     let hash = argon2_hash(&password)?;
-                    // As the admin API does: then the sessions end as signing out everywhere,
-                    // and the relying parties are told (a running server delivers the queued
-                    // logouts).
-                    store.set_user_password(domain, &u.username, &hash, now).await?;
-                    end_all_sessions(store, d, &u.id, now).await?;
+                    // As the admin API does: the sessions end as signing out everywhere, and the
+                    // relying parties are told (a running server delivers the queued logouts).
+                    let write = store.set_user_password(domain, &u.username, &hash, now);
+                    around_credential_change(store, d, &u.id, now, write).await?;
                     audit::record(
                         store,
                         now,
@@ -513,11 +512,11 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                 u.username
             ),
             Some(u) => {
-                store
-                    .set_user_status(domain, &u.username, "disabled", now)
-                    .await?;
+                let write = store.set_user_status(domain, &u.username, "disabled", now);
                 if u.status == "active" {
-                    end_all_sessions(store, d, &u.id, now).await?;
+                    around_credential_change(store, d, &u.id, now, write).await?;
+                } else {
+                    write.await?;
                 }
                 let event = cli_event("admin.user.updated", domain)
                     .user(&u.id)

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::crypto::secrets::random_id;
 use crate::domain::{Domains, config_hash};
-use crate::oauth::logout::end_all_sessions;
+use crate::oauth::logout::around_credential_change;
 use crate::store::{DirectoryStore, MaintenanceStore, OAuthStore, StoreResult, UserRow};
 
 /// Why a file of revision `file` must not be reconciled into a store last reconciled from
@@ -280,9 +280,12 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                 }
             }
             ("user", Action::Disabled) => {
-                store.set_user_status(&d.name, &ch.id, "disabled", now).await?;
-                if let Some(u) = store.find_user(&d.name, &ch.id).await? {
-                    end_all_sessions(store, d, &u.id, now).await?;
+                let write = store.set_user_status(&d.name, &ch.id, "disabled", now);
+                match store.find_user(&d.name, &ch.id).await? {
+                    Some(u) => {
+                        around_credential_change(store, d, &u.id, now, write).await?;
+                    }
+                    None => write.await?,
                 }
             }
             (_, Action::Conflict) => {
@@ -305,15 +308,16 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                     created_at: now,
                     updated_at: now,
                 };
-                // A new password, or disabled: once stored, the sessions end and the relying
-                // parties are told.
-                let before = store.find_user(&d.name, &u.username).await?;
-                store.upsert_user(&row).await?;
-                if let Some(before) = before
-                    && (before.password_hash != row.password_hash
-                        || (row.status != "active" && before.status == "active"))
-                {
-                    end_all_sessions(store, d, &before.id, now).await?;
+                // A new password, or disabled: the sessions end and the relying parties are told.
+                let write = store.upsert_user(&row);
+                match store.find_user(&d.name, &u.username).await? {
+                    Some(before)
+                        if before.password_hash != row.password_hash
+                            || (row.status != "active" && before.status == "active") =>
+                    {
+                        around_credential_change(store, d, &before.id, now, write).await?;
+                    }
+                    _ => write.await?,
                 }
             }
         }

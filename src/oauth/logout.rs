@@ -293,11 +293,8 @@ pub async fn end_session<S: OAuthStore>(
 /// Signs the user out everywhere: ends every session not ended yet (idle ones too: their
 /// clients are told as well) as [`end_session`] does, then revokes
 /// every remaining family of theirs, offline ones included (nothing they granted keeps working).
-/// Also what follows a user disabled or given a new password (the admin API, the CLI, a reload),
-/// so that the relying parties are told. After the change is stored, never before: a sign-in
-/// whose password check read the old hash writes its session or family and then reads the user
-/// again (`oauth::password::still_valid`), so either this finds what it wrote, or that read sees
-/// the change and undoes it.
+/// Also what comes around a user disabled or given a new password (the admin API, the CLI, a
+/// reload: [`around_credential_change`]), so that the relying parties are told.
 /// Returns the (sid, client_id) pairs of the ended sessions (for front-channel logout) and
 /// whether back-channel logouts were queued.
 pub async fn end_all_sessions<S: OAuthStore>(
@@ -317,6 +314,27 @@ pub async fn end_all_sessions<S: OAuthStore>(
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
     Ok((served, queued))
+}
+
+/// Stores a change that ends a user's sign-ins (a new password, a disabled account), `write`,
+/// and signs the user out everywhere before it and again after it. Before: a change whose
+/// sign-out failed is not stored, so a retry, which finds the user as they were, signs out again
+/// (a retry that found the change made would see nothing to end). After: a sign-in whose
+/// password check read the old hash writes its session or family and then reads the user again
+/// (`oauth::password::still_valid`), so either the second sign-out finds what it wrote, or that
+/// read sees the change and undoes it. Returns `write`'s result and whether back-channel
+/// logouts were queued.
+pub async fn around_credential_change<S: OAuthStore, T>(
+    store: &S,
+    domain: &Domain,
+    user_id: &str,
+    now: i64,
+    write: impl Future<Output = crate::store::StoreResult<T>>,
+) -> OAuthResult<(T, bool)> {
+    let (_, before) = end_all_sessions(store, domain, user_id, now).await?;
+    let written = write.await?;
+    let (_, after) = end_all_sessions(store, domain, user_id, now).await?;
+    Ok((written, before || after))
 }
 
 /// What withdrawing a consent did.

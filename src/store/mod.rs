@@ -289,8 +289,8 @@ pub trait DirectoryStore {
     /// Users of a domain that came from configuration (`source = 'config'`).
     fn list_config_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
     /// Inserts or updates a user by (domain, username). Ends nothing: a caller changing a
-    /// password or disabling a user then signs them out everywhere
-    /// (`oauth::logout::end_all_sessions`), after this write and not before (see there).
+    /// password or disabling a user signs them out everywhere before and after this write
+    /// (`oauth::logout::around_credential_change`, which says why).
     fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// Inserts a new user; Conflict when the username exists in the domain.
     fn insert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
