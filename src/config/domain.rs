@@ -343,30 +343,39 @@ pub struct UserConfig {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
-/// The claims a user has (OpenID Connect Core s5.1, and `groups`): what a user's record answers
-/// for in tokens and userinfo, and names a custom claim may not take.
-pub const USER_CLAIMS: &[&str] = &[
-    "name",
-    "given_name",
-    "family_name",
-    "middle_name",
-    "nickname",
-    "preferred_username",
-    "profile",
-    "picture",
-    "website",
-    "email",
-    "email_verified",
-    "gender",
-    "birthdate",
-    "zoneinfo",
-    "locale",
-    "phone_number",
-    "phone_number_verified",
-    "address",
-    "updated_at",
-    "groups",
+/// OpenID Connect Core s5.4: the claims each scope gives (and `groups`, identity domains'
+/// scope). Together they are the claims a user has: what a user's record answers for in tokens
+/// and userinfo, and names a custom claim may not take.
+pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
+    (
+        "profile",
+        &[
+            "name",
+            "family_name",
+            "given_name",
+            "middle_name",
+            "nickname",
+            "preferred_username",
+            "profile",
+            "picture",
+            "website",
+            "gender",
+            "birthdate",
+            "zoneinfo",
+            "locale",
+            "updated_at",
+        ],
+    ),
+    ("email", &["email", "email_verified"]),
+    ("address", &["address"]),
+    ("phone", &["phone_number", "phone_number_verified"]),
+    ("groups", &["groups"]),
 ];
+
+/// Whether `name` is a claim a user has (one of [`SCOPE_CLAIMS`]).
+pub fn is_user_claim(name: &str) -> bool {
+    SCOPE_CLAIMS.iter().any(|(_, names)| names.contains(&name))
+}
 
 /// Claims about a token (JWT registered claims and those of OAuth and OpenID Connect), which a
 /// custom claim may not take either.
@@ -399,7 +408,7 @@ const TOKEN_CLAIMS: &[&str] = &[
 
 /// Whether a custom claim may not take this name: a claim about the token or a user's claim.
 pub fn is_reserved_claim(name: &str) -> bool {
-    TOKEN_CLAIMS.contains(&name) || USER_CLAIMS.contains(&name)
+    TOKEN_CLAIMS.contains(&name) || is_user_claim(name)
 }
 
 /// Scope names defined by OpenID Connect; a resource server may not declare them.

@@ -102,7 +102,7 @@ pub fn user_claim(user: &UserRow, stored: &Value, name: &str) -> Option<Value> {
     // Any other name asked for (a claim about the token, `iss`, `cnf`..., or whatever a record
     // written by an older version may hold) is never taken from the record.
     match name {
-        n if !crate::config::USER_CLAIMS.contains(&n) => None,
+        n if !crate::config::is_user_claim(n) => None,
         "updated_at" => Some(json!(user.updated_at)),
         "preferred_username" => stored.get(name).cloned().or_else(|| Some(json!(user.username))),
         _ => stored.get(name).cloned(),

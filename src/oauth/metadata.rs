@@ -104,7 +104,7 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
             "amr",
             "sid",
         ];
-        for (_, names) in crate::oauth::userinfo::SCOPE_CLAIMS {
+        for (_, names) in crate::config::SCOPE_CLAIMS {
             claims.extend_from_slice(names);
         }
         obj.insert("claims_supported".into(), json!(claims));

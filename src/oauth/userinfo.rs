@@ -2,39 +2,13 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::config::SCOPE_CLAIMS;
 use crate::error::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::claims_request::{add_user_claims, stored_user_claims};
 use crate::oauth::tokens::find_live_token;
 use crate::oauth::user_tokens::USERINFO_CLAIMS;
 use crate::oauth::{Ctx, mtls};
 use crate::store::OAuthStore;
-
-/// OpenID Connect Core s5.4: the claims each scope gives.
-pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
-    (
-        "profile",
-        &[
-            "name",
-            "family_name",
-            "given_name",
-            "middle_name",
-            "nickname",
-            "preferred_username",
-            "profile",
-            "picture",
-            "website",
-            "gender",
-            "birthdate",
-            "zoneinfo",
-            "locale",
-            "updated_at",
-        ],
-    ),
-    ("email", &["email", "email_verified"]),
-    ("address", &["address"]),
-    ("phone", &["phone_number", "phone_number_verified"]),
-    ("groups", &["groups"]),
-];
 
 /// The userinfo response for a bearer token.
 pub async fn userinfo<S: OAuthStore>(ctx: &Ctx<'_, S>, token: &str) -> OAuthResult<Value> {

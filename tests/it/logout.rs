@@ -388,21 +388,21 @@ async fn a_logout_token_is_not_an_id_token_hint() {
     app.stop().await;
 }
 
+/// Sessions that end after 2 hours unused (12 at most), and a time just past that.
+const IDLE_2H: &str = "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"";
+const PAST_IDLE: i64 = 2 * 3600 + 60;
+
 /// Signing out everywhere (here: the user's new password, as the admin API, the CLI and a
 /// reload do it) ends the sessions left idle too, within their absolute lifetime, and tells
 /// their clients (before: only the sessions still within their idle timeout).
 #[tokio::test]
 async fn signing_out_everywhere_tells_the_clients_of_an_idle_session() {
     let mut listener = Listener::start(&[]).await;
-    let app = spawn(
-        &listener,
-        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
-    )
-    .await;
+    let app = spawn(&listener, IDLE_2H).await;
     let browser = Browser::new();
     let t = tokens(&app, &browser, "rp", "openid").await;
     let (_, id) = jwt_parts(s(&t, "id_token"));
-    app.clock.advance(2 * 3600 + 60);
+    app.clock.advance(PAST_IDLE);
     assert!(!signed_in(&app, &browser).await, "idle: no longer signed in");
     let text = alice_given_a_new_password(&app);
     app.handle()
@@ -421,16 +421,12 @@ async fn signing_out_everywhere_tells_the_clients_of_an_idle_session() {
 #[tokio::test]
 async fn signing_out_of_a_session_left_idle_still_tells_its_clients() {
     let mut listener = Listener::start(&[]).await;
-    let app = spawn(
-        &listener,
-        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
-    )
-    .await;
+    let app = spawn(&listener, IDLE_2H).await;
     let (hinted, asked) = (Browser::new(), Browser::new());
     let rp = tokens(&app, &hinted, "rp", "openid").await;
     let fc = tokens(&app, &hinted, "fc", "openid").await;
     tokens(&app, &asked, "rp", "openid").await;
-    app.clock.advance(2 * 3600 + 60);
+    app.clock.advance(PAST_IDLE);
     assert!(!signed_in(&app, &hinted).await, "idle: no longer signed in");
 
     // Without a hint: asked, and nobody is told until the person says yes.
@@ -469,12 +465,8 @@ async fn signing_out_of_a_session_left_idle_still_tells_its_clients() {
 #[tokio::test]
 async fn signing_in_again_over_a_session_left_idle_tells_its_clients() {
     let mut listener = Listener::start(&[]).await;
-    let app = spawn(
-        &listener,
-        "session_max_lifetime = \"12h\"\nsession_idle_timeout = \"2h\"",
-    )
-    .await;
-    let (a, b) = signed_in_twice(&app, &Browser::new(), 2 * 3600 + 60).await;
+    let app = spawn(&listener, IDLE_2H).await;
+    let (a, b) = signed_in_twice(&app, &Browser::new(), PAST_IDLE).await;
     assert_ne!(a["sid"], b["sid"], "a new session");
     let claims = check_logout_token(&app, &listener.next().await, "rp").await;
     assert_eq!((&claims["sub"], &claims["sid"]), (&a["sub"], &a["sid"]));
