@@ -605,6 +605,13 @@ pub async fn read_form(
         .map_err(|e| error_page(&e))
 }
 
+/// The page for a pending request that is missing, unknown or expired.
+pub fn expired_request() -> Response {
+    error_page(&OAuthError::invalid_request(
+        "this request has expired or is unknown; start again",
+    ))
+}
+
 /// The pending authorization request `id` names, stored row and request; a page when it is
 /// missing, unknown or expired.
 pub async fn pending(
@@ -612,19 +619,19 @@ pub async fn pending(
     d: &Domain,
     id: Option<&str>,
 ) -> Result<(AuthRequestRow, AuthorizationRequest), Response> {
-    let expired = || {
-        error_page(&OAuthError::invalid_request(
-            "this request has expired or is unknown; start again",
-        ))
-    };
-    let id = id.ok_or_else(expired)?;
-    let row = match app.store.find_auth_request(&d.name, id, app.clock.now()).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return Err(expired()),
-        Err(e) => return Err(error_page(&e.into())),
-    };
-    let req = serde_json::from_str::<AuthorizationRequest>(&row.params).map_err(|_| expired())?;
-    Ok((row, req))
+    let id = id.ok_or_else(expired_request)?;
+    match app.store.find_auth_request(&d.name, id, app.clock.now()).await {
+        Ok(row) => parse_pending(row).ok_or_else(expired_request),
+        Err(e) => Err(error_page(&e.into())),
+    }
+}
+
+/// A pending request as read from the store (`None`: unknown or expired), with its request;
+/// `None` when there is none or it cannot be read back.
+pub fn parse_pending(row: Option<AuthRequestRow>) -> Option<(AuthRequestRow, AuthorizationRequest)> {
+    let row = row?;
+    let req = serde_json::from_str::<AuthorizationRequest>(&row.params).ok()?;
+    Some((row, req))
 }
 
 /// The pending request of a page's form, once its CSRF token is verified (bound to the browser
@@ -635,14 +642,27 @@ pub async fn pending_form(
     headers: &HeaderMap,
     form: &Params,
 ) -> Result<(AuthRequestRow, AuthorizationRequest), Response> {
-    let (row, req) = pending(app, d, form.get("request")).await?;
-    if !csrf_ok(d, headers, form.get("csrf"), &row) {
-        return Err(error_page(&OAuthError::new(
+    let pending = pending(app, d, form.get("request")).await?;
+    match unverified_form(d, headers, form, &pending.0) {
+        Some(page) => Err(page),
+        None => Ok(pending),
+    }
+}
+
+/// The page for a form of the pending request `row` whose CSRF token is not verified (bound to
+/// the browser and to this request); `None` when it is.
+pub fn unverified_form(
+    d: &Domain,
+    headers: &HeaderMap,
+    form: &Params,
+    row: &AuthRequestRow,
+) -> Option<Response> {
+    (!csrf_ok(d, headers, form.get("csrf"), row)).then(|| {
+        error_page(&OAuthError::new(
             ErrorCode::AccessDenied,
             "the form could not be verified; start again",
-        )));
-    }
-    Ok((row, req))
+        ))
+    })
 }
 
 /// The browser's live session; a page when there is none.

@@ -6,9 +6,13 @@ use axum::response::Response;
 use zeroize::Zeroizing;
 
 use super::extract::{CurrentDomain, peer_of};
-use super::pages::{error_page, login_page, pending_form, proceed, read_form, start_session};
+use super::pages::{
+    error_page, expired_request, login_page, parse_pending, proceed, read_form, start_session,
+    unverified_form,
+};
 use crate::app::AppState;
-use crate::oauth::password::{PasswordCheck, check_password, still_valid};
+use crate::oauth::password::{Attempt, PasswordCheck, buckets, check_password_read, still_valid};
+use crate::store::signin::SignInStore;
 
 /// One message for an unknown user, a wrong password, and a disabled user.
 const FAILED: &str = "The username or password is incorrect.";
@@ -22,32 +26,51 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
         Ok(f) => f,
         Err(page) => return page,
     };
-    let (row, mut req) = match pending_form(&app, d, &parts.headers, &form).await {
-        Ok(p) => p,
-        Err(page) => return page,
+    let username = form.get("username").unwrap_or("").trim();
+    let peer = peer_of(&app, &parts);
+    // One read: the pending request, and the user with the locks of its throttling buckets.
+    let Some(request_id) = form.get("request") else {
+        return expired_request();
     };
+    let keys = buckets(d, username, &peer.address).map(|b| b.key);
+    let read = app
+        .store
+        .find_sign_in(&d.name, request_id, now, username, [&keys[0], &keys[1]])
+        .await;
+    let (row, user_and_locks) = match read {
+        Ok(r) => r,
+        Err(e) => return error_page(&e.into()),
+    };
+    let Some((row, mut req)) = parse_pending(row) else {
+        return expired_request();
+    };
+    if let Some(page) = unverified_form(d, &parts.headers, &form, &row) {
+        return page;
+    }
     let client_name = d
         .client(&req.client_id)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let username = form.get("username").unwrap_or("").trim();
     let password = Zeroizing::new(form.get("password").unwrap_or("").to_string());
     let csrf = form.get("csrf").unwrap_or("");
     let retry = |message: &str, status: StatusCode| {
         login_page(d, &client_name, &row.id, csrf, username, Some(message), status)
     };
 
-    let peer = peer_of(&app, &parts);
-    let checked = check_password(
+    let attempt = Attempt {
+        domain: d,
+        username,
+        peer: &peer,
+        client_id: &req.client_id,
+        now,
+    };
+    let checked = check_password_read(
         &app.store,
         app.authenticator.hasher(),
         &app.audit_queue,
-        d,
-        username,
+        &attempt,
         password,
-        &peer,
-        &req.client_id,
-        now,
+        user_and_locks,
     )
     .await;
     let user = match checked {
@@ -70,7 +93,7 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
     };
     // A new password or a disabled account that landed while the password was being checked:
     // the session just written must not outlive it (nor when that cannot be read: a store error).
-    let valid = still_valid(&app.store, &app.audit_queue, d, &user, &peer, &req.client_id, now).await;
+    let valid = still_valid(&app.store, &app.audit_queue, &attempt, &user).await;
     if !matches!(valid, Ok(true)) {
         let ended = crate::oauth::logout::end_session(&app.store, d, &session, now).await;
         if let Ok((_, true)) = ended {

@@ -7,7 +7,7 @@ use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::oauth::Peer;
 use crate::oauth::throttle::{Bucket, Standing, record_failure};
-use crate::store::signin::SignInStore;
+use crate::store::signin::{SignInStore, UserAndLocks};
 use crate::store::{StoreResult, UserRow};
 
 /// A well-formed argon2id hash with the server's parameters that matches no password: verified
@@ -26,32 +26,77 @@ pub enum PasswordCheck {
     Failed,
 }
 
-/// Checks `username`'s `password` for `client_id` from `peer`, counting failures towards
-/// lockouts, and audits the attempt (success, failure, or refused while locked out) through the
-/// audit queue: the event is stored off the request, with others.
-#[expect(clippy::too_many_arguments, reason = "each is a distinct fact of the attempt")]
+/// One password attempt: `username` for `client_id` from `peer`, in `domain`, at `now`.
+pub struct Attempt<'a> {
+    pub domain: &'a Domain,
+    pub username: &'a str,
+    pub peer: &'a Peer,
+    pub client_id: &'a str,
+    pub now: i64,
+}
+
+impl Attempt<'_> {
+    /// The two throttling buckets the attempt counts towards.
+    pub fn buckets(&self) -> [Bucket; 2] {
+        buckets(self.domain, self.username, &self.peer.address)
+    }
+}
+
+/// The two throttling buckets a password attempt counts towards: its account and its address.
+pub fn buckets(domain: &Domain, username: &str, address: &str) -> [Bucket; 2] {
+    let limits = &domain.config;
+    [
+        Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
+        Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
+    ]
+}
+
+/// Checks the attempt's `password`, counting failures towards lockouts, and audits it (success,
+/// failure, or refused while locked out) through the audit queue: the event is stored off the
+/// request, with others.
 pub async fn check_password<S: SignInStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,
     audit: &AuditQueue,
-    domain: &Domain,
-    username: &str,
+    attempt: &Attempt<'_>,
     password: zeroize::Zeroizing<String>,
-    peer: &Peer,
-    client_id: &str,
-    now: i64,
 ) -> StoreResult<PasswordCheck> {
-    let checked = check(store, hasher, domain, username, password, &peer.address, now).await?;
+    let buckets = attempt.buckets();
+    let read = store
+        .find_user_and_locks(
+            &attempt.domain.name,
+            attempt.username,
+            [&buckets[0].key, &buckets[1].key],
+        )
+        .await?;
+    check_password_read(store, hasher, audit, attempt, password, read).await
+}
+
+/// [`check_password`] with what it reads before argon2 already read (`read`, for the attempt's
+/// [`Attempt::buckets`]): the sign-in page reads it with its pending request, in one statement.
+pub async fn check_password_read<S: SignInStore + Sync>(
+    store: &S,
+    hasher: &PasswordHasher,
+    audit: &AuditQueue,
+    attempt: &Attempt<'_>,
+    password: zeroize::Zeroizing<String>,
+    read: UserAndLocks,
+) -> StoreResult<PasswordCheck> {
+    let checked = check(store, hasher, attempt, password, read).await?;
+    let domain = &attempt.domain.name;
     let event = match &checked {
-        PasswordCheck::Valid(u) => AuditEvent::new("signin.success", &domain.name, Outcome::Success)
+        PasswordCheck::Valid(u) => AuditEvent::new("signin.success", domain, Outcome::Success)
             .by_user(&u.id)
             .user(&u.id),
-        PasswordCheck::Locked(secs) => AuditEvent::new("signin.lockout", &domain.name, Outcome::Failure)
+        PasswordCheck::Locked(secs) => AuditEvent::new("signin.lockout", domain, Outcome::Failure)
             .details(serde_json::json!({ "locked_for": secs })),
-        PasswordCheck::Failed => AuditEvent::new("signin.failure", &domain.name, Outcome::Failure),
+        PasswordCheck::Failed => AuditEvent::new("signin.failure", domain, Outcome::Failure),
     };
     audit
-        .record(now, event.client(client_id).request(&peer.request_id))
+        .record(
+            attempt.now,
+            event.client(attempt.client_id).request(&attempt.peer.request_id),
+        )
         .await;
     Ok(checked)
 }
@@ -67,12 +112,16 @@ pub async fn check_password<S: SignInStore + Sync>(
 pub async fn still_valid<S: SignInStore + Sync>(
     store: &S,
     audit: &AuditQueue,
-    domain: &Domain,
+    attempt: &Attempt<'_>,
     user: &UserRow,
-    peer: &Peer,
-    client_id: &str,
-    now: i64,
 ) -> StoreResult<bool> {
+    let Attempt {
+        domain,
+        peer,
+        client_id,
+        now,
+        ..
+    } = *attempt;
     let read = store.find_user_by_id(&domain.name, &user.id).await?;
     let valid = read.is_some_and(|u| u.status == "active" && u.password_hash == user.password_hash);
     if !valid {
@@ -90,22 +139,14 @@ pub async fn still_valid<S: SignInStore + Sync>(
 async fn check<S: SignInStore + Sync>(
     store: &S,
     hasher: &PasswordHasher,
-    domain: &Domain,
-    username: &str,
+    attempt: &Attempt<'_>,
     password: zeroize::Zeroizing<String>,
-    address: &str,
-    now: i64,
+    (user, locks): UserAndLocks,
 ) -> StoreResult<PasswordCheck> {
-    let limits = &domain.config;
-    let buckets = [
-        Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
-        Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
-    ];
-    // One read: the user and both buckets. The user is read even when a bucket is locked, so
-    // that a lockout answers as fast whether the account exists or not.
-    let (user, locks) = store
-        .find_user_and_locks(&domain.name, username, [&buckets[0].key, &buckets[1].key])
-        .await?;
+    let (domain, now) = (attempt.domain, attempt.now);
+    let buckets = attempt.buckets();
+    // The user is read even when a bucket is locked, so that a lockout answers as fast whether
+    // the account exists or not.
     let standing = Standing::of(&buckets, &locks, now);
     let locked = standing.locked_for();
     if locked > 0 {

@@ -85,7 +85,7 @@ fn cases() -> Vec<Case> {
         case("find_user_by_id", signin::FIND_USER_BY_ID, &["users_pkey"]),
         case(
             "find_auth_request",
-            signin::FIND_AUTH_REQUEST,
+            &signin::FIND_AUTH_REQUEST,
             &["auth_requests_pkey"],
         ),
         case(
@@ -146,8 +146,13 @@ fn cases() -> Vec<Case> {
         case("find_user", super::FIND_USER, &[USERS_USERNAME]),
         case(
             "user_and_locks",
-            signin::USER_AND_LOCKS,
+            &signin::USER_AND_LOCKS,
             &[USERS_USERNAME, "login_attempts_pkey"],
+        ),
+        case(
+            "sign_in_read",
+            &signin::SIGN_IN_READ,
+            &["auth_requests_pkey", USERS_USERNAME, "login_attempts_pkey"],
         ),
         case("set_user_password", super::SET_USER_PASSWORD, &[USERS_USERNAME]),
         case("set_user_status", super::SET_USER_STATUS, &[USERS_USERNAME]),

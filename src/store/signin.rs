@@ -20,6 +20,10 @@ pub struct AuthRequestRow {
     pub expires_at: i64,
 }
 
+/// What a password check reads before argon2: the user by username (`None`: no such user) and
+/// the lock ends of its two throttling buckets (`None`: no failures on record).
+pub type UserAndLocks = (Option<UserRow>, [Option<i64>; 2]);
+
 /// An SSO session, stored by the SHA-256 of its cookie value.
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
@@ -129,16 +133,35 @@ pub(super) static RENEW_SESSION: LazyLock<String> = LazyLock::new(|| {
 });
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
      AND ended_at IS NULL AND last_seen < $3";
-/// A password check's one read: the user by username (no row in `users`: the `u.*` columns are
-/// NULL) and the lock ends of two throttling buckets (NULL: no failures on record).
-pub(super) const USER_AND_LOCKS: &str = "SELECT u.id, u.domain, u.username, u.password_hash, u.status, u.claims, \
-     u.source, u.config_hash, u.created_at, u.updated_at, \
-     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $3) AS lock_0, \
-     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $4) AS lock_1 \
-     FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2";
+/// The lock ends of two throttling buckets, `$3` and `$4` of domain `$1` (NULL: no failures on
+/// record).
+const LOCK_COLUMNS: &str = "(SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $3) AS lock_0, \
+     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $4) AS lock_1";
+/// A password check's one read: the user by username `$2` (no row in `users`: the `u_` columns
+/// are NULL) and the lock ends of two throttling buckets.
+pub(super) static USER_AND_LOCKS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {JOINED_USER_COLUMNS}, {LOCK_COLUMNS} \
+         FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2"
+    )
+});
+/// The sign-in form's one read: the pending request `$5`, unexpired at `$6` (none: its columns are
+/// NULL), beside [`USER_AND_LOCKS`]'s user and locks.
+pub(super) static SIGN_IN_READ: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {JOINED_USER_COLUMNS}, {LOCK_COLUMNS} FROM (SELECT 1 AS one) AS o \
+         LEFT JOIN auth_requests r ON r.id = $5 AND r.domain = $1 AND r.expires_at + 0 > $6 \
+         LEFT JOIN users u ON u.domain = $1 AND u.username = $2",
+        qualified(AUTH_REQUEST_COLUMNS, "r")
+    )
+});
 
-pub(super) const FIND_AUTH_REQUEST: &str = "SELECT id, domain, client_id, params, csrf_hash, created_at, expires_at \
-     FROM auth_requests WHERE id = $1 AND domain = $2 AND expires_at + 0 > $3";
+const AUTH_REQUEST_COLUMNS: &str = "id, domain, client_id, params, csrf_hash, created_at, expires_at";
+pub(super) static FIND_AUTH_REQUEST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND domain = $2 AND expires_at + 0 > $3"
+    )
+});
 pub(super) const TAKE_AUTH_REQUEST: &str = "DELETE FROM auth_requests WHERE id = $1 AND domain = $2";
 pub(super) static REDEEM_CODE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -287,7 +310,17 @@ pub trait SignInStore {
         domain: &str,
         username: &str,
         buckets: [&str; 2],
-    ) -> impl Future<Output = StoreResult<(Option<UserRow>, [Option<i64>; 2])>> + Send;
+    ) -> impl Future<Output = StoreResult<UserAndLocks>> + Send;
+    /// The sign-in form's one read: the pending request `request_id`, unexpired at `now`, and
+    /// what [`Self::find_user_and_locks`] reads.
+    fn find_sign_in(
+        &self,
+        domain: &str,
+        request_id: &str,
+        now: i64,
+        username: &str,
+        buckets: [&str; 2],
+    ) -> impl Future<Output = StoreResult<(Option<AuthRequestRow>, UserAndLocks)>> + Send;
     /// Counts a failed sign-in; once `threshold` failures are reached, locks the bucket for
     /// `base` seconds, doubling with each further failure up to `max`. Failures older than a day
     /// are forgotten. Returns the failure count.
@@ -338,7 +371,7 @@ impl SignInStore for SqlStore {
         id: &str,
         now: i64,
     ) -> StoreResult<Option<AuthRequestRow>> {
-        Ok(sqlx::query_as(FIND_AUTH_REQUEST)
+        Ok(sqlx::query_as(FIND_AUTH_REQUEST.as_str())
             .bind(id)
             .bind(domain)
             .bind(now)
@@ -566,20 +599,39 @@ impl SignInStore for SqlStore {
         domain: &str,
         username: &str,
         buckets: [&str; 2],
-    ) -> StoreResult<(Option<UserRow>, [Option<i64>; 2])> {
-        let row = sqlx::query(USER_AND_LOCKS)
+    ) -> StoreResult<UserAndLocks> {
+        let row = sqlx::query(USER_AND_LOCKS.as_str())
             .bind(domain)
             .bind(username)
             .bind(buckets[0])
             .bind(buckets[1])
             .fetch_one(&self.pool)
             .await?;
-        let id: Option<String> = row.try_get("id")?;
-        let user = match id {
-            Some(_) => Some(UserRow::from_row(&row)?),
+        user_and_locks(&row, domain)
+    }
+
+    async fn find_sign_in(
+        &self,
+        domain: &str,
+        request_id: &str,
+        now: i64,
+        username: &str,
+        buckets: [&str; 2],
+    ) -> StoreResult<(Option<AuthRequestRow>, UserAndLocks)> {
+        let row = sqlx::query(SIGN_IN_READ.as_str())
+            .bind(domain)
+            .bind(username)
+            .bind(buckets[0])
+            .bind(buckets[1])
+            .bind(request_id)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        let request = match row.try_get::<Option<String>, _>("id")? {
+            Some(_) => Some(AuthRequestRow::from_row(&row)?),
             None => None,
         };
-        Ok((user, [row.try_get("lock_0")?, row.try_get("lock_1")?]))
+        Ok((request, user_and_locks(&row, domain)?))
     }
 
     async fn record_login_failure(
@@ -631,6 +683,14 @@ impl SignInStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// The user and the lock ends of a row of [`USER_AND_LOCKS`] or [`SIGN_IN_READ`].
+fn user_and_locks(row: &sqlx::any::AnyRow, domain: &str) -> StoreResult<UserAndLocks> {
+    Ok((
+        joined_user(row, domain)?,
+        [row.try_get("lock_0")?, row.try_get("lock_1")?],
+    ))
 }
 
 /// How long `failures` lock a counter that allows `threshold` before a lockout: `first` seconds at

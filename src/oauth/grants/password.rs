@@ -11,7 +11,7 @@ use crate::error::{OAuthError, OAuthResult};
 use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
-use crate::oauth::password::{PasswordCheck, check_password, still_valid};
+use crate::oauth::password::{Attempt, PasswordCheck, check_password, still_valid};
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::user_tokens::{self, UserGrant};
 use crate::store::OAuthStore;
@@ -33,10 +33,14 @@ impl<S: OAuthStore> Grant<S> for Password {
         let username = params.require("username")?.trim();
         let password = Zeroizing::new(params.require("password")?.to_string());
         let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
-        let checked = check_password(
-            ctx.store, ctx.hasher, ctx.audit, ctx.domain, username, password, &ctx.peer, &client.id, ctx.now,
-        )
-        .await?;
+        let attempt = Attempt {
+            domain: ctx.domain,
+            username,
+            peer: &ctx.peer,
+            client_id: &client.id,
+            now: ctx.now,
+        };
+        let checked = check_password(ctx.store, ctx.hasher, ctx.audit, &attempt, password).await?;
         // RFC 6749 s5.2 invalid_grant: the resource owner credentials are invalid.
         let user = match checked {
             PasswordCheck::Valid(u) => u,
@@ -81,10 +85,7 @@ impl<S: OAuthStore> Grant<S> for Password {
         // A new password or a disabled account that landed while the password was being
         // checked: nothing issued here is answered, and the family just written is revoked (as
         // it is when the user cannot be read: a store error).
-        let valid = still_valid(
-            ctx.store, ctx.audit, ctx.domain, &user, &ctx.peer, &client.id, ctx.now,
-        )
-        .await;
+        let valid = still_valid(ctx.store, ctx.audit, &attempt, &user).await;
         if !matches!(valid, Ok(true)) {
             if let Some((f, _)) = &family {
                 user_tokens::revoke_family_in(ctx.store, ctx.domain, &f.id, &client.id, ctx.now).await?;
