@@ -456,8 +456,7 @@ pub fn next_step(
     if client.consent == ConsentPolicy::Skip {
         return Ok(Next::Issue);
     }
-    let granted: Vec<&str> = consented.map(|s| s.split(' ').collect()).unwrap_or_default();
-    let covered = req.scopes.iter().all(|s| granted.contains(&s.as_str()));
+    let covered = consent_covers(consented, req.scopes.iter().map(String::as_str));
     if covered && !req.prompts("consent") {
         return Ok(Next::Issue);
     }
@@ -468,6 +467,16 @@ pub fn next_step(
         ));
     }
     Ok(Next::Consent)
+}
+
+/// Whether the consent `consented` (its scopes, space-separated; `None`: no consent) covers
+/// every one of `scopes`.
+pub fn consent_covers<'a>(consented: Option<&str>, scopes: impl IntoIterator<Item = &'a str>) -> bool {
+    let granted: Vec<&str> = consented.map(|s| s.split(' ').collect()).unwrap_or_default();
+    scopes
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .all(|s| granted.contains(&s))
 }
 
 /// Records that the person consented to `scopes` for the client. The stored consent grows with

@@ -208,8 +208,11 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
 }
 
 /// RFC 8628 s3.3: the person's decision on a device authorization, by the hash of its device
-/// code. Approval records the session and, as on the consent page, the consent to its scopes.
-/// False when it was no longer pending or has expired.
+/// code. Approval records, as on the consent page, the consent to its scopes, then the approval
+/// and its session. The consent comes first: a poll that finds the code approved finds the
+/// consent too (a redemption reads it last, `user_tokens::refuse_if_withdrawn`, and refuses what
+/// a withdrawal has deleted). False when it was no longer pending or has expired (then nothing is
+/// recorded, unless it was decided between the two).
 pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sync>(
     store: &S,
     domain: &Domain,
@@ -220,29 +223,31 @@ pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sy
     let Some(by) = approval else {
         return store.deny_device_code(&domain.name, hash, now).await;
     };
+    let pending = store.find_device_code(&domain.name, hash).await?;
+    let Some(row) = pending.filter(|r| r.status == "pending" && r.expires_at > now) else {
+        return Ok(false);
+    };
+    let scopes: Vec<String> = row
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    record_consent(store, &domain.name, &by.user_id, &row.client_id, &scopes, now).await?;
     if !store.approve_device_code(&domain.name, hash, by, now).await? {
         return Ok(false);
     }
-    if let Some(row) = store.find_device_code(&domain.name, hash).await? {
-        let scopes: Vec<String> = row
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        record_consent(store, &domain.name, &by.user_id, &row.client_id, &scopes, now).await?;
-        // Back-Channel Logout 1.0: the device's client is told when the approving session ends.
-        store
-            .record_session_client(
-                &domain.name,
-                &by.sid,
-                &by.user_id,
-                &row.client_id,
-                now,
-                by.session_expires_at,
-            )
-            .await?;
-    }
+    // Back-Channel Logout 1.0: the device's client is told when the approving session ends.
+    store
+        .record_session_client(
+            &domain.name,
+            &by.sid,
+            &by.user_id,
+            &row.client_id,
+            now,
+            by.session_expires_at,
+        )
+        .await?;
     Ok(true)
 }
 

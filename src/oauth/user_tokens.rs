@@ -3,10 +3,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::RefreshPolicy;
+use crate::config::{ConsentPolicy, RefreshPolicy};
 use crate::crypto::secrets::random_id;
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::authorize::consent_covers;
 use crate::oauth::claims::custom_claims;
 use crate::oauth::claims_request::{ClaimsRequest, add_user_claims, stored_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
@@ -283,25 +284,36 @@ pub async fn revoke_issued<S: OAuthStore>(
     Ok(())
 }
 
-/// What a code's redemption issued dies with the sign-in that approved it: asked last, once all
-/// of it is recorded (the access token on the code, the family and its refresh token). A sign-out
-/// that ended session `sid` before this read is seen here, and then what was issued is revoked
-/// and the redemption refused; one that ends it after finds the records and revokes them itself.
-pub async fn refuse_if_session_ended<S: OAuthStore>(
+/// What a code's redemption issued dies with the sign-in that approved it, and with the consent
+/// behind it (for a client that asks for consent): asked last, once all of it is recorded (the
+/// access token on the code, the family and its refresh token). A sign-out that ended session
+/// `sid`, or a withdrawal that deleted the consent, before this read is seen here, and then what
+/// was issued is revoked and the redemption refused; one after finds the records and revokes
+/// them itself (each reads them after its own write).
+pub async fn refuse_if_withdrawn<S: OAuthStore>(
     ctx: &Ctx<'_, S>,
-    client_id: &str,
-    sid: &str,
+    client: &Client,
+    g: &UserGrant<'_>,
     access: (&str, i64),
     family_id: Option<&str>,
 ) -> OAuthResult<()> {
-    if !ctx.store.session_ended(&ctx.domain.name, sid).await? {
+    let standing = ctx
+        .store
+        .grant_standing(&ctx.domain.name, g.sid, &g.user.id, &client.id)
+        .await?;
+    let withdrawn = client.consent == ConsentPolicy::Required
+        && !consent_covers(standing.consent.as_deref(), g.scopes.iter().map(String::as_str));
+    if !standing.session_ended && !withdrawn {
         return Ok(());
     }
-    revoke_issued(ctx, client_id, Some(access), family_id).await?;
-    Err(
+    revoke_issued(ctx, &client.id, Some(access), family_id).await?;
+    Err(if standing.session_ended {
         OAuthError::invalid_grant("the sign-in that approved this grant has ended")
-            .with_cause("the session ended during the redemption: what it issued is revoked"),
-    )
+            .with_cause("the session ended during the redemption: what it issued is revoked")
+    } else {
+        OAuthError::invalid_grant("the consent that approved this grant has been withdrawn")
+            .with_cause("the consent was withdrawn during the redemption: what it issued is revoked")
+    })
 }
 
 /// [`revoke_family`] outside a request's context (sign-out, the account page).

@@ -63,10 +63,18 @@ pub trait LogoutStore {
         sid: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Whether session `sid` has ended, or is gone. A code's redemption asks last, once all it
-    /// issued is recorded: a sign-out that ends the session after this read finds those records
-    /// (it reads them after its own end), and one that ended it before is seen here.
-    fn session_ended(&self, domain: &str, sid: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Whether session `sid` has ended (or is gone), and the scopes `user_id` consents to for
+    /// `client_id` (`None`: no consent), in one read. A code's redemption asks last, once all it
+    /// issued is recorded: a sign-out that ends the session, or a withdrawal that deletes the
+    /// consent, after this read finds those records (each reads them after its own write), and one
+    /// that wrote before is seen here.
+    fn grant_standing(
+        &self,
+        domain: &str,
+        sid: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> impl Future<Output = StoreResult<GrantStanding>> + Send;
     /// Closes what the codes a session approved (authorization and device codes) may still
     /// give: those not redeemed yet expire at `now`, and the access tokens redeemed from them
     /// outside a refresh-token family (a family is revoked with its own), still live at `now`,
@@ -168,7 +176,19 @@ pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN s
      WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
 pub(super) const END_SESSION: &str =
     "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL";
-pub(super) const SESSION_ENDED: &str = "SELECT ended_at FROM sessions WHERE sid = $1 AND domain = $2";
+/// Session `$1`'s end (no row: its `sid` is NULL) beside the consent of user `$3` to client `$4`.
+/// What a redemption reads last ([`LogoutStore::grant_standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantStanding {
+    /// The session that approved the grant has ended, or is gone.
+    pub session_ended: bool,
+    /// The scopes the user consents to for the client; `None`: no consent.
+    pub consent: Option<String>,
+}
+
+pub(super) const GRANT_STANDING: &str = "SELECT s.sid, s.ended_at, \
+     (SELECT scope FROM consents WHERE domain = $2 AND user_id = $3 AND client_id = $4) AS consent \
+     FROM (SELECT 1 AS one) AS o LEFT JOIN sessions s ON s.sid = $1 AND s.domain = $2";
 pub(super) const EXPIRE_SESSION_CODES: &str = "UPDATE auth_codes SET expires_at = $4 \
      WHERE sid = $2 AND domain = $1 AND used_at IS NULL AND expires_at > $4 AND ($3 = '' OR client_id = $3)";
 pub(super) const EXPIRE_SESSION_DEVICE_CODES: &str = "UPDATE device_codes SET expires_at = $4 \
@@ -245,13 +265,25 @@ impl LogoutStore for SqlStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn session_ended(&self, domain: &str, sid: &str) -> StoreResult<bool> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(SESSION_ENDED)
-            .bind(sid)
-            .bind(domain)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_none_or(|(ended_at,)| ended_at.is_some()))
+    async fn grant_standing(
+        &self,
+        domain: &str,
+        sid: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> StoreResult<GrantStanding> {
+        let (found, ended_at, consent): (Option<String>, Option<i64>, Option<String>) =
+            sqlx::query_as(GRANT_STANDING)
+                .bind(sid)
+                .bind(domain)
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(GrantStanding {
+            session_ended: found.is_none() || ended_at.is_some(),
+            consent,
+        })
     }
 
     async fn close_session_codes(

@@ -164,7 +164,11 @@ fn cases() -> Vec<Case> {
             &["sessions_sid"],
         ),
         case("end_session", logout::END_SESSION, &["sessions_sid"]),
-        case("session_ended", logout::SESSION_ENDED, &["sessions_sid"]),
+        case(
+            "grant_standing",
+            logout::GRANT_STANDING,
+            &["sessions_sid", "consents_pkey"],
+        ),
         case("live_sessions", &logout::LIVE_SESSIONS, &["sessions_user"]),
         case("unended_sessions", &logout::UNENDED_SESSIONS, &["sessions_user"]),
         case("unended_session", &logout::UNENDED_SESSION, &["sessions_pkey"]),

@@ -7,6 +7,7 @@ use base64::Engine;
 use ostiary::clock::Clock;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sqlx::Connection;
 
 use crate::flow::{
     Browser, Code, code_flow, exchange, pkce, redirect_uri_of, sign_in_tokens, token_request, walk,
@@ -346,6 +347,50 @@ async fn code_reuse_is_invalid_grant_and_revokes_the_first_tokens() {
         .to_string();
     assert!(challenge.starts_with("Bearer "), "{challenge}");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+}
+
+/// A consent withdrawn while one of its codes is being redeemed: the consent is deleted (the
+/// withdrawal's first step) after the code was issued, and the withdrawal had read the user's
+/// families before the redemption wrote one and found the code already used up. The redemption
+/// asks last whether the consent still stands, and then revokes what it issued: with and
+/// without a refresh-token family. A client that never asks for consent is not concerned.
+#[tokio::test]
+async fn a_code_redeemed_while_its_consent_is_withdrawn_gives_nothing_that_works() {
+    let app = TestApp::spawn().await;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    for scope in [SCOPE, "openid offline_access"] {
+        let code = code_flow(&app, &Browser::new(), "webapp", scope, &[]).await;
+        assert_eq!(crate::harness::delete_consents(&app.database_url).await, 1);
+        let (status, body) = exchange(&app, &code).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &Value::from("invalid_grant")),
+            "{scope}: {body}"
+        );
+        assert_eq!(
+            body["error_description"], "the consent that approved this grant has been withdrawn",
+            "{body}"
+        );
+        let (access, families) = crate::harness::unrevoked_grants(&app.database_url, "auth_codes").await;
+        assert_eq!(access, 0, "{scope}: the access token issued is revoked");
+        assert_eq!(families, 0, "{scope}: no family is left");
+    }
+    let (families, issued): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM refresh_families), (SELECT COUNT(*) FROM auth_codes WHERE access_jti IS NOT NULL)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (families, issued),
+        (1, 2),
+        "both redemptions issued, then revoked"
+    );
+    // A first-party client (consent = "skip") has no consent to withdraw: its redemption stands.
+    let code = code_flow(&app, &Browser::new(), "firstparty", "openid offline_access", &[]).await;
+    let (status, body) = exchange(&app, &code).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// The same for an opaque access token, which is a stored row: the reuse finds and revokes it.

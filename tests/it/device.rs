@@ -590,6 +590,33 @@ async fn a_device_code_polled_while_its_session_ends_gives_nothing_that_works() 
     assert_eq!(live, 0);
 }
 
+/// The same for a consent withdrawn at that moment: the consent is deleted (the withdrawal's
+/// first step) after the approval, before the poll, whose families the withdrawal had read. The
+/// poll asks last whether the consent still stands: invalid_grant, and what it recorded is
+/// revoked.
+#[tokio::test]
+async fn a_device_code_polled_while_its_consent_is_withdrawn_gives_nothing_that_works() {
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid offline_access").await;
+    let browser = signed_in_browser(&app).await;
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    decide(&browser, &confirm, "approve").await;
+    assert_eq!(crate::harness::delete_consents(&app.database_url).await, 1);
+    let answer = poll(&app, "tv", &device_code).await;
+    assert_token_error(&answer, "invalid_grant");
+    assert_eq!(
+        answer.2["error_description"], "the consent that approved this grant has been withdrawn",
+        "{:?}",
+        answer.2
+    );
+    let (access, live) = crate::harness::unrevoked_grants(&app.database_url, "device_codes").await;
+    assert_eq!(access, 0, "the access token issued is revoked");
+    assert_eq!(live, 0, "the family started is revoked");
+    assert_eq!(count_rows(&app.database_url, "refresh_families").await, 1);
+    // The session stands: only the consent ended this grant.
+    assert_eq!(crate::harness::mark_sessions_ended(&app.database_url).await, 1);
+}
+
 #[tokio::test]
 async fn without_offline_access_no_refresh_token_and_without_openid_no_id_token() {
     let app = spawn().await;

@@ -586,6 +586,34 @@ pub async fn count_rows(database_url: &str, table: &str) -> i64 {
     row.0
 }
 
+/// Access tokens redeemed from the codes of `table` (`auth_codes`, `device_codes`) and not revoked,
+/// and refresh-token families not revoked, counted straight in the app's database.
+pub async fn unrevoked_grants(database_url: &str, table: &str) -> (i64, i64) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM {table} c WHERE c.access_jti IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM revoked_jtis r WHERE r.jti = c.access_jti)), \
+         (SELECT COUNT(*) FROM refresh_families WHERE revoked_at IS NULL)"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
+}
+
+/// Deletes every consent straight in the app's database, as a withdrawal's first step does and
+/// nothing more (its families, codes and logouts untouched); returns how many.
+pub async fn delete_consents(database_url: &str) -> u64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    sqlx::query("DELETE FROM consents")
+        .execute(&mut conn)
+        .await
+        .expect("delete the consents")
+        .rows_affected()
+}
+
 /// Marks every live session ended straight in the app's database, as a sign-out's first step
 /// does and nothing more (its families, codes and logouts untouched); returns how many.
 pub async fn mark_sessions_ended(database_url: &str) -> u64 {

@@ -128,10 +128,10 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             }
             None => None,
         };
-        user_tokens::refuse_if_session_ended(
+        user_tokens::refuse_if_withdrawn(
             ctx,
-            &client.id,
-            &row.sid,
+            client,
+            &grant,
             (&issued.access.jti, ctx.now + issued.access.expires_in),
             family.as_ref().map(|f| f.id.as_str()),
         )

@@ -7,6 +7,7 @@ use super::{Grant, TokenResponse};
 use crate::config::{ConsentPolicy, is_scope_token};
 use crate::domain::Client;
 use crate::error::{OAuthError, OAuthResult};
+use crate::oauth::authorize::consent_covers;
 use crate::oauth::params::Params;
 use crate::oauth::tokens::stored_key;
 use crate::oauth::user_tokens::{self, UserGrant, invalid_refresh};
@@ -203,10 +204,8 @@ async fn check_family<S: OAuthStore>(
         let consent = ctx
             .store
             .find_consent(&ctx.domain.name, &family.user_id, &client.id)
-            .await?
-            .unwrap_or_default();
-        let consented: Vec<&str> = consent.split(' ').collect();
-        if !family.scope.split(' ').all(|s| consented.contains(&s)) {
+            .await?;
+        if !consent_covers(consent.as_deref(), family.scope.split(' ')) {
             return Err(invalid_refresh().with_cause("consent revoked"));
         }
     }
