@@ -461,32 +461,44 @@ pub async fn update_user<S: OAuthStore>(
     let claims = claims_of(body, &u.username)?;
     let d = &ctx.domain.name;
     let mut changed = Vec::new();
-    let mut queued = false;
-    if let Some(c) = &claims {
-        ctx.store
-            .set_user_claims(d, &u.id, &Value::Object(c.clone()).to_string(), ctx.now)
-            .await?;
-        changed.push("claims");
-    }
-    if let Some(s) = &status {
-        let write = ctx.store.set_user_status(d, &u.username, s, ctx.now);
-        if s != "active" && u.status == "active" {
-            queued = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write)
-                .await?
-                .1;
-        } else {
-            write.await?;
+    // Claims first, then the status. A status change that fails after the claims were written is
+    // audited as what it is: the claims changed, the status did not (outcome failure).
+    let written: OAuthResult<bool> = async {
+        let mut queued = false;
+        if let Some(c) = &claims {
+            ctx.store
+                .set_user_claims(d, &u.id, &Value::Object(c.clone()).to_string(), ctx.now)
+                .await?;
+            changed.push("claims");
         }
-        changed.push("status");
+        if let Some(s) = &status {
+            let write = ctx.store.set_user_status(d, &u.username, s, ctx.now);
+            if s != "active" && u.status == "active" {
+                queued = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write)
+                    .await?
+                    .1;
+            } else {
+                write.await?;
+            }
+            changed.push("status");
+        }
+        Ok(queued)
     }
-    audit::record(
-        ctx.store,
-        ctx.now,
-        event(ctx, caller, "admin.user.updated")
-            .user(&u.id)
-            .details(json!({"changed": changed, "status": status})),
-    )
     .await;
+    let mut updated = event(ctx, caller, "admin.user.updated")
+        .user(&u.id)
+        .details(json!({"changed": changed, "status": status}));
+    let queued = match written {
+        Ok(queued) => queued,
+        // Nothing was written: nothing to audit.
+        Err(e) if changed.is_empty() => return Err(e),
+        Err(e) => {
+            updated.outcome = Outcome::Failure;
+            audit::record(ctx.store, ctx.now, updated).await;
+            return Err(e);
+        }
+    };
+    audit::record(ctx.store, ctx.now, updated).await;
     Ok((get_user(ctx, id).await?, queued))
 }
 

@@ -11,9 +11,9 @@ use crate::oauth::id_token::ACR_PASSWORD;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
 use crate::oauth::{pkce, redirect_uri};
-use crate::store::StoreResult;
 use crate::store::admin::AuditStore;
 use crate::store::signin::SignInStore;
+use crate::store::{StoreError, StoreResult};
 
 /// A validated authorization request, kept while the person signs in and consents.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -480,7 +480,9 @@ pub fn consent_covers<'a>(consented: Option<&str>, scopes: impl IntoIterator<Ite
 }
 
 /// Records that the person consented to `scopes` for the client. The stored consent grows with
-/// each approval; it shrinks only when withdrawn.
+/// each approval; it shrinks only when withdrawn. Read, widened, then written only if unchanged
+/// since the read (and read again otherwise): two approvals at once (two tabs) both land, and one
+/// racing a withdrawal never brings back what was withdrawn.
 pub async fn record_consent<S: SignInStore + AuditStore + Sync>(
     store: &S,
     domain: &str,
@@ -489,27 +491,46 @@ pub async fn record_consent<S: SignInStore + AuditStore + Sync>(
     scopes: &[String],
     now: i64,
 ) -> StoreResult<()> {
-    let previous = store
-        .find_consent(domain, user_id, client_id)
-        .await?
-        .unwrap_or_default();
-    let mut all: Vec<&str> = previous.split(' ').filter(|s| !s.is_empty()).collect();
-    for s in scopes {
-        if !all.contains(&s.as_str()) {
-            all.push(s);
+    let mut attempts = 0;
+    let all = loop {
+        let previous = store.find_consent(domain, user_id, client_id).await?;
+        let mut all: Vec<&str> = previous
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect();
+        for s in scopes {
+            if !all.contains(&s.as_str()) {
+                all.push(s);
+            }
         }
-    }
-    store
-        .upsert_consent(domain, user_id, client_id, &all.join(" "), now)
-        .await?;
+        let all = all.join(" ");
+        if store
+            .write_consent(domain, user_id, client_id, previous.as_deref(), &all, now)
+            .await?
+        {
+            break all;
+        }
+        attempts += 1;
+        if attempts == CONSENT_WRITE_ATTEMPTS {
+            // Answered as a store that is busy: temporarily unavailable, try again.
+            return Err(StoreError::Unavailable(
+                "the consent kept changing while it was being recorded".into(),
+            ));
+        }
+    };
     let event = AuditEvent::new("consent.given", domain, Outcome::Success)
         .by_user(user_id)
         .user(user_id)
         .client(client_id)
-        .details(serde_json::json!({"scope": all.join(" ")}));
+        .details(serde_json::json!({"scope": all}));
     audit::record(store, now, event).await;
     Ok(())
 }
+
+/// How often [`record_consent`] reads and writes again when other writes keep coming first.
+const CONSENT_WRITE_ATTEMPTS: u32 = 8;
 
 /// The redirect URI with the response parameters added to its query.
 pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {

@@ -208,11 +208,13 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
 }
 
 /// RFC 8628 s3.3: the person's decision on a device authorization, by the hash of its device
-/// code. Approval records, as on the consent page, the consent to its scopes, then the approval
-/// and its session. The consent comes first: a poll that finds the code approved finds the
-/// consent too (a redemption reads it last, `user_tokens::refuse_if_withdrawn`, and refuses what
-/// a withdrawal has deleted). False when it was no longer pending or has expired (then nothing is
-/// recorded, unless it was decided between the two).
+/// code. Approval records, as on the consent page, the consent to its scopes, and the session as
+/// one that served the client, then the approval. Those come first: a poll that finds the code
+/// approved finds the consent too (a redemption reads it last, `user_tokens::refuse_if_withdrawn`,
+/// and refuses what a withdrawal has deleted), and a withdrawal finds the session. False when it
+/// was no longer pending or has expired; then nothing is recorded, unless it was decided in the
+/// moment between the read and the approval (by another browser with the same user code): the
+/// person's consent and the session's record then stay, as for any consent given.
 pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sync>(
     store: &S,
     domain: &Domain,
@@ -224,7 +226,7 @@ pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sy
         return store.deny_device_code(&domain.name, hash, now).await;
     };
     let pending = store.find_device_code(&domain.name, hash).await?;
-    let Some(row) = pending.filter(|r| r.status == "pending" && r.expires_at > now) else {
+    let Some(row) = pending.filter(|r| r.status == status::PENDING && r.expires_at > now) else {
         return Ok(false);
     };
     let scopes: Vec<String> = row
@@ -234,10 +236,10 @@ pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sy
         .map(str::to_string)
         .collect();
     record_consent(store, &domain.name, &by.user_id, &row.client_id, &scopes, now).await?;
-    if !store.approve_device_code(&domain.name, hash, by, now).await? {
-        return Ok(false);
-    }
-    // Back-Channel Logout 1.0: the device's client is told when the approving session ends.
+    // Back-Channel Logout 1.0: the device's client is told when the approving session ends. Before
+    // the approval too: a withdrawal finds the access tokens redeemed without a family through the
+    // sessions that served the client, so one that reads them just after a poll has redeemed the
+    // code must find this one.
     store
         .record_session_client(
             &domain.name,
@@ -248,7 +250,7 @@ pub async fn decide<S: DeviceStore + SignInStore + AuditStore + LogoutStore + Sy
             by.session_expires_at,
         )
         .await?;
-    Ok(true)
+    store.approve_device_code(&domain.name, hash, by, now).await
 }
 
 #[cfg(test)]

@@ -103,6 +103,7 @@ fn cases() -> Vec<Case> {
         case("set_code_access", signin::SET_CODE_ACCESS, &["auth_codes_pkey"]),
         case("mark_code_reused", signin::MARK_CODE_REUSED, &["auth_codes_pkey"]),
         case("find_consent", signin::FIND_CONSENT, &["consents_pkey"]),
+        case("update_consent", signin::UPDATE_CONSENT, &["consents_pkey"]),
         case("lock_bucket", signin::LOCK_BUCKET, &["login_attempts_pkey"]),
         case("clear_bucket", signin::CLEAR_BUCKET, &["login_attempts_pkey"]),
         case(

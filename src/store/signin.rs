@@ -183,6 +183,13 @@ pub(super) const SET_CODE_ACCESS: &str = "UPDATE auth_codes SET access_jti = $2,
      WHERE hash = $1 RETURNING reused_at";
 pub(super) const MARK_CODE_REUSED: &str =
     "UPDATE auth_codes SET reused_at = $3 WHERE hash = $1 AND domain = $2 AND reused_at IS NULL";
+/// A first consent (`$2` user, `$3` client, `$4` scope at `$5`), unless one was written meanwhile.
+const INSERT_CONSENT: &str = "INSERT INTO consents (domain, user_id, client_id, scope, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (domain, user_id, client_id) DO NOTHING";
+/// A consent's new scope `$5` at `$6`, if it is still `$1` (its parameters after the previous
+/// scope, as [`INSERT_CONSENT`]'s).
+pub(super) const UPDATE_CONSENT: &str = "UPDATE consents SET scope = $5, updated_at = $6 \
+     WHERE domain = $2 AND user_id = $3 AND client_id = $4 AND scope = $1";
 pub(super) const FIND_CONSENT: &str =
     "SELECT scope FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3";
 pub(super) const LOCK_BUCKET: &str =
@@ -279,15 +286,18 @@ pub trait SignInStore {
         user_id: &str,
         client_id: &str,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
-    /// Records (or widens) a consent.
-    fn upsert_consent(
+    /// Writes consent `scope` of `user_id` to `client_id` if the stored one is still `previous`
+    /// (`None`: there is none): one conditional statement. False when another write came first
+    /// (read again and retry).
+    fn write_consent(
         &self,
         domain: &str,
         user_id: &str,
         client_id: &str,
+        previous: Option<&str>,
         scope: &str,
         now: i64,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// The session with this public id, if it is live (not ended, within its absolute and idle
     /// limits); not touched.
     fn find_session_by_sid(
@@ -541,26 +551,28 @@ impl SignInStore for SqlStore {
         Ok(row.map(|r| r.0))
     }
 
-    async fn upsert_consent(
+    async fn write_consent(
         &self,
         domain: &str,
         user_id: &str,
         client_id: &str,
+        previous: Option<&str>,
         scope: &str,
         now: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO consents (domain, user_id, client_id, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (domain, user_id, client_id) DO UPDATE SET scope = $4, updated_at = $5",
-        )
-        .bind(domain)
-        .bind(user_id)
-        .bind(client_id)
-        .bind(scope)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+    ) -> StoreResult<bool> {
+        let query = match previous {
+            None => sqlx::query(INSERT_CONSENT),
+            Some(previous) => sqlx::query(UPDATE_CONSENT).bind(previous),
+        };
+        let written = query
+            .bind(domain)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(written.rows_affected() == 1)
     }
 
     async fn find_session_by_sid(

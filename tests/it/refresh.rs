@@ -365,12 +365,63 @@ async fn withdrawn_consent_ends_refresh() {
     .await;
     let store = &app.handle().state().store;
     let alice = store.find_user("default", "alice").await.unwrap().unwrap();
-    store
-        .upsert_consent("default", &alice.id, "webapp", "openid", app.clock.now())
+    let consent = store.find_consent("default", &alice.id, "webapp").await.unwrap();
+    assert!(consent.is_some());
+    let narrowed = store
+        .write_consent(
+            "default",
+            &alice.id,
+            "webapp",
+            consent.as_deref(),
+            "openid",
+            app.clock.now(),
+        )
         .await
         .unwrap();
+    assert!(narrowed);
     let (status, _) = refresh(&app, "webapp", &rt(&first), &[]).await;
     assert_eq!(status, 400);
+}
+
+/// Approvals recorded at once (two tabs, a device page) all land: each reads the consent, widens
+/// it and writes it only if unchanged since the read (`store::write_consent`), reading again
+/// otherwise, so none is lost (with a plain upsert, the last write replaced the others). A write
+/// from a stale read is refused, as is a first write over an existing consent.
+#[tokio::test]
+async fn consents_recorded_at_once_all_land() {
+    let app = TestApp::spawn().await;
+    let store = &app.handle().state().store;
+    let alice = store.find_user("default", "alice").await.unwrap().unwrap();
+    let now = app.clock.now();
+    let scopes: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    let writes = scopes.iter().map(|s| {
+        ostiary::oauth::authorize::record_consent(
+            store,
+            "default",
+            &alice.id,
+            "webapp",
+            std::slice::from_ref(s),
+            now,
+        )
+    });
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    let consent = store.find_consent("default", &alice.id, "webapp").await.unwrap();
+    let mut got: Vec<&str> = consent.as_deref().unwrap_or_default().split(' ').collect();
+    got.sort_unstable();
+    assert_eq!(got, ["s0", "s1", "s2", "s3", "s4", "s5"], "{consent:?}");
+    for stale in [Some("s0"), None] {
+        let written = store
+            .write_consent("default", &alice.id, "webapp", stale, "x", now)
+            .await
+            .unwrap();
+        assert!(!written, "{stale:?}");
+    }
+    assert_eq!(
+        store.find_consent("default", &alice.id, "webapp").await.unwrap(),
+        consent
+    );
 }
 
 async fn race(apps: &[&TestApp], client: &str, token: &str, n: usize) -> Vec<(u16, Value)> {
