@@ -473,13 +473,10 @@ pub async fn update_user<S: OAuthStore>(
         }
         if let Some(s) = &status {
             let write = ctx.store.set_user_status(d, &u.username, s, ctx.now);
-            if s != "active" && u.status == "active" {
-                queued = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write)
-                    .await?
-                    .1;
-            } else {
-                write.await?;
-            }
+            let ending = (s != "active" && u.status == "active").then_some(u.id.as_str());
+            queued = logout::around_credential_change(ctx.store, ctx.domain, ending, ctx.now, write)
+                .await?
+                .1;
             changed.push("status");
         }
         Ok(queued)
@@ -522,7 +519,8 @@ pub async fn reset_password<S: OAuthStore>(
     let write = ctx
         .store
         .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now);
-    let (_, queued) = logout::around_credential_change(ctx.store, ctx.domain, &u.id, ctx.now, write).await?;
+    let (_, queued) =
+        logout::around_credential_change(ctx.store, ctx.domain, Some(&u.id), ctx.now, write).await?;
     audit::record(
         ctx.store,
         ctx.now,

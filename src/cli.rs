@@ -494,7 +494,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                     // As the admin API does: the sessions end as signing out everywhere, and the
                     // relying parties are told (a running server delivers the queued logouts).
                     let write = store.set_user_password(domain, &u.username, &hash, now);
-                    around_credential_change(store, d, &u.id, now, write).await?;
+                    around_credential_change(store, d, Some(&u.id), now, write).await?;
                     audit::record(
                         store,
                         now,
@@ -513,11 +513,8 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
             ),
             Some(u) => {
                 let write = store.set_user_status(domain, &u.username, "disabled", now);
-                if u.status == "active" {
-                    around_credential_change(store, d, &u.id, now, write).await?;
-                } else {
-                    write.await?;
-                }
+                let ending = (u.status == "active").then_some(u.id.as_str());
+                around_credential_change(store, d, ending, now, write).await?;
                 let event = cli_event("admin.user.updated", domain)
                     .user(&u.id)
                     .details(serde_json::json!({ "changed": ["status"], "status": "disabled" }));

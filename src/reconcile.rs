@@ -281,12 +281,8 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
             }
             ("user", Action::Disabled) => {
                 let write = store.set_user_status(&d.name, &ch.id, "disabled", now);
-                match store.find_user(&d.name, &ch.id).await? {
-                    Some(u) => {
-                        around_credential_change(store, d, &u.id, now, write).await?;
-                    }
-                    None => write.await?,
-                }
+                let user = store.find_user(&d.name, &ch.id).await?;
+                around_credential_change(store, d, user.as_ref().map(|u| u.id.as_str()), now, write).await?;
             }
             (_, Action::Conflict) => {
                 tracing::warn!(domain = %ch.domain, kind = ch.kind, id = %ch.id, "declared in configuration, but a user kept in the store has this name: left alone (rename one of them)");
@@ -310,15 +306,11 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                 };
                 // A new password, or disabled: the sessions end and the relying parties are told.
                 let write = store.upsert_user(&row);
-                match store.find_user(&d.name, &u.username).await? {
-                    Some(before)
-                        if before.password_hash != row.password_hash
-                            || (row.status != "active" && before.status == "active") =>
-                    {
-                        around_credential_change(store, d, &before.id, now, write).await?;
-                    }
-                    _ => write.await?,
-                }
+                let before = store.find_user(&d.name, &u.username).await?;
+                let ending = before.as_ref().filter(|b| {
+                    b.password_hash != row.password_hash || (row.status != "active" && b.status == "active")
+                });
+                around_credential_change(store, d, ending.map(|b| b.id.as_str()), now, write).await?;
             }
         }
         tracing::info!(domain = %ch.domain, kind = ch.kind, id = %ch.id, action = %ch.action, "store reconciled");

@@ -316,8 +316,9 @@ pub async fn end_all_sessions<S: OAuthStore>(
     Ok((served, queued))
 }
 
-/// Stores a change that ends a user's sign-ins (a new password, a disabled account), `write`,
-/// and signs the user out everywhere before it and again after it. Before: a change whose
+/// Stores a change to a user, `write`; when it ends the sign-ins of `ending` (a new password, a
+/// disabled account), signs that user out everywhere before it and again after it (`None`: a
+/// change that ends nothing, only written). Before: a change whose
 /// sign-out failed is not stored, so a retry, which finds the user as they were, signs out again
 /// (a retry that found the change made would see nothing to end). After: a sign-in whose
 /// password check read the old hash writes its session or family and then reads the user again
@@ -327,10 +328,13 @@ pub async fn end_all_sessions<S: OAuthStore>(
 pub async fn around_credential_change<S: OAuthStore, T>(
     store: &S,
     domain: &Domain,
-    user_id: &str,
+    ending: Option<&str>,
     now: i64,
     write: impl Future<Output = crate::store::StoreResult<T>>,
 ) -> OAuthResult<(T, bool)> {
+    let Some(user_id) = ending else {
+        return Ok((write.await?, false));
+    };
     let (_, before) = end_all_sessions(store, domain, user_id, now).await?;
     let written = write.await?;
     let (_, after) = end_all_sessions(store, domain, user_id, now).await?;
