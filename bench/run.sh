@@ -153,6 +153,9 @@ run() {
   printf "%-44s c=%-3s %10s req/s  p50 %-9s p99 %-9s max %-9s server %s cores  steal %s%%%s%s%s\n" "$name" "$c" "$rps" "$p50" "$p99" "$max" "$cores" "$(steal_share "$m0" "$m1")" \
     "${extra:+  $extra}" "${errs:+  NON-2XX: $errs}" "${timeouts:+  TIMEOUTS: $timeouts}" | tee -a "$RESULTS"
   [ -z "$statements" ] || echo "$statements"
+  # Where the peak comes from: the server's RSS at the end of the line and its high-water mark so
+  # far (VmHWM), and its threads.
+  echo "   memory after the line: RSS $(rss_mb "$pid" VmRSS) MB, peak so far $(rss_mb "$pid" VmHWM) MB, $(awk '$1=="Threads:"{print $2}' /proc/"$pid"/status) threads"
   # What the server logged as slow during the run (config.toml.in: server.slow_request and
   # database.slow_statement at 50 ms).
   if [ -f "$WORK/server.log" ]; then bench/slow.py "$WORK/server.log" "$log0"; fi
