@@ -6,7 +6,7 @@ use axum::response::Response;
 use super::extract::CurrentDomain;
 use super::pages::{
     consent_page, csrf_cookie, error_page, error_to_client, issue_code, no_longer_registered, pending,
-    pending_form, read_form, registered_client, require_session,
+    pending_form, read_form, registered_client, require_session, taken_request_failed,
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
@@ -93,7 +93,7 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
     )
     .await
     {
-        return error_page(&e.into());
+        return error_to_client(d, &req, &taken_request_failed(e));
     }
     issue_code(&app, d, &req, &session).await
 }

@@ -220,6 +220,19 @@ pub fn error_to_client(d: &Domain, req: &AuthorizationRequest, err: &OAuthError)
     to_client(req, &error_params(err, req.state.as_deref(), &d.issuer))
 }
 
+/// A store failure after the pending request was taken (single use), as the client is told of it
+/// (RFC 6749 s4.1.2.1: a request that fails for any reason but its redirect URI is answered
+/// there; only the client can start it again): `temporarily_unavailable` when the store is,
+/// `server_error` otherwise (the request itself was checked).
+pub fn taken_request_failed(e: crate::store::StoreError) -> OAuthError {
+    let err: OAuthError = e.into();
+    if err.code == ErrorCode::TemporarilyUnavailable {
+        err
+    } else {
+        OAuthError::server_error(err)
+    }
+}
+
 /// OpenID Connect Core s3.1.2.2: false when the client named a user (`subject`) and the session
 /// is someone else's, who must not get a code, an ID token or an access token.
 pub fn is_the_named_user(req: &AuthorizationRequest, s: &SessionRow) -> bool {
@@ -568,13 +581,7 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
         claims: req.claims.as_ref().and_then(|c| serde_json::to_string(c).ok()),
     };
     if let Err(e) = app.store.insert_code(&row).await {
-        let err: OAuthError = e.into();
-        let err = if err.code == ErrorCode::TemporarilyUnavailable {
-            err
-        } else {
-            OAuthError::server_error(err)
-        };
-        return error_to_client(d, req, &err);
+        return error_to_client(d, req, &taken_request_failed(e));
     }
     // Back- and Front-Channel Logout 1.0: remember which clients this session served, to tell
     // them at sign-out (codes themselves are collected a day after expiry).

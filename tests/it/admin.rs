@@ -40,7 +40,7 @@ fn admin_clients() -> String {
     out
 }
 
-async fn spawn() -> TestApp {
+pub async fn spawn() -> TestApp {
     TestApp::spawn_with(Opts {
         domain_extra: admin_clients(),
         ..Default::default()
@@ -48,7 +48,7 @@ async fn spawn() -> TestApp {
     .await
 }
 
-async fn call(
+pub async fn call(
     app: &TestApp,
     method: &str,
     path: &str,

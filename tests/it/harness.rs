@@ -625,3 +625,82 @@ pub async fn mark_sessions_ended(database_url: &str) -> u64 {
         .expect("end the sessions")
         .rows_affected()
 }
+
+/// What a fault injected with [`add_fault`] does to each row its statement touches.
+pub enum Fault {
+    /// The statement fails, as on a lost connection or a full disk.
+    Abort,
+    /// The row is skipped silently, as when another writer changed it first (the statement
+    /// succeeds, having written nothing).
+    Ignore,
+    /// This statement runs as well, in the same transaction (`NEW` is the row written): what a
+    /// concurrent request could have written at that moment.
+    Run(&'static str),
+}
+
+/// Injects a fault straight into the app's database: a trigger `name` that fires `when`
+/// ("BEFORE UPDATE OF status ON users": SQLite and PostgreSQL spell it alike) for each row. It
+/// lets a test fail or interleave one chosen statement of a request, on both stores, with the
+/// server's own code untouched. [`drop_fault`] removes it.
+pub async fn add_fault(database_url: &str, name: &str, when: &str, fault: Fault) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let statements = if database_url.starts_with("postgres") {
+        let body = match fault {
+            Fault::Abort => "RAISE EXCEPTION 'injected fault';".to_string(),
+            Fault::Ignore => "RETURN NULL;".to_string(),
+            Fault::Run(sql) => format!("{sql}; RETURN NEW;"),
+        };
+        vec![
+            format!("CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN {body} END $f$"),
+            format!("CREATE TRIGGER {name} {when} FOR EACH ROW EXECUTE FUNCTION {name}()"),
+        ]
+    } else {
+        let body = match fault {
+            Fault::Abort => "SELECT RAISE(ABORT, 'injected fault')".to_string(),
+            Fault::Ignore => "SELECT RAISE(IGNORE)".to_string(),
+            Fault::Run(sql) => sql.to_string(),
+        };
+        vec![format!(
+            "CREATE TRIGGER {name} {when} FOR EACH ROW BEGIN {body}; END"
+        )]
+    };
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// Removes a fault [`add_fault`] injected on `table`.
+pub async fn drop_fault(database_url: &str, name: &str, table: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let mut statements = vec![format!("DROP TRIGGER {name}")];
+    if database_url.starts_with("postgres") {
+        statements = vec![
+            format!("DROP TRIGGER {name} ON {table}"),
+            format!("DROP FUNCTION {name}()"),
+        ];
+    }
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// The user's sessions not ended, counted straight in the app's database.
+pub async fn live_sessions(database_url: &str, user_id: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_at IS NULL")
+            .bind(user_id)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    n
+}

@@ -12,6 +12,7 @@ mod client_credentials;
 mod code_grant;
 mod device;
 mod discovery;
+mod faults;
 mod flow;
 mod harness;
 mod introspection;
