@@ -590,7 +590,7 @@ pub async fn issue_code(app: &AppState, d: &Domain, req: &AuthorizationRequest, 
         .record_session_client(&d.name, &s.sid, &s.user_id, &req.client_id, now, s.expires_at)
         .await
     {
-        return error_to_client(d, req, &OAuthError::from(e));
+        return error_to_client(d, req, &taken_request_failed(e));
     }
     let mut params = vec![("code", code.as_str())];
     if let Some(st) = &req.state {
