@@ -11,6 +11,8 @@
 #   BENCH_BIN  a server binary to measure instead of this checkout's release build
 #   PG_STATEMENTS  N > 0: after each run on PostgreSQL, PostgreSQL's CPU and its N statements
 #              that took the most execution time (pg_stat_statements; default 0, off)
+#   AFTER_IDLE seconds to wait after a server's last line before its RSS is read again, then
+#              again after 3 s of healthz (default 25; 0: not read)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
@@ -292,6 +294,17 @@ bench_ostiary() { # DB ALG
   fi
   if scenario storm; then bench_storm "$tag"; fi
   echo "   peak RSS $(rss_mb $SERVER_PID VmHWM) MB"
+  # What the server keeps once the load is over: the argon2 threads give their working memory
+  # back after 10 s without a check (src/crypto/secrets.rs), and mimalloc returns freed memory to
+  # the system at its next allocations a second later or more (its purge delay), so the RSS is
+  # read after AFTER_IDLE seconds without a request, then after 3 s of one connection of healthz.
+  if [ "${AFTER_IDLE:-25}" -gt 0 ]; then
+    sleep "${AFTER_IDLE:-25}"
+    local still
+    still=$(rss_mb $SERVER_PID VmRSS)
+    wrk -t1 -c1 -d3s "$TARGET/healthz" >/dev/null
+    echo "   after the load: RSS $still MB after ${AFTER_IDLE:-25} s without a request, $(rss_mb $SERVER_PID VmRSS) MB after 3 s more of healthz at 1 connection; $(awk '$1=="Threads:"{print $2}' /proc/"$SERVER_PID"/status) threads"
+  fi
   echo "$tag memory: idle $IDLE_RSS MB, peak $(rss_mb $SERVER_PID VmHWM) MB" >> "$RESULTS"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
   server_warnings

@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -115,14 +117,22 @@ pub fn argon2_hash(password: &str) -> Result<String, CryptoError> {
         .to_string())
 }
 
+thread_local! {
+    /// argon2's working memory on this thread (see [`argon2_verify`]).
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Blocking check of `password` against a PHC string; false when the hash is malformed.
-/// argon2's working memory (19 MiB with OWASP parameters) is kept per thread and reused, so
-/// a storm of checks on the argon2 threads holds that much per thread instead of leaving
-/// freed blocks to the allocator's arenas.
+/// argon2's working memory (19 MiB with OWASP parameters) is kept per thread and reused (the
+/// server's checks run on a [`PasswordHasher`], which keeps it between checks and gives it back
+/// once idle).
 pub fn argon2_verify(phc: &str, password: &str) -> bool {
-    thread_local! {
-        static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
+    BLOCKS.with(|memory| verify_in(phc, password, &mut memory.borrow_mut()))
+}
+
+/// [`argon2_verify`] with `memory` as argon2's working memory, grown to what the hash's
+/// parameters ask.
+fn verify_in(phc: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };
@@ -145,28 +155,66 @@ pub fn argon2_verify(phc: &str, password: &str) -> bool {
     let blocks = params.block_count();
     let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-    let hashed = BLOCKS.with(|memory| {
-        let mut memory = memory.borrow_mut();
-        if memory.len() < blocks {
-            memory.resize(blocks, argon2::Block::default());
-        }
-        argon
-            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
-            .is_ok()
-    });
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let hashed = argon
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok();
     hashed && ct_eq(&out, expected.as_bytes())
+}
+
+/// argon2's working memory kept between the checks of a [`PasswordHasher`]: a check takes a
+/// buffer (or makes one) and puts it back, so a storm of checks reuses one buffer per thread
+/// (19 MiB each with OWASP parameters) instead of leaving freed blocks to the allocator, and
+/// [`BlockPool::release`] gives them all back at once when the threads are idle.
+#[derive(Default)]
+struct BlockPool(std::sync::Mutex<Vec<Vec<argon2::Block>>>);
+
+impl BlockPool {
+    /// Runs `f` with a buffer of the pool (an empty one when none is free), then puts it back.
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<argon2::Block>) -> T) -> T {
+        let taken = self.0.lock().ok().and_then(|mut free| free.pop());
+        let mut memory = taken.unwrap_or_default();
+        let out = f(&mut memory);
+        if let Ok(mut free) = self.0.lock() {
+            free.push(memory);
+        }
+        out
+    }
+
+    /// Drops every buffer not in use.
+    fn release(&self) {
+        let freed = self.0.lock().map(|mut free| std::mem::take(&mut *free));
+        drop(freed);
+    }
+
+    /// Bytes held by the buffers not in use.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.0.lock().map_or(0, |free| {
+            free.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<argon2::Block>()
+        })
+    }
 }
 
 /// A job for the argon2 threads.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How long the argon2 threads go without a check before their working memory is given back: a
+/// storm of sign-ins reuses it, and after one the server returns to its idle size (19 MiB a
+/// thread otherwise held for good after the first checks on every thread).
+const ARGON2_IDLE: Duration = Duration::from_secs(10);
+
 /// Runs argon2 on threads of its own, `max_concurrent` of them, at a lower scheduling priority
 /// than the async workers (Linux: nice 10), so that a storm of password checks takes the CPU
 /// the token and introspection endpoints leave, never the other way round. Checks beyond
-/// `max_concurrent` wait in a queue.
+/// `max_concurrent` wait in a queue. argon2's working memory is kept between checks
+/// ([`BlockPool`]) and given back once no check has come for `ARGON2_IDLE`.
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: std::sync::mpsc::Sender<Job>,
+    blocks: Arc<BlockPool>,
 }
 
 /// The nice value of the argon2 threads (0 is the default; 19 the lowest priority).
@@ -176,24 +224,34 @@ const ARGON2_NICE: i32 = 10;
 impl PasswordHasher {
     /// A hasher allowing `max_concurrent` (at least 1) simultaneous hashes.
     pub fn new(max_concurrent: usize) -> Self {
+        PasswordHasher::with_idle(max_concurrent, ARGON2_IDLE)
+    }
+
+    /// As [`PasswordHasher::new`], giving back argon2's working memory after `idle` without a
+    /// check.
+    fn with_idle(max_concurrent: usize, idle: Duration) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
+        let blocks = Arc::new(BlockPool::default());
         for i in 0..max_concurrent.max(1) {
             let queue = queue.clone();
+            let pool = blocks.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
                     lower_priority();
                     loop {
-                        // The lock is held only while taking a job; the queue ends with the
-                        // last clone of the hasher.
+                        // The lock is held only while taking a job (or waiting for one: a
+                        // wait of `idle` without one means every thread is idle); the queue
+                        // ends with the last clone of the hasher.
                         let job = match queue.lock() {
-                            Ok(q) => q.recv(),
+                            Ok(q) => q.recv_timeout(idle),
                             Err(_) => return,
                         };
                         match job {
                             Ok(job) => job(),
-                            Err(_) => return,
+                            Err(RecvTimeoutError::Timeout) => pool.release(),
+                            Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 });
@@ -201,7 +259,7 @@ impl PasswordHasher {
                 tracing::error!(error.cause = %e, "cannot start an argon2 thread");
             }
         }
-        PasswordHasher { jobs }
+        PasswordHasher { jobs, blocks }
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -215,7 +273,8 @@ impl PasswordHasher {
 
     /// Verifies off the async threads; false on any failure.
     pub async fn verify(&self, phc: String, password: Zeroizing<String>) -> bool {
-        self.run(move || argon2_verify(&phc, &password))
+        let blocks = self.blocks.clone();
+        self.run(move || blocks.with(|memory| verify_in(&phc, &password, memory)))
             .await
             .unwrap_or(false)
     }
@@ -297,6 +356,30 @@ mod tests {
         .to_string();
         assert!(argon2_verify(&argon2i, "pw"));
         assert!(!argon2_verify(&argon2i.replacen("argon2i", "argon2id", 1), "pw"));
+    }
+
+    #[tokio::test]
+    async fn argon2_threads_give_back_their_working_memory_once_idle() {
+        // Two threads: each waits for the queue in turn, and the memory of both goes at once.
+        let h = PasswordHasher::with_idle(2, Duration::from_millis(300));
+        let phc = argon2_hash("pw").unwrap();
+        let mib19 = 19456 * 1024;
+        assert_eq!(h.blocks.held(), 0);
+        // Two checks at once take a buffer each; kept between checks that follow.
+        for _ in 0..3 {
+            let (a, b) = tokio::join!(
+                h.verify(phc.clone(), Zeroizing::new("pw".into())),
+                h.verify(phc.clone(), Zeroizing::new("pw".into()))
+            );
+            assert!(a && b);
+            assert!(h.blocks.held() >= mib19, "{}", h.blocks.held());
+            assert!(h.blocks.held() <= 2 * mib19, "{}", h.blocks.held());
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(h.blocks.held(), 0);
+        // And taken again by the next check.
+        assert!(h.verify(phc, Zeroizing::new("pw".into())).await);
+        assert_eq!(h.blocks.held(), mib19);
     }
 
     #[tokio::test]
