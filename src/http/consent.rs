@@ -6,11 +6,11 @@ use axum::response::Response;
 use super::extract::CurrentDomain;
 use super::pages::{
     consent_page, csrf_cookie, error_page, error_to_client, issue_code, no_longer_registered, pending,
-    pending_form, read_form, registered_client, require_session, taken_request_failed,
+    pending_form, proceed, read_form, registered_client, require_session, taken_request_failed,
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::authorize::record_consent;
+use crate::oauth::authorize::{record_consent, signed_in_as_asked};
 use crate::oauth::params::Params;
 use crate::store::signin::SignInStore;
 
@@ -36,6 +36,9 @@ pub async fn get_consent(State(app): State<AppState>, cur: CurrentDomain, req: R
         Ok(s) => s,
         Err(page) => return page,
     };
+    if !signed_in_as_asked(&req, session.auth_time, row.created_at, app.clock.now()) {
+        return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
+    }
     consent_page(&app, d, &req, &session, &row, &csrf).await
 }
 
@@ -57,6 +60,11 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
         Ok(s) => s,
         Err(page) => return page,
     };
+    // The request may have asked for a sign-in this session has not made (prompt=login, a
+    // max_age it has outlived): the sign-in page first, the request kept.
+    if !signed_in_as_asked(&req, session.auth_time, row.created_at, app.clock.now()) {
+        return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
+    }
     // Single use of the pending request.
     match app.store.take_auth_request(&d.name, &row.id).await {
         Ok(true) => {}

@@ -469,6 +469,19 @@ pub fn next_step(
     Ok(Next::Consent)
 }
 
+/// Whether a session that signed in at `auth_time` meets what the request asked of the sign-in,
+/// for a request stored at `requested_at` and continued on a later page (consent): a sign-in since
+/// the request was stored meets everything (the sign-in page asked for it; `max_age` counts from
+/// then, so a consent page left open a while does not send the person back); an older one must
+/// not be older than `max_age`, and `prompt=login` or `select_account` always ask for a new one
+/// (OpenID Connect Core s3.1.2.1). A session that does not meet them goes through the sign-in page.
+pub fn signed_in_as_asked(req: &AuthorizationRequest, auth_time: i64, requested_at: i64, now: i64) -> bool {
+    auth_time >= requested_at
+        || (!req.prompts("login")
+            && !req.prompts("select_account")
+            && req.max_age.is_none_or(|m| now - auth_time <= m))
+}
+
 /// Whether the consent `consented` (its scopes, space-separated; `None`: no consent) covers
 /// every one of `scopes`.
 pub fn consent_covers<'a>(consented: Option<&str>, scopes: impl IntoIterator<Item = &'a str>) -> bool {

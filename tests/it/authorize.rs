@@ -1025,6 +1025,77 @@ async fn max_age_zero_asks_for_a_new_sign_in_once() {
 }
 
 #[tokio::test]
+async fn the_consent_form_cannot_skip_the_sign_in_the_request_asked_for() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in_browser(&app).await;
+    app.clock.advance(120);
+    let p = pkce();
+    let consent = format!("{}/consent", app.issuer);
+    // A session two minutes old; each request asks for a sign-in it has not made. The sign-in
+    // page's request and CSRF token, posted to the consent form instead (or its page asked
+    // for), give the sign-in page again, never a code.
+    let mut last = None;
+    for (client, name, value) in [
+        ("webapp", "prompt", "login"),
+        ("webapp", "prompt", "select_account"),
+        ("webapp", "max_age", "60"),
+        ("firstparty", "prompt", "login"),
+    ] {
+        let params = with(request(client, redirect_uri_of(client), &p), name, value);
+        let login = browser.get(&authorize_url(&app, &params)).await;
+        assert!(login.is_login(), "{client} {name}={value}: {}", login.status);
+        let id = login.field("request").unwrap();
+        let csrf = login.field("csrf").unwrap();
+        let form = [
+            ("request", id.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", "approve"),
+            ("scope", "openid"),
+            ("scope", "profile"),
+        ];
+        let page = browser.post(&consent, &form).await;
+        assert!(
+            page.is_login(),
+            "{client} {name}={value}: {} {:?} {}",
+            page.status,
+            page.location(),
+            page.body
+        );
+        let page = browser.get(&format!("{consent}?request={id}")).await;
+        assert!(page.is_login(), "{client} {name}={value}: {}", page.status);
+        last = Some(page);
+    }
+    // Signing in goes on with the same request, to a code carrying the new auth_time.
+    let page = browser.sign_in(&last.unwrap(), "alice", &password("alice")).await;
+    let code = code_of(&page);
+    let (status, body) = exchange(
+        &app,
+        &crate::flow::Code {
+            code,
+            verifier: p.verifier.clone(),
+            redirect_uri: redirect_uri_of("firstparty").into(),
+            client: "firstparty".into(),
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
+    assert_eq!(id["auth_time"], app.clock.now(), "{id}");
+    // max_age=0 with consent: the sign-in made for the request is enough for its consent page,
+    // however long the person takes there.
+    let params = with(request("webapp", WEBAPP_CB, &p), "max_age", "0");
+    let login = browser.get(&authorize_url(&app, &params)).await;
+    assert!(login.is_login(), "{}", login.status);
+    let page = browser.sign_in(&login, "alice", &password("alice")).await;
+    app.clock.advance(5);
+    let page = browser.get(&page.location().expect("to the consent page")).await;
+    assert!(page.is_consent(), "{} {}", page.status, page.body);
+    app.clock.advance(5);
+    let page = browser.consent(&page, "approve", &["openid", "profile"]).await;
+    code_of(&page);
+}
+
+#[tokio::test]
 async fn sign_in_answers_303_never_307_or_308() {
     let app = TestApp::spawn().await;
     let p = pkce();
