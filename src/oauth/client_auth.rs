@@ -393,8 +393,22 @@ impl ClientAuthenticator {
                 client.id, ctx.peer.address
             )));
         }
-        let right = self.verify(&client.id, hash, secret).await;
-        match self.guesses.settle(pair, right, rules, ctx.now) {
+        // Checked and settled in a task of its own: a guess whose request is dropped while
+        // argon2 runs (its client gave up) still counts as what it was and gives its place in
+        // the budget back; left unsettled, it would hold that place for good.
+        let (this, id, hash, secret, now) = (
+            self.clone(),
+            client.id.clone(),
+            hash.clone(),
+            secret.clone(),
+            ctx.now,
+        );
+        let checked = tokio::spawn(async move {
+            let right = this.verify(&id, &hash, &secret).await;
+            (right, this.guesses.settle(pair, right, rules, now))
+        });
+        let (right, locked) = checked.await.map_err(OAuthError::server_error)?;
+        match locked {
             _ if right => Ok(()),
             0 => Err(OAuthError::invalid_client("client authentication failed").with_cause(cause())),
             secs => Err(too_many(secs).with_cause(cause())),

@@ -6,7 +6,8 @@
 //! `client_secret_attempts` that pair is refused, right secret or not and without running argon2,
 //! for `lockout_duration`, doubling with each further wrong secret up to `lockout_max`. A guess
 //! takes its place in the budget before argon2 runs, so guesses sent at once cannot overshoot it.
-//! A right secret clears the count; a count left alone for `lockout_max` starts again.
+//! A right secret clears the count; a count left alone for `lockout_max` starts again. A guess is
+//! settled in a task of its own (`ClientAuthenticator`), so one whose request is dropped still counts.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -460,3 +460,48 @@ async fn guessing_a_client_secret_is_paused_per_client_and_address() {
     let resp = ask(guesser, "backend", secret("backend")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn a_guess_whose_client_gave_up_during_the_check_is_still_counted_and_given_back() {
+    let app = TestApp::spawn_with(Opts {
+        domain_keys: "client_secret_attempts = 3".into(),
+        ..Opts::default()
+    })
+    .await;
+    let ask = || {
+        app.post("/oauth2/v1/token")
+            .basic_auth("argon", Some(secret("argon")))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // Rounds of three wrong guesses whose clients give up while argon2 runs (the request is
+    // dropped), until they have counted as what they were: three wrong secrets, a pause. (A guess
+    // dropped before the server took it counts for nothing, and the right secret asked then
+    // clears the count: another round.)
+    let mut paused = false;
+    for round in 0..5 {
+        for i in 0..3 {
+            let _ = app
+                .post("/oauth2/v1/token")
+                .basic_auth("argon", Some(format!("gave-up-{round}-{i}")))
+                .form(&[("grant_type", "client_credentials")])
+                .timeout(std::time::Duration::from_millis(12))
+                .send()
+                .await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let (status, _, body) = error_of(ask().await.unwrap()).await;
+        if status == 401 {
+            let description = body["error_description"].as_str().unwrap();
+            assert!(description.starts_with("too many failed attempts"), "{body}");
+            paused = true;
+            break;
+        }
+    }
+    assert!(paused, "three wrong guesses never paused the client");
+    // And the pause ends: the right secret works (a guess never settled would hold its place in
+    // the budget for good).
+    app.clock.advance(31);
+    let resp = ask().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
