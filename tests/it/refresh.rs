@@ -241,6 +241,53 @@ async fn within_the_grace_window_a_retry_gets_the_same_new_token_and_after_it_th
 }
 
 #[tokio::test]
+async fn revoking_a_rotated_token_within_the_grace_window_ends_its_family() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
+    let r1 = rt(&first);
+    let (status, a) = refresh(&app, "spa", &r1, &[]).await;
+    assert_eq!(status, 200, "{a}");
+    // The client revokes the token it holds: the old one, its answer lost (RFC 7009 s2.1: it
+    // cannot be used again).
+    let resp = app
+        .post("/oauth2/v1/revoke")
+        .form(&[("token", r1.as_str()), ("client_id", "spa")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, body) = refresh(&app, "spa", &r1, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = refresh(&app, "spa", &rt(&a), &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(at(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Another client's rotated token is left alone (and tells nothing).
+    let second = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
+    let (status, b) = refresh(&app, "spa", &rt(&second), &[]).await;
+    assert_eq!(status, 200, "{b}");
+    let resp = app
+        .post_basic("/oauth2/v1/revoke", "webapp", &[("token", &rt(&second))])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (status, c) = refresh(&app, "spa", &rt(&b), &[]).await;
+    assert_eq!(status, 200, "{c}");
+}
+
+#[tokio::test]
 async fn after_the_grace_window_a_retry_is_reuse() {
     let app = TestApp::spawn().await;
     let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;
