@@ -288,6 +288,23 @@ async fn revoking_a_rotated_token_within_the_grace_window_ends_its_family() {
 }
 
 #[tokio::test]
+async fn a_replay_asking_for_a_refused_scope_still_revokes_the_family() {
+    let app = TestApp::spawn().await;
+    let first = sign_in_tokens(&app, &Browser::new(), "webapp", "openid offline_access").await;
+    let (status, next) = refresh(&app, "webapp", &rt(&first), &[]).await;
+    assert_eq!(status, 200, "{next}");
+    // The old token again, with a scope never granted: a replay first, refused as one.
+    let (status, body) = refresh(&app, "webapp", &rt(&first), &[("scope", "orders.write")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = refresh(&app, "webapp", &rt(&next), &[]).await;
+    assert_eq!(status, 400, "the family was revoked: {body}");
+}
+
+#[tokio::test]
 async fn after_the_grace_window_a_retry_is_reuse() {
     let app = TestApp::spawn().await;
     let first = sign_in_tokens(&app, &Browser::new(), "spa", "openid offline_access").await;

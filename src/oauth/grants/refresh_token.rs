@@ -145,11 +145,16 @@ async fn checked_rotation<S: OAuthStore>(
     if family.revoked_at.is_some() || row.revoked_at.is_some() {
         return Err(invalid_refresh().with_cause("refresh token revoked"));
     }
+    // A token already rotated is a retry or a replay whatever else the request asks: judged
+    // first, so that a replay with a refused scope revokes its family all the same.
+    if row.used_at.is_some() {
+        reused(ctx, client, &row, presented).await?;
+    }
     // A malformed or widened scope is refused before the token is used up.
     let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
     let scopes = narrowed(&granted, params.get("scope"))?;
-    // Single use: one conditional update; a token already rotated is a retry or a replay.
-    if row.used_at.is_some() || !ctx.store.rotate_refresh(domain, hash, ctx.now).await? {
+    // Single use: one conditional update; lost, the token was rotated meanwhile.
+    if row.used_at.is_none() && !ctx.store.rotate_refresh(domain, hash, ctx.now).await? {
         reused(ctx, client, &row, presented).await?;
     }
     Ok((row, family, user, scopes))
