@@ -1,7 +1,7 @@
 //! `GET|POST /oauth2/v1/authorize` (RFC 6749 s3.1, OpenID Connect Core s3.1.2).
 
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::Method;
 use axum::response::Response;
 
 use super::extract::CurrentDomain;
@@ -16,12 +16,7 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
     let (parts, body) = req.into_parts();
     // RFC 6749 s3.1: the endpoint must support GET and may support POST (a form body).
     let params = if parts.method == Method::POST {
-        let is_form = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if !is_form {
+        if !super::extract::is_form(&parts.headers) {
             return error_page(&OAuthError::invalid_request("the request body must be a form"));
         }
         super::response::read_body(body, app.max_body_bytes)

@@ -143,6 +143,16 @@ pub struct ClientForm {
     pub presented: Presented,
 }
 
+/// True when the request's body is `application/x-www-form-urlencoded` (RFC 9110 s8.3.1: type
+/// and subtype compared without regard to case; parameters such as `charset` after `;`).
+pub fn is_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
 /// Parameters that may repeat (RFC 8707 `resource`).
 const REPEATABLE: &[&str] = &["resource"];
 
@@ -152,13 +162,7 @@ impl FromRequest<AppState> for ClientForm {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, OAuthError> {
         let (parts, body) = req.into_parts();
         // RFC 6749 s3.2: the token endpoint takes application/x-www-form-urlencoded only.
-        let is_form = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-        if !is_form {
+        if !is_form(&parts.headers) {
             return Err(OAuthError::invalid_request(
                 "the request body must be application/x-www-form-urlencoded",
             ));

@@ -24,13 +24,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_string());
     // RFC 6750 s2.2: the form body carries the token only in a form POST.
-    let body_token = if parts.method == Method::POST
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
-    {
+    let body_token = if parts.method == Method::POST && super::extract::is_form(&parts.headers) {
         match super::response::read_body(body, app.max_body_bytes)
             .await
             .and_then(|b| Params::parse(&b, &[]))

@@ -112,6 +112,13 @@ pub fn parse_request(raw: &[u8]) -> OAuthResult<RequestParams> {
     let mut seen: Vec<String> = Vec::new();
     let mut repeated = None;
     for (k, v) in form_urlencoded::parse(raw) {
+        // Decoded leniently (what is not UTF-8 becomes U+FFFD) and encoded again below, where
+        // `Params::parse` could no longer tell: a `state` would go back to the client changed.
+        if (k.contains('\u{fffd}') || v.contains('\u{fffd}')) && !crate::oauth::params::decodes_to_utf8(raw) {
+            return Err(OAuthError::invalid_request(
+                "a parameter is not valid UTF-8 once percent-decoded",
+            ));
+        }
         if v.is_empty() {
             continue;
         }

@@ -66,7 +66,7 @@ impl Params {
 }
 
 /// True when every name and value of a form body is UTF-8 once percent-decoded.
-fn decodes_to_utf8(body: &[u8]) -> bool {
+pub(crate) fn decodes_to_utf8(body: &[u8]) -> bool {
     body.split(|b| *b == b'&')
         .all(|pair| percent_encoding::percent_decode(pair).decode_utf8().is_ok())
 }

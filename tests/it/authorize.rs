@@ -681,6 +681,17 @@ async fn post_with_a_form_body_works_like_get() {
     repeated.push(("scope", "openid"));
     let page = Browser::new().post(&endpoint, &repeated).await;
     assert_error_redirect(&app, &page, WEBAPP_CB, "invalid_request");
+    // A value that is not UTF-8 once percent-decoded is refused, never passed on changed (a
+    // `state` would come back to the client as U+FFFD).
+    let url = authorize_url(&app, &without(request("webapp", WEBAPP_CB, &p), "state"));
+    for query in ["&state=%FF", "&state=ok%C3", "&nonce=%FE%FF"] {
+        let page = Browser::new().get(&format!("{url}{query}")).await;
+        assert_error_page(&page, query);
+        assert!(page.body.contains("not valid UTF-8"), "{query}: {}", page.body);
+    }
+    // A U+FFFD sent as such (valid UTF-8) is a value like any other.
+    let page = Browser::new().get(&format!("{url}&state=%EF%BF%BD")).await;
+    assert!(page.is_login(), "{} {}", page.status, page.body);
 }
 
 /// The `script-src` directive of a CSP.

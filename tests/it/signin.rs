@@ -107,6 +107,21 @@ async fn userinfo_accepts_the_token_in_the_header_or_a_form_body_and_answers_err
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
+    // The media type's case does not matter, a charset may follow (RFC 9110 s8.3.1); another
+    // type is not a form.
+    for (content_type, status) in [
+        ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", 200),
+        ("application/x-www-form-urlencodedX", 401),
+    ] {
+        let resp = app
+            .post("/oauth2/v1/userinfo")
+            .header("content-type", content_type)
+            .body(format!("access_token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{content_type}");
+    }
     // Both ways at once: invalid_request.
     let resp = app
         .post("/oauth2/v1/userinfo")
