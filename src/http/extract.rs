@@ -169,6 +169,12 @@ impl FromRequest<AppState> for ClientForm {
         }
         let bytes = super::response::read_body(body, state.max_body_bytes).await?;
         let params = Params::parse(&bytes, REPEATABLE)?;
+        // RFC 9110 s5.3: Authorization is not a list; sent twice, which one counts is a guess.
+        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return Err(OAuthError::invalid_request(
+                "the Authorization header was sent more than once",
+            ));
+        }
         let basic = parts
             .headers
             .get(header::AUTHORIZATION)

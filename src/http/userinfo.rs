@@ -36,6 +36,13 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
     } else {
         None
     };
+    // RFC 9110 s5.3: Authorization is not a list; sent twice, which one counts is a guess.
+    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return bearer_error(
+            &OAuthError::invalid_request("the Authorization header was sent more than once"),
+            &realm,
+        );
+    }
     let token = match (header_token, body_token) {
         (Some(_), Some(_)) => {
             // RFC 6750 s2: clients must not use more than one method.

@@ -1,5 +1,6 @@
 //! The token endpoint with the client_credentials grant: success and every failure.
 
+use base64::Engine;
 use serde_json::Value;
 
 use crate::harness::{Opts, TestApp, jwt_parts, secret, verify_with_jwks};
@@ -504,4 +505,27 @@ async fn a_guess_whose_client_gave_up_during_the_check_is_still_counted_and_give
     app.clock.advance(31);
     let resp = ask().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn an_authorization_header_sent_twice_is_invalid_request() {
+    let app = TestApp::spawn().await;
+    let basic = |secret: &str| {
+        let pair = format!("backend:{secret}");
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    };
+    let resp = app
+        .post("/oauth2/v1/token")
+        .header("authorization", basic(&secret("backend")))
+        .header("authorization", basic("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = error_of(resp).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
 }
