@@ -48,6 +48,9 @@ async fn token(
         .authenticate(&ctx, &form.presented, true)
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
+    // RFC 8707 s2: a resource this server does not know is refused before a grant uses anything
+    // up (a code, a device code, a refresh token's rotation).
+    crate::oauth::scopes::resource_targets(&cur.domain, form.params.all("resource"))?;
     let resp = grant.handle(&ctx, &client, &form.params).await?;
     let mut event = AuditEvent::new("token.issued", &cur.domain.name, Outcome::Success)
         .by_client(&client.id)

@@ -81,15 +81,10 @@ pub fn still_granted<'a>(
     Ok(scopes)
 }
 
-/// Resolves the API scopes a client gets from `scope` and `resource` parameters.
-/// RFC 6749 s3.3: without `scope`, the client's pre-defined default (all its allowed API scopes).
-pub fn resolve_api_scopes(
-    domain: &Domain,
-    client: &Client,
-    requested: Option<&str>,
-    resources: &[String],
-) -> OAuthResult<Grant> {
-    // RFC 8707 s2: each resource is an absolute URI without a fragment, known to this server.
+/// The resource servers `resources` name (RFC 8707 `resource` parameters), by index, each once;
+/// `invalid_target` for one that is not an absolute URI without a fragment, or not known to this
+/// server (s2).
+pub fn resource_targets(domain: &Domain, resources: &[String]) -> OAuthResult<Vec<usize>> {
     let mut targets: Vec<usize> = Vec::new();
     for r in resources {
         let valid = url::Url::parse(r).is_ok() && !r.contains('#');
@@ -107,6 +102,18 @@ pub fn resolve_api_scopes(
             targets.push(i);
         }
     }
+    Ok(targets)
+}
+
+/// Resolves the API scopes a client gets from `scope` and `resource` parameters.
+/// RFC 6749 s3.3: without `scope`, the client's pre-defined default (all its allowed API scopes).
+pub fn resolve_api_scopes(
+    domain: &Domain,
+    client: &Client,
+    requested: Option<&str>,
+    resources: &[String],
+) -> OAuthResult<Grant> {
+    let targets = resource_targets(domain, resources)?;
     let in_targets = |scope: &str| {
         domain
             .scope_owner

@@ -12,7 +12,7 @@ use crate::oauth::claims::custom_claims;
 use crate::oauth::claims_request::{ClaimsRequest, add_user_claims, stored_user_claims};
 use crate::oauth::id_token::{self, IdTokenSpec};
 use crate::oauth::tokens::{AccessTokenSpec, IssuedToken, issue_access_token, stored_key};
-use crate::oauth::{Ctx, mtls};
+use crate::oauth::{Ctx, mtls, scopes};
 use crate::store::refresh::FamilyRow;
 use crate::store::{OAuthStore, TokenRow, UserRow};
 
@@ -33,12 +33,18 @@ pub struct UserGrant<'a> {
     /// Seconds the grant has left (its session, or its offline family): the access token never
     /// outlives it.
     pub remaining: i64,
+    /// The token request's RFC 8707 `resource` parameters: the access token is for those
+    /// resource servers only (none: every one the scopes reach).
+    pub resources: &'a [String],
 }
 
 /// What a user grant issues.
 pub struct UserTokens {
     pub access: IssuedToken,
     pub id_token: Option<String>,
+    /// The access token's scopes (the grant's, less the API scopes of resource servers not
+    /// asked for): the `scope` of the token response.
+    pub scopes: Vec<String>,
 }
 
 /// The access-token claim listing the user claims asked for at userinfo.
@@ -70,8 +76,29 @@ pub fn wants_refresh(domain: &Domain, client: &Client, scopes: &[String]) -> boo
 /// Issues the access token (and the ID token for `openid`) of a user grant.
 pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthResult<UserTokens> {
     let stored = stored_user_claims(g.user);
-    let api: Vec<String> = g
+    // RFC 8707 s2.2, RFC 9068 s3: with `resource`, the token is for those resource servers
+    // alone, with their scopes of the grant; one the grant has no scope of is invalid_target.
+    let targets = scopes::resource_targets(ctx.domain, g.resources)?;
+    let owner = |s: &str| ctx.domain.scope_owner.get(s).copied();
+    let token_scopes: Vec<String> = g
         .scopes
+        .iter()
+        .filter(|s| owner(s).is_none_or(|i| targets.is_empty() || targets.contains(&i)))
+        .cloned()
+        .collect();
+    for &i in &targets {
+        if !token_scopes.iter().any(|s| owner(s) == Some(i)) {
+            let r = ctx
+                .domain
+                .resource_servers
+                .get(i)
+                .map_or("", |r| r.audience.as_str());
+            return Err(OAuthError::invalid_target(format!(
+                "the grant holds no scope of resource {r:?}"
+            )));
+        }
+    }
+    let api: Vec<String> = token_scopes
         .iter()
         .filter(|s| ctx.domain.scope(s).is_some())
         .cloned()
@@ -98,7 +125,7 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
         AccessTokenSpec {
             client: g.client,
             sub: g.user.id.clone(),
-            scopes: g.scopes.to_vec(),
+            scopes: token_scopes.clone(),
             audiences,
             extra,
             max_lifetime: Some(g.remaining),
@@ -133,7 +160,11 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
     } else {
         None
     };
-    Ok(UserTokens { access, id_token })
+    Ok(UserTokens {
+        access,
+        id_token,
+        scopes: token_scopes,
+    })
 }
 
 /// Starts a refresh-token family for a code just redeemed. Offline families last the domain's

@@ -609,3 +609,42 @@ async fn access_token_lifetime_is_at_most_the_remaining_session_lifetime() {
     let (_, at) = jwt_parts(body["access_token"].as_str().unwrap());
     assert!(at["exp"].as_i64().unwrap() <= signed_in_at + 600, "{at}");
 }
+
+#[tokio::test]
+async fn resource_at_the_code_exchange_is_checked_before_the_code_is_used() {
+    let app = TestApp::spawn().await;
+    let code = code_flow(&app, &Browser::new(), "webapp", SCOPE, &[]).await;
+    let verifier = code.verifier.as_str();
+    let uri = code.redirect_uri.as_str();
+    let common = [("code_verifier", verifier), ("redirect_uri", uri)];
+    // RFC 8707 s2: unknown, or not an absolute URI: invalid_target, and the code is still good.
+    for resource in [
+        "https://nope.example/api",
+        "orders",
+        "https://api.example.com/orders#x",
+    ] {
+        let mut fields = common.to_vec();
+        fields.push(("resource", resource));
+        let a = redeem(&app, "webapp", &code.code, &fields).await;
+        assert_error(&a, 400, "invalid_target", resource);
+    }
+    // A resource the grant has no scope of: invalid_target too.
+    let mut fields = common.to_vec();
+    fields.push(("resource", "https://api.example.com/billing"));
+    let a = redeem(&app, "webapp", &code.code, &fields).await;
+    assert_error(&a, 400, "invalid_target", "billing");
+    // That one is known only once the code is redeemed (its grant read with it): used up.
+    let a = redeem(&app, "webapp", &code.code, &common).await;
+    assert_error(&a, 400, "invalid_grant", "after the billing attempt");
+    // A new code, for orders.
+    let code = code_flow(&app, &Browser::new(), "webapp", SCOPE, &[]).await;
+    let fields = [
+        ("code_verifier", code.verifier.as_str()),
+        ("redirect_uri", code.redirect_uri.as_str()),
+        ("resource", "https://api.example.com/orders"),
+    ];
+    let a = redeem(&app, "webapp", &code.code, &fields).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (_, claims) = jwt_parts(a.body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], "https://api.example.com/orders", "{claims}");
+}

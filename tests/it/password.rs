@@ -542,3 +542,98 @@ async fn unended(app: &TestApp, id: &str, table: &str, ended: &str) -> String {
     let from = format!("{table} WHERE user_id = '{id}' AND {ended} IS NULL");
     crate::harness::rows_text(&app.database_url, &from, "user_id").await
 }
+
+/// The audiences of an access token's `aud` (a string or an array).
+fn audiences(token: &str) -> Vec<String> {
+    let (_, claims) = jwt_parts(token);
+    match &claims["aud"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(list) => list.iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+        other => panic!("aud {other}"),
+    }
+}
+
+#[tokio::test]
+async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers() {
+    let hash = ostiary::crypto::secrets::SecretHash::sha256_string(SECRET);
+    let both = format!(
+        r#"
+  [[domain.client]]
+  client_id = "pwboth"
+  secret_hash = "{hash}"
+  grant_types = ["password", "refresh_token"]
+  scopes = ["openid", "offline_access", "orders.read", "billing.read"]
+"#
+    );
+    let app = app_with_clients("", &both).await;
+    let alice = password("alice");
+    let ask = |extra: &'static [(&'static str, &'static str)]| {
+        let mut form = vec![
+            ("username", "alice"),
+            ("password", alice.as_str()),
+            ("scope", "openid offline_access orders.read billing.read"),
+        ];
+        form.extend_from_slice(extra);
+        let app = &app;
+        async move { grant(app, "pwboth", SECRET, &form).await }
+    };
+    let (status, _, all) = ask(&[]).await;
+    assert_eq!(status, 200, "{all}");
+    let mut aud = audiences(all["access_token"].as_str().unwrap());
+    aud.sort();
+    assert_eq!(
+        aud,
+        [
+            "https://api.example.com/billing",
+            "https://api.example.com/orders"
+        ]
+    );
+    // RFC 8707 s2.2, RFC 9068 s3: one resource, one audience, and its scopes alone.
+    let (status, _, billing) = ask(&[("resource", "https://api.example.com/billing")]).await;
+    assert_eq!(status, 200, "{billing}");
+    assert_eq!(
+        audiences(billing["access_token"].as_str().unwrap()),
+        ["https://api.example.com/billing"]
+    );
+    assert_eq!(billing["scope"], "openid offline_access billing.read");
+    let (_, claims) = jwt_parts(billing["access_token"].as_str().unwrap());
+    assert_eq!(claims["scope"], "openid offline_access billing.read", "{claims}");
+    let (status, _, body) = ask(&[("resource", "https://nope.example/api")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    // A refresh narrows its access token the same way; the family keeps the whole grant.
+    let refresh = |token: String, resource: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
+            form.extend(resource.map(|r| ("resource", r)));
+            let resp = app
+                .post("/oauth2/v1/token")
+                .basic_auth("pwboth", Some(SECRET))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let rt = billing["refresh_token"].as_str().unwrap().to_string();
+    let (status, orders) = refresh(rt, Some("https://api.example.com/orders")).await;
+    assert_eq!(status, 200, "{orders}");
+    assert_eq!(
+        audiences(orders["access_token"].as_str().unwrap()),
+        ["https://api.example.com/orders"]
+    );
+    assert_eq!(orders["scope"], "openid offline_access orders.read");
+    let (status, again) = refresh(orders["refresh_token"].as_str().unwrap().to_string(), None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        audiences(again["access_token"].as_str().unwrap()).len(),
+        2,
+        "{again}"
+    );
+}

@@ -88,6 +88,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         let scopes = still_granted(ctx.domain, client, row.scope.split(' '))?;
         let claims = user_tokens::stored_claims(row.claims.as_deref());
         let grant = UserGrant {
+            resources: params.all("resource"),
             client,
             user: &user,
             scopes: &scopes,
@@ -141,7 +142,7 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(scopes.join(" ")),
+            scope: Some(issued.scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),

@@ -112,6 +112,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
         let scopes = crate::oauth::scopes::still_granted(ctx.domain, client, row.scope.split(' '))?;
         // OpenID Connect Core s2: no nonce (there was no authorization request to carry one).
         let grant = UserGrant {
+            resources: params.all("resource"),
             client,
             user: &user,
             scopes: &scopes,
@@ -166,7 +167,7 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(scopes.join(" ")),
+            scope: Some(issued.scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),

@@ -78,6 +78,7 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
         .ok_or_else(|| invalid("the assertion's subject is not an active user of this domain"))?;
         let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
         let grant = UserGrant {
+            resources: params.all("resource"),
             client,
             user: &user,
             scopes: &scopes,
@@ -94,7 +95,7 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(scopes.join(" ")),
+            scope: Some(issued.scopes.join(" ")),
             refresh_token: None,
             id_token: None,
             user_id: Some(user.id.clone()),

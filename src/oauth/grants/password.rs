@@ -59,6 +59,7 @@ impl<S: OAuthStore> Grant<S> for Password {
             client.grant_types.contains("refresh_token") && user_tokens::is_offline(ctx.domain, &scopes);
         let family_end = ctx.now + ctx.domain.refresh_token_max_lifetime;
         let grant = UserGrant {
+            resources: params.all("resource"),
             client,
             user: &user,
             scopes: &scopes,
@@ -116,7 +117,7 @@ impl<S: OAuthStore> Grant<S> for Password {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(scopes.join(" ")),
+            scope: Some(issued.scopes.join(" ")),
             refresh_token,
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),

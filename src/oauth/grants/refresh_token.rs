@@ -75,6 +75,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         };
         let claims = user_tokens::stored_claims(family.claims.as_deref());
         let grant = UserGrant {
+            resources: params.all("resource"),
             client,
             user: &user,
             scopes: &scopes,
@@ -101,7 +102,7 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
             access_token: issued.access.value,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
-            scope: Some(scopes.join(" ")),
+            scope: Some(issued.scopes.join(" ")),
             refresh_token: Some(next),
             id_token: issued.id_token,
             user_id: Some(user.id.clone()),
