@@ -78,12 +78,15 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
     let stored = stored_user_claims(g.user);
     // RFC 8707 s2.2, RFC 9068 s3: with `resource`, the token is for those resource servers
     // alone, with their scopes of the grant; one the grant has no scope of is invalid_target.
-    let targets = scopes::resource_targets(ctx.domain, g.resources)?;
+    // The issuer as a resource is this server (userinfo): no resource server's scopes.
+    let (to_issuer, others): (Vec<String>, Vec<String>) =
+        g.resources.iter().cloned().partition(|r| *r == ctx.domain.issuer);
+    let targets = scopes::resource_targets(ctx.domain, &others)?;
     let owner = |s: &str| ctx.domain.scope_owner.get(s).copied();
     let token_scopes: Vec<String> = g
         .scopes
         .iter()
-        .filter(|s| owner(s).is_none_or(|i| targets.is_empty() || targets.contains(&i)))
+        .filter(|s| owner(s).is_none_or(|i| g.resources.is_empty() || targets.contains(&i)))
         .cloned()
         .collect();
     for &i in &targets {
@@ -110,8 +113,8 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
         .filter(|rs| rs.scopes.iter().any(|x| api.contains(&x.name)))
         .map(|rs| rs.audience.clone())
         .collect();
-    if audiences.is_empty() {
-        // Only OpenID scopes: the token is for this server's userinfo endpoint.
+    if audiences.is_empty() || !to_issuer.is_empty() {
+        // Only OpenID scopes, or asked for: the token is for this server's userinfo endpoint.
         audiences.push(ctx.domain.issuer.clone());
     }
     let mut extra = custom_claims(ctx.domain, &audiences, &api, Some(&stored));

@@ -598,6 +598,20 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
     assert_eq!(billing["scope"], "openid offline_access billing.read");
     let (_, claims) = jwt_parts(billing["access_token"].as_str().unwrap());
     assert_eq!(claims["scope"], "openid offline_access billing.read", "{claims}");
+    // The issuer is this server: a token for userinfo, without the resource servers' scopes.
+    let mut form = vec![
+        ("username", "alice"),
+        ("password", alice.as_str()),
+        ("scope", "openid offline_access orders.read billing.read"),
+    ];
+    form.push(("resource", app.issuer.as_str()));
+    let (status, _, own) = grant(&app, "pwboth", SECRET, &form).await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(
+        audiences(own["access_token"].as_str().unwrap()),
+        std::slice::from_ref(&app.issuer)
+    );
+    assert_eq!(own["scope"], "openid offline_access");
     let (status, _, body) = ask(&[("resource", "https://nope.example/api")]).await;
     assert_eq!(
         (status, body["error"].as_str()),
