@@ -44,20 +44,19 @@ pub fn routes() -> Router<AppState> {
         .route("/Events", get(get_events))
 }
 
-/// The bearer token of the Authorization header, if any.
+/// The bearer token of the Authorization header, if any (none when the header was sent twice,
+/// which [`guard`] refuses).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
+    super::extract::bearer_token(headers)
+        .ok()
+        .flatten()
         .filter(|t| !t.is_empty())
 }
 
 async fn guard(ctx: &Ctx<'_, SqlStore>, headers: &HeaderMap, resource: Resource) -> Result<Caller, Response> {
     let realm = &ctx.domain.issuer;
-    let Some(token) = bearer(headers) else {
+    let token = super::extract::bearer_token(headers).map_err(|e| bearer_error(&e, realm))?;
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Err(bearer_challenge(realm));
     };
     admin::authorize(ctx, token, resource)

@@ -36,7 +36,7 @@ pub async fn get_consent(State(app): State<AppState>, cur: CurrentDomain, req: R
         Ok(s) => s,
         Err(page) => return page,
     };
-    if !signed_in_as_asked(&req, session.auth_time, row.created_at, app.clock.now()) {
+    if !signed_in_as_asked(&req, session.auth_time, row.created_at) {
         return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
     }
     consent_page(&app, d, &req, &session, &row, &csrf).await
@@ -62,7 +62,7 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
     };
     // The request may have asked for a sign-in this session has not made (prompt=login, a
     // max_age it has outlived): the sign-in page first, the request kept.
-    if !signed_in_as_asked(&req, session.auth_time, row.created_at, app.clock.now()) {
+    if !signed_in_as_asked(&req, session.auth_time, row.created_at) {
         return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
     }
     // Single use of the pending request.

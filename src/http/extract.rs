@@ -153,6 +153,28 @@ pub fn is_form(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
 }
 
+/// The request's one `Authorization` header (`None`: there is none). RFC 9110 s5.3: it is not a
+/// list, so sent twice it is `invalid_request` (which one counts would be a guess).
+pub fn sole_authorization(headers: &axum::http::HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "the Authorization header was sent more than once",
+        ));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
+/// The token of the request's `Authorization: Bearer` header (RFC 6750 s2.1), trimmed; `None`
+/// without one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, OAuthError> {
+    Ok(sole_authorization(headers)?
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim()))
+}
+
 /// Parameters that may repeat (RFC 8707 `resource`).
 const REPEATABLE: &[&str] = &["resource"];
 
@@ -169,17 +191,7 @@ impl FromRequest<AppState> for ClientForm {
         }
         let bytes = super::response::read_body(body, state.max_body_bytes).await?;
         let params = Params::parse(&bytes, REPEATABLE)?;
-        // RFC 9110 s5.3: Authorization is not a list; sent twice, which one counts is a guess.
-        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-            return Err(OAuthError::invalid_request(
-                "the Authorization header was sent more than once",
-            ));
-        }
-        let basic = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_basic);
+        let basic = sole_authorization(&parts.headers)?.and_then(parse_basic);
         let presented = Presented {
             basic,
             body_client_id: params.get("client_id").map(str::to_string),

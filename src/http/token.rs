@@ -49,12 +49,8 @@ async fn token(
         .await?;
     let grant = app.grants.select(grant_type, &client)?;
     // RFC 8707 s2: a resource this server does not know is refused before a grant uses anything
-    // up (a code, a device code, a refresh token's rotation). The issuer is this server itself
-    // (its admin API and userinfo).
-    crate::oauth::scopes::resource_targets(
-        &cur.domain,
-        &resources_but_the_issuer(&cur.domain, &form.params),
-    )?;
+    // up (a code, a device code, a refresh token's rotation).
+    crate::oauth::scopes::resource_targets(&cur.domain, form.params.all("resource"))?;
     let resp = grant.handle(&ctx, &client, &form.params).await?;
     let mut event = AuditEvent::new("token.issued", &cur.domain.name, Outcome::Success)
         .by_client(&client.id)
@@ -72,14 +68,4 @@ async fn token(
     }
     app.audit_queue.record(ctx.now, event).await;
     Ok(resp)
-}
-
-/// The token request's `resource` parameters other than the issuer.
-fn resources_but_the_issuer(d: &crate::domain::Domain, params: &crate::oauth::params::Params) -> Vec<String> {
-    params
-        .all("resource")
-        .iter()
-        .filter(|r| **r != d.issuer)
-        .cloned()
-        .collect()
 }

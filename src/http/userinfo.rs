@@ -16,13 +16,10 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
     let (parts, body) = req.into_parts();
     let peer = peer_of(&app, &parts);
     let realm = cur.domain.issuer.clone();
-    let header_token = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
+    let header_token = match super::extract::bearer_token(&parts.headers) {
+        Ok(t) => t.map(str::to_string),
+        Err(e) => return bearer_error(&e, &realm),
+    };
     // RFC 6750 s2.2: the form body carries the token only in a form POST.
     let body_token = if parts.method == Method::POST && super::extract::is_form(&parts.headers) {
         match super::response::read_body(body, app.max_body_bytes)
@@ -36,13 +33,6 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
     } else {
         None
     };
-    // RFC 9110 s5.3: Authorization is not a list; sent twice, which one counts is a guess.
-    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-        return bearer_error(
-            &OAuthError::invalid_request("the Authorization header was sent more than once"),
-            &realm,
-        );
-    }
     let token = match (header_token, body_token) {
         (Some(_), Some(_)) => {
             // RFC 6750 s2: clients must not use more than one method.

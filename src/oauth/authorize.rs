@@ -112,13 +112,8 @@ pub fn parse_request(raw: &[u8]) -> OAuthResult<RequestParams> {
     let mut seen: Vec<String> = Vec::new();
     let mut repeated = None;
     for (k, v) in form_urlencoded::parse(raw) {
-        // Decoded leniently (what is not UTF-8 becomes U+FFFD) and encoded again below, where
-        // `Params::parse` could no longer tell: a `state` would go back to the client changed.
-        if (k.contains('\u{fffd}') || v.contains('\u{fffd}')) && !crate::oauth::params::decodes_to_utf8(raw) {
-            return Err(OAuthError::invalid_request(
-                "a parameter is not valid UTF-8 once percent-decoded",
-            ));
-        }
+        // Checked here: encoded again below, the pairs would no longer show what they were.
+        crate::oauth::params::refuse_bad_pair(&k, &v, raw)?;
         if v.is_empty() {
             continue;
         }
@@ -478,15 +473,16 @@ pub fn next_step(
 
 /// Whether a session that signed in at `auth_time` meets what the request asked of the sign-in,
 /// for a request stored at `requested_at` and continued on a later page (consent): a sign-in since
-/// the request was stored meets everything (the sign-in page asked for it; `max_age` counts from
-/// then, so a consent page left open a while does not send the person back); an older one must
-/// not be older than `max_age`, and `prompt=login` or `select_account` always ask for a new one
-/// (OpenID Connect Core s3.1.2.1). A session that does not meet them goes through the sign-in page.
-pub fn signed_in_as_asked(req: &AuthorizationRequest, auth_time: i64, requested_at: i64, now: i64) -> bool {
+/// the request was stored meets everything (the sign-in page asked for it); an older one must
+/// have been within `max_age` when the request was stored (what `next_step` decided then, so a
+/// consent page left open a while does not send the person back), and `prompt=login` or
+/// `select_account` always ask for a new one (OpenID Connect Core s3.1.2.1). A session that does
+/// not meet them goes through the sign-in page.
+pub fn signed_in_as_asked(req: &AuthorizationRequest, auth_time: i64, requested_at: i64) -> bool {
     auth_time >= requested_at
         || (!req.prompts("login")
             && !req.prompts("select_account")
-            && req.max_age.is_none_or(|m| now - auth_time <= m))
+            && req.max_age.is_none_or(|m| requested_at - auth_time <= m))
 }
 
 /// Whether the consent `consented` (its scopes, space-separated; `None`: no consent) covers

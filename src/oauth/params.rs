@@ -18,19 +18,7 @@ impl Params {
     pub fn parse(body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
         let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(body) {
-            // No protocol value holds a NUL, and PostgreSQL cannot keep one in text: refused here,
-            // the same on every store.
-            if k.contains('\0') || v.contains('\0') {
-                return Err(OAuthError::invalid_request("a parameter holds a NUL character"));
-            }
-            // form_urlencoded decodes what is not UTF-8 to U+FFFD: a `state` sent back changed, a
-            // name or secret compared as something else. Refused instead; the body is decoded
-            // strictly only when a U+FFFD shows (it may also have been sent as one).
-            if (k.contains('\u{fffd}') || v.contains('\u{fffd}')) && !decodes_to_utf8(body) {
-                return Err(OAuthError::invalid_request(
-                    "a parameter is not valid UTF-8 once percent-decoded",
-                ));
-            }
+            refuse_bad_pair(&k, &v, body)?;
             if v.is_empty() {
                 continue;
             }
@@ -66,7 +54,24 @@ impl Params {
 }
 
 /// True when every name and value of a form body is UTF-8 once percent-decoded.
-pub(crate) fn decodes_to_utf8(body: &[u8]) -> bool {
+/// Refuses a pair `form_urlencoded::parse` decoded from `body` that holds a NUL (no protocol
+/// value holds one, and PostgreSQL cannot keep one in text: refused here, the same on every
+/// store) or a U+FFFD the body did not carry as such (what is not UTF-8 is decoded to U+FFFD: a
+/// `state` sent back changed, a name or secret compared as something else). The body is decoded
+/// strictly only when a U+FFFD shows (it may also have been sent as one).
+pub fn refuse_bad_pair(k: &str, v: &str, body: &[u8]) -> OAuthResult<()> {
+    if k.contains('\0') || v.contains('\0') {
+        return Err(OAuthError::invalid_request("a parameter holds a NUL character"));
+    }
+    if (k.contains('\u{fffd}') || v.contains('\u{fffd}')) && !decodes_to_utf8(body) {
+        return Err(OAuthError::invalid_request(
+            "a parameter is not valid UTF-8 once percent-decoded",
+        ));
+    }
+    Ok(())
+}
+
+fn decodes_to_utf8(body: &[u8]) -> bool {
     body.split(|b| *b == b'&')
         .all(|pair| percent_encoding::percent_decode(pair).decode_utf8().is_ok())
 }

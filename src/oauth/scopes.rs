@@ -81,12 +81,23 @@ pub fn still_granted<'a>(
     Ok(scopes)
 }
 
-/// The resource servers `resources` name (RFC 8707 `resource` parameters), by index, each once;
-/// `invalid_target` for one that is not an absolute URI without a fragment, or not known to this
-/// server (s2).
-pub fn resource_targets(domain: &Domain, resources: &[String]) -> OAuthResult<Vec<usize>> {
-    let mut targets: Vec<usize> = Vec::new();
+/// What the RFC 8707 `resource` parameters of a token request name: this server (the issuer:
+/// its admin API and userinfo) and resource servers, by index, each once.
+#[derive(Debug, Default)]
+pub struct Targets {
+    pub issuer: bool,
+    pub servers: Vec<usize>,
+}
+
+/// The targets `resources` name; `invalid_target` for one that is not an absolute URI without a
+/// fragment, or not known to this server (s2).
+pub fn resource_targets(domain: &Domain, resources: &[String]) -> OAuthResult<Targets> {
+    let mut targets = Targets::default();
     for r in resources {
+        if *r == domain.issuer {
+            targets.issuer = true;
+            continue;
+        }
         let valid = url::Url::parse(r).is_ok() && !r.contains('#');
         if !valid {
             return Err(OAuthError::invalid_target(format!(
@@ -98,11 +109,48 @@ pub fn resource_targets(domain: &Domain, resources: &[String]) -> OAuthResult<Ve
                 "resource {r:?} is not known to this server"
             )));
         };
-        if !targets.contains(&i) {
-            targets.push(i);
+        if !targets.servers.contains(&i) {
+            targets.servers.push(i);
         }
     }
     Ok(targets)
+}
+
+/// The scopes of a user grant's access token, from the grant's `scopes` and the token request's
+/// `resources` (RFC 8707 s2.2, RFC 9068 s3): without any, all of them; otherwise the API scopes
+/// of the resource servers named, and the OpenID scopes only when the issuer is named too (a
+/// token for userinfo). A target the grant holds no scope of is `invalid_target` (for the
+/// issuer: no `openid`). Pure: a grant calls it before it uses anything up, and again on the
+/// scopes it issues. Also returns whether the issuer is an audience by request.
+pub fn for_resources(
+    domain: &Domain,
+    scopes: &[String],
+    resources: &[String],
+) -> OAuthResult<(Vec<String>, bool)> {
+    if resources.is_empty() {
+        return Ok((scopes.to_vec(), false));
+    }
+    let t = resource_targets(domain, resources)?;
+    let owner = |s: &str| domain.scope_owner.get(s).copied();
+    let kept: Vec<String> = scopes
+        .iter()
+        .filter(|s| owner(s).map_or(t.issuer, |i| t.servers.contains(&i)))
+        .cloned()
+        .collect();
+    for &i in &t.servers {
+        if !kept.iter().any(|s| owner(s) == Some(i)) {
+            let r = domain.resource_servers.get(i).map_or("", |r| r.audience.as_str());
+            return Err(OAuthError::invalid_target(format!(
+                "the grant holds no scope of resource {r:?}"
+            )));
+        }
+    }
+    if t.issuer && !kept.iter().any(|s| s == "openid") {
+        return Err(OAuthError::invalid_target(
+            "the grant holds no openid scope: no token for this server",
+        ));
+    }
+    Ok((kept, t.issuer))
 }
 
 /// Resolves the API scopes a client gets from `scope` and `resource` parameters.
@@ -113,7 +161,14 @@ pub fn resolve_api_scopes(
     requested: Option<&str>,
     resources: &[String],
 ) -> OAuthResult<Grant> {
-    let targets = resource_targets(domain, resources)?;
+    let named = resource_targets(domain, resources)?;
+    if named.issuer {
+        return Err(OAuthError::invalid_target(format!(
+            "resource {:?} is this server's admin API: asked for alone, by an administrator client",
+            domain.issuer
+        )));
+    }
+    let targets = named.servers;
     let in_targets = |scope: &str| {
         domain
             .scope_owner

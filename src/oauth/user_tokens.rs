@@ -76,31 +76,8 @@ pub fn wants_refresh(domain: &Domain, client: &Client, scopes: &[String]) -> boo
 /// Issues the access token (and the ID token for `openid`) of a user grant.
 pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthResult<UserTokens> {
     let stored = stored_user_claims(g.user);
-    // RFC 8707 s2.2, RFC 9068 s3: with `resource`, the token is for those resource servers
-    // alone, with their scopes of the grant; one the grant has no scope of is invalid_target.
-    // The issuer as a resource is this server (userinfo): no resource server's scopes.
-    let (to_issuer, others): (Vec<String>, Vec<String>) =
-        g.resources.iter().cloned().partition(|r| *r == ctx.domain.issuer);
-    let targets = scopes::resource_targets(ctx.domain, &others)?;
-    let owner = |s: &str| ctx.domain.scope_owner.get(s).copied();
-    let token_scopes: Vec<String> = g
-        .scopes
-        .iter()
-        .filter(|s| owner(s).is_none_or(|i| g.resources.is_empty() || targets.contains(&i)))
-        .cloned()
-        .collect();
-    for &i in &targets {
-        if !token_scopes.iter().any(|s| owner(s) == Some(i)) {
-            let r = ctx
-                .domain
-                .resource_servers
-                .get(i)
-                .map_or("", |r| r.audience.as_str());
-            return Err(OAuthError::invalid_target(format!(
-                "the grant holds no scope of resource {r:?}"
-            )));
-        }
-    }
+    // RFC 8707 s2.2, RFC 9068 s3: with `resource`, the token is for those resource servers alone.
+    let (token_scopes, to_issuer) = scopes::for_resources(ctx.domain, g.scopes, g.resources)?;
     let api: Vec<String> = token_scopes
         .iter()
         .filter(|s| ctx.domain.scope(s).is_some())
@@ -113,7 +90,7 @@ pub async fn issue<S: OAuthStore>(ctx: &Ctx<'_, S>, g: &UserGrant<'_>) -> OAuthR
         .filter(|rs| rs.scopes.iter().any(|x| api.contains(&x.name)))
         .map(|rs| rs.audience.clone())
         .collect();
-    if audiences.is_empty() || !to_issuer.is_empty() {
+    if audiences.is_empty() || to_issuer {
         // Only OpenID scopes, or asked for: the token is for this server's userinfo endpoint.
         audiences.push(ctx.domain.issuer.clone());
     }

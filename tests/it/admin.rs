@@ -1229,3 +1229,14 @@ async fn an_administrator_clients_refresh_tokens_live_a_week_at_most() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_authorization_header_sent_twice_is_invalid_request() {
+    let app = spawn().await;
+    let token = app.access_token("useradmin").await;
+    let users = app.http.get(format!("{}/admin/v1/Users", app.issuer));
+    crate::harness::assert_two_bearers_refused(users, &token).await;
+    // One of them alone is fine.
+    let (status, _, _) = call(&app, "GET", "/Users", Some(&token), None).await;
+    assert_eq!(status, 200);
+}

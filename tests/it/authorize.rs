@@ -1104,6 +1104,22 @@ async fn the_consent_form_cannot_skip_the_sign_in_the_request_asked_for() {
     app.clock.advance(5);
     let page = browser.consent(&page, "approve", &["openid", "profile"]).await;
     code_of(&page);
+    // A session within max_age when the request came goes straight to consent, and stays good
+    // however long the person reads the page.
+    let browser = signed_in_browser(&app).await;
+    app.clock.advance(30);
+    let params = with(
+        with(request("webapp", WEBAPP_CB, &p), "max_age", "60"),
+        "scope",
+        "openid orders.read",
+    );
+    let page = browser.get(&authorize_url(&app, &params)).await;
+    assert!(page.is_consent(), "{} {}", page.status, page.body);
+    app.clock.advance(120);
+    let page = browser
+        .consent(&page, "approve", &["openid", "orders.read"])
+        .await;
+    code_of(&page);
 }
 
 #[tokio::test]

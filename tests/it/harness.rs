@@ -704,3 +704,18 @@ pub async fn live_sessions(database_url: &str, user_id: &str) -> i64 {
             .expect("count");
     n
 }
+
+/// Sends `req` with the Authorization header twice (`Bearer token`, then another) and asserts
+/// the answer RFC 6750 s3.1 gives a malformed request: 400 with `WWW-Authenticate: Bearer ...
+/// error="invalid_request"`, whichever of the two is good.
+pub async fn assert_two_bearers_refused(req: reqwest::RequestBuilder, token: &str) {
+    let resp = req
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", "Bearer other")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap_or("");
+    assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
+}

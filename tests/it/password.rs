@@ -595,9 +595,17 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
         audiences(billing["access_token"].as_str().unwrap()),
         ["https://api.example.com/billing"]
     );
-    assert_eq!(billing["scope"], "openid offline_access billing.read");
+    assert_eq!(billing["scope"], "billing.read");
     let (_, claims) = jwt_parts(billing["access_token"].as_str().unwrap());
-    assert_eq!(claims["scope"], "openid offline_access billing.read", "{claims}");
+    assert_eq!(claims["scope"], "billing.read", "{claims}");
+    // Not a token for this server: userinfo refuses it (no openid in it).
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(billing["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     // The issuer is this server: a token for userinfo, without the resource servers' scopes.
     let mut form = vec![
         ("username", "alice"),
@@ -612,6 +620,19 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
         std::slice::from_ref(&app.issuer)
     );
     assert_eq!(own["scope"], "openid offline_access");
+    // Without openid there is no token for this server to give.
+    let form = [
+        ("username", "alice"),
+        ("password", alice.as_str()),
+        ("scope", "orders.read"),
+        ("resource", app.issuer.as_str()),
+    ];
+    let (status, _, body) = grant(&app, "pwboth", SECRET, &form).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
     let (status, _, body) = ask(&[("resource", "https://nope.example/api")]).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -642,7 +663,7 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
         audiences(orders["access_token"].as_str().unwrap()),
         ["https://api.example.com/orders"]
     );
-    assert_eq!(orders["scope"], "openid offline_access orders.read");
+    assert_eq!(orders["scope"], "orders.read");
     let (status, again) = refresh(orders["refresh_token"].as_str().unwrap().to_string(), None).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(
@@ -650,4 +671,23 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
         2,
         "{again}"
     );
+    // A resource the family holds no scope of is refused before the token is used up: it still
+    // refreshes afterwards (a refusal after the rotation would leave the client a used token,
+    // whose next use revokes the family).
+    let form = [
+        ("username", "alice"),
+        ("password", alice.as_str()),
+        ("scope", "openid offline_access orders.read"),
+    ];
+    let (status, _, narrow) = grant(&app, "pwboth", SECRET, &form).await;
+    assert_eq!(status, 200, "{narrow}");
+    let rt = narrow["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = refresh(rt.clone(), Some("https://api.example.com/billing")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    let (status, body) = refresh(rt, None).await;
+    assert_eq!(status, 200, "the refresh token is still good: {body}");
 }

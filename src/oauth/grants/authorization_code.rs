@@ -76,6 +76,10 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
             }
             (None, _, None) => {}
         }
+        // What the client is still allowed of the grant, and (RFC 8707) the resources asked for
+        // among it: refused before the code is used up.
+        let scopes = still_granted(ctx.domain, client, row.scope.split(' '))?;
+        crate::oauth::scopes::for_resources(ctx.domain, &scopes, params.all("resource"))?;
         // Single use: one atomic conditional update; a concurrent redemption gets nothing.
         let row = match ctx.store.redeem_code(domain, &hash, ctx.now).await? {
             Some(r) => r,
@@ -85,7 +89,6 @@ impl<S: OAuthStore> Grant<S> for AuthorizationCode {
         let user = user
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-        let scopes = still_granted(ctx.domain, client, row.scope.split(' '))?;
         let claims = user_tokens::stored_claims(row.claims.as_deref());
         let grant = UserGrant {
             resources: params.all("resource"),

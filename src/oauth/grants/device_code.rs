@@ -78,6 +78,10 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             }
             _ => {}
         }
+        // What the client is still allowed of the grant, and (RFC 8707) the resources asked for
+        // among it: refused before the device code is used up.
+        let scopes = crate::oauth::scopes::still_granted(ctx.domain, client, row.scope.split(' '))?;
+        crate::oauth::scopes::for_resources(ctx.domain, &scopes, params.all("resource"))?;
         // Single use: one atomic conditional update; a concurrent redemption gets nothing.
         let Some(row) = ctx.store.redeem_device_code(domain, &hash, ctx.now).await? else {
             // Redeemed by a concurrent request: a reuse like any other.
@@ -109,7 +113,6 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| OAuthError::invalid_grant("the user is no longer active"))?;
-        let scopes = crate::oauth::scopes::still_granted(ctx.domain, client, row.scope.split(' '))?;
         // OpenID Connect Core s2: no nonce (there was no authorization request to carry one).
         let grant = UserGrant {
             resources: params.all("resource"),

@@ -69,6 +69,9 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
             },
         )
         .map_err(|why| invalid(why).with_cause(format!("assertion of {iss:?}")))?;
+        // Scopes and resources first: a request refused for them leaves the assertion unused.
+        let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
+        crate::oauth::scopes::for_resources(ctx.domain, &scopes, params.all("resource"))?;
         assertion::refuse_replay(ctx, &format!("issuer:{}", issuer.issuer), &accepted, invalid).await?;
         let user = match issuer.subject {
             SubjectMapping::Username => ctx.store.find_user(&ctx.domain.name, &accepted.sub).await?,
@@ -76,7 +79,6 @@ impl<S: OAuthStore> Grant<S> for JwtBearer {
         }
         .filter(|u| u.status == "active")
         .ok_or_else(|| invalid("the assertion's subject is not an active user of this domain"))?;
-        let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
         let grant = UserGrant {
             resources: params.all("resource"),
             client,

@@ -30,9 +30,10 @@ impl<S: OAuthStore> Grant<S> for RefreshToken {
         let domain = &ctx.domain.name;
         // The common case (no narrowing asked for) in one conditional update that uses the token
         // up; anything it does not take goes the careful way below.
-        let taken = match params.get("scope") {
-            None => ctx.store.take_refresh(domain, &hash, &client.id, ctx.now).await?,
-            Some(_) => None,
+        let taken = if params.get("scope").is_none() && params.all("resource").is_empty() {
+            ctx.store.take_refresh(domain, &hash, &client.id, ctx.now).await?
+        } else {
+            None
         };
         let (row, family, user, scopes) = match taken {
             Some(row) => {
@@ -154,6 +155,8 @@ async fn checked_rotation<S: OAuthStore>(
     // A malformed or widened scope is refused before the token is used up.
     let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
     let scopes = narrowed(&granted, params.get("scope"))?;
+    // RFC 8707: the resources asked for among them, refused before the token is used up too.
+    crate::oauth::scopes::for_resources(ctx.domain, &scopes, params.all("resource"))?;
     // Single use: one conditional update; lost, the token was rotated meanwhile.
     if row.used_at.is_none() && !ctx.store.rotate_refresh(domain, hash, ctx.now).await? {
         reused(ctx, client, &row, presented).await?;
