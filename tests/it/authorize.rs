@@ -30,6 +30,20 @@ fn request<'a>(client: &'a str, redirect_uri: &'a str, p: &'a Pkce) -> Vec<(&'a 
     ]
 }
 
+/// Redeems the code `page` redirected to the client with, as `client` with `p`'s verifier;
+/// asserts 200 and returns the token response.
+async fn redeem_page(app: &TestApp, page: &Page, p: &Pkce, client: &str) -> serde_json::Value {
+    let code = crate::flow::Code {
+        code: code_of(page),
+        verifier: p.verifier.clone(),
+        redirect_uri: redirect_uri_of(client).into(),
+        client: client.into(),
+    };
+    let (status, body) = exchange(app, &code).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// The request with `name` set to `value` (replaced, or added).
 fn with<'a>(mut params: Vec<(&'a str, &'a str)>, name: &'a str, value: &'a str) -> Vec<(&'a str, &'a str)> {
     params.retain(|(k, _)| *k != name);
@@ -380,18 +394,7 @@ async fn unknown_extra_parameter_is_ignored() {
     params.push(("x-unknown", "1"));
     params.push(("foo", "bar"));
     let page = walk(&app, &browser, &params).await;
-    let code = code_of(&page);
-    let (status, body) = exchange(
-        &app,
-        &crate::flow::Code {
-            code,
-            verifier: p.verifier.clone(),
-            redirect_uri: redirect_uri_of("firstparty").to_string(),
-            client: "firstparty".into(),
-        },
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    redeem_page(&app, &page, &p, "firstparty").await;
 }
 
 #[tokio::test]
@@ -951,18 +954,7 @@ async fn prompt_login_with_a_session_shows_the_login_page_again() {
     let page = browser.sign_in(&page, "alice", &password("alice")).await;
     // After a form POST: 303, never 307/308.
     assert_eq!(page.status, 303, "{}", page.body);
-    let code = code_of(&page);
-    let (status, body) = exchange(
-        &app,
-        &crate::flow::Code {
-            code,
-            verifier: p.verifier.clone(),
-            redirect_uri: cb.into(),
-            client: "firstparty".into(),
-        },
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = redeem_page(&app, &page, &p, "firstparty").await;
     let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
     assert_eq!(id["auth_time"], first_auth + 30, "a new authentication: {id}");
 }
@@ -1000,18 +992,7 @@ async fn max_age_within_the_session_needs_no_login() {
     let cb = redirect_uri_of("firstparty");
     let params = with(request("firstparty", cb, &p), "max_age", "60");
     let page = browser.get(&authorize_url(&app, &params)).await;
-    let code = code_of(&page);
-    let (status, body) = exchange(
-        &app,
-        &crate::flow::Code {
-            code,
-            verifier: p.verifier.clone(),
-            redirect_uri: cb.into(),
-            client: "firstparty".into(),
-        },
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = redeem_page(&app, &page, &p, "firstparty").await;
     // OpenID Connect Core s3.1.2.1: with max_age, the ID token carries auth_time.
     let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
     assert_eq!(id["auth_time"], auth_time, "{id}");
@@ -1078,18 +1059,7 @@ async fn the_consent_form_cannot_skip_the_sign_in_the_request_asked_for() {
     }
     // Signing in goes on with the same request, to a code carrying the new auth_time.
     let page = browser.sign_in(&last.unwrap(), "alice", &password("alice")).await;
-    let code = code_of(&page);
-    let (status, body) = exchange(
-        &app,
-        &crate::flow::Code {
-            code,
-            verifier: p.verifier.clone(),
-            redirect_uri: redirect_uri_of("firstparty").into(),
-            client: "firstparty".into(),
-        },
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = redeem_page(&app, &page, &p, "firstparty").await;
     let (_, id) = jwt_parts(body["id_token"].as_str().unwrap());
     assert_eq!(id["auth_time"], app.clock.now(), "{id}");
     // max_age=0 with consent: the sign-in made for the request is enough for its consent page,

@@ -50,10 +50,20 @@ async fn grant(
 ) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut f = vec![("grant_type", "password")];
     f.extend_from_slice(form);
+    token_answer(app, client, secret, &f).await
+}
+
+/// A token request of `client` (Basic) with exactly `form`.
+async fn token_answer(
+    app: &TestApp,
+    client: &str,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let resp = app
         .post("/oauth2/v1/token")
         .basic_auth(client, Some(secret))
-        .form(&f)
+        .form(form)
         .send()
         .await
         .unwrap();
@@ -645,15 +655,8 @@ async fn resource_narrows_a_user_grants_access_token_to_those_resource_servers()
         async move {
             let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
             form.extend(resource.map(|r| ("resource", r)));
-            let resp = app
-                .post("/oauth2/v1/token")
-                .basic_auth("pwboth", Some(SECRET))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap())
+            let (status, _, body) = token_answer(app, "pwboth", SECRET, &form).await;
+            (status, body)
         }
     };
     let rt = billing["refresh_token"].as_str().unwrap().to_string();
