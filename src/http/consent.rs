@@ -5,8 +5,9 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    consent_page, csrf_cookie, error_page, error_to_client, issue_code, no_longer_registered, pending,
-    pending_form, proceed, read_form, registered_client, require_session, taken_request_failed,
+    SIGNED_IN_ANEW, consent_page, csrf_cookie, error_page, error_to_client, issue_code, no_longer_registered,
+    pending, pending_form, proceed, read_form, registered_client, require_session, shown_for,
+    taken_request_failed,
 };
 use crate::app::AppState;
 use crate::error::{ErrorCode, OAuthError};
@@ -39,7 +40,7 @@ pub async fn get_consent(State(app): State<AppState>, cur: CurrentDomain, req: R
     if !signed_in_as_asked(&req, session.auth_time, row.created_at) {
         return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
     }
-    consent_page(&app, d, &req, &session, &row, &csrf).await
+    consent_page(&app, d, &req, &session, &row, &csrf, None).await
 }
 
 /// Records the decision: deny answers access_denied; approve stores the consent (for the
@@ -64,6 +65,12 @@ pub async fn post_consent(State(app): State<AppState>, cur: CurrentDomain, req: 
     // max_age it has outlived): the sign-in page first, the request kept.
     if !signed_in_as_asked(&req, session.auth_time, row.created_at) {
         return proceed(&app, &cur, &parts.headers, req, None, Some(row), false).await;
+    }
+    // A page shown for another session (the browser signed in again since, perhaps as someone
+    // else) decides nothing: the page again, for the session there is now.
+    if !shown_for(&form, &session) {
+        let csrf = form.get("csrf").unwrap_or_default();
+        return consent_page(&app, d, &req, &session, &row, csrf, Some(SIGNED_IN_ANEW)).await;
     }
     // Single use of the pending request.
     match app.store.take_auth_request(&d.name, &row.id).await {

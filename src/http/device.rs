@@ -9,8 +9,9 @@ use axum::response::Response;
 
 use super::extract::{CurrentDomain, peer_of};
 use super::pages::{
-    bound_csrf, csrf_cookie, csrf_token, current_session, ensure_pending, error_page, login_page, page,
-    pending, pending_form, read_form, require_session, scope_description, see_other, with_cookie,
+    SIGNED_IN_ANEW, bound_csrf, csrf_cookie, csrf_token, current_session, ensure_pending, error_page,
+    login_page, page, pending, pending_form, read_form, require_session, scope_description, see_other,
+    shown_for, with_cookie,
 };
 use super::signin::wait_text;
 use crate::app::AppState;
@@ -165,7 +166,7 @@ async fn confirmation(app: &AppState, d: &Domain, headers: &HeaderMap, id: &str)
     if let Some(message) = no_longer_pending(app, d, &req).await {
         return code_page(d, &csrf, "", Some(message), StatusCode::BAD_REQUEST);
     }
-    confirm_page(app, d, &req, &client.name, &session, &row, &csrf).await
+    confirm_page(app, d, &req, &session, &row, &csrf, None).await
 }
 
 /// Records the person's decision on a pending device request (single use of the request).
@@ -190,6 +191,13 @@ async fn post_decision(app: &AppState, d: &Domain, headers: &HeaderMap, form: &P
     // then nothing is approved or recorded for it.
     if device_client(d, &req).is_none() {
         return error_page(&no_longer_registered_device());
+    }
+    // A page shown for another session (the browser signed in again since, perhaps as someone
+    // else) decides nothing: the page again, for the session there is now.
+    if !shown_for(form, &session) {
+        let csrf = form.get("csrf").unwrap_or_default();
+        let notice = Some(SIGNED_IN_ANEW);
+        return confirm_page(app, d, &req, &session, &row, csrf, notice).await;
     }
     match app.store.take_auth_request(&d.name, &row.id).await {
         Ok(true) => {}
@@ -254,11 +262,15 @@ async fn confirm_page(
     app: &AppState,
     d: &Domain,
     req: &AuthorizationRequest,
-    client_name: &str,
     s: &SessionRow,
     row: &AuthRequestRow,
     csrf: &str,
+    notice: Option<&str>,
 ) -> Response {
+    let client_name = d
+        .client(&req.client_id)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
     let username = match app.store.find_user_by_id(&d.name, &s.user_id).await {
         Ok(Some(u)) => u.username,
         _ => String::new(),
@@ -288,8 +300,10 @@ async fn confirm_page(
         error: None,
         confirm: Some(DeviceConfirm {
             request_id: &row.id,
-            client_name,
+            client_name: &client_name,
             username: &username,
+            session: &s.sid,
+            notice,
             user_code: user_code.as_deref(),
             scopes,
         }),

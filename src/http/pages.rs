@@ -325,7 +325,7 @@ pub async fn proceed(
                 see_other(&redirect_with(&d.url(paths::CONSENT), &[("request", &row.id)])),
                 set,
             ),
-            Ok((row, csrf, set)) => with_cookie(consent_page(app, d, &req, &s, &row, &csrf).await, set),
+            Ok((row, csrf, set)) => with_cookie(consent_page(app, d, &req, &s, &row, &csrf, None).await, set),
             Err(e) => error_page(&e),
         },
         (Ok(_), _) => match ensure_pending(app, d, headers, &req, pending).await {
@@ -406,6 +406,7 @@ pub async fn consent_page(
     s: &SessionRow,
     row: &AuthRequestRow,
     csrf: &str,
+    notice: Option<&str>,
 ) -> Response {
     let client_name = d
         .client(&req.client_id)
@@ -431,9 +432,22 @@ pub async fn consent_page(
         username: &username,
         request_id: &row.id,
         csrf,
+        session: &s.sid,
+        notice,
         scopes,
     };
     page(StatusCode::OK, view.render(), None)
+}
+
+/// What a decision form shown for another session than the browser's now is answered with: its
+/// page again, for the session there is now.
+pub const SIGNED_IN_ANEW: &str = "Someone signed in again in this browser since this page was shown. \
+     Check who is signed in and what is asked, then choose again.";
+
+/// Whether a decision form was shown for the session `s` (its hidden `session` field): a form
+/// shown for another account, or before a sign-in since, decides nothing for this one.
+pub fn shown_for(form: &Params, s: &SessionRow) -> bool {
+    form.get("session") == Some(s.sid.as_str())
 }
 
 /// The consent-page text of a scope.

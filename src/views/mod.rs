@@ -31,6 +31,10 @@ pub struct ConsentPage<'a> {
     pub username: &'a str,
     pub request_id: &'a str,
     pub csrf: &'a str,
+    /// The `sid` of the session the page is shown for: the form is refused for another.
+    pub session: &'a str,
+    /// Why the page is shown again (the browser signed in anew since it was first shown).
+    pub notice: Option<&'a str>,
     pub scopes: Vec<ConsentScope>,
 }
 
@@ -57,6 +61,10 @@ pub struct DeviceConfirm<'a> {
     pub request_id: &'a str,
     pub client_name: &'a str,
     pub username: &'a str,
+    /// The `sid` of the session the page is shown for: the form is refused for another.
+    pub session: &'a str,
+    /// Why the page is shown again (the browser signed in anew since it was first shown).
+    pub notice: Option<&'a str>,
     /// The user code the person typed, to compare with the device's.
     pub user_code: Option<&'a str>,
     pub scopes: Vec<ConsentScope>,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::flow::{
     Browser, Page, Pkce, authorize_url, code_flow, exchange, form_action, pkce, redirect_uri_of,
-    signed_in_browser, token_request, walk,
+    sign_in_again, signed_in_browser, token_request, userinfo, walk,
 };
 use ostiary::clock::Clock;
 
@@ -1114,6 +1114,74 @@ async fn sign_in_answers_303_never_307_or_308() {
 
 // ---------------------------------------------------------------------------------------------
 // Consent
+
+#[tokio::test]
+async fn a_consent_page_shown_for_another_session_decides_nothing() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let p = pkce();
+    // alice signs in and sees the consent page.
+    let login = browser
+        .get(&authorize_url(&app, &request("webapp", WEBAPP_CB, &p)))
+        .await;
+    let page = browser.sign_in(&login, "alice", &password("alice")).await;
+    let shown = browser.get(&page.location().expect("to the consent page")).await;
+    assert!(shown.is_consent(), "{} {}", shown.status, shown.body);
+    assert!(
+        shown.body.contains("Signed in as <strong>alice</strong>"),
+        "{}",
+        shown.body
+    );
+    // In another tab of the same browser, carol signs in (a new session replaces alice's).
+    sign_in_again(&app, &browser, "carol").await;
+    // alice's page, submitted now (approve or deny, or without its session field), decides
+    // nothing: the page again, for carol, the request kept.
+    let request_id = shown.field("request").unwrap();
+    let csrf = shown.field("csrf").unwrap();
+    let alice_sid = shown.field("session").unwrap();
+    for session in [Some(alice_sid.as_str()), None] {
+        for decision in ["approve", "deny"] {
+            let mut form = vec![
+                ("request", request_id.as_str()),
+                ("csrf", csrf.as_str()),
+                ("decision", decision),
+                ("scope", "openid"),
+                ("scope", "profile"),
+            ];
+            form.extend(session.map(|s| ("session", s)));
+            let page = browser.post(&form_action(&shown), &form).await;
+            assert!(
+                page.is_consent(),
+                "{session:?} {decision}: {} {}",
+                page.status,
+                page.body
+            );
+            assert!(page.location().is_none());
+            assert!(
+                page.body.contains("Signed in as <strong>carol</strong>"),
+                "{}",
+                page.body
+            );
+            assert!(page.body.contains("role=\"alert\""), "{}", page.body);
+            assert!(page.body.contains("Someone signed in again"), "{}", page.body);
+            assert_eq!(page.field("request").unwrap(), request_id);
+            assert_ne!(page.field("session").unwrap(), alice_sid);
+        }
+    }
+    // The page shown for carol decides, for carol.
+    let page = browser
+        .get(&format!("{}/consent?request={request_id}", app.issuer))
+        .await;
+    assert!(
+        page.body.contains("Signed in as <strong>carol</strong>"),
+        "{}",
+        page.body
+    );
+    let page = browser.consent(&page, "approve", &["openid", "profile"]).await;
+    let body = redeem_page(&app, &page, &p, "webapp").await;
+    let info = userinfo(&app, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(info["preferred_username"], "carol", "{info}");
+}
 
 #[tokio::test]
 async fn firstparty_never_shows_the_consent_page() {

@@ -1042,6 +1042,63 @@ async fn guessing_user_codes_is_paused_per_client_address() {
 }
 
 #[tokio::test]
+async fn a_confirmation_shown_for_another_session_decides_nothing() {
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid profile").await;
+    let browser = Browser::new();
+    let shown = to_confirmation(&app, &browser, &user_code).await;
+    assert!(
+        shown.body.contains("Signed in as <strong>alice</strong>"),
+        "{}",
+        shown.body
+    );
+    // In another tab of the same browser, carol signs in (a new session replaces alice's).
+    crate::flow::sign_in_again(&app, &browser, "carol").await;
+    // alice's confirmation, submitted now (either way, or without its session field), decides
+    // nothing: the confirmation again, for carol, the device still waiting.
+    let request = shown.field("request").unwrap();
+    let csrf = shown.field("csrf").unwrap();
+    let alice_sid = shown.field("session").unwrap();
+    for session in [Some(alice_sid.as_str()), None] {
+        for decision in ["approve", "deny"] {
+            let mut form = vec![
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("decision", decision),
+            ];
+            form.extend(session.map(|s| ("session", s)));
+            let page = browser.post(&device_url(&app), &form).await;
+            assert!(
+                page.is_consent(),
+                "{session:?} {decision}: {} {}",
+                page.status,
+                page.body
+            );
+            assert!(
+                page.body.contains("Signed in as <strong>carol</strong>"),
+                "{}",
+                page.body
+            );
+            assert!(page.body.contains("Someone signed in again"), "{}", page.body);
+            assert!(page.body.contains(&user_code), "the code is shown again");
+            assert_ne!(page.field("session").unwrap(), alice_sid);
+            assert_page_headers(&page, "confirmation shown again");
+        }
+    }
+    assert_eq!(device_row(&app, &device_code).await.0, "pending");
+    assert_token_error(&poll(&app, "tv", &device_code).await, "authorization_pending");
+    // The confirmation shown for carol decides, for carol.
+    let page = browser
+        .get(&format!("{}?request={request}", device_url(&app)))
+        .await;
+    decide(&browser, &page, "approve").await;
+    let (status, _, body) = poll(&app, "tv", &device_code).await;
+    assert_eq!(status, 200, "{body}");
+    let info = crate::flow::userinfo(&app, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(info["preferred_username"], "carol", "{info}");
+}
+
+#[tokio::test]
 async fn the_device_request_is_not_a_consent_request() {
     let app = spawn().await;
     let (device_code, user_code) = started(&app, "tv", "openid").await;

@@ -134,9 +134,11 @@ impl Browser {
         let action = form_action(consent);
         let request = consent.field("request").expect("request field");
         let csrf = consent.field("csrf").expect("csrf field");
+        let session = consent.field("session").expect("session field");
         let mut form = vec![
             ("request", request.as_str()),
             ("csrf", csrf.as_str()),
+            ("session", session.as_str()),
             ("decision", decision),
         ];
         for s in ticked {
@@ -435,4 +437,27 @@ pub async fn signed_in_browser(app: &TestApp) -> Browser {
     let browser = Browser::new();
     code_flow(app, &browser, "firstparty", "openid", &[]).await;
     browser
+}
+
+/// Signs `username` in, in `browser` (as another tab would: a webapp request with
+/// `prompt=login`); the new session replaces the browser's.
+pub async fn sign_in_again(app: &TestApp, browser: &Browser, username: &str) {
+    let p = pkce();
+    let url = code_request_url(app, "webapp", "openid", &p.challenge, &[("prompt", "login")]);
+    let login = browser.get(&url).await;
+    assert!(login.is_login(), "{}", login.status);
+    let page = browser.sign_in(&login, username, &password(username)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+}
+
+/// The userinfo answer (200) for an access token.
+pub async fn userinfo(app: &TestApp, token: &str) -> Value {
+    let resp = app
+        .get("/oauth2/v1/userinfo")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
 }

@@ -229,9 +229,11 @@ async fn a_browser_flow_may_hop_replicas_at_every_step() {
     assert!(consent.is_consent(), "{} {}", consent.status, consent.body);
     let request = consent.field("request").unwrap();
     let csrf = consent.field("csrf").unwrap();
+    let session = consent.field("session").unwrap();
     let mut form = vec![
         ("request", request.as_str()),
         ("csrf", csrf.as_str()),
+        ("session", session.as_str()),
         ("decision", "approve"),
     ];
     form.extend(scope.split(' ').map(|s| ("scope", s)));
