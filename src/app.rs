@@ -69,6 +69,8 @@ pub struct App {
     pub verified_jwts: crate::oauth::verified_jwts::VerifiedJwts,
     /// Audit events of the token endpoint, stored in batches off the request path.
     pub audit_queue: crate::audit::AuditQueue,
+    /// Password and user-code checks in flight, per throttling bucket.
+    pub gate: crate::oauth::throttle::Gate,
 }
 
 /// The state handed to handlers.
@@ -330,6 +332,7 @@ pub async fn start(
             .build()
             .context("cannot build the back-channel logout HTTP client")?,
         verified_jwts: Default::default(),
+        gate: Default::default(),
     };
     let rings = load_rings(&app, &domains, now).await?;
     app.rings.store(Arc::new(rings));

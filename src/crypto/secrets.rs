@@ -264,8 +264,12 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // A job whose caller is gone (its request dropped while it waited) is not run: no one
+        // would read its answer, and a flood of abandoned checks would delay the others.
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            if !tx.is_closed() {
+                let _ = tx.send(f());
+            }
         });
         self.jobs.send(job).ok()?;
         rx.await.ok()

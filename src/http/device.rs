@@ -22,7 +22,9 @@ use crate::config::DEVICE_CODE_GRANT;
 use crate::domain::{Client, Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{AuthorizationRequest, redirect_with};
-use crate::oauth::device::{UserCodeCheck, check_user_code, decide, format_user_code, normalize_user_code};
+use crate::oauth::device::{
+    Typist, UserCodeCheck, check_user_code, decide, format_user_code, normalize_user_code,
+};
 use crate::oauth::params::Params;
 use crate::store::device::{Approval, DeviceStore, status};
 use crate::store::signin::{AuthRequestRow, SessionRow, SignInStore};
@@ -86,7 +88,11 @@ async fn post_user_code(
     let typed = form.get("user_code").unwrap_or("");
     let now = app.clock.now();
     let retry = |message: &str, status: StatusCode| code_page(d, &csrf, typed, Some(message), status);
-    let row = match check_user_code(&app.store, &app.kek, d, typed, &csrf, address, now).await {
+    let by = Typist {
+        browser: &csrf,
+        address,
+    };
+    let row = match check_user_code(&app.store, &app.kek, &app.gate, d, typed, &by, now).await {
         Ok(UserCodeCheck::Pending(row)) => *row,
         Ok(UserCodeCheck::Locked(secs)) => {
             let message = format!("Too many wrong codes. Try again in {}.", wait_text(secs));

@@ -48,6 +48,7 @@ impl CurrentDomain {
             now: app.clock.now(),
             hasher: app.authenticator.hasher(),
             audit: &app.audit_queue,
+            gate: &app.gate,
             verified: &app.verified_jwts,
             peer,
         }

@@ -59,6 +59,7 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
 
     let attempt = Attempt {
         domain: d,
+        gate: &app.gate,
         username,
         peer: &peer,
         client_id: &req.client_id,

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::oauth::throttle::budget_holder;
 use crate::store::signin::lockout_seconds;
 
 /// Pairs remembered at most; past it, the ones neither locked nor being checked are forgotten.
@@ -49,19 +49,6 @@ pub struct Rules {
 /// One (domain, client, address) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pair(u64);
-
-/// The part of `address` a budget belongs to: an IPv6 address's /64 (one subscriber's usual
-/// share), any other address as it is.
-fn budget_holder(address: &str) -> String {
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
-            let s = a.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Ok(a) => a.to_canonical().to_string(),
-        Err(_) => address.to_string(),
-    }
-}
 
 impl SecretThrottle {
     /// The pair of `client` of `domain` asked from `address`.

@@ -13,7 +13,7 @@ use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
-use crate::oauth::throttle::{Bucket, record_failure, standing};
+use crate::oauth::throttle::{Bucket, Gate, budget_holder, record_failure, tallies};
 use crate::store::admin::AuditStore;
 use crate::store::device::{Approval, DeviceCodeRow, DeviceStore, status};
 use crate::store::logout::LogoutStore;
@@ -162,27 +162,44 @@ pub enum UserCodeCheck {
     Pending(Box<DeviceCodeRow>),
 }
 
-/// RFC 8628 s5.1: looks up a typed user code, within a guessing budget per browser (`browser`:
-/// its CSRF cookie) and per client address, paused with the sign-in backoff when spent.
+/// Who typed a user code: the browser (its CSRF cookie) and the client address.
+pub struct Typist<'a> {
+    pub browser: &'a str,
+    pub address: &'a str,
+}
+
+/// RFC 8628 s5.1: looks up a typed user code, within a guessing budget per browser and per
+/// client address (an IPv6 address by its /64), paused with the sign-in backoff when spent. The
+/// gate counts a lookup in flight until it is counted, so codes typed at once cannot overshoot
+/// the budget.
 pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     store: &S,
     kek: &Kek,
+    gate: &Gate,
     domain: &Domain,
     typed: &str,
-    browser: &str,
-    address: &str,
+    by: &Typist<'_>,
     now: i64,
 ) -> StoreResult<UserCodeCheck> {
     let limits = &domain.config;
     let buckets = [
-        Bucket::new(format!("dc:{}", sha256_b64(browser)), limits.user_code_attempts),
-        Bucket::new(format!("da:{address}"), limits.address_user_code_attempts),
+        Bucket::new(
+            format!("dc:{}", sha256_b64(by.browser)),
+            limits.user_code_attempts,
+        ),
+        Bucket::new(
+            format!("da:{}", budget_holder(by.address)),
+            limits.address_user_code_attempts,
+        ),
     ];
-    let locked = standing(store, domain, &buckets, now).await?.locked_for();
-    if locked > 0 {
-        tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");
-        return Ok(UserCodeCheck::Locked(locked));
-    }
+    let read = tallies(store, domain, &buckets, now).await?;
+    let pass = match gate.admit(&domain.name, &buckets, &read, now) {
+        Ok(pass) => pass,
+        Err(locked) => {
+            tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");
+            return Ok(UserCodeCheck::Locked(locked));
+        }
+    };
     let found = match normalize_user_code(typed) {
         Some(code) => {
             store
@@ -195,7 +212,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     // must not buy more guesses at the codes of others.
     let Some(row) = found else {
         tracing::info!(domain = %domain.name, "unknown user code");
-        record_failure(store, domain, &buckets, now).await?;
+        record_failure(store, domain, &buckets, &pass, now).await?;
         return Ok(UserCodeCheck::Unknown);
     };
     Ok(if row.expires_at <= now {

@@ -51,6 +51,8 @@ pub struct Ctx<'a, S> {
     pub hasher: &'a PasswordHasher,
     /// Audit events of hot paths, stored in batches off the request.
     pub audit: &'a AuditQueue,
+    /// Password checks in flight, per throttling bucket.
+    pub gate: &'a throttle::Gate,
     /// JWT access tokens whose signature this process has verified.
     pub verified: &'a verified_jwts::VerifiedJwts,
     /// Who sent the request.

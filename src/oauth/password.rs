@@ -2,11 +2,13 @@
 //! account and per client address decided before any password is checked, the same argon2 work
 //! and the same answer for an unknown user, a wrong password and a disabled user.
 
+use crate::admin::MAX_USERNAME_CHARS;
 use crate::audit::{AuditEvent, AuditQueue, Outcome};
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::oauth::Peer;
-use crate::oauth::throttle::{Bucket, Standing, record_failure};
+use crate::oauth::throttle::{Bucket, Gate, Standing, budget_holder, record_failure};
+use crate::store::signin::Tally;
 use crate::store::signin::{SignInStore, UserAndLocks};
 use crate::store::{StoreResult, UserRow};
 
@@ -29,6 +31,8 @@ pub enum PasswordCheck {
 /// One password attempt: `username` for `client_id` from `peer`, in `domain`, at `now`.
 pub struct Attempt<'a> {
     pub domain: &'a Domain,
+    /// The checks in flight of this process, per bucket.
+    pub gate: &'a Gate,
     pub username: &'a str,
     pub peer: &'a Peer,
     pub client_id: &'a str,
@@ -47,7 +51,10 @@ pub fn buckets(domain: &Domain, username: &str, address: &str) -> [Bucket; 2] {
     let limits = &domain.config;
     [
         Bucket::new(format!("u:{}", username.to_lowercase()), limits.lockout_threshold),
-        Bucket::new(format!("a:{address}"), limits.address_lockout_threshold),
+        Bucket::new(
+            format!("a:{}", budget_holder(address)),
+            limits.address_lockout_threshold,
+        ),
     ]
 }
 
@@ -67,6 +74,7 @@ pub async fn check_password<S: SignInStore + Sync>(
             &attempt.domain.name,
             attempt.username,
             [&buckets[0].key, &buckets[1].key],
+            attempt.now,
         )
         .await?;
     check_password_read(store, hasher, audit, attempt, password, read).await
@@ -144,15 +152,24 @@ async fn check<S: SignInStore + Sync>(
     (user, locks): UserAndLocks,
 ) -> StoreResult<PasswordCheck> {
     let (domain, now) = (attempt.domain, attempt.now);
+    // No user has a longer name (and its bucket would not fit the store's key): nothing to check
+    // or count.
+    if attempt.username.chars().count() > MAX_USERNAME_CHARS {
+        tracing::info!(domain = %domain.name, "password check failed: username too long");
+        return Ok(PasswordCheck::Failed);
+    }
     let buckets = attempt.buckets();
     // The user is read even when a bucket is locked, so that a lockout answers as fast whether
-    // the account exists or not.
+    // the account exists or not. The gate counts this check in flight until it is counted in
+    // the store: guesses sent at once cannot all read "not locked" and go ahead.
     let standing = Standing::of(&buckets, &locks, now);
-    let locked = standing.locked_for();
-    if locked > 0 {
-        tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
-        return Ok(PasswordCheck::Locked(locked));
-    }
+    let pass = match attempt.gate.admit(&domain.name, &buckets, &locks, now) {
+        Ok(pass) => pass,
+        Err(locked) => {
+            tracing::info!(domain = %domain.name, "password refused: locked after repeated failures, or its budget is being checked");
+            return Ok(PasswordCheck::Locked(locked));
+        }
+    };
     let (hash, active) = match &user {
         Some(u) => (u.password_hash.clone(), u.status == "active"),
         None => (None, false),
@@ -167,12 +184,13 @@ async fn check<S: SignInStore + Sync>(
             // (the usual case), nothing is written.
             if standing.counts(&buckets[0]) {
                 store.clear_login_failures(&domain.name, &buckets[0].key).await?;
+                pass.recorded(0, Tally::default(), now);
             }
             Ok(PasswordCheck::Valid(u))
         }
         _ => {
             tracing::info!(domain = %domain.name, "password check failed");
-            record_failure(store, domain, &buckets, now).await?;
+            record_failure(store, domain, &buckets, &pass, now).await?;
             Ok(PasswordCheck::Failed)
         }
     }

@@ -3,9 +3,14 @@
 //! address); a bucket over its threshold is locked for `lockout_duration`, doubling with each
 //! further failure up to `lockout_max`.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
 use crate::domain::Domain;
 use crate::store::StoreResult;
-use crate::store::signin::SignInStore;
+use crate::store::signin::{SignInStore, Tally, lockout_seconds};
 
 /// A failure counter and the failures it allows before a lockout.
 pub struct Bucket {
@@ -40,63 +45,259 @@ impl Standing {
         self.counted.contains(&bucket.key)
     }
 
-    /// The standing of `buckets` given each one's lock end, in the same order (`None`: no
-    /// failures on record), at `now`.
-    pub fn of(buckets: &[Bucket], locks: &[Option<i64>], now: i64) -> Standing {
-        Standing::from_rows(
-            buckets
-                .iter()
-                .zip(locks)
-                .filter_map(|(b, lock)| lock.map(|until| (b.key.clone(), until)))
-                .collect(),
-            now,
-        )
-    }
-
-    /// From the rows on record: (bucket, lock end).
-    fn from_rows(rows: Vec<(String, i64)>, now: i64) -> Standing {
+    /// The standing of `buckets` given each one's count, in the same order (`None`: no failures
+    /// on record), at `now`.
+    pub fn of(buckets: &[Bucket], tallies: &[Option<Tally>], now: i64) -> Standing {
+        let on_record = || buckets.iter().zip(tallies).filter_map(|(b, t)| t.map(|t| (b, t)));
         Standing {
-            locked: rows
-                .iter()
-                .map(|(_, until)| (until - now).max(0))
+            locked: on_record()
+                .map(|(_, t)| (t.locked_until - now).max(0))
                 .max()
                 .unwrap_or(0),
-            counted: rows.into_iter().map(|(bucket, _)| bucket).collect(),
+            counted: on_record().map(|(b, _)| b.key.clone()).collect(),
         }
     }
 }
 
-/// The standing of `buckets` at `now`.
-pub async fn standing<S: SignInStore + Sync>(
+/// The counts of `buckets` at `now`, in the same order.
+pub async fn tallies<S: SignInStore + Sync>(
     store: &S,
     domain: &Domain,
     buckets: &[Bucket],
     now: i64,
-) -> StoreResult<Standing> {
+) -> StoreResult<Vec<Option<Tally>>> {
     let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
-    let rows = store.login_attempts(&domain.name, &keys).await?;
-    Ok(Standing::from_rows(rows, now))
+    store.login_attempts(&domain.name, &keys, now).await
 }
 
-/// Counts one failure in every bucket.
+/// Counts one failure in every bucket of `pass`, and tells the gate what the store now holds.
 pub async fn record_failure<S: SignInStore + Sync>(
     store: &S,
     domain: &Domain,
     buckets: &[Bucket],
+    pass: &Pass<'_>,
     now: i64,
 ) -> StoreResult<()> {
     let limits = &domain.config;
-    for b in buckets {
-        store
-            .record_login_failure(
-                &domain.name,
-                &b.key,
-                now,
-                b.threshold,
-                limits.lockout_duration.0,
-                limits.lockout_max.0,
-            )
+    let (first, max) = (limits.lockout_duration.0, limits.lockout_max.0);
+    for (i, b) in buckets.iter().enumerate() {
+        let failures = store
+            .record_login_failure(&domain.name, &b.key, now, b.threshold, first, max)
             .await?;
+        let lock = lockout_seconds(failures, b.threshold, first, max);
+        pass.recorded(
+            i,
+            Tally {
+                failures,
+                locked_until: if lock > 0 { now + lock } else { 0 },
+            },
+            now,
+        );
     }
     Ok(())
+}
+
+/// The part of `address` a budget belongs to: an IPv6 address's /64 (one subscriber's usual
+/// share, which an attacker can rotate through), any other address as it is.
+pub fn budget_holder(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
+            let s = a.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(a) => a.to_canonical().to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
+/// How long a process keeps what it recorded about a bucket beside the store's counts: longer
+/// than any read of them takes.
+const KEEP_SECS: i64 = 60;
+/// Buckets remembered before the ones with nothing in flight are forgotten, whatever their age.
+const MAX_ENTRIES: usize = 100_000;
+
+/// The checks in flight per bucket in this process. The store's counts are written after a check
+/// (after argon2, after a lookup): without the gate, every guess sent at once reads them before
+/// any is counted and goes ahead, past the budget. A bucket lets through at once as many checks as
+/// failures it has left before its lock (one at a time once spent, between its locks); the counts
+/// this process recorded are kept for a minute beside the store's, so a read made before them does
+/// not count. Per process: N replicas may each let that many through at once.
+#[derive(Default)]
+pub struct Gate {
+    entries: Mutex<HashMap<u64, Flight>>,
+    seed: RandomState,
+}
+
+/// One bucket in this process: the checks in flight and the last count recorded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flight {
+    pending: i64,
+    recorded: Tally,
+    at: i64,
+}
+
+/// Checks admitted by [`Gate::admit`], one per bucket; dropped when they are over (counted or
+/// not: a dropped request's check answered no one).
+pub struct Pass<'g> {
+    gate: &'g Gate,
+    keys: Vec<u64>,
+}
+
+impl Gate {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Flight>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets one check of `buckets` of `domain` go ahead, given their counts `read` from the store
+    /// (in the same order), or says for how many seconds it may not: a bucket is locked, or the
+    /// checks in flight already fill what is left of its budget (then 1 second: they are about to
+    /// be counted).
+    pub fn admit(
+        &self,
+        domain: &str,
+        buckets: &[Bucket],
+        read: &[Option<Tally>],
+        now: i64,
+    ) -> Result<Pass<'_>, i64> {
+        let keys: Vec<u64> = buckets
+            .iter()
+            .map(|b| self.seed.hash_one((domain, &b.key)))
+            .collect();
+        let mut m = self.entries();
+        if m.len() >= MAX_ENTRIES {
+            m.retain(|_, f| f.pending > 0 || now - f.at < KEEP_SECS);
+            if m.len() >= MAX_ENTRIES {
+                m.retain(|_, f| f.pending > 0);
+            }
+        }
+        let mut wait = 0;
+        for ((b, key), read) in buckets.iter().zip(&keys).zip(read) {
+            let f = m.get(key).copied().unwrap_or_default();
+            let mut t = read.unwrap_or_default();
+            if f.at > 0 && now - f.at < KEEP_SECS {
+                t.failures = t.failures.max(f.recorded.failures);
+                t.locked_until = t.locked_until.max(f.recorded.locked_until);
+            }
+            if t.locked_until > now {
+                wait = wait.max(t.locked_until - now);
+            } else if f.pending >= (b.threshold - t.failures).max(1) {
+                wait = wait.max(1);
+            }
+        }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for key in &keys {
+            m.entry(*key).or_default().pending += 1;
+        }
+        drop(m);
+        Ok(Pass { gate: self, keys })
+    }
+}
+
+impl Pass<'_> {
+    /// What the store holds for bucket `i` after this check: a failure counted (its count and
+    /// lock), or its failures forgotten (`Tally::default()`).
+    pub fn recorded(&self, i: usize, tally: Tally, now: i64) {
+        let Some(key) = self.keys.get(i) else {
+            return;
+        };
+        if let Some(f) = self.gate.entries().get_mut(key) {
+            f.recorded = tally;
+            f.at = now;
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let mut m = self.gate.entries();
+        for key in &self.keys {
+            if let Some(f) = m.get_mut(key) {
+                f.pending -= 1;
+                if f.pending <= 0 && f.at == 0 {
+                    m.remove(key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn buckets() -> [Bucket; 2] {
+        [
+            Bucket::new("u:alice".into(), 3),
+            Bucket::new("a:1.2.3.4".into(), 10),
+        ]
+    }
+
+    fn failed(failures: i64, locked_until: i64) -> Tally {
+        Tally {
+            failures,
+            locked_until,
+        }
+    }
+
+    #[test]
+    fn checks_at_once_are_let_through_only_to_the_budget_left() {
+        let gate = Gate::default();
+        let b = buckets();
+        let none = [None, None];
+        // Three failures allowed: three checks at once, not a fourth.
+        let passes: Vec<_> = (0..3).map(|_| gate.admit("d", &b, &none, 100).unwrap()).collect();
+        assert_eq!(gate.admit("d", &b, &none, 100).err(), Some(1));
+        // Another domain, or another account, has its own budget.
+        assert!(gate.admit("e", &b, &none, 100).is_ok());
+        // With one failure on record, two at once.
+        drop(passes);
+        let read = [Some(failed(1, 0)), None];
+        let passes: Vec<_> = (0..2).map(|_| gate.admit("d", &b, &read, 100).unwrap()).collect();
+        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(1));
+        drop(passes);
+        // Spent, the lock over: one at a time.
+        let read = [Some(failed(5, 90)), None];
+        let pass = gate.admit("d", &b, &read, 100).unwrap();
+        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(1));
+        drop(pass);
+        // Locked: the seconds left.
+        let read = [Some(failed(5, 130)), None];
+        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(30));
+        // Nothing left behind by passes that recorded nothing.
+        assert!(gate.entries().is_empty());
+    }
+
+    #[test]
+    fn what_was_recorded_counts_over_an_older_read() {
+        let gate = Gate::default();
+        let b = buckets();
+        let none = [None, None];
+        // Three checks read "no failures"; the first two fail and are counted.
+        let p1 = gate.admit("d", &b, &none, 100).unwrap();
+        let p2 = gate.admit("d", &b, &none, 100).unwrap();
+        p1.recorded(0, failed(1, 0), 100);
+        p2.recorded(0, failed(3, 130), 100);
+        drop((p1, p2));
+        // A check whose read was made before them is still refused: the lock recorded here.
+        assert_eq!(gate.admit("d", &b, &none, 101).err(), Some(29));
+        // A minute later the store's read alone decides.
+        assert!(gate.admit("d", &b, &none, 100 + KEEP_SECS).is_ok());
+        // The address bucket's count: 9 recorded, one check at a time left.
+        let p = gate.admit("d", &b, &none, 200).unwrap();
+        p.recorded(1, failed(9, 0), 200);
+        let q = gate.admit("d", &[Bucket::new("a:1.2.3.4".into(), 10)], &[None], 200);
+        assert_eq!(q.err(), Some(1));
+    }
+
+    #[test]
+    fn ipv6_budgets_are_per_64() {
+        assert_eq!(budget_holder("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(budget_holder("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64");
+        assert_eq!(budget_holder("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(budget_holder("192.0.2.7"), "192.0.2.7");
+        assert_eq!(budget_holder("not an address"), "not an address");
+    }
 }

@@ -20,9 +20,35 @@ pub struct AuthRequestRow {
     pub expires_at: i64,
 }
 
+/// What the store holds about a throttling bucket with failures on record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Its failures within the day (older ones no longer count: the next failure starts again).
+    pub failures: i64,
+    /// When its lock ends (0 or past: not locked).
+    pub locked_until: i64,
+}
+
+impl Tally {
+    /// From a row's failures, lock end and last update, read at `now`.
+    pub fn read(failures: i64, locked_until: i64, updated_at: i64, now: i64) -> Tally {
+        Tally {
+            failures: if updated_at < now - FAILURE_WINDOW {
+                0
+            } else {
+                failures
+            },
+            locked_until,
+        }
+    }
+}
+
+/// How long a failure counts: failures older than this are forgotten at the next one.
+pub const FAILURE_WINDOW: i64 = 86_400;
+
 /// What a password check reads before argon2: the user by username (`None`: no such user) and
-/// the lock ends of its two throttling buckets (`None`: no failures on record).
-pub type UserAndLocks = (Option<UserRow>, [Option<i64>; 2]);
+/// its two throttling buckets (`None`: no failures on record).
+pub type UserAndLocks = (Option<UserRow>, [Option<Tally>; 2]);
 
 /// An SSO session, stored by the SHA-256 of its cookie value.
 #[derive(Debug, Clone, FromRow)]
@@ -133,25 +159,27 @@ pub(super) static RENEW_SESSION: LazyLock<String> = LazyLock::new(|| {
 });
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen = $3 WHERE hash = $1 AND domain = $2 \
      AND ended_at IS NULL AND last_seen < $3";
-/// The lock ends of two throttling buckets, `$3` and `$4` of domain `$1` (NULL: no failures on
-/// record).
-const LOCK_COLUMNS: &str = "(SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $3) AS lock_0, \
-     (SELECT locked_until FROM login_attempts WHERE domain = $1 AND bucket = $4) AS lock_1";
+/// The counts of two throttling buckets, `$3` and `$4` of domain `$1` (NULL: no failures on
+/// record), joined as `l0` and `l1` by [`LOCK_JOINS`].
+const LOCK_COLUMNS: &str = "l0.failures AS fail_0, l0.locked_until AS lock_0, l0.updated_at AS seen_0, \
+     l1.failures AS fail_1, l1.locked_until AS lock_1, l1.updated_at AS seen_1";
+const LOCK_JOINS: &str = "LEFT JOIN login_attempts l0 ON l0.domain = $1 AND l0.bucket = $3 \
+     LEFT JOIN login_attempts l1 ON l1.domain = $1 AND l1.bucket = $4";
 /// A password check's one read: the user by username `$2` (no row in `users`: the `u_` columns
-/// are NULL) and the lock ends of two throttling buckets.
+/// are NULL) and the counts of two throttling buckets.
 pub(super) static USER_AND_LOCKS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {JOINED_USER_COLUMNS}, {LOCK_COLUMNS} \
-         FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2"
+         FROM (SELECT 1 AS one) AS o LEFT JOIN users u ON u.domain = $1 AND u.username = $2 {LOCK_JOINS}"
     )
 });
 /// The sign-in form's one read: the pending request `$5`, unexpired at `$6` (none: its columns are
-/// NULL), beside [`USER_AND_LOCKS`]'s user and locks.
+/// NULL), beside [`USER_AND_LOCKS`]'s user and counts.
 pub(super) static SIGN_IN_READ: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {}, {JOINED_USER_COLUMNS}, {LOCK_COLUMNS} FROM (SELECT 1 AS one) AS o \
          LEFT JOIN auth_requests r ON r.id = $5 AND r.domain = $1 AND r.expires_at + 0 > $6 \
-         LEFT JOIN users u ON u.domain = $1 AND u.username = $2",
+         LEFT JOIN users u ON u.domain = $1 AND u.username = $2 {LOCK_JOINS}",
         qualified(AUTH_REQUEST_COLUMNS, "r")
     )
 });
@@ -306,20 +334,22 @@ pub trait SignInStore {
         sid: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
-    /// The buckets (`u:NAME`, `a:ADDRESS`, ...) among `buckets` with failures on record, each with
-    /// the time its lock ends (0 or past: not locked), in one read.
+    /// The counts of `buckets` (`u:NAME`, `a:ADDRESS`, ...) at `now`, in the same order (`None`:
+    /// no failures on record), in one read.
     fn login_attempts(
         &self,
         domain: &str,
         buckets: &[&str],
-    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
-    /// The user with this username and the lock ends of two buckets (`None`: no failures on
-    /// record), in one read: what a password check needs before argon2.
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<Option<Tally>>>> + Send;
+    /// The user with this username and the counts of two buckets (`None`: no failures on
+    /// record) at `now`, in one read: what a password check needs before argon2.
     fn find_user_and_locks(
         &self,
         domain: &str,
         username: &str,
         buckets: [&str; 2],
+        now: i64,
     ) -> impl Future<Output = StoreResult<UserAndLocks>> + Send;
     /// The sign-in form's one read: the pending request `request_id`, unexpired at `now`, and
     /// what [`Self::find_user_and_locks`] reads.
@@ -589,21 +619,34 @@ impl SignInStore for SqlStore {
             .await?)
     }
 
-    async fn login_attempts(&self, domain: &str, buckets: &[&str]) -> StoreResult<Vec<(String, i64)>> {
+    async fn login_attempts(
+        &self,
+        domain: &str,
+        buckets: &[&str],
+        now: i64,
+    ) -> StoreResult<Vec<Option<Tally>>> {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
         let list: Vec<String> = (2..buckets.len() + 2).map(|n| format!("${n}")).collect();
         let sql = format!(
-            "SELECT bucket, locked_until FROM login_attempts WHERE domain = $1 AND bucket IN ({})",
+            "SELECT bucket, failures, locked_until, updated_at FROM login_attempts WHERE domain = $1 AND bucket IN ({})",
             list.join(", ")
         );
         let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(domain);
-        Ok(buckets
+        let rows: Vec<(String, i64, i64, i64)> = buckets
             .iter()
             .fold(q, |q, b| q.bind(*b))
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        Ok(buckets
+            .iter()
+            .map(|b| {
+                rows.iter()
+                    .find(|r| r.0 == *b)
+                    .map(|r| Tally::read(r.1, r.2, r.3, now))
+            })
+            .collect())
     }
 
     async fn find_user_and_locks(
@@ -611,6 +654,7 @@ impl SignInStore for SqlStore {
         domain: &str,
         username: &str,
         buckets: [&str; 2],
+        now: i64,
     ) -> StoreResult<UserAndLocks> {
         let row = sqlx::query(USER_AND_LOCKS.as_str())
             .bind(domain)
@@ -619,7 +663,7 @@ impl SignInStore for SqlStore {
             .bind(buckets[1])
             .fetch_one(&self.pool)
             .await?;
-        user_and_locks(&row, domain)
+        user_and_locks(&row, domain, now)
     }
 
     async fn find_sign_in(
@@ -643,7 +687,7 @@ impl SignInStore for SqlStore {
             Some(_) => Some(AuthRequestRow::from_row(&row)?),
             None => None,
         };
-        Ok((request, user_and_locks(&row, domain)?))
+        Ok((request, user_and_locks(&row, domain, now)?))
     }
 
     async fn record_login_failure(
@@ -664,7 +708,7 @@ impl SignInStore for SqlStore {
         .bind(domain)
         .bind(bucket)
         .bind(now)
-        .bind(now - 86_400)
+        .bind(now - FAILURE_WINDOW)
         .fetch_one(&self.writer)
         .await?;
         if failures >= threshold {
@@ -697,12 +741,18 @@ impl SignInStore for SqlStore {
     }
 }
 
-/// The user and the lock ends of a row of [`USER_AND_LOCKS`] or [`SIGN_IN_READ`].
-fn user_and_locks(row: &sqlx::any::AnyRow, domain: &str) -> StoreResult<UserAndLocks> {
-    Ok((
-        joined_user(row, domain)?,
-        [row.try_get("lock_0")?, row.try_get("lock_1")?],
-    ))
+/// The user and the bucket counts of a row of [`USER_AND_LOCKS`] or [`SIGN_IN_READ`], at `now`.
+fn user_and_locks(row: &sqlx::any::AnyRow, domain: &str, now: i64) -> StoreResult<UserAndLocks> {
+    let tally = |i: usize| -> StoreResult<Option<Tally>> {
+        let failures: Option<i64> = row.try_get(format!("fail_{i}").as_str())?;
+        let lock: Option<i64> = row.try_get(format!("lock_{i}").as_str())?;
+        let seen: Option<i64> = row.try_get(format!("seen_{i}").as_str())?;
+        Ok(match (failures, lock, seen) {
+            (Some(f), Some(l), Some(s)) => Some(Tally::read(f, l, s, now)),
+            _ => None,
+        })
+    };
+    Ok((joined_user(row, domain)?, [tally(0)?, tally(1)?]))
 }
 
 /// How long `failures` lock a counter that allows `threshold` before a lockout: `first` seconds at

@@ -1021,6 +1021,33 @@ async fn guessing_user_codes_is_paused_per_browser() {
     assert!(confirm.is_consent());
 }
 
+/// Wrong codes typed at once all read the counts before any is counted: only the budget's worth
+/// is looked up, the others are paused.
+#[tokio::test]
+async fn user_codes_typed_at_once_do_not_overshoot_the_budget() {
+    let app = spawn().await;
+    let (_, user_code) = started(&app, "tv", "openid").await;
+    let browser = Browser::new();
+    let csrf = browser.get(&device_url(&app)).await.field("csrf").unwrap();
+    let url = device_url(&app);
+    let wrong = if user_code == "BBBB-BBBB" {
+        "CCCC-CCCC"
+    } else {
+        "BBBB-BBBB"
+    };
+    let form = [("csrf", csrf.as_str()), ("user_code", wrong)];
+    let pages = futures_util::future::join_all((0..12).map(|_| browser.post(&url, &form))).await;
+    let statuses: Vec<u16> = pages.iter().map(|p| p.status).collect();
+    let looked_up = statuses.iter().filter(|s| **s == 400).count();
+    let paused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((looked_up, paused), (5, 7), "{statuses:?}");
+    let rows = crate::harness::rows_text(&app.database_url, "login_attempts", "bucket, failures").await;
+    assert!(
+        rows.lines().any(|r| r.starts_with("dc:") && r.ends_with(" 5")),
+        "{rows}"
+    );
+}
+
 #[tokio::test]
 async fn guessing_user_codes_is_paused_per_client_address() {
     let app = spawn_with("address_user_code_attempts = 3").await;

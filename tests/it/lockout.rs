@@ -120,16 +120,44 @@ async fn a_successful_sign_in_forgets_the_accounts_failures() {
     // (Eight failures without the success would have locked the account at the fifth: see above.)
 }
 
-/// The password check's one read: the user (or none) and each bucket's lock end in the order
-/// asked (none: no failures on record). A swapped column would lock or forget the wrong bucket.
+/// Guesses sent at once all read the counts before any is counted (argon2 takes 20 ms each, two
+/// at a time): without the gate every one of them would be checked. The budget's worth is checked
+/// and counted; the others are refused as locked, without argon2.
+#[tokio::test]
+async fn guesses_sent_at_once_do_not_overshoot_the_budget() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new();
+    let login = login_page(&app, &browser).await;
+    let guesses = (0..16).map(|_| browser.sign_in(&login, "alice", "wrong"));
+    let pages = futures_util::future::join_all(guesses).await;
+    let statuses: Vec<u16> = pages.iter().map(|p| p.status).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (5, 11), "{statuses:?}");
+    let rows = crate::harness::rows_text(&app.database_url, "login_attempts", "bucket, failures").await;
+    assert!(rows.lines().any(|r| r == "u:alice 5"), "{rows}");
+    // The right password is refused too, while the lock lasts.
+    let page = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+}
+
+/// The password check's one read: the user (or none) and each bucket's count and lock end in the
+/// order asked (none: no failures on record); failures older than a day count as none. A swapped
+/// column would lock or forget the wrong bucket.
 #[tokio::test]
 async fn one_read_gives_the_user_and_each_buckets_lock_in_order() {
     use ostiary::clock::Clock;
     use ostiary::store::SqlStore;
-    use ostiary::store::signin::SignInStore;
+    use ostiary::store::signin::{SignInStore, Tally};
 
     let app = TestApp::spawn().await;
     let store = SqlStore::connect(&app.database_url, 1).await.unwrap();
+    let t = |failures, locked_until| {
+        Some(Tally {
+            failures,
+            locked_until,
+        })
+    };
     let now = app.clock.now();
     // Threshold 1: the address is locked for 30 s at once; the account has a failure, no lock.
     store
@@ -142,27 +170,33 @@ async fn one_read_gives_the_user_and_each_buckets_lock_in_order() {
         .unwrap();
 
     let (user, locks) = store
-        .find_user_and_locks("default", "alice", ["u:alice", "a:192.0.2.1"])
+        .find_user_and_locks("default", "alice", ["u:alice", "a:192.0.2.1"], now)
         .await
         .unwrap();
     assert_eq!(user.map(|u| u.username).as_deref(), Some("alice"));
-    assert_eq!(locks, [Some(0), Some(now + 30)]);
+    assert_eq!(locks, [t(1, 0), t(1, now + 30)]);
     let (_, swapped) = store
-        .find_user_and_locks("default", "alice", ["a:192.0.2.1", "u:alice"])
+        .find_user_and_locks("default", "alice", ["a:192.0.2.1", "u:alice"], now)
         .await
         .unwrap();
-    assert_eq!(swapped, [Some(now + 30), Some(0)]);
+    assert_eq!(swapped, [t(1, now + 30), t(1, 0)]);
+    // A day later the failures no longer count; the (past) lock end is still read.
+    let (_, later) = store
+        .find_user_and_locks("default", "alice", ["u:alice", "a:192.0.2.1"], now + 86_401)
+        .await
+        .unwrap();
+    assert_eq!(later, [t(0, 0), t(0, now + 30)]);
 
     // An unknown user, buckets without failures: one row all the same, of NULLs.
     let (user, locks) = store
-        .find_user_and_locks("default", "ghost", ["u:ghost", "a:192.0.2.2"])
+        .find_user_and_locks("default", "ghost", ["u:ghost", "a:192.0.2.2"], now)
         .await
         .unwrap();
     assert!(user.is_none());
     assert_eq!(locks, [None, None]);
     // Another domain's user is not found.
     let (user, _) = store
-        .find_user_and_locks("tenant2", "alice", ["u:alice", "a:192.0.2.1"])
+        .find_user_and_locks("tenant2", "alice", ["u:alice", "a:192.0.2.1"], now)
         .await
         .unwrap();
     assert!(user.is_none());

@@ -88,7 +88,8 @@ async fn the_client_address_comes_from_the_header_of_a_trusted_proxy_only() {
             "198.51.100.7:4711, 203.0.113.9:5123",
             "a:203.0.113.9",
         ),
-        (r#"["127.0.0.1"]"#, "[2001:db8::7]:4711", "a:2001:db8::7"),
+        // An IPv6 address counts by its /64 (one subscriber's usual share).
+        (r#"["127.0.0.1"]"#, "[2001:db8::7]:4711", "a:2001:db8:0:0::/64"),
     ] {
         let app = app_with(&format!(
             "client_address_header = \"X-Forwarded-For\"\ntrusted_proxies = {proxies}"
@@ -112,6 +113,47 @@ async fn the_client_address_comes_from_the_header_of_a_trusted_proxy_only() {
         assert_eq!(addresses, [bucket], "{proxies}: {buckets}");
         app.stop().await;
     }
+}
+
+/// Guesses sent at once through the grant: the account's budget is checked and counted, the
+/// others refused as locked without argon2 (see lockout.rs for the sign-in page).
+#[tokio::test]
+async fn password_guesses_sent_at_once_do_not_overshoot_the_budget() {
+    let app = app().await;
+    let guess = |n: usize| {
+        let app = &app;
+        async move {
+            let password = format!("wrong-{n}");
+            let form = [("username", "alice"), ("password", password.as_str())];
+            let (status, _, body) = grant(app, "pwclient", SECRET, &form).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "{body}"
+            );
+            body["error_description"].as_str().unwrap_or("").to_string()
+        }
+    };
+    let answers = futures_util::future::join_all((0..12).map(guess)).await;
+    let checked = answers.iter().filter(|a| a.contains("incorrect")).count();
+    let refused = answers.iter().filter(|a| a.contains("too many")).count();
+    assert_eq!((checked, refused), (5, 7), "{answers:?}");
+}
+
+/// A username longer than any user's (its bucket would not fit PostgreSQL's index key) is a
+/// failed sign-in like any other, never a store error.
+#[tokio::test]
+async fn a_username_longer_than_any_fails_like_a_wrong_one() {
+    let app = app().await;
+    // Random, so that PostgreSQL cannot compress the key under its limit.
+    let long: String = (0..70)
+        .map(|_| ostiary::crypto::secrets::random_token())
+        .collect();
+    let form = [("username", long.as_str()), ("password", "whatever")];
+    let (status, _, body) = grant(&app, "pwclient", SECRET, &form).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert_eq!(body["error_description"], "the username or password is incorrect");
 }
 
 #[tokio::test]

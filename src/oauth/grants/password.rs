@@ -35,6 +35,7 @@ impl<S: OAuthStore> Grant<S> for Password {
         let scopes = resolve_user_scopes(ctx.domain, client, params.get("scope"))?;
         let attempt = Attempt {
             domain: ctx.domain,
+            gate: ctx.gate,
             username,
             peer: &ctx.peer,
             client_id: &client.id,
