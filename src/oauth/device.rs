@@ -193,7 +193,7 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
         ),
     ];
     let read = tallies(store, domain, &buckets, now).await?;
-    let pass = match gate.admit(&domain.name, &buckets, &read, now) {
+    let pass = match gate.admit(&domain.name, &buckets, &read, now).await {
         Ok(pass) => pass,
         Err(locked) => {
             tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");

@@ -163,7 +163,7 @@ async fn check<S: SignInStore + Sync>(
     // the account exists or not. The gate counts this check in flight until it is counted in
     // the store: guesses sent at once cannot all read "not locked" and go ahead.
     let standing = Standing::of(&buckets, &locks, now);
-    let pass = match attempt.gate.admit(&domain.name, &buckets, &locks, now) {
+    let pass = match attempt.gate.admit(&domain.name, &buckets, &locks, now).await {
         Ok(pass) => pass,
         Err(locked) => {
             tracing::info!(domain = %domain.name, "password refused: locked after repeated failures, or its budget is being checked");

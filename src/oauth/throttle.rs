@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::domain::Domain;
 use crate::store::StoreResult;
@@ -119,13 +122,29 @@ const MAX_ENTRIES: usize = 100_000;
 /// The checks in flight per bucket in this process. The store's counts are written after a check
 /// (after argon2, after a lookup): without the gate, every guess sent at once reads them before
 /// any is counted and goes ahead, past the budget. A bucket lets through at once as many checks as
-/// failures it has left before its lock (one at a time once spent, between its locks); the counts
-/// this process recorded are kept for a minute beside the store's, so a read made before them does
-/// not count. Per process: N replicas may each let that many through at once.
+/// failures it has left before its lock (one at a time once spent, between its locks); the others
+/// wait for one of them to end (people behind one address signing in at once are not refused),
+/// then go ahead or find the lock it recorded. The counts this process recorded are kept for a
+/// minute beside the store's, so a read made before them does not count. Per process: N replicas
+/// may each let that many through at once.
 #[derive(Default)]
 pub struct Gate {
     entries: Mutex<HashMap<u64, Flight>>,
     seed: RandomState,
+    /// Told when a check ends.
+    ended: Notify,
+}
+
+/// How long a check waits for its turn before it is refused (1 second, as when locked).
+const WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Whether a check may go ahead now.
+enum Turn<'g> {
+    Go(Pass<'g>),
+    /// Locked for this many seconds.
+    Locked(i64),
+    /// Its budget is being checked: wait for a check to end.
+    Wait,
 }
 
 /// One bucket in this process: the checks in flight and the last count recorded.
@@ -149,16 +168,35 @@ impl Gate {
     }
 
     /// Lets one check of `buckets` of `domain` go ahead, given their counts `read` from the store
-    /// (in the same order), or says for how many seconds it may not: a bucket is locked, or the
-    /// checks in flight already fill what is left of its budget (then 1 second: they are about to
-    /// be counted).
-    pub fn admit(
+    /// (in the same order), once the checks in flight leave room in each budget; or says for how
+    /// many seconds it may not: a bucket is locked (by the store, or by a check that ended while
+    /// this one waited), or no room came within [`WAIT_MAX`] (then 1).
+    pub async fn admit(
         &self,
         domain: &str,
         buckets: &[Bucket],
         read: &[Option<Tally>],
         now: i64,
     ) -> Result<Pass<'_>, i64> {
+        let deadline = tokio::time::Instant::now() + WAIT_MAX;
+        loop {
+            // Listening before looking: a check that ends in between is not missed.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.turn(domain, buckets, read, now) {
+                Turn::Go(pass) => return Ok(pass),
+                Turn::Locked(secs) => return Err(secs),
+                Turn::Wait => {
+                    if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                        return Err(1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn turn(&self, domain: &str, buckets: &[Bucket], read: &[Option<Tally>], now: i64) -> Turn<'_> {
         let keys: Vec<u64> = buckets
             .iter()
             .map(|b| self.seed.hash_one((domain, &b.key)))
@@ -170,7 +208,7 @@ impl Gate {
                 m.retain(|_, f| f.pending > 0);
             }
         }
-        let mut wait = 0;
+        let (mut locked, mut busy) = (0, false);
         for ((b, key), read) in buckets.iter().zip(&keys).zip(read) {
             let f = m.get(key).copied().unwrap_or_default();
             let mut t = read.unwrap_or_default();
@@ -179,19 +217,22 @@ impl Gate {
                 t.locked_until = t.locked_until.max(f.recorded.locked_until);
             }
             if t.locked_until > now {
-                wait = wait.max(t.locked_until - now);
+                locked = locked.max(t.locked_until - now);
             } else if f.pending >= (b.threshold - t.failures).max(1) {
-                wait = wait.max(1);
+                busy = true;
             }
         }
-        if wait > 0 {
-            return Err(wait);
+        if locked > 0 {
+            return Turn::Locked(locked);
+        }
+        if busy {
+            return Turn::Wait;
         }
         for key in &keys {
             m.entry(*key).or_default().pending += 1;
         }
         drop(m);
-        Ok(Pass { gate: self, keys })
+        Turn::Go(Pass { gate: self, keys })
     }
 }
 
@@ -220,6 +261,8 @@ impl Drop for Pass<'_> {
                 }
             }
         }
+        drop(m);
+        self.gate.ended.notify_waiters();
     }
 }
 
@@ -242,53 +285,93 @@ mod tests {
         }
     }
 
-    #[test]
-    fn checks_at_once_are_let_through_only_to_the_budget_left() {
+    #[tokio::test(start_paused = true)]
+    async fn checks_at_once_are_let_through_only_to_the_budget_left() {
         let gate = Gate::default();
         let b = buckets();
         let none = [None, None];
         // Three failures allowed: three checks at once, not a fourth.
-        let passes: Vec<_> = (0..3).map(|_| gate.admit("d", &b, &none, 100).unwrap()).collect();
-        assert_eq!(gate.admit("d", &b, &none, 100).err(), Some(1));
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            passes.push(gate.admit("d", &b, &none, 100).await.unwrap());
+        }
+        // A fourth waits (here the 10 s, then refused for 1 s).
+        assert_eq!(gate.admit("d", &b, &none, 100).await.err(), Some(1));
         // Another domain, or another account, has its own budget.
-        assert!(gate.admit("e", &b, &none, 100).is_ok());
+        assert!(gate.admit("e", &b, &none, 100).await.is_ok());
         // With one failure on record, two at once.
         drop(passes);
         let read = [Some(failed(1, 0)), None];
-        let passes: Vec<_> = (0..2).map(|_| gate.admit("d", &b, &read, 100).unwrap()).collect();
-        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(1));
+        let mut passes = Vec::new();
+        for _ in 0..2 {
+            passes.push(gate.admit("d", &b, &read, 100).await.unwrap());
+        }
+        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(1));
         drop(passes);
         // Spent, the lock over: one at a time.
         let read = [Some(failed(5, 90)), None];
-        let pass = gate.admit("d", &b, &read, 100).unwrap();
-        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(1));
+        let pass = gate.admit("d", &b, &read, 100).await.unwrap();
+        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(1));
         drop(pass);
         // Locked: the seconds left.
         let read = [Some(failed(5, 130)), None];
-        assert_eq!(gate.admit("d", &b, &read, 100).err(), Some(30));
+        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(30));
         // Nothing left behind by passes that recorded nothing.
         assert!(gate.entries().is_empty());
     }
 
-    #[test]
-    fn what_was_recorded_counts_over_an_older_read() {
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_check_goes_ahead_when_one_ends_or_finds_its_lock() {
+        let gate = std::sync::Arc::new(Gate::default());
+        let b = [Bucket::new("u:alice".into(), 1)];
+        let first = gate.admit("d", &b, &[None], 100).await.unwrap();
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let b = [Bucket::new("u:alice".into(), 1)];
+                gate.admit("d", &b, &[None], 100).await.map(|_| ())
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        // The first ends without a failure (a right password): the second goes ahead.
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        // The first fails and locks: the waiting one finds the lock.
+        let first = gate.admit("d", &b, &[None], 100).await.unwrap();
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let b = [Bucket::new("u:alice".into(), 1)];
+                gate.admit("d", &b, &[None], 100).await.map(|_| ())
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        first.recorded(0, failed(1, 130), 100);
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), Err(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_was_recorded_counts_over_an_older_read() {
         let gate = Gate::default();
         let b = buckets();
         let none = [None, None];
         // Three checks read "no failures"; the first two fail and are counted.
-        let p1 = gate.admit("d", &b, &none, 100).unwrap();
-        let p2 = gate.admit("d", &b, &none, 100).unwrap();
+        let p1 = gate.admit("d", &b, &none, 100).await.unwrap();
+        let p2 = gate.admit("d", &b, &none, 100).await.unwrap();
         p1.recorded(0, failed(1, 0), 100);
         p2.recorded(0, failed(3, 130), 100);
         drop((p1, p2));
         // A check whose read was made before them is still refused: the lock recorded here.
-        assert_eq!(gate.admit("d", &b, &none, 101).err(), Some(29));
+        assert_eq!(gate.admit("d", &b, &none, 101).await.err(), Some(29));
         // A minute later the store's read alone decides.
-        assert!(gate.admit("d", &b, &none, 100 + KEEP_SECS).is_ok());
+        assert!(gate.admit("d", &b, &none, 100 + KEEP_SECS).await.is_ok());
         // The address bucket's count: 9 recorded, one check at a time left.
-        let p = gate.admit("d", &b, &none, 200).unwrap();
+        let p = gate.admit("d", &b, &none, 200).await.unwrap();
         p.recorded(1, failed(9, 0), 200);
-        let q = gate.admit("d", &[Bucket::new("a:1.2.3.4".into(), 10)], &[None], 200);
+        let address = [Bucket::new("a:1.2.3.4".into(), 10)];
+        let q = gate.admit("d", &address, &[None], 200).await;
         assert_eq!(q.err(), Some(1));
     }
 

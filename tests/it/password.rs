@@ -140,6 +140,20 @@ async fn password_guesses_sent_at_once_do_not_overshoot_the_budget() {
     assert_eq!((checked, refused), (5, 7), "{answers:?}");
 }
 
+/// Right passwords sent at once (people behind one address, a script) are not refused: past the
+/// budget's worth in flight they wait for their turn, and all are let in.
+#[tokio::test]
+async fn right_passwords_sent_at_once_all_get_in() {
+    let app = app().await;
+    let alice = password("alice");
+    let form = [("username", "alice"), ("password", alice.as_str())];
+    let answers =
+        futures_util::future::join_all((0..12).map(|_| grant(&app, "pwclient", SECRET, &form))).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let refused: Vec<&serde_json::Value> = answers.iter().filter(|a| a.0 != 200).map(|a| &a.2).collect();
+    assert_eq!(statuses, [200; 12], "{refused:?}");
+}
+
 /// A username longer than any user's (its bucket would not fit PostgreSQL's index key) is a
 /// failed sign-in like any other, never a store error.
 #[tokio::test]
