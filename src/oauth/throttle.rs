@@ -4,12 +4,13 @@
 //! further failure up to `lockout_max`.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use crate::domain::Domain;
 use crate::store::StoreResult;
@@ -123,28 +124,50 @@ const MAX_ENTRIES: usize = 100_000;
 /// (after argon2, after a lookup): without the gate, every guess sent at once reads them before
 /// any is counted and goes ahead, past the budget. A bucket lets through at once as many checks as
 /// failures it has left before its lock (one at a time once spent, between its locks); the others
-/// wait for one of them to end (people behind one address signing in at once are not refused),
-/// then go ahead or find the lock it recorded. The counts this process recorded are kept for a
-/// minute beside the store's, so a read made before them does not count. Per process: N replicas
-/// may each let that many through at once.
+/// queue, first come first served per bucket, and are let through as checks end, or answered
+/// with the lock one of them recorded. So people behind one address signing in at once are
+/// queued, not refused, in the order they came (as the argon2 threads take them). The counts this
+/// process recorded are kept for a minute beside the store's, so a read made before them does not
+/// count. Per process: N replicas may each let that many through at once.
 #[derive(Default)]
 pub struct Gate {
-    entries: Mutex<HashMap<u64, Flight>>,
+    inner: Mutex<Inner>,
     seed: RandomState,
-    /// Told when a check ends.
-    ended: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<u64, Flight>,
+    queue: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+/// A check waiting for its turn.
+struct Waiter {
+    id: u64,
+    ask: Ask,
+    tx: oneshot::Sender<Result<(), i64>>,
+}
+
+/// What a check asks of the gate: its buckets (hashed keys and thresholds), their counts as the
+/// store read them, and the time of the request.
+struct Ask {
+    keys: Vec<u64>,
+    thresholds: Vec<i64>,
+    read: Vec<Option<Tally>>,
+    now: i64,
 }
 
 /// How long a check waits for its turn before it is refused (1 second, as when locked).
 const WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Whether a check may go ahead now.
-enum Turn<'g> {
-    Go(Pass<'g>),
+enum Turn {
+    Go,
     /// Locked for this many seconds.
     Locked(i64),
     /// Its budget is being checked: wait for a check to end.
-    Wait,
+    Busy,
 }
 
 /// One bucket in this process: the checks in flight and the last count recorded.
@@ -162,15 +185,91 @@ pub struct Pass<'g> {
     keys: Vec<u64>,
 }
 
+impl Inner {
+    /// Whether `ask` may go ahead, given the checks in flight and the counts recorded here.
+    fn turn(&self, ask: &Ask) -> Turn {
+        let (mut locked, mut busy) = (0, false);
+        for ((key, threshold), read) in ask.keys.iter().zip(&ask.thresholds).zip(&ask.read) {
+            let f = self.entries.get(key).copied().unwrap_or_default();
+            let mut t = read.unwrap_or_default();
+            if f.at > 0 && ask.now - f.at < KEEP_SECS {
+                t.failures = t.failures.max(f.recorded.failures);
+                t.locked_until = t.locked_until.max(f.recorded.locked_until);
+            }
+            if t.locked_until > ask.now {
+                locked = locked.max(t.locked_until - ask.now);
+            } else if f.pending >= (threshold - t.failures).max(1) {
+                busy = true;
+            }
+        }
+        match (locked, busy) {
+            (l, _) if l > 0 => Turn::Locked(l),
+            (_, true) => Turn::Busy,
+            _ => Turn::Go,
+        }
+    }
+
+    fn take(&mut self, keys: &[u64]) {
+        for key in keys {
+            self.entries.entry(*key).or_default().pending += 1;
+        }
+    }
+
+    fn give_back(&mut self, keys: &[u64]) {
+        for key in keys {
+            if let Some(f) = self.entries.get_mut(key) {
+                f.pending -= 1;
+                if f.pending <= 0 && f.at == 0 {
+                    self.entries.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Lets the queued checks through in order, each once its buckets have room, and answers the
+    /// locked ones; a check never passes one queued before it on a bucket they share.
+    fn dispatch(&mut self) {
+        let mut blocked: Vec<u64> = Vec::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let w = &self.queue[i];
+            if w.tx.is_closed() {
+                self.queue.remove(i);
+                continue;
+            }
+            let behind = w.ask.keys.iter().any(|k| blocked.contains(k));
+            match self.turn(&w.ask) {
+                Turn::Locked(secs) => {
+                    if let Some(w) = self.queue.remove(i) {
+                        let _ = w.tx.send(Err(secs));
+                    }
+                }
+                Turn::Go if !behind => {
+                    if let Some(w) = self.queue.remove(i) {
+                        self.take(&w.ask.keys);
+                        if w.tx.send(Ok(())).is_err() {
+                            self.give_back(&w.ask.keys);
+                        }
+                    }
+                }
+                _ => {
+                    blocked.extend(&w.ask.keys);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
 impl Gate {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Flight>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Lets one check of `buckets` of `domain` go ahead, given their counts `read` from the store
-    /// (in the same order), once the checks in flight leave room in each budget; or says for how
-    /// many seconds it may not: a bucket is locked (by the store, or by a check that ended while
-    /// this one waited), or no room came within [`WAIT_MAX`] (then 1).
+    /// (in the same order), once the checks in flight and those queued before it leave room in
+    /// each budget; or says for how many seconds it may not: a bucket is locked (by the store, or
+    /// by a check that ended while this one waited), or no room came within [`WAIT_MAX`] (then 1).
     pub async fn admit(
         &self,
         domain: &str,
@@ -178,61 +277,95 @@ impl Gate {
         read: &[Option<Tally>],
         now: i64,
     ) -> Result<Pass<'_>, i64> {
-        let deadline = tokio::time::Instant::now() + WAIT_MAX;
-        loop {
-            // Listening before looking: a check that ends in between is not missed.
-            let ended = self.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            match self.turn(domain, buckets, read, now) {
-                Turn::Go(pass) => return Ok(pass),
-                Turn::Locked(secs) => return Err(secs),
-                Turn::Wait => {
-                    if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                        return Err(1);
-                    }
+        let ask = Ask {
+            keys: buckets
+                .iter()
+                .map(|b| self.seed.hash_one((domain, &b.key)))
+                .collect(),
+            thresholds: buckets.iter().map(|b| b.threshold).collect(),
+            read: read.to_vec(),
+            now,
+        };
+        let keys = ask.keys.clone();
+        let mut waiting = {
+            let mut g = self.inner();
+            if g.entries.len() >= MAX_ENTRIES {
+                g.entries.retain(|_, f| f.pending > 0 || now - f.at < KEEP_SECS);
+                if g.entries.len() >= MAX_ENTRIES {
+                    g.entries.retain(|_, f| f.pending > 0);
                 }
             }
+            let queued = g
+                .queue
+                .iter()
+                .any(|w| w.ask.keys.iter().any(|k| ask.keys.contains(k)));
+            match g.turn(&ask) {
+                Turn::Locked(secs) => return Err(secs),
+                Turn::Go if !queued => {
+                    g.take(&keys);
+                    return Ok(Pass { gate: self, keys });
+                }
+                _ => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = g.next_id;
+            g.next_id += 1;
+            g.queue.push_back(Waiter { id, ask, tx });
+            // The queue may hold only checks whose requests are gone, which no ending check
+            // would clear: let it through now if it can go.
+            g.dispatch();
+            Waiting {
+                gate: self,
+                id,
+                keys: Some(keys.clone()),
+                rx,
+            }
+        };
+        let answer = match tokio::time::timeout(WAIT_MAX, &mut waiting.rx).await {
+            Ok(answer) => answer.unwrap_or(Err(1)),
+            // Not answered in time: out of the queue (or, answered as the wait ended, that).
+            Err(_) => waiting.leave().unwrap_or(Err(1)),
+        };
+        waiting.keys = None;
+        answer.map(|()| Pass { gate: self, keys })
+    }
+}
+
+/// A check in the queue. Dropped before its answer was taken (its request gone, or its wait
+/// over), it leaves the queue, or gives back the room it was given.
+struct Waiting<'g> {
+    gate: &'g Gate,
+    id: u64,
+    /// Its buckets, while the answer is not taken.
+    keys: Option<Vec<u64>>,
+    rx: oneshot::Receiver<Result<(), i64>>,
+}
+
+impl Waiting<'_> {
+    /// Leaves the queue; the answer when it had come meanwhile.
+    fn leave(&mut self) -> Option<Result<(), i64>> {
+        let mut g = self.gate.inner();
+        match g.queue.iter().position(|w| w.id == self.id) {
+            Some(at) => {
+                g.queue.remove(at);
+                g.dispatch();
+                None
+            }
+            None => self.rx.try_recv().ok(),
         }
     }
+}
 
-    fn turn(&self, domain: &str, buckets: &[Bucket], read: &[Option<Tally>], now: i64) -> Turn<'_> {
-        let keys: Vec<u64> = buckets
-            .iter()
-            .map(|b| self.seed.hash_one((domain, &b.key)))
-            .collect();
-        let mut m = self.entries();
-        if m.len() >= MAX_ENTRIES {
-            m.retain(|_, f| f.pending > 0 || now - f.at < KEEP_SECS);
-            if m.len() >= MAX_ENTRIES {
-                m.retain(|_, f| f.pending > 0);
-            }
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let Some(keys) = self.keys.take() else {
+            return;
+        };
+        if let Some(Ok(())) = self.leave() {
+            let mut g = self.gate.inner();
+            g.give_back(&keys);
+            g.dispatch();
         }
-        let (mut locked, mut busy) = (0, false);
-        for ((b, key), read) in buckets.iter().zip(&keys).zip(read) {
-            let f = m.get(key).copied().unwrap_or_default();
-            let mut t = read.unwrap_or_default();
-            if f.at > 0 && now - f.at < KEEP_SECS {
-                t.failures = t.failures.max(f.recorded.failures);
-                t.locked_until = t.locked_until.max(f.recorded.locked_until);
-            }
-            if t.locked_until > now {
-                locked = locked.max(t.locked_until - now);
-            } else if f.pending >= (b.threshold - t.failures).max(1) {
-                busy = true;
-            }
-        }
-        if locked > 0 {
-            return Turn::Locked(locked);
-        }
-        if busy {
-            return Turn::Wait;
-        }
-        for key in &keys {
-            m.entry(*key).or_default().pending += 1;
-        }
-        drop(m);
-        Turn::Go(Pass { gate: self, keys })
     }
 }
 
@@ -243,7 +376,7 @@ impl Pass<'_> {
         let Some(key) = self.keys.get(i) else {
             return;
         };
-        if let Some(f) = self.gate.entries().get_mut(key) {
+        if let Some(f) = self.gate.inner().entries.get_mut(key) {
             f.recorded = tally;
             f.at = now;
         }
@@ -252,17 +385,9 @@ impl Pass<'_> {
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
-        let mut m = self.gate.entries();
-        for key in &self.keys {
-            if let Some(f) = m.get_mut(key) {
-                f.pending -= 1;
-                if f.pending <= 0 && f.at == 0 {
-                    m.remove(key);
-                }
-            }
-        }
-        drop(m);
-        self.gate.ended.notify_waiters();
+        let mut g = self.gate.inner();
+        g.give_back(&self.keys);
+        g.dispatch();
     }
 }
 
@@ -317,7 +442,7 @@ mod tests {
         let read = [Some(failed(5, 130)), None];
         assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(30));
         // Nothing left behind by passes that recorded nothing.
-        assert!(gate.entries().is_empty());
+        assert!(gate.inner().entries.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -350,6 +475,69 @@ mod tests {
         first.recorded(0, failed(1, 130), 100);
         drop(first);
         assert_eq!(waiting.await.unwrap(), Err(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_checks_go_in_the_order_they_came() {
+        let gate = std::sync::Arc::new(Gate::default());
+        let one = || [Bucket::new("u:alice".into(), 1)];
+        let first = gate.admit("d", &one(), &[None], 100).await.unwrap();
+        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..3 {
+            let (gate, tx) = (gate.clone(), tx.clone());
+            tokio::spawn(async move {
+                let pass = gate.admit("d", &one(), &[None], 100).await.unwrap();
+                tx.send(n).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(pass);
+            });
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Another bucket is not held up by them.
+        let other = [Bucket::new("u:carol".into(), 1)];
+        assert!(gate.admit("d", &other, &[None], 100).await.is_ok());
+        drop(first);
+        // A newcomer does not pass the queue either: it comes last.
+        let late = {
+            let (gate, tx) = (gate.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _pass = gate.admit("d", &one(), &[None], 100).await.unwrap();
+                tx.send(9).unwrap();
+            })
+        };
+        late.await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(n) = order.try_recv() {
+            seen.push(n);
+        }
+        assert_eq!(seen, [0, 1, 2, 9]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_dropped_as_its_turn_came_gives_its_room_back() {
+        let gate = std::sync::Arc::new(Gate::default());
+        let one = || [Bucket::new("u:alice".into(), 1)];
+        let first = gate.admit("d", &one(), &[None], 100).await.unwrap();
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.admit("d", &one(), &[None], 100).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Its turn comes (the room is given to it) and its request goes before it runs.
+        drop(first);
+        waiting.abort();
+        let alice = one();
+        let next = tokio::time::timeout(Duration::from_secs(1), gate.admit("d", &alice, &[None], 100));
+        assert!(matches!(next.await, Ok(Ok(_))), "the room was lost");
+        // A check dropped while it waits leaves the queue: it holds no one up.
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.admit("d", &one(), &[None], 100).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        waiting.abort();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(gate.inner().queue.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
