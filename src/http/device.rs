@@ -169,8 +169,10 @@ async fn confirmation(app: &AppState, d: &Domain, headers: &HeaderMap, id: &str)
         Ok(None) => return login_page(d, &client.name, &row.id, &csrf, "", None, StatusCode::OK),
         Err(e) => return error_page(&e),
     };
-    if let Some(message) = no_longer_pending(app, d, &req).await {
-        return code_page(d, &csrf, "", Some(message), StatusCode::BAD_REQUEST);
+    match no_longer_pending(app, d, &req).await {
+        Ok(None) => {}
+        Ok(Some(message)) => return code_page(d, &csrf, "", Some(message), StatusCode::BAD_REQUEST),
+        Err(page) => return page,
     }
     confirm_page(app, d, &req, &session, &row, &csrf, None).await
 }
@@ -222,8 +224,16 @@ async fn post_decision(app: &AppState, d: &Domain, headers: &HeaderMap, form: &P
         Ok(true) => {}
         Ok(false) => {
             let csrf = form.get("csrf").unwrap_or("");
-            let message = no_longer_pending(app, d, &req).await.unwrap_or(EXPIRED);
-            return code_page(d, csrf, "", Some(message), StatusCode::BAD_REQUEST);
+            return match no_longer_pending(app, d, &req).await {
+                Ok(message) => code_page(
+                    d,
+                    csrf,
+                    "",
+                    Some(message.unwrap_or(EXPIRED)),
+                    StatusCode::BAD_REQUEST,
+                ),
+                Err(page) => page,
+            };
         }
         Err(e) => return error_page(&e.into()),
     }
@@ -239,14 +249,22 @@ async fn post_decision(app: &AppState, d: &Domain, headers: &HeaderMap, form: &P
     page(StatusCode::OK, view.render(), None)
 }
 
-/// Why the device authorization of `req` can no longer be decided, if it cannot.
-async fn no_longer_pending(app: &AppState, d: &Domain, req: &AuthorizationRequest) -> Option<&'static str> {
-    let hash = req.device.as_deref()?;
+/// Why the device authorization of `req` can no longer be decided, if it cannot; a store that
+/// cannot be read is an error page of its own (503), not an expired code.
+async fn no_longer_pending(
+    app: &AppState,
+    d: &Domain,
+    req: &AuthorizationRequest,
+) -> Result<Option<&'static str>, Response> {
+    let Some(hash) = req.device.as_deref() else {
+        return Ok(Some(EXPIRED));
+    };
     match app.store.find_device_code(&d.name, hash).await {
-        Ok(Some(r)) if r.expires_at <= app.clock.now() => Some(EXPIRED),
-        Ok(Some(r)) if r.status != status::PENDING => Some(DECIDED),
-        Ok(Some(_)) => None,
-        Ok(None) | Err(_) => Some(EXPIRED),
+        Ok(Some(r)) if r.expires_at <= app.clock.now() => Ok(Some(EXPIRED)),
+        Ok(Some(r)) if r.status != status::PENDING => Ok(Some(DECIDED)),
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => Ok(Some(EXPIRED)),
+        Err(e) => Err(error_page(&e.into())),
     }
 }
 

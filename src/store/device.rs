@@ -14,7 +14,8 @@ use super::{SqlStore, StoreResult};
 pub struct DeviceCodeRow {
     pub hash: String,
     pub domain: String,
-    /// SHA-256 of the normalized user code (8 letters, no dash).
+    /// HMAC (a key derived from the key-encryption key) of the normalized user code (8 letters, no
+    /// dash): `oauth::device::user_code_hash`. The migration that made the column says SHA-256.
     pub user_code_hash: String,
     pub client_id: String,
     pub scope: String,

@@ -723,6 +723,33 @@ async fn a_code_approved_in_time_but_polled_after_expiry_is_expired() {
     assert_eq!(count_rows(&app.database_url, "tokens").await, 0, "nothing issued");
 }
 
+/// Expired between the poll's read and its redemption (its time ran out, or a sign-out ended it,
+/// at that moment; injected as a trigger on the redemption): expired_token, as any expired code
+/// (RFC 8628 s3.5), not invalid_grant.
+#[tokio::test]
+async fn a_code_that_expires_as_it_is_redeemed_is_expired() {
+    use crate::harness::{Fault, add_fault};
+    let app = spawn().await;
+    let (device_code, user_code) = started(&app, "tv", "openid").await;
+    let browser = Browser::new();
+    let confirm = to_confirmation(&app, &browser, &user_code).await;
+    decide(&browser, &confirm, "approve").await;
+    let sql = if app.database_url.starts_with("postgres") {
+        "UPDATE device_codes SET expires_at = 1 WHERE hash = NEW.hash; RETURN NULL"
+    } else {
+        "UPDATE device_codes SET expires_at = 1 WHERE hash = NEW.hash; SELECT RAISE(IGNORE)"
+    };
+    add_fault(
+        &app.database_url,
+        "expires_now",
+        "BEFORE UPDATE OF used_at ON device_codes",
+        Fault::Run(sql.into()),
+    )
+    .await;
+    assert_token_error(&poll(&app, "tv", &device_code).await, "expired_token");
+    assert_eq!(count_rows(&app.database_url, "tokens").await, 0, "nothing issued");
+}
+
 /// A reload disables the client while its confirmation page is open: Allow gives an error page,
 /// records no consent, and approves nothing, so the device gets nothing even once the client is
 /// enabled again.

@@ -169,7 +169,7 @@ async fn a_session_written_while_a_user_is_disabled_or_reset_is_ended_after_the_
         sign_in_zed(&app, signs_in_with).await;
         assert_eq!(live_sessions(&app.database_url, &id).await, 1, "{column}");
         let when = format!("AFTER UPDATE OF {column} ON users");
-        add_fault(&app.database_url, "revive", &when, Fault::Run(revive)).await;
+        add_fault(&app.database_url, "revive", &when, Fault::Run(revive.into())).await;
         let method = if column == "status" { "PATCH" } else { "POST" };
         let (status, _, answer) = call(&app, method, &path, Some(&token), Some(body)).await;
         assert!(status == 200 || status == 204, "{column}: {status} {answer}");

@@ -635,7 +635,7 @@ pub enum Fault {
     Ignore,
     /// This statement runs as well, in the same transaction (`NEW` is the row written): what a
     /// concurrent request could have written at that moment.
-    Run(&'static str),
+    Run(String),
 }
 
 /// Injects a fault straight into the app's database: a trigger `name` that fires `when`

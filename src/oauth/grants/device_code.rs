@@ -87,7 +87,9 @@ impl<S: OAuthStore> Grant<S> for DeviceCode {
             // Redeemed by a concurrent request: a reuse like any other.
             return match ctx.store.find_device_code(domain, &hash).await? {
                 Some(now_row) if now_row.used_at.is_some() => Err(reused(ctx, &hash).await?),
-                _ => Err(invalid().with_cause("device code expired meanwhile")),
+                // RFC 8628 s3.5: expired (its time ran out, or a sign-out ended it) meanwhile.
+                Some(now_row) if now_row.expires_at <= ctx.now => Err(expired()),
+                _ => Err(invalid().with_cause("device code changed meanwhile")),
             };
         };
         let (Some(user_id), Some(sid), Some(auth_time), Some(amr), Some(session_expires_at)) = (
