@@ -353,10 +353,13 @@ pub struct Withdrawn {
 }
 
 /// Withdraws a consent: deletes it, revokes the user's families for that client (offline ones
-/// too), closes the client's codes in the user's live sessions, queues a back-channel logout for each of the user's sessions the client served (or
-/// one by `sub` alone when there is none and the client accepts that), and audits it with
+/// too), closes the client's codes in the user's live sessions, queues a back-channel logout for
+/// each of the user's sessions the client served (or one by `sub` alone when there is none and
+/// the client accepts that), and audits it with
 /// `actor` (`user:<id>` from the account page, `client:<id>` from the admin API) and the
-/// request's id.
+/// request's id. When the user had neither a consent, a token family nor a session with the
+/// client, nothing is done: no logout is queued (a form naming any client would otherwise send
+/// the user's `sub` to it), nothing audited.
 pub async fn withdraw_consent<S: OAuthStore>(
     store: &S,
     domain: &Domain,
@@ -374,6 +377,15 @@ pub async fn withdraw_consent<S: OAuthStore>(
         revoke_family_in(store, domain, family, c, now).await?;
     }
     let sids = store.client_sids(&domain.name, user_id, client_id, now).await?;
+    // Nothing the user ever gave this client (any client_id a form names): nothing to tell it,
+    // nothing to audit.
+    if !existed && families.is_empty() && sids.is_empty() {
+        return Ok(Withdrawn {
+            existed,
+            families: 0,
+            queued: false,
+        });
+    }
     let mut queued = false;
     if sids.is_empty() {
         queued |= queue_backchannel(store, domain, client_id, user_id, None, now).await?;

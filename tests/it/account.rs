@@ -73,6 +73,35 @@ async fn account_page_signs_in_first_and_refuses_forms_without_csrf() {
     app.stop().await;
 }
 
+/// Withdrawing access a client never had (any client_id a form names) does nothing: no
+/// back-channel logout carries the user's `sub` to that client, nothing is audited.
+#[tokio::test]
+async fn withdrawing_what_was_never_given_tells_no_one() {
+    let listener = Listener::start(&[]).await;
+    let app = spawn(&listener).await;
+    let browser = Browser::new();
+    let url = format!("{}/account", app.issuer);
+    let login = browser.get(&url).await;
+    let back = browser.sign_in(&login, "alice", &password("alice")).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let page = browser.get(&url).await;
+    let csrf = page.field("csrf").expect("a csrf field");
+    for client in ["rpc", "no-such-client"] {
+        let form = [
+            ("action", "withdraw"),
+            ("client_id", client),
+            ("csrf", csrf.as_str()),
+        ];
+        let done = browser.post(&url, &form).await;
+        assert_eq!(done.status, 303, "{client}: {}", done.body);
+    }
+    let db = &app.database_url;
+    assert_eq!(crate::harness::count_rows(db, "logout_deliveries").await, 0);
+    let events = crate::harness::rows_text(db, "audit_events", "kind").await;
+    assert!(!events.contains("consent.withdrawn"), "{events}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn browser_account_withdraws_a_consent_and_signs_out_everywhere() {
     let Some(chrome) = Chrome::start().await else {
