@@ -49,6 +49,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// The time a client has to send a request's body (`server.body_read_timeout`).
+    pub body_read_timeout: Duration,
     /// Requests answered after this long are logged at warn (`server.slow_request`).
     pub slow_request: Option<Duration>,
     /// Key settings.
@@ -308,6 +310,7 @@ pub async fn start(
         grants: Grants::all(),
         metrics: metrics_handle(),
         max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: Duration::from_millis(config.server.body_read_timeout.0.max(1)),
         slow_request: config.server.slow_request.non_zero(),
         keys: config.keys.clone(),
         instance: random_id(),

@@ -270,8 +270,8 @@ impl DirectoryStore for EmptyStore {
     async fn list_config_users(&self, _: &str) -> StoreResult<Vec<UserRow>> {
         Ok(Vec::new())
     }
-    async fn upsert_user(&self, _: &UserRow) -> StoreResult<()> {
-        Ok(())
+    async fn upsert_user(&self, _: &UserRow) -> StoreResult<bool> {
+        Ok(true)
     }
     async fn insert_user(&self, _: &UserRow) -> StoreResult<()> {
         Ok(())

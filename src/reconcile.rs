@@ -231,7 +231,15 @@ pub async fn apply<S: OAuthStore + MaintenanceStore>(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let result = apply_held(store, domains, now).await;
+    let result = hold_while(
+        store,
+        RECONCILE_LEASE,
+        &holder,
+        RECONCILE_TTL,
+        now,
+        apply_held(store, domains, now),
+    )
+    .await;
     // Given back at once: expired for the next one.
     if let Err(e) = store
         .acquire_lease(RECONCILE_LEASE, &holder, at(started), -1)
@@ -240,6 +248,44 @@ pub async fn apply<S: OAuthStore + MaintenanceStore>(
         tracing::warn!(error.cause = %e, "the reconcile lease could not be given back: the next reconcile waits until it expires");
     }
     result
+}
+
+/// Runs `work` while renewing the lease `name` held by `holder` (taken at `now` for `ttl`
+/// seconds) every third of `ttl`, so that a reconcile longer than the lease is not joined by
+/// another replica's. When the lease cannot be kept (another holder has it, or the store could
+/// not renew it before it ran out) `work` is stopped where it is and an error returned: a
+/// reconcile cut short is finished by the next one, two at once could interleave their writes.
+pub async fn hold_while<S: MaintenanceStore, T>(
+    store: &S,
+    name: &str,
+    holder: &str,
+    ttl: i64,
+    now: i64,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let started = std::time::Instant::now();
+    let at = || now + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
+    let every = std::time::Duration::from_millis(u64::try_from(ttl.max(1)).unwrap_or(1) * 1000 / 3);
+    let renew = async {
+        let mut held_until = now + ttl;
+        loop {
+            tokio::time::sleep(every).await;
+            match store.acquire_lease(name, holder, at(), ttl).await {
+                Ok(true) => held_until = at() + ttl,
+                Ok(false) => return anyhow::anyhow!("the lease {name} was taken by another holder mid-way"),
+                Err(e) if at() + 1 >= held_until => {
+                    return anyhow::anyhow!("the lease {name} could not be renewed before it ran out: {e}");
+                }
+                Err(e) => {
+                    tracing::warn!(error.cause = %e, lease = name, "cannot renew the lease yet; trying again")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        lost = renew => Err(lost),
+    }
 }
 
 /// The lease of [`apply`].
@@ -305,12 +351,28 @@ async fn apply_held<S: OAuthStore>(store: &S, domains: &Domains, now: i64) -> an
                     updated_at: now,
                 };
                 // A new password, or disabled: the sessions end and the relying parties are told.
-                let write = store.upsert_user(&row);
+                // A user kept in the store that took the name since the plan (the admin API, the
+                // CLI) is left alone, its sessions too; the write refuses it as well, should it
+                // come between this read and the write.
                 let before = store.find_user(&d.name, &u.username).await?;
+                let taken = before.as_ref().is_some_and(|b| b.source != "config");
                 let ending = before.as_ref().filter(|b| {
                     b.password_hash != row.password_hash || (row.status != "active" && b.status == "active")
                 });
-                around_credential_change(store, d, ending.map(|b| b.id.as_str()), now, write).await?;
+                let written = !taken
+                    && around_credential_change(
+                        store,
+                        d,
+                        ending.map(|b| b.id.as_str()),
+                        now,
+                        store.upsert_user(&row),
+                    )
+                    .await?
+                    .0;
+                if !written {
+                    tracing::warn!(domain = %ch.domain, kind = ch.kind, id = %ch.id, "declared in configuration, but a user kept in the store took this name meanwhile: left alone (rename one of them)");
+                    continue;
+                }
             }
         }
         tracing::info!(domain = %ch.domain, kind = ch.kind, id = %ch.id, action = %ch.action, "store reconciled");

@@ -166,6 +166,10 @@ pub struct ServerConfig {
     /// connection whose headers are not complete by then is closed, so that a client that sends
     /// half its headers cannot hold a connection open. Default 30 s.
     pub header_read_timeout: Millis,
+    /// Time a client has to send a request's whole body once its headers are in; past it the
+    /// request is answered 408, so that a client that trickles a body cannot hold a request (and
+    /// its connection) open. Default 30 s.
+    pub body_read_timeout: Millis,
     /// Password hashes verified at once, on argon2 threads of their own at a lower priority.
     /// Default: the number of cores.
     pub argon2_max_concurrent: usize,
@@ -242,6 +246,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             slow_request: Millis(1000),
             header_read_timeout: Millis(30_000),
+            body_read_timeout: Millis(30_000),
             argon2_max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             gc_interval: Seconds(60),
             gc_batch: 1000,
@@ -424,6 +429,9 @@ impl Config {
         }
         if self.server.header_read_timeout.0 == 0 {
             errs.push("server.header_read_timeout", "must be more than 0");
+        }
+        if self.server.body_read_timeout.0 == 0 {
+            errs.push("server.body_read_timeout", "must be more than 0");
         }
         if self.server.argon2_max_concurrent == 0 {
             errs.push("server.argon2_max_concurrent", "must be at least 1");

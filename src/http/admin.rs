@@ -102,9 +102,7 @@ impl axum::extract::FromRequest<AppState> for AdminBody {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(AdminBody(
-            super::response::read_body(req.into_body(), app.max_body_bytes).await,
-        ))
+        Ok(AdminBody(super::response::read_body(req.into_body(), app).await))
     }
 }
 

@@ -19,7 +19,7 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         if !super::extract::is_form(&parts.headers) {
             return error_page(&OAuthError::invalid_request("the request body must be a form"));
         }
-        super::response::read_body(body, app.max_body_bytes)
+        super::response::read_body(body, &app)
             .await
             .and_then(|b| parse_request(&b))
     } else {

@@ -190,7 +190,7 @@ impl FromRequest<AppState> for ClientForm {
                 "the request body must be application/x-www-form-urlencoded",
             ));
         }
-        let bytes = super::response::read_body(body, state.max_body_bytes).await?;
+        let bytes = super::response::read_body(body, state).await?;
         let params = Params::parse(&bytes, REPEATABLE)?;
         let basic = sole_authorization(&parts.headers)?.and_then(parse_basic);
         let presented = Presented {

@@ -620,7 +620,7 @@ pub async fn read_form(
     body: axum::body::Body,
     repeatable: &[&str],
 ) -> Result<Params, Response> {
-    super::response::read_body(body, app.max_body_bytes)
+    super::response::read_body(body, app)
         .await
         .and_then(|b| Params::parse(&b, repeatable))
         .map_err(|e| error_page(&e))

@@ -59,10 +59,21 @@ impl IntoResponse for OAuthError {
     }
 }
 
-/// A request body read whole, at most `limit` bytes: 413 beyond, 400 when it cannot be read (a
-/// malformed chunked encoding, say), never the one for the other.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, OAuthError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// A request body read whole, at most `app.max_body_bytes`: 413 beyond, 400 when it cannot be
+/// read (a malformed chunked encoding, say), never the one for the other; 408 when it has not
+/// all come within `app.body_read_timeout`.
+pub async fn read_body(
+    body: axum::body::Body,
+    app: &crate::app::App,
+) -> Result<axum::body::Bytes, OAuthError> {
+    let read = axum::body::to_bytes(body, app.max_body_bytes);
+    let Ok(read) = tokio::time::timeout(app.body_read_timeout, read).await else {
+        return Err(OAuthError::new(
+            ErrorCode::RequestTimeout,
+            "the request body did not arrive in time",
+        ));
+    };
+    read.map_err(|e| {
         let too_large =
             std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {

@@ -22,7 +22,7 @@ pub async fn get_userinfo(State(app): State<AppState>, cur: CurrentDomain, req: 
     };
     // RFC 6750 s2.2: the form body carries the token only in a form POST.
     let body_token = if parts.method == Method::POST && super::extract::is_form(&parts.headers) {
-        match super::response::read_body(body, app.max_body_bytes)
+        match super::response::read_body(body, &app)
             .await
             .and_then(|b| Params::parse(&b, &[]))
         {

@@ -288,10 +288,12 @@ pub trait DirectoryStore {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Users of a domain that came from configuration (`source = 'config'`).
     fn list_config_users(&self, domain: &str) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
-    /// Inserts or updates a user by (domain, username). Ends nothing: a caller changing a
-    /// password or disabling a user signs them out everywhere before and after this write
-    /// (`oauth::logout::around_credential_change`, which says why).
-    fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Inserts a user declared in configuration, or updates the declared user of that name
+    /// (domain, username); false when a user kept in the store has that name (it is left as it
+    /// is: a declaration never takes over a store user, even one created a moment before). Ends
+    /// nothing: a caller changing a password or disabling a user signs them out everywhere
+    /// before and after this write (`oauth::logout::around_credential_change`, which says why).
+    fn upsert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Inserts a new user; Conflict when the username exists in the domain.
     fn insert_user(&self, user: &UserRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// The user with this username.
@@ -728,12 +730,12 @@ impl DirectoryStore for SqlStore {
             .await?)
     }
 
-    async fn upsert_user(&self, u: &UserRow) -> StoreResult<()> {
-        sqlx::query(
+    async fn upsert_user(&self, u: &UserRow) -> StoreResult<bool> {
+        let done = sqlx::query(
             "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (domain, username) DO UPDATE SET password_hash = $4, status = $5, claims = $6, \
-             source = $7, config_hash = $8, updated_at = $10",
+             source = $7, config_hash = $8, updated_at = $10 WHERE users.source = $7",
         )
         .bind(&u.id)
         .bind(&u.domain)
@@ -747,7 +749,7 @@ impl DirectoryStore for SqlStore {
         .bind(u.updated_at)
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_user(&self, u: &UserRow) -> StoreResult<()> {

@@ -255,6 +255,50 @@ async fn a_client_that_sends_half_its_headers_is_cut_off() {
     assert_eq!(resp.status(), 200);
 }
 
+/// A client that sends its headers and then trickles its body (or stops) is answered 408 once
+/// `body_read_timeout` has passed, at the token endpoint (JSON) and on a page (HTML); before, the
+/// request waited for the rest of the body for as long as the client kept the connection.
+#[tokio::test]
+async fn a_client_that_trickles_its_body_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "body_read_timeout = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let addr = app.issuer.trim_start_matches("http://").to_string();
+    for (path, kind) in [("/oauth2/v1/token", "application/json"), ("/signin", "text/html")] {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type="
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let sent = std::time::Instant::now();
+        let mut buf = vec![0u8; 8192];
+        let mut n = 0;
+        // One byte every 300 ms: the body never completes in time.
+        let answer = loop {
+            tokio::select! {
+                read = slow.read(&mut buf[n..]) => {
+                    n += read.unwrap();
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if text.contains("\r\n\r\n") { break text; }
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
+                    let _ = slow.write_all(b"x").await;
+                    assert!(sent.elapsed() < std::time::Duration::from_secs(10), "no answer");
+                }
+            }
+        };
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(
+            answer.to_lowercase().contains(&format!("content-type: {kind}")),
+            "{answer}"
+        );
+        assert!(sent.elapsed() >= std::time::Duration::from_millis(900));
+    }
+}
+
 /// Reloads `app` with the configuration `text`, which must be accepted.
 async fn reload(app: &TestApp, text: &str) {
     app.handle()
@@ -488,6 +532,17 @@ async fn a_reload_waits_out_the_reconcile_lease_of_a_replica_that_died() {
     app.stop().await;
 }
 
+/// The declaration of the user carol in the harness's configuration (to remove, or to copy
+/// under another name).
+fn carol_block(app: &TestApp) -> String {
+    app.config_text
+        .split("  [[domain.user]]\n  username = \"carol\"")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .map(|b| format!("  [[domain.user]]\n  username = \"carol\"{b}\n"))
+        .expect("carol is declared")
+}
+
 /// Users across reloads: one removed from the file is disabled, and declared again, unchanged,
 /// is active again; a declared user whose name belongs to a user kept in the store (the CLI's,
 /// the admin API's) does not take that user over: the store user is left as it was.
@@ -496,13 +551,7 @@ async fn reload_restores_a_declared_user_and_never_takes_over_a_store_user() {
     use ostiary::store::{DirectoryStore, UserRow};
     let app = TestApp::spawn().await;
     let store = &app.handle().state().store;
-    let carol_block = app
-        .config_text
-        .split("  [[domain.user]]\n  username = \"carol\"")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .map(|b| format!("  [[domain.user]]\n  username = \"carol\"{b}\n"))
-        .unwrap();
+    let carol_block = carol_block(&app);
     let status = |name: &'static str| async move {
         let u = store.find_user("default", name).await.unwrap().unwrap();
         (u.status, u.source, u.password_hash)
@@ -553,6 +602,118 @@ async fn reload_restores_a_declared_user_and_never_takes_over_a_store_user() {
             Some("store-hash".to_string())
         )
     );
+}
+
+/// A user kept in the store that takes a declared name while a reload applies its plan (the admin
+/// API creating it at that moment, injected as a trigger on a write the reconcile makes before the
+/// user's) is not taken over: it keeps its id, password and source, and the reload goes on. On
+/// SQLite the user is also created inside the user's own write, which the write itself refuses
+/// (PostgreSQL refuses a row its own statement's trigger inserted, which no other client can do).
+#[tokio::test]
+async fn a_store_user_created_mid_reconcile_is_not_taken_over() {
+    use crate::harness::{Fault, add_fault, drop_fault};
+    use ostiary::store::DirectoryStore;
+    let app = TestApp::spawn().await;
+    let store = &app.handle().state().store;
+    let carol_block = carol_block(&app);
+    let newcomer = format!(
+        "\n  [[domain.client]]\n  client_id = \"newcomer\"\n  secret_hash = \"{}\"\n  grant_types = [\"client_credentials\"]\n",
+        ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("newcomer"))
+    );
+    const CREATE: &str = "INSERT INTO users (id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at) \
+         SELECT 'u-' || NEW.domain || '-store', NEW.domain, 'USERNAME', 'store-hash', 'active', '{}', 'store', NULL, 0, 0";
+    let mut cases = vec![(
+        "dave",
+        "BEFORE INSERT ON clients",
+        "WHERE NEW.client_id = 'newcomer'",
+        "clients",
+    )];
+    if !app.database_url.starts_with("postgres") {
+        cases.push((
+            "erin",
+            "BEFORE INSERT ON users",
+            "WHERE NEW.source = 'config' AND NEW.username = 'erin'",
+            "users",
+        ));
+    }
+    for (name, when, only, table) in cases {
+        let sql = format!(
+            "{} {only}",
+            CREATE
+                .replace("USERNAME", name)
+                .replace("-store", &format!("-{name}"))
+        );
+        add_fault(&app.database_url, "created_now", when, Fault::Run(sql)).await;
+        let declared = carol_block.replace("carol", name);
+        let extra = if name == "dave" { newcomer.as_str() } else { "" };
+        let text = app
+            .config_text
+            .replace(&carol_block, &format!("{carol_block}{declared}{extra}"));
+        reload(&app, &text).await;
+        drop_fault(&app.database_url, "created_now", table).await;
+        let user = store.find_user("default", name).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                user.id.as_str(),
+                user.source.as_str(),
+                user.password_hash.as_deref()
+            ),
+            (format!("u-default-{name}").as_str(), "store", Some("store-hash")),
+            "{name}"
+        );
+        // The next reload sees the conflict, as when the store user came first.
+        let domains = ostiary::domain::Domains::from_config(&Config::from_toml_str(&text).unwrap()).unwrap();
+        let plan = ostiary::reconcile::plan(store, &domains).await.unwrap();
+        assert_eq!(plan.changes.len(), 1, "{name}: {:?}", plan.changes);
+        assert_eq!(plan.changes[0].action, ostiary::reconcile::Action::Conflict);
+    }
+}
+
+/// A reconcile longer than its lease keeps it (renewed every third of its length), so another
+/// replica cannot start one beside it; one whose lease is taken from it stops with an error.
+#[tokio::test]
+async fn a_long_reconcile_keeps_its_lease_and_stops_when_it_loses_it() {
+    use ostiary::clock::Clock;
+    use ostiary::reconcile::hold_while;
+    use ostiary::store::{MaintenanceStore, SqlStore};
+    use std::time::Duration;
+    let app = TestApp::spawn().await;
+    let store = SqlStore::connect(&app.database_url, 2).await.unwrap();
+    let now = app.clock.now();
+    assert!(store.acquire_lease("test-lease", "a", now, 3).await.unwrap());
+    let work = async {
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        Ok("done")
+    };
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        store.acquire_lease("test-lease", "b", now + 3, 3).await.unwrap()
+    };
+    let (done, taken) = tokio::join!(hold_while(&store, "test-lease", "a", 3, now, work), other);
+    assert_eq!(done.unwrap(), "done");
+    assert!(
+        !taken,
+        "the lease was renewed: another holder cannot take it after 3 s"
+    );
+    // Taken from it (as after a stall longer than the lease): the work stops, with an error.
+    let work = async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(())
+    };
+    let steal = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            store
+                .acquire_lease("test-lease", "b", now + 100, 3)
+                .await
+                .unwrap()
+        );
+    };
+    let started = std::time::Instant::now();
+    let (held, ()) = tokio::join!(hold_while(&store, "test-lease", "a", 3, now + 100, work), steal);
+    let err = held.unwrap_err().to_string();
+    assert!(err.contains("taken by another holder"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// `[server]` stays as the process started: a reload that changes it applies the domains only,
