@@ -57,6 +57,10 @@ pub async fn post_end_session(State(app): State<AppState>, cur: CurrentDomain, r
     end_session_request(&app, &cur, &parts.headers, &form).await
 }
 
+/// The confirmation's notice when the application's request did not validate.
+const UNVERIFIED: &str =
+    "The application's sign-out request could not be verified, so you will not be sent back to it.";
+
 /// The parameters of an end-session request (RP-Initiated Logout 1.0 s2).
 const END_SESSION_PARAMETERS: &[&str] = &[
     "id_token_hint",
@@ -77,20 +81,28 @@ async fn end_session_request(
     let d = &cur.domain;
     let keys = cur.keys_for(app, p.get("id_token_hint")).await;
     // ui_locales and logout_hint are accepted; the pages have one language and one account.
-    let req = match logout::check_request(
+    let req = logout::check_request(
         d,
         &keys,
         p.get("id_token_hint"),
         p.get("client_id"),
         p.get("post_logout_redirect_uri"),
         p.get("state"),
-    ) {
-        Ok(r) => r,
-        Err(e) => return error_page(&e),
-    };
+    );
     let session = match browser_session(app, d, headers, true).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
+    };
+    // RP-Initiated Logout 1.0 s4: what failed to validate is not used (no redirect, no state,
+    // no client named), but the person may still sign out: the confirmation, without them.
+    let req = match (req, &session) {
+        (Ok(r), _) => r,
+        (Err(e), Some(s)) => {
+            tracing::info!(domain = %d.name, error = %e.description, "end-session request not verified: asking without it");
+            let bare = EndSessionRequest::default();
+            return confirm_page(app, d, headers, &bare, s, Some(UNVERIFIED)).await;
+        }
+        (Err(e), None) => return error_page(&e),
     };
     match session {
         // Nobody to sign out: the person is signed out already.
@@ -98,7 +110,7 @@ async fn end_session_request(
         Some(s) if req.hint.as_ref().is_some_and(|h| logout::hint_matches(h, &s)) => {
             sign_out(app, d, &req, &s).await
         }
-        Some(s) => confirm_page(app, d, headers, &req, &s).await,
+        Some(s) => confirm_page(app, d, headers, &req, &s, None).await,
     }
 }
 
@@ -148,6 +160,7 @@ async fn confirmed(app: &AppState, cur: &CurrentDomain, headers: &HeaderMap, for
                 signed_out: false,
                 frames: Vec::new(),
                 redirect: None,
+                notice: None,
             };
             page(StatusCode::OK, view.render(), None)
         }
@@ -207,6 +220,7 @@ fn done(req: &EndSessionRequest, frames: Vec<String>) -> Response {
         signed_out: true,
         frames,
         redirect: location.as_deref(),
+        notice: None,
     };
     page_with_frames(StatusCode::OK, view.render(), None, &origins)
 }
@@ -218,6 +232,7 @@ async fn confirm_page(
     headers: &HeaderMap,
     req: &EndSessionRequest,
     s: &SessionRow,
+    notice: Option<&str>,
 ) -> Response {
     let (csrf, set) = csrf_token(d, headers);
     let username = match app.store.find_user_by_id(&d.name, &s.user_id).await {
@@ -238,6 +253,7 @@ async fn confirm_page(
         signed_out: false,
         frames: Vec::new(),
         redirect: None,
+        notice,
     };
     with_cookie(page(StatusCode::OK, view.render(), None), set)
 }

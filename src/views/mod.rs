@@ -110,6 +110,8 @@ pub struct LogoutPage<'a> {
     pub frames: Vec<String>,
     /// Where to go next (meta refresh and a link).
     pub redirect: Option<&'a str>,
+    /// Why the confirmation asks without the application's parameters.
+    pub notice: Option<&'a str>,
 }
 
 /// One consent on the account page.

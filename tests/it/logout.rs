@@ -274,6 +274,9 @@ async fn wait_attempts(app: &TestApp, attempts: i64) {
     panic!("the delivery never recorded {attempts} attempts");
 }
 
+/// The confirmation's notice when the request did not validate.
+const UNVERIFIED: &str = "sign-out request could not be verified, so you will not be sent back";
+
 #[tokio::test]
 async fn logout_with_a_valid_hint_signs_out_at_once_and_redirects_with_state() {
     let mut listener = Listener::start(&[]).await;
@@ -357,7 +360,8 @@ async fn a_session_renewed_by_signing_in_again_still_tells_its_clients() {
 }
 
 /// A logout token (typ logout+jwt), signed by the same keys as ID tokens and carrying `sub` and
-/// `sid`, is not an ID token: as an `id_token_hint` it is refused, and nobody is signed out.
+/// `sid`, is not an ID token: as an `id_token_hint` it is not used (the confirmation is asked,
+/// without it), and nobody is signed out without saying so.
 #[tokio::test]
 async fn a_logout_token_is_not_an_id_token_hint() {
     let mut listener = Listener::start(&[]).await;
@@ -377,13 +381,9 @@ async fn a_logout_token_is_not_an_id_token_hint() {
     let page = other
         .get(&end_session_url(&app, &[("id_token_hint", &logout_token)]))
         .await;
-    assert_eq!(page.status, 400, "{}", page.body);
-    assert!(
-        page.body
-            .contains("the id_token_hint is not an ID token issued here"),
-        "{}",
-        page.body
-    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Sign out?"), "{}", page.body);
+    assert!(page.body.contains(UNVERIFIED), "{}", page.body);
     assert!(signed_in(&app, &other).await, "nobody was signed out");
     app.stop().await;
 }
@@ -910,7 +910,7 @@ async fn logout_without_a_hint_asks_first_and_refuses_a_form_without_csrf() {
 }
 
 #[tokio::test]
-async fn logout_refuses_an_unregistered_post_logout_redirect_uri() {
+async fn logout_never_uses_what_did_not_validate() {
     let listener = Listener::start(&[]).await;
     let app = spawn(&listener, "").await;
     let browser = Browser::new();
@@ -933,17 +933,44 @@ async fn logout_refuses_an_unregistered_post_logout_redirect_uri() {
             ("post_logout_redirect_uri", RP_AFTER),
         ],
     ];
-    for params in cases {
-        let page = browser.get(&end_session_url(&app, &params)).await;
-        assert_eq!(page.status, 400, "{params:?}: {}", page.body);
+    // RP-Initiated Logout 1.0 s4: what failed to validate is not used, but the person may still
+    // sign out: the confirmation without the application's parameters, and no redirect after.
+    let mut last = None;
+    for params in &cases {
+        let page = browser.get(&end_session_url(&app, params)).await;
+        assert_eq!(page.status, 200, "{params:?}: {}", page.body);
         assert!(page.location().is_none(), "{params:?}: never redirected");
         assert!(page.header("content-type").starts_with("text/html"));
+        assert!(page.body.contains(UNVERIFIED), "{params:?}: {}", page.body);
         assert!(!page.body.contains("evil.example.com"));
+        for carried in ["client_id", "post_logout_redirect_uri", "state"] {
+            assert!(page.field(carried).is_none(), "{params:?}: {carried} carried");
+        }
+        last = Some(page);
     }
     assert!(
         signed_in(&app, &browser).await,
-        "a refused request signs nobody out"
+        "a request that did not validate signs nobody out by itself"
     );
+    let confirm = last.unwrap();
+    let form = [
+        ("csrf", confirm.field("csrf").unwrap()),
+        ("logout", "yes".to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = browser
+        .post(&format!("{}/oauth2/v1/userlogout", app.issuer), &form)
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.location().is_none());
+    assert!(done.body.contains("You are signed out"), "{}", done.body);
+    assert!(!signed_in(&app, &browser).await);
+    // Signed out already: the error page, never a redirect.
+    for params in &cases {
+        let page = browser.get(&end_session_url(&app, params)).await;
+        assert_eq!(page.status, 400, "{params:?}: {}", page.body);
+        assert!(page.location().is_none(), "{params:?}: never redirected");
+    }
     app.stop().await;
 }
 
