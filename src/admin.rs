@@ -519,14 +519,29 @@ pub async fn reset_password<S: OAuthStore>(
     let write = ctx
         .store
         .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now);
-    let (_, queued) =
-        logout::around_credential_change(ctx.store, ctx.domain, Some(&u.id), ctx.now, write).await?;
-    audit::record(
-        ctx.store,
-        ctx.now,
-        event(ctx, caller, "admin.user.password_reset").user(&u.id),
-    )
-    .await;
+    let mut reset = event(ctx, caller, "admin.user.password_reset").user(&u.id);
+    let (written, queued) =
+        match logout::around_credential_change(ctx.store, ctx.domain, Some(&u.id), ctx.now, write).await {
+            Ok(done) => done,
+            Err(e) => {
+                // The new password may be stored and the sign-out not finished (the second one
+                // failed): audited as what it is when the store says so.
+                let stored = ctx.store.find_user_by_id(&ctx.domain.name, &u.id).await;
+                if let Ok(Some(now)) = stored
+                    && now.password_hash.as_deref() == Some(hash.as_str())
+                {
+                    reset.outcome = Outcome::Failure;
+                    reset = reset.details(json!({"password_set": true, "signed_out": "unfinished"}));
+                    audit::record(ctx.store, ctx.now, reset).await;
+                }
+                return Err(e);
+            }
+        };
+    // Deleted, or declared in configuration by a reload, since it was read: nothing written.
+    if !written {
+        return Err(not_found("user kept in the store"));
+    }
+    audit::record(ctx.store, ctx.now, reset).await;
     Ok(queued)
 }
 

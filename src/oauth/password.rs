@@ -92,13 +92,17 @@ pub async fn check_password_read<S: SignInStore + Sync>(
 ) -> StoreResult<PasswordCheck> {
     let checked = check(store, hasher, attempt, password, read).await?;
     let domain = &attempt.domain.name;
+    // Where the attempt came from (OWASP Logging: who, and from where), as its budget counts it.
+    let address = budget_holder(&attempt.peer.address);
     let event = match &checked {
         PasswordCheck::Valid(u) => AuditEvent::new("signin.success", domain, Outcome::Success)
             .by_user(&u.id)
-            .user(&u.id),
+            .user(&u.id)
+            .details(serde_json::json!({ "address": address })),
         PasswordCheck::Locked(secs) => AuditEvent::new("signin.lockout", domain, Outcome::Failure)
-            .details(serde_json::json!({ "locked_for": secs })),
-        PasswordCheck::Failed => AuditEvent::new("signin.failure", domain, Outcome::Failure),
+            .details(serde_json::json!({ "locked_for": secs, "address": address })),
+        PasswordCheck::Failed => AuditEvent::new("signin.failure", domain, Outcome::Failure)
+            .details(serde_json::json!({ "address": address })),
     };
     audit
         .record(

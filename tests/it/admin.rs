@@ -920,6 +920,10 @@ async fn lockouts_are_audited() {
     let (_, _, ev) = call(&app, "GET", "/Events?type=signin.lockout", Some(&sec), None).await;
     assert_eq!(ev["totalResults"], 1);
     assert_eq!(ev["Resources"][0]["outcome"], "failure");
+    // Where the attempts came from, as their budget counts it.
+    assert_eq!(ev["Resources"][0]["details"]["address"], "127.0.0.1", "{ev}");
+    let (_, _, ev) = call(&app, "GET", "/Events?type=signin.failure", Some(&sec), None).await;
+    assert_eq!(ev["Resources"][0]["details"]["address"], "127.0.0.1", "{ev}");
 }
 
 #[tokio::test]

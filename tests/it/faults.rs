@@ -144,6 +144,33 @@ async fn a_password_reset_whose_sign_out_fails_is_not_stored_and_its_retry_signs
     assert_eq!(live_sessions(&app.database_url, &id).await, 0);
 }
 
+/// A password reset whose write finds the user changed since it was read (deleted, or declared
+/// in configuration by a reload; injected as a row the write skips) set nothing: 404, and no
+/// reset is audited (before: 204 and an audited reset that never happened).
+#[tokio::test]
+async fn a_password_reset_that_writes_nothing_says_so() {
+    let app = spawn().await;
+    let token = app.access_token("useradmin").await;
+    let id = create_zed(&app, &token).await;
+    add_fault(
+        &app.database_url,
+        "skipped",
+        "BEFORE UPDATE OF password_hash ON users",
+        Fault::Ignore,
+    )
+    .await;
+    let path = format!("/Users/{id}/password");
+    let reset = json!({"password": "zed-new-pass-456"});
+    let (status, _, body) = call(&app, "POST", &path, Some(&token), Some(reset)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let kinds = rows_text(&app.database_url, "audit_events", "kind").await;
+    assert!(!kinds.contains("admin.user.password_reset"), "{kinds}");
+}
+
 #[tokio::test]
 async fn a_session_written_while_a_user_is_disabled_or_reset_is_ended_after_the_write() {
     let app = spawn().await;
