@@ -26,9 +26,12 @@ use crate::views::{ConsentPage, ConsentScope, ErrorPage, FORM_POST_SCRIPT, FormP
 /// How long a pending authorization request waits for the person.
 const REQUEST_LIFETIME: i64 = 1800;
 
-/// Cookie names of a domain: (session, csrf). `__Host-` when the issuer allows it.
+/// Cookie names of a domain: (session, csrf). `__Host-` on every https issuer, with a path or
+/// not (its cookies then have `Path=/`; the domain's name in the cookie's keeps domains apart):
+/// a sibling subdomain cannot then set one of its own for the browser to send here (a CSRF
+/// cookie whose value it knows, to sign a person in as someone else).
 fn cookie_names(d: &Domain) -> (String, String) {
-    let host_prefix = d.issuer.starts_with("https://") && d.path.is_empty();
+    let host_prefix = d.issuer.starts_with("https://");
     let p = if host_prefix { "__Host-" } else { "" };
     (
         format!("{p}ostiary_session_{}", d.name),
@@ -54,8 +57,10 @@ fn set_cookie(d: &Domain, name: &str, value: &str, max_age: Option<i64>) -> Opti
     let mut c = Cookie::new(name.to_string(), value.to_string());
     c.set_http_only(true);
     c.set_same_site(SameSite::Lax);
-    c.set_secure(d.issuer.starts_with("https://"));
-    c.set_path(if d.path.is_empty() {
+    let https = d.issuer.starts_with("https://");
+    c.set_secure(https);
+    // `__Host-` requires `Path=/`.
+    c.set_path(if d.path.is_empty() || https {
         "/".to_string()
     } else {
         d.path.clone()

@@ -146,6 +146,17 @@ async fn cookies_are_host_prefixed_and_secure_on_an_https_issuer_and_lax_httponl
         domain_extra: format!(
             r#"
 [[domain]]
+name = "pathy"
+issuer = "https://id.example.com/t2"
+
+  [[domain.client]]
+  client_id = "web2"
+  secret_hash = "{0}"
+  grant_types = ["authorization_code"]
+  redirect_uris = ["https://app.example.com/cb"]
+  scopes = ["openid"]
+
+[[domain]]
 name = "secure"
 issuer = "https://id.example.com"
 
@@ -219,6 +230,26 @@ issuer = "https://id.example.com"
         !session.contains("Max-Age"),
         "no remember me: a browser-session cookie"
     );
+
+    // An https issuer with a path: host-prefixed too, so with Path=/ (its name keeps it apart).
+    let login = read(
+        http.get(format!(
+            "{}/t2/oauth2/v1/authorize?{}",
+            app.base,
+            query.replace("client_id=web", "client_id=web2")
+        ))
+        .header("host", "id.example.com")
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let csrf_cookie = cookie(&login, "__Host-ostiary_csrf_pathy=");
+    for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/;"] {
+        assert!(format!("{csrf_cookie};").contains(attr), "{attr}: {csrf_cookie}");
+    }
+    assert!(!csrf_cookie.contains("Domain="), "{csrf_cookie}");
 
     // On the plain-http loopback issuer: no prefix and no Secure (the browser would drop it).
     let browser = Browser::new();
