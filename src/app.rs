@@ -2,6 +2,7 @@
 //! migrations, reconciles configuration into the store, loads keys, serves, and runs the
 //! background jobs (key refresh, rotation, garbage collection).
 
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -650,47 +651,58 @@ pub async fn deliver_logouts(state: &AppState) -> usize {
             return 0;
         }
     };
-    let mut delivered = 0;
-    for row in due {
-        // The claim outlasts the request's timeout, so a crashed attempt is retried later.
-        // Timed from now, not from the start of the run: the rows before took their time.
-        let claimed_at = state.clock.now();
-        let claim_until = claimed_at + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
-        match state.store.claim_logout(&row.id, claimed_at, claim_until).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(error.cause = %e, "back-channel logout could not be claimed");
-                continue;
-            }
-        }
-        let attempts = row.attempts + 1;
-        let result = deliver_one(state, &row).await;
-        let now = state.clock.now();
-        let stored = match &result {
-            Ok(()) => {
-                delivered += 1;
-                tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, "back-channel logout delivered");
-                state.store.logout_delivered(&row.id, now).await
-            }
-            Err(why) => {
-                let retry = next_attempt(attempts, now);
-                match retry {
-                    Some(at) => {
-                        tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, retry_in = at - now, error.cause = %why, "back-channel logout failed; will retry")
-                    }
-                    None => {
-                        tracing::warn!(domain = %row.domain, client_id = %row.client_id, attempts, error.cause = %why, "back-channel logout failed; giving up")
-                    }
-                }
-                state.store.logout_failed(&row.id, now, retry, why).await
-            }
-        };
-        if let Err(e) = stored {
-            tracing::warn!(error.cause = %e, "back-channel logout outcome could not be stored");
+    // Several at once: one slow or unreachable endpoint (each attempt may take the whole
+    // timeout) does not hold up the logouts of the other clients.
+    futures_util::stream::iter(due)
+        .map(|row| deliver_claimed(state, row))
+        .buffer_unordered(LOGOUT_CONCURRENCY)
+        .filter(|delivered| std::future::ready(*delivered))
+        .count()
+        .await
+}
+
+/// Deliveries of one run of the outbox in flight at once.
+const LOGOUT_CONCURRENCY: usize = 8;
+
+/// Claims one due delivery and attempts it; true when delivered.
+async fn deliver_claimed(state: &AppState, row: DeliveryRow) -> bool {
+    // The claim outlasts the request's timeout, so a crashed attempt is retried later.
+    // Timed from now, not from the start of the run: the rows before took their time.
+    let claimed_at = state.clock.now();
+    let claim_until = claimed_at + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
+    match state.store.claim_logout(&row.id, claimed_at, claim_until).await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            tracing::warn!(error.cause = %e, "back-channel logout could not be claimed");
+            return false;
         }
     }
-    delivered
+    let attempts = row.attempts + 1;
+    let result = deliver_one(state, &row).await;
+    let now = state.clock.now();
+    let stored = match &result {
+        Ok(()) => {
+            tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, "back-channel logout delivered");
+            state.store.logout_delivered(&row.id, now).await
+        }
+        Err(why) => {
+            let retry = next_attempt(attempts, now);
+            match retry {
+                Some(at) => {
+                    tracing::info!(domain = %row.domain, client_id = %row.client_id, attempts, retry_in = at - now, error.cause = %why, "back-channel logout failed; will retry")
+                }
+                None => {
+                    tracing::warn!(domain = %row.domain, client_id = %row.client_id, attempts, error.cause = %why, "back-channel logout failed; giving up")
+                }
+            }
+            state.store.logout_failed(&row.id, now, retry, why).await
+        }
+    };
+    if let Err(e) = stored {
+        tracing::warn!(error.cause = %e, "back-channel logout outcome could not be stored");
+    }
+    result.is_ok()
 }
 
 /// Runs the outbox now, without waiting for it (after a sign-out queued deliveries).

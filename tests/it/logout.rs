@@ -274,6 +274,68 @@ async fn wait_attempts(app: &TestApp, attempts: i64) {
     panic!("the delivery never recorded {attempts} attempts");
 }
 
+/// One endpoint that never answers (each attempt takes the whole 10 s timeout) does not hold up
+/// the logouts of other clients queued behind it: the outbox delivers several at once.
+#[tokio::test]
+async fn a_silent_endpoint_does_not_hold_up_the_other_logouts() {
+    use ostiary::clock::Clock;
+    use ostiary::store::logout::{DeliveryRow, LogoutStore};
+    let mut listener = Listener::start(&[]).await;
+    // Accepts connections, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_uri = format!("http://{}/backchannel", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let slow = format!(
+        "{}\n  [[domain.client]]\n  client_id = \"slow\"\n  secret_hash = \"{}\"\n  grant_types = [\"client_credentials\"]\n  backchannel_logout_uri = \"{silent_uri}\"\n",
+        clients(&listener.uri),
+        ostiary::crypto::secrets::SecretHash::sha256_string(&secret("slow"))
+    );
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: slow,
+        ..Opts::default()
+    })
+    .await;
+    let state = app.handle().state().clone();
+    let now = app.clock.now();
+    // The silent client's logouts first in the outbox (due earlier), then rp's.
+    for (i, client) in ["slow", "slow", "rp"].iter().enumerate() {
+        let row = DeliveryRow {
+            id: format!("d-{i}"),
+            domain: "default".into(),
+            client_id: client.to_string(),
+            sub: "someone".into(),
+            sid: Some(format!("sid-{i}")),
+            attempts: 0,
+            next_attempt_at: now - 10 + i64::try_from(i).unwrap(),
+            claimed_until: 0,
+            created_at: now,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+        };
+        state.store.enqueue_logout(&row).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let run = tokio::spawn(async move { ostiary::app::deliver_logouts(&state).await });
+    let token = tokio::time::timeout(Duration::from_secs(5), listener.tokens.recv())
+        .await
+        .expect("rp's logout within 5 s, beside the silent endpoint")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    check_logout_token(&app, &token, "rp").await;
+    assert_eq!(
+        run.await.unwrap(),
+        1,
+        "one delivered, the silent ones retried later"
+    );
+    held.abort();
+}
+
 /// The confirmation's notice when the request did not validate.
 const UNVERIFIED: &str = "sign-out request could not be verified, so you will not be sent back";
 
