@@ -252,6 +252,25 @@ fn writable(u: &UserRow) -> OAuthResult<()> {
 /// audit events).
 pub const MAX_USERNAME_CHARS: usize = 255;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// The shortest password a user may be given here or with the CLI (NIST SP 800-63B s5.1.1.2: at
+/// least 8 characters for a password the person chose).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Why `password` cannot be a user's, if it cannot: its length in characters.
+pub fn password_refusal(password: &str) -> Option<String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        Some(format!(
+            "password must be at least {MIN_PASSWORD_CHARS} characters"
+        ))
+    } else if n > MAX_PASSWORD_CHARS {
+        Some(format!(
+            "password must be at most {MAX_PASSWORD_CHARS} characters"
+        ))
+    } else {
+        None
+    }
+}
 
 /// Refuses a body with members other than `allowed`: a misspelt member would otherwise be
 /// ignored, and the request answered as if it had been done.
@@ -318,13 +337,8 @@ fn password_of(body: &Value) -> OAuthResult<Zeroizing<String>> {
         Some(Value::String(p)) => p,
         Some(_) => return Err(OAuthError::invalid_request("password must be a string")),
     };
-    if p.is_empty() {
-        return Err(OAuthError::invalid_request("password must not be empty"));
-    }
-    if p.chars().count() > MAX_PASSWORD_CHARS {
-        return Err(OAuthError::invalid_request(format!(
-            "password must be at most {MAX_PASSWORD_CHARS} characters"
-        )));
+    if let Some(why) = password_refusal(p) {
+        return Err(OAuthError::invalid_request(why));
     }
     Ok(Zeroizing::new(p.clone()))
 }

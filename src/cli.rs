@@ -397,6 +397,15 @@ fn read_secret_stdin() -> anyhow::Result<Zeroizing<String>> {
     Ok(secret)
 }
 
+/// A user's password read on stdin, within the admin API's length limits.
+fn user_password_stdin() -> anyhow::Result<Zeroizing<String>> {
+    let password = read_secret_stdin()?;
+    if let Some(why) = crate::admin::password_refusal(&password) {
+        bail!("{why}");
+    }
+    Ok(password)
+}
+
 fn one_domain(domains: &Domains, name: Option<&str>) -> anyhow::Result<String> {
     match (name, domains.list.as_slice()) {
         (Some(n), _) => Ok(domains
@@ -446,7 +455,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
             if username.is_empty() || username.chars().any(char::is_control) {
                 bail!("the username must be non-empty printable text");
             }
-            let password = read_secret_stdin()?;
+            let password = user_password_stdin()?;
             let mut claims = serde_json::Map::new();
             if let Some(e) = email {
                 claims.insert("email".into(), e.into());
@@ -489,7 +498,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                     u.username
                 ),
                 Some(u) => {
-                    let password = read_secret_stdin()?;
+                    let password = user_password_stdin()?;
                     let hash = argon2_hash(&password)?;
                     // As the admin API does: the sessions end as signing out everywhere, and the
                     // relying parties are told (a running server delivers the queued logouts).

@@ -344,10 +344,29 @@ async fn users_are_created_read_updated_disabled_and_reset() {
         "POST",
         "/Users",
         Some(&token),
-        Some(json!({"username": "zed", "password": "x"})),
+        Some(json!({"username": "zed", "password": "x-long-enough"})),
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
+    // NIST SP 800-63B s5.1.1.2: at least 8 characters.
+    for (password, why) in [
+        ("seven77", "password must be at least 8 characters"),
+        ("", "password must be at least 8 characters"),
+    ] {
+        let (status, _, body) = call(
+            &app,
+            "POST",
+            "/Users",
+            Some(&token),
+            Some(json!({"username": "short", "password": password})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_description"].as_str()),
+            (400, Some(why)),
+            "{body}"
+        );
+    }
     let (status, _, body) = call(
         &app,
         "POST",

@@ -197,12 +197,19 @@ async fn user_commands_manage_store_users_only() {
     ];
     let (code, out, err) = ostiary(&add, &config, Some("first password\n"));
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = ostiary(&add, &config, Some("again\n"));
+    let (code, _, err) = ostiary(&add, &config, Some("again long enough\n"));
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = ostiary(&["user", "add", "--domain", "default", "eve"], &config, Some(""));
     assert_eq!(code, 1, "an empty password is refused");
     assert!(err.contains("no secret"), "{err}");
+    let (code, _, err) = ostiary(
+        &["user", "add", "--domain", "default", "eve"],
+        &config,
+        Some("short\n"),
+    );
+    assert_eq!(code, 1, "a password under 8 characters is refused");
+    assert!(err.contains("at least 8 characters"), "{err}");
     // Two domains: --domain is required.
     let (code, _, err) = ostiary(&["user", "list"], &config, None);
     assert_eq!(code, 1);
