@@ -672,8 +672,7 @@ pub fn openapi(issuer: &str) -> Value {
         json!({"required": true, "content": {"application/json": {"schema": schema}}})
     };
     let username = json!({"type": "string", "minLength": 1, "maxLength": admin::MAX_USERNAME_CHARS, "description": "printable text, without control or invisible characters"});
-    let password =
-        json!({"type": "string", "writeOnly": true, "minLength": 1, "maxLength": admin::MAX_PASSWORD_CHARS});
+    let password = json!({"type": "string", "writeOnly": true, "minLength": admin::MIN_PASSWORD_CHARS, "maxLength": admin::MAX_PASSWORD_CHARS});
     let claims = json!({"type": "object", "description": "OpenID Connect Core s5.1 standard claims but sub and updated_at (set by the server) with their types (email_verified and phone_number_verified booleans, address an object of strings, the others strings), groups (strings) and attributes (an object of data of your own); any other name is refused (400)"});
     let too_large = ("413", error.clone());
     let op = |id: &str, summary: &str, params: Value, responses: serde_json::Map<String, Value>| json!({"operationId": id, "summary": summary, "parameters": params, "responses": responses});
