@@ -257,11 +257,20 @@ async fn dispatch(app: AppState, router: Router, mut req: Request) -> Response {
         Ok(uri) => *req.uri_mut() = uri,
         Err(_) => return no_such_endpoint(req.headers()),
     }
+    let https = domain.issuer.starts_with("https://");
     req.extensions_mut().insert(CurrentDomain { domain, ring });
-    match router.oneshot(req).await {
+    let mut resp = match router.oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
+    };
+    // RFC 6797: an https issuer is to be reached over https only (a browser ignores the header on
+    // plain http, so it passes a TLS-terminating proxy's plain hop harmlessly).
+    if https {
+        resp.headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000"));
     }
+    resp
 }
 
 /// CORS preflight answers come from the CORS layer; a bare OPTIONS gets 204.

@@ -196,6 +196,8 @@ issuer = "https://id.example.com"
     )
     .await;
     assert_eq!(login.status, 200, "{}", login.body);
+    // RFC 6797: the https issuer asks browsers to come back over https only.
+    assert_eq!(login.header("strict-transport-security"), "max-age=31536000");
     let csrf_cookie = cookie(&login, "__Host-ostiary_csrf_secure=");
     for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
         assert!(csrf_cookie.contains(attr), "{attr}: {csrf_cookie}");
@@ -257,6 +259,10 @@ issuer = "https://id.example.com"
         .get(&code_request_url(&app, "firstparty", "openid", &p.challenge, &[]))
         .await;
     let plain = cookie(&page, "ostiary_csrf_default=");
+    assert!(
+        page.headers.get("strict-transport-security").is_none(),
+        "not on plain http"
+    );
     assert!(
         plain.contains("HttpOnly") && plain.contains("SameSite=Lax") && !plain.contains("Secure"),
         "{plain}"
