@@ -532,7 +532,7 @@ pub async fn reset_password<S: OAuthStore>(
         .map_err(OAuthError::server_error)?;
     let write = ctx
         .store
-        .set_user_password(&ctx.domain.name, &u.username, &hash, ctx.now);
+        .set_user_password(&ctx.domain.name, &u.id, &hash, ctx.now);
     let mut reset = event(ctx, caller, "admin.user.password_reset").user(&u.id);
     let (written, queued) =
         match logout::around_credential_change(ctx.store, ctx.domain, Some(&u.id), ctx.now, write).await {

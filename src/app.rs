@@ -651,31 +651,52 @@ pub async fn deliver_logouts(state: &AppState) -> usize {
             return 0;
         }
     };
-    // Several at once: one slow or unreachable endpoint (each attempt may take the whole
-    // timeout) does not hold up the logouts of the other clients.
-    futures_util::stream::iter(due)
-        .map(|row| deliver_claimed(state, row))
+    // One line per client: its deliveries one after another, the rest of them left for the next
+    // run at its first failure (an endpoint that does not answer costs one timeout a run, not
+    // one a delivery); the clients side by side, so that one of them cannot hold up the others.
+    let mut lines: Vec<Vec<DeliveryRow>> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for row in due {
+        let key = (row.domain.clone(), row.client_id.clone());
+        let at = *index.entry(key).or_insert_with(|| {
+            lines.push(Vec::new());
+            lines.len() - 1
+        });
+        lines[at].push(row);
+    }
+    futures_util::stream::iter(lines)
+        .map(|line| async move {
+            let mut delivered = 0;
+            for row in line {
+                match deliver_claimed(state, row).await {
+                    Some(true) => delivered += 1,
+                    Some(false) => break,
+                    None => {}
+                }
+            }
+            delivered
+        })
         .buffer_unordered(LOGOUT_CONCURRENCY)
-        .filter(|delivered| std::future::ready(*delivered))
-        .count()
+        .fold(0, |sum, n| std::future::ready(sum + n))
         .await
 }
 
-/// Deliveries of one run of the outbox in flight at once.
+/// Clients whose deliveries one run of the outbox sends at once.
 const LOGOUT_CONCURRENCY: usize = 8;
 
-/// Claims one due delivery and attempts it; true when delivered.
-async fn deliver_claimed(state: &AppState, row: DeliveryRow) -> bool {
+/// Claims one due delivery and attempts it: whether it was delivered, or `None` when it was not
+/// attempted (another replica claimed it, or the claim could not be written).
+async fn deliver_claimed(state: &AppState, row: DeliveryRow) -> Option<bool> {
     // The claim outlasts the request's timeout, so a crashed attempt is retried later.
     // Timed from now, not from the start of the run: the rows before took their time.
     let claimed_at = state.clock.now();
     let claim_until = claimed_at + i64::try_from(LOGOUT_TIMEOUT_SECS).unwrap_or(10) + 50;
     match state.store.claim_logout(&row.id, claimed_at, claim_until).await {
         Ok(true) => {}
-        Ok(false) => return false,
+        Ok(false) => return None,
         Err(e) => {
             tracing::warn!(error.cause = %e, "back-channel logout could not be claimed");
-            return false;
+            return None;
         }
     }
     let attempts = row.attempts + 1;
@@ -702,7 +723,7 @@ async fn deliver_claimed(state: &AppState, row: DeliveryRow) -> bool {
     if let Err(e) = stored {
         tracing::warn!(error.cause = %e, "back-channel logout outcome could not be stored");
     }
-    result.is_ok()
+    Some(result.is_ok())
 }
 
 /// Runs the outbox now, without waiting for it (after a sign-out queued deliveries).

@@ -502,7 +502,7 @@ async fn run_user(store: &SqlStore, d: &Domain, action: UserAction, now: i64) ->
                     let hash = argon2_hash(&password)?;
                     // As the admin API does: the sessions end as signing out everywhere, and the
                     // relying parties are told (a running server delivers the queued logouts).
-                    let write = store.set_user_password(domain, &u.username, &hash, now);
+                    let write = store.set_user_password(domain, &u.id, &hash, now);
                     around_credential_change(store, d, Some(&u.id), now, write).await?;
                     audit::record(
                         store,

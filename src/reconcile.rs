@@ -231,15 +231,9 @@ pub async fn apply<S: OAuthStore + MaintenanceStore>(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let result = hold_while(
-        store,
-        RECONCILE_LEASE,
-        &holder,
-        RECONCILE_TTL,
-        now,
-        apply_held(store, domains, now),
-    )
-    .await;
+    let taken_at = at(started);
+    let work = apply_held(store, domains, now);
+    let result = hold_while(store, RECONCILE_LEASE, &holder, RECONCILE_TTL, taken_at, work).await;
     // Given back at once: expired for the next one.
     if let Err(e) = store
         .acquire_lease(RECONCILE_LEASE, &holder, at(started), -1)
@@ -250,39 +244,55 @@ pub async fn apply<S: OAuthStore + MaintenanceStore>(
     result
 }
 
-/// Runs `work` while renewing the lease `name` held by `holder` (taken at `now` for `ttl`
+/// Runs `work` while renewing the lease `name` held by `holder` (taken at `taken_at` for `ttl`
 /// seconds) every third of `ttl`, so that a reconcile longer than the lease is not joined by
-/// another replica's. When the lease cannot be kept (another holder has it, or the store could
-/// not renew it before it ran out) `work` is stopped where it is and an error returned: a
-/// reconcile cut short is finished by the next one, two at once could interleave their writes.
+/// another replica's. A renewal that fails is tried again each second; when the lease cannot be
+/// kept (another holder has it, or it could not be renewed before it ran out) `work` is stopped
+/// where it is, at the latest a second before the lease ends, and an error returned: a reconcile
+/// cut short is finished by the next one, two at once could interleave their writes.
 pub async fn hold_while<S: MaintenanceStore, T>(
     store: &S,
     name: &str,
     holder: &str,
     ttl: i64,
-    now: i64,
+    taken_at: i64,
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
+    use std::time::Duration;
     let started = std::time::Instant::now();
-    let at = || now + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
-    let every = std::time::Duration::from_millis(u64::try_from(ttl.max(1)).unwrap_or(1) * 1000 / 3);
+    let at = || taken_at + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
+    let every = Duration::from_millis(u64::try_from(ttl.max(1)).unwrap_or(1) * 1000 / 3);
     let renew = async {
-        let mut held_until = now + ttl;
+        let mut held_until = taken_at + ttl;
+        let mut wait = every;
         loop {
-            tokio::time::sleep(every).await;
-            match store.acquire_lease(name, holder, at(), ttl).await {
-                Ok(true) => held_until = at() + ttl,
-                Ok(false) => return anyhow::anyhow!("the lease {name} was taken by another holder mid-way"),
-                Err(e) if at() + 1 >= held_until => {
-                    return anyhow::anyhow!("the lease {name} could not be renewed before it ran out: {e}");
+            // Never asleep past a second before the lease's end.
+            let left = u64::try_from(held_until - 1 - at()).unwrap_or(0);
+            if left == 0 {
+                return anyhow::anyhow!("the lease {name} could not be renewed before it ran out");
+            }
+            tokio::time::sleep(wait.min(Duration::from_secs(left))).await;
+            let left = u64::try_from(held_until - 1 - at()).unwrap_or(0);
+            let renewal = store.acquire_lease(name, holder, at(), ttl);
+            match tokio::time::timeout(Duration::from_secs(left), renewal).await {
+                Ok(Ok(true)) => {
+                    held_until = at() + ttl;
+                    wait = every;
                 }
-                Err(e) => {
-                    tracing::warn!(error.cause = %e, lease = name, "cannot renew the lease yet; trying again")
+                Ok(Ok(false)) => {
+                    return anyhow::anyhow!("the lease {name} was taken by another holder mid-way");
                 }
+                Ok(Err(e)) => {
+                    tracing::warn!(error.cause = %e, lease = name, "cannot renew the lease yet; trying again");
+                    wait = Duration::from_secs(1);
+                }
+                Err(_) => wait = Duration::from_secs(1),
             }
         }
     };
+    // Work that is done is done, even if the lease went at the same moment.
     tokio::select! {
+        biased;
         done = work => done,
         lost = renew => Err(lost),
     }

@@ -33,6 +33,7 @@ use crate::views::{ConsentScope, DeviceConfirm, DeviceDonePage, DevicePage};
 const EXPIRED_REQUEST: &str = "this request has expired or is unknown; start again";
 const UNKNOWN: &str = "That code is not right. Check the code shown on your device and try again.";
 const EXPIRED: &str = "That code has expired. Start again on your device to get a new one.";
+const BUSY: &str = "Too many codes are being checked at once. Try again in a moment.";
 const DECIDED: &str = "That code has already been used. Start again on your device to get a new one.";
 
 /// `GET {issuer}/device[?user_code=...]`: the code form (`verification_uri_complete` only fills
@@ -100,6 +101,12 @@ async fn post_user_code(
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            return resp;
+        }
+        Ok(UserCodeCheck::Busy) => {
+            let mut resp = retry(BUSY, StatusCode::SERVICE_UNAVAILABLE);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp;
         }
         Ok(UserCodeCheck::Unknown) => return retry(UNKNOWN, StatusCode::BAD_REQUEST),

@@ -16,6 +16,8 @@ use crate::store::signin::SignInStore;
 
 /// One message for an unknown user, a wrong password, and a disabled user.
 const FAILED: &str = "The username or password is incorrect.";
+/// The answer when too many sign-ins are being checked at once (nobody's failure).
+const BUSY: &str = "Too many sign-ins at once. Try again in a moment.";
 
 /// Checks the credentials, starts the session and moves the request on (303 to the client).
 pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: Request) -> Response {
@@ -85,6 +87,12 @@ pub async fn post_signin(State(app): State<AppState>, cur: CurrentDomain, req: R
             return resp;
         }
         Ok(PasswordCheck::Failed) => return retry(FAILED, StatusCode::UNAUTHORIZED),
+        Ok(PasswordCheck::Busy) => {
+            let mut resp = retry(BUSY, StatusCode::SERVICE_UNAVAILABLE);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
         Err(e) => return error_page(&e.into()),
     };
     let remember = form.get("remember").is_some();

@@ -13,7 +13,7 @@ use crate::oauth::Ctx;
 use crate::oauth::authorize::record_consent;
 use crate::oauth::params::Params;
 use crate::oauth::scopes::resolve_user_scopes;
-use crate::oauth::throttle::{Bucket, Gate, budget_holder, record_failure, tallies};
+use crate::oauth::throttle::{Bucket, Gate, Refusal, budget_holder, record_failure, tallies};
 use crate::store::admin::AuditStore;
 use crate::store::device::{Approval, DeviceCodeRow, DeviceStore, status};
 use crate::store::logout::LogoutStore;
@@ -152,6 +152,8 @@ pub async fn authorize<S: OAuthStore>(
 pub enum UserCodeCheck {
     /// Not looked up: the browser or the address is paused for this many seconds.
     Locked(i64),
+    /// Not looked up: too many lookups at once in this process (nobody's failure); try again.
+    Busy,
     /// No such code (counted against the guessing budget).
     Unknown,
     /// The code has expired.
@@ -195,9 +197,13 @@ pub async fn check_user_code<S: DeviceStore + SignInStore + Sync>(
     let read = tallies(store, domain, &buckets, now).await?;
     let pass = match gate.admit(&domain.name, &buckets, &read, now).await {
         Ok(pass) => pass,
-        Err(locked) => {
+        Err(Refusal::Locked(locked)) => {
             tracing::info!(domain = %domain.name, "user code refused: paused after repeated wrong codes");
             return Ok(UserCodeCheck::Locked(locked));
+        }
+        Err(Refusal::Busy) => {
+            tracing::warn!(domain = %domain.name, "user code not looked up: too many at once");
+            return Ok(UserCodeCheck::Busy);
         }
     };
     let found = match normalize_user_code(typed) {

@@ -7,8 +7,7 @@ use crate::audit::{AuditEvent, AuditQueue, Outcome};
 use crate::crypto::secrets::PasswordHasher;
 use crate::domain::Domain;
 use crate::oauth::Peer;
-use crate::oauth::throttle::{Bucket, Gate, Standing, budget_holder, record_failure};
-use crate::store::signin::Tally;
+use crate::oauth::throttle::{Bucket, Gate, Refusal, Standing, budget_holder, record_failure};
 use crate::store::signin::{SignInStore, UserAndLocks};
 use crate::store::{StoreResult, UserRow};
 
@@ -26,6 +25,8 @@ pub enum PasswordCheck {
     Locked(i64),
     /// Unknown user, wrong password or disabled user (one answer for all three).
     Failed,
+    /// Not checked: too many checks at once in this process (nobody's failure); try again.
+    Busy,
 }
 
 /// One password attempt: `username` for `client_id` from `peer`, in `domain`, at `now`.
@@ -103,6 +104,8 @@ pub async fn check_password_read<S: SignInStore + Sync>(
             .details(serde_json::json!({ "locked_for": secs, "address": address })),
         PasswordCheck::Failed => AuditEvent::new("signin.failure", domain, Outcome::Failure)
             .details(serde_json::json!({ "address": address })),
+        // Nothing was checked, nothing counted.
+        PasswordCheck::Busy => return Ok(checked),
     };
     audit
         .record(
@@ -169,9 +172,13 @@ async fn check<S: SignInStore + Sync>(
     let standing = Standing::of(&buckets, &locks, now);
     let pass = match attempt.gate.admit(&domain.name, &buckets, &locks, now).await {
         Ok(pass) => pass,
-        Err(locked) => {
-            tracing::info!(domain = %domain.name, "password refused: locked after repeated failures, or its budget is being checked");
+        Err(Refusal::Locked(locked)) => {
+            tracing::info!(domain = %domain.name, "password refused: locked after repeated failures");
             return Ok(PasswordCheck::Locked(locked));
+        }
+        Err(Refusal::Busy) => {
+            tracing::warn!(domain = %domain.name, "password not checked: too many checks at once");
+            return Ok(PasswordCheck::Busy);
         }
     };
     let (hash, active) = match &user {
@@ -188,7 +195,7 @@ async fn check<S: SignInStore + Sync>(
             // (the usual case), nothing is written.
             if standing.counts(&buckets[0]) {
                 store.clear_login_failures(&domain.name, &buckets[0].key).await?;
-                pass.recorded(0, Tally::default(), now);
+                pass.cleared(0, now);
             }
             Ok(PasswordCheck::Valid(u))
         }

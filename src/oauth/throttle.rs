@@ -4,7 +4,7 @@
 //! further failure up to `lockout_max`.
 
 use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
@@ -146,7 +146,7 @@ struct Inner {
 struct Waiter {
     id: u64,
     ask: Ask,
-    tx: oneshot::Sender<Result<(), i64>>,
+    tx: oneshot::Sender<Result<(), Refusal>>,
 }
 
 /// What a check asks of the gate: its buckets (hashed keys and thresholds), their counts as the
@@ -158,8 +158,19 @@ struct Ask {
     now: i64,
 }
 
-/// How long a check waits for its turn before it is refused (1 second, as when locked).
+/// How long a check waits for its turn before it is refused as [`Refusal::Busy`].
 const WAIT_MAX: Duration = Duration::from_secs(10);
+/// Checks queued at most in one process; past it a check is refused as [`Refusal::Busy`] at once.
+const MAX_QUEUE: usize = 1024;
+
+/// Why a check may not go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A bucket is locked for this many seconds (failures counted).
+    Locked(i64),
+    /// Too many checks at once: not a failure of anyone's; try again shortly.
+    Busy,
+}
 
 /// Whether a check may go ahead now.
 enum Turn {
@@ -227,36 +238,58 @@ impl Inner {
     }
 
     /// Lets the queued checks through in order, each once its buckets have room, and answers the
-    /// locked ones; a check never passes one queued before it on a bucket they share.
-    fn dispatch(&mut self) {
-        let mut blocked: Vec<u64> = Vec::new();
-        let mut i = 0;
-        while i < self.queue.len() {
-            let w = &self.queue[i];
+    /// locked ones; a check never passes one queued before it on a bucket they share. Only the
+    /// checks sharing a bucket with `touched` (the buckets of a check that ended) are looked at
+    /// again (`None`: all of them); the others keep their place. One pass over the queue.
+    fn dispatch(&mut self, touched: Option<&[u64]>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut blocked: HashSet<u64> = HashSet::new();
+        let queue = std::mem::take(&mut self.queue);
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for w in queue {
             if w.tx.is_closed() {
-                self.queue.remove(i);
                 continue;
             }
+            let concerned = touched.is_none_or(|t| w.ask.keys.iter().any(|k| t.contains(k)));
             let behind = w.ask.keys.iter().any(|k| blocked.contains(k));
-            match self.turn(&w.ask) {
+            let turn = if concerned { self.turn(&w.ask) } else { Turn::Busy };
+            match turn {
                 Turn::Locked(secs) => {
-                    if let Some(w) = self.queue.remove(i) {
-                        let _ = w.tx.send(Err(secs));
-                    }
+                    let _ = w.tx.send(Err(Refusal::Locked(secs)));
                 }
                 Turn::Go if !behind => {
-                    if let Some(w) = self.queue.remove(i) {
-                        self.take(&w.ask.keys);
-                        if w.tx.send(Ok(())).is_err() {
-                            self.give_back(&w.ask.keys);
-                        }
+                    self.take(&w.ask.keys);
+                    if w.tx.send(Ok(())).is_err() {
+                        self.give_back(&w.ask.keys);
                     }
                 }
                 _ => {
                     blocked.extend(&w.ask.keys);
-                    i += 1;
+                    kept.push_back(w);
                 }
             }
+        }
+        self.queue = kept;
+    }
+
+    /// Keeps at most [`MAX_ENTRIES`] buckets: first forgets those with nothing in flight, nothing
+    /// queued and nothing recorded within [`KEEP_SECS`]; then, if still too many, those with
+    /// nothing in flight or queued whatever their age.
+    fn prune(&mut self, now: i64) {
+        if self.entries.len() < MAX_ENTRIES {
+            return;
+        }
+        let queued: HashSet<u64> = self
+            .queue
+            .iter()
+            .flat_map(|w| w.ask.keys.iter().copied())
+            .collect();
+        self.entries
+            .retain(|k, f| f.pending > 0 || queued.contains(k) || now - f.at < KEEP_SECS);
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.retain(|k, f| f.pending > 0 || queued.contains(k));
         }
     }
 }
@@ -276,7 +309,7 @@ impl Gate {
         buckets: &[Bucket],
         read: &[Option<Tally>],
         now: i64,
-    ) -> Result<Pass<'_>, i64> {
+    ) -> Result<Pass<'_>, Refusal> {
         let ask = Ask {
             keys: buckets
                 .iter()
@@ -289,22 +322,18 @@ impl Gate {
         let keys = ask.keys.clone();
         let mut waiting = {
             let mut g = self.inner();
-            if g.entries.len() >= MAX_ENTRIES {
-                g.entries.retain(|_, f| f.pending > 0 || now - f.at < KEEP_SECS);
-                if g.entries.len() >= MAX_ENTRIES {
-                    g.entries.retain(|_, f| f.pending > 0);
-                }
-            }
+            g.prune(now);
             let queued = g
                 .queue
                 .iter()
                 .any(|w| w.ask.keys.iter().any(|k| ask.keys.contains(k)));
             match g.turn(&ask) {
-                Turn::Locked(secs) => return Err(secs),
+                Turn::Locked(secs) => return Err(Refusal::Locked(secs)),
                 Turn::Go if !queued => {
                     g.take(&keys);
                     return Ok(Pass { gate: self, keys });
                 }
+                _ if g.queue.len() >= MAX_QUEUE => return Err(Refusal::Busy),
                 _ => {}
             }
             let (tx, rx) = oneshot::channel();
@@ -313,7 +342,7 @@ impl Gate {
             g.queue.push_back(Waiter { id, ask, tx });
             // The queue may hold only checks whose requests are gone, which no ending check
             // would clear: let it through now if it can go.
-            g.dispatch();
+            g.dispatch(Some(&keys));
             Waiting {
                 gate: self,
                 id,
@@ -322,9 +351,9 @@ impl Gate {
             }
         };
         let answer = match tokio::time::timeout(WAIT_MAX, &mut waiting.rx).await {
-            Ok(answer) => answer.unwrap_or(Err(1)),
+            Ok(answer) => answer.unwrap_or(Err(Refusal::Busy)),
             // Not answered in time: out of the queue (or, answered as the wait ended, that).
-            Err(_) => waiting.leave().unwrap_or(Err(1)),
+            Err(_) => waiting.leave().unwrap_or(Err(Refusal::Busy)),
         };
         waiting.keys = None;
         answer.map(|()| Pass { gate: self, keys })
@@ -338,17 +367,19 @@ struct Waiting<'g> {
     id: u64,
     /// Its buckets, while the answer is not taken.
     keys: Option<Vec<u64>>,
-    rx: oneshot::Receiver<Result<(), i64>>,
+    rx: oneshot::Receiver<Result<(), Refusal>>,
 }
 
 impl Waiting<'_> {
     /// Leaves the queue; the answer when it had come meanwhile.
-    fn leave(&mut self) -> Option<Result<(), i64>> {
+    fn leave(&mut self) -> Option<Result<(), Refusal>> {
         let mut g = self.gate.inner();
         match g.queue.iter().position(|w| w.id == self.id) {
             Some(at) => {
-                g.queue.remove(at);
-                g.dispatch();
+                let gone = g.queue.remove(at);
+                if let Some(w) = gone {
+                    g.dispatch(Some(&w.ask.keys));
+                }
                 None
             }
             None => self.rx.try_recv().ok(),
@@ -364,20 +395,40 @@ impl Drop for Waiting<'_> {
         if let Some(Ok(())) = self.leave() {
             let mut g = self.gate.inner();
             g.give_back(&keys);
-            g.dispatch();
+            g.dispatch(Some(&keys));
         }
     }
 }
 
 impl Pass<'_> {
-    /// What the store holds for bucket `i` after this check: a failure counted (its count and
-    /// lock), or its failures forgotten (`Tally::default()`).
+    /// What the store holds for bucket `i` after this check counted a failure: its count and
+    /// lock, merged with what other checks recorded (a count the store gave a check that ended
+    /// first may be older than one already recorded).
     pub fn recorded(&self, i: usize, tally: Tally, now: i64) {
         let Some(key) = self.keys.get(i) else {
             return;
         };
         if let Some(f) = self.gate.inner().entries.get_mut(key) {
-            f.recorded = tally;
+            let fresh = f.at > 0 && now - f.at < KEEP_SECS;
+            f.recorded = if fresh {
+                Tally {
+                    failures: f.recorded.failures.max(tally.failures),
+                    locked_until: f.recorded.locked_until.max(tally.locked_until),
+                }
+            } else {
+                tally
+            };
+            f.at = now;
+        }
+    }
+
+    /// Bucket `i`'s failures were forgotten in the store (a right password).
+    pub fn cleared(&self, i: usize, now: i64) {
+        let Some(key) = self.keys.get(i) else {
+            return;
+        };
+        if let Some(f) = self.gate.inner().entries.get_mut(key) {
+            f.recorded = Tally::default();
             f.at = now;
         }
     }
@@ -387,7 +438,7 @@ impl Drop for Pass<'_> {
     fn drop(&mut self) {
         let mut g = self.gate.inner();
         g.give_back(&self.keys);
-        g.dispatch();
+        g.dispatch(Some(&self.keys));
     }
 }
 
@@ -421,7 +472,7 @@ mod tests {
             passes.push(gate.admit("d", &b, &none, 100).await.unwrap());
         }
         // A fourth waits (here the 10 s, then refused for 1 s).
-        assert_eq!(gate.admit("d", &b, &none, 100).await.err(), Some(1));
+        assert_eq!(gate.admit("d", &b, &none, 100).await.err(), Some(Refusal::Busy));
         // Another domain, or another account, has its own budget.
         assert!(gate.admit("e", &b, &none, 100).await.is_ok());
         // With one failure on record, two at once.
@@ -431,16 +482,19 @@ mod tests {
         for _ in 0..2 {
             passes.push(gate.admit("d", &b, &read, 100).await.unwrap());
         }
-        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(1));
+        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(Refusal::Busy));
         drop(passes);
         // Spent, the lock over: one at a time.
         let read = [Some(failed(5, 90)), None];
         let pass = gate.admit("d", &b, &read, 100).await.unwrap();
-        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(1));
+        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(Refusal::Busy));
         drop(pass);
         // Locked: the seconds left.
         let read = [Some(failed(5, 130)), None];
-        assert_eq!(gate.admit("d", &b, &read, 100).await.err(), Some(30));
+        assert_eq!(
+            gate.admit("d", &b, &read, 100).await.err(),
+            Some(Refusal::Locked(30))
+        );
         // Nothing left behind by passes that recorded nothing.
         assert!(gate.inner().entries.is_empty());
     }
@@ -474,7 +528,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         first.recorded(0, failed(1, 130), 100);
         drop(first);
-        assert_eq!(waiting.await.unwrap(), Err(30));
+        assert_eq!(waiting.await.unwrap(), Err(Refusal::Locked(30)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -541,6 +595,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_full_queue_answers_busy_at_once() {
+        let gate = std::sync::Arc::new(Gate::default());
+        let one = || [Bucket::new("u:alice".into(), 1)];
+        let _first = gate.admit("d", &one(), &[None], 100).await.unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..MAX_QUEUE {
+            let gate = gate.clone();
+            waiters.push(tokio::spawn(async move {
+                gate.admit("d", &one(), &[None], 100).await.map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(gate.inner().queue.len(), MAX_QUEUE);
+        let alice = one();
+        let next = tokio::time::timeout(Duration::from_millis(1), gate.admit("d", &alice, &[None], 100));
+        assert_eq!(next.await.map(|r| r.err()), Ok(Some(Refusal::Busy)));
+        // The queued ones, never let through, are busy after their wait.
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), Err(Refusal::Busy));
+        }
+        assert!(gate.inner().queue.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn what_was_recorded_counts_over_an_older_read() {
         let gate = Gate::default();
         let b = buckets();
@@ -548,11 +626,16 @@ mod tests {
         // Three checks read "no failures"; the first two fail and are counted.
         let p1 = gate.admit("d", &b, &none, 100).await.unwrap();
         let p2 = gate.admit("d", &b, &none, 100).await.unwrap();
-        p1.recorded(0, failed(1, 0), 100);
+        // The count the store gave the later failure is recorded first: the older one does not
+        // undo its lock.
         p2.recorded(0, failed(3, 130), 100);
+        p1.recorded(0, failed(2, 0), 100);
         drop((p1, p2));
         // A check whose read was made before them is still refused: the lock recorded here.
-        assert_eq!(gate.admit("d", &b, &none, 101).await.err(), Some(29));
+        assert_eq!(
+            gate.admit("d", &b, &none, 101).await.err(),
+            Some(Refusal::Locked(29))
+        );
         // A minute later the store's read alone decides.
         assert!(gate.admit("d", &b, &none, 100 + KEEP_SECS).await.is_ok());
         // The address bucket's count: 9 recorded, one check at a time left.
@@ -560,7 +643,7 @@ mod tests {
         p.recorded(1, failed(9, 0), 200);
         let address = [Bucket::new("a:1.2.3.4".into(), 10)];
         let q = gate.admit("d", &address, &[None], 200).await;
-        assert_eq!(q.err(), Some(1));
+        assert_eq!(q.err(), Some(Refusal::Busy));
     }
 
     #[test]

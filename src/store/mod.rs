@@ -302,12 +302,12 @@ pub trait DirectoryStore {
         domain: &str,
         username: &str,
     ) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
-    /// Replaces a store-managed user's password hash; false when no such store user exists.
-    /// Ends nothing (see [`DirectoryStore::upsert_user`]).
+    /// Replaces the password hash of the store-managed user `user_id`; false when no such store
+    /// user exists. Ends nothing (see [`DirectoryStore::upsert_user`]).
     fn set_user_password(
         &self,
         domain: &str,
-        username: &str,
+        user_id: &str,
         password_hash: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
@@ -575,7 +575,10 @@ const REVOKE_TOKENS_BY_JTI: &str =
     "UPDATE tokens SET revoked_at = $3 WHERE hash = $2 AND domain = $1 AND revoked_at IS NULL";
 const FIND_USER: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
      FROM users WHERE domain = $1 AND username = $2";
-const SET_USER_PASSWORD: &str = "UPDATE users SET password_hash = $3, updated_at = $4 WHERE domain = $1 AND username = $2 AND source = 'store'";
+/// By id: a user deleted and another of the same name created since the caller read it is not
+/// given the password.
+const SET_USER_PASSWORD: &str =
+    "UPDATE users SET password_hash = $3, updated_at = $4 WHERE id = $2 AND domain = $1 AND source = 'store'";
 const SET_USER_STATUS: &str =
     "UPDATE users SET status = $3, updated_at = $4 WHERE domain = $1 AND username = $2";
 const CONFIG_USERS: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
@@ -783,13 +786,13 @@ impl DirectoryStore for SqlStore {
     async fn set_user_password(
         &self,
         domain: &str,
-        username: &str,
+        user_id: &str,
         password_hash: &str,
         now: i64,
     ) -> StoreResult<bool> {
         let r = sqlx::query(SET_USER_PASSWORD)
             .bind(domain)
-            .bind(username)
+            .bind(user_id)
             .bind(password_hash)
             .bind(now)
             .execute(&self.writer)

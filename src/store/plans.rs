@@ -155,7 +155,7 @@ fn cases() -> Vec<Case> {
             &signin::SIGN_IN_READ,
             &["auth_requests_pkey", USERS_USERNAME, "login_attempts_pkey"],
         ),
-        case("set_user_password", super::SET_USER_PASSWORD, &[USERS_USERNAME]),
+        case("set_user_password", super::SET_USER_PASSWORD, &["users_pkey"]),
         case("set_user_status", super::SET_USER_STATUS, &[USERS_USERNAME]),
         case("config_users", super::CONFIG_USERS, &["users_config"]),
         case("family_jtis", refresh::FAMILY_JTIS, &["family_jtis_family"]),

@@ -590,7 +590,13 @@ async fn slow_password(app: &TestApp, pass: &'static str) {
     .await
     .unwrap();
     let store = &app.handle().state().store;
-    assert!(store.set_user_password("default", "slow", &phc, 0).await.unwrap());
+    let slow = store.find_user("default", "slow").await.unwrap().unwrap();
+    assert!(
+        store
+            .set_user_password("default", &slow.id, &phc, 0)
+            .await
+            .unwrap()
+    );
 }
 
 /// How many `signin.success` events the user has, and `signin.failure` events that undid one

@@ -53,6 +53,9 @@ impl<S: OAuthStore> Grant<S> for Password {
             PasswordCheck::Failed => {
                 return Err(OAuthError::invalid_grant("the username or password is incorrect"));
             }
+            PasswordCheck::Busy => {
+                return Err(OAuthError::unavailable("too many password checks at once"));
+            }
         };
         // No browser session stands behind this grant: refresh tokens only for offline scopes,
         // and they last the domain's refresh-token lifetime.
