@@ -820,6 +820,23 @@ issuer = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn read_timeouts_default_to_30_s_and_cannot_be_0() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(
+            (c.server.header_read_timeout.0, c.server.body_read_timeout.0),
+            (30_000, 30_000)
+        );
+        for key in ["header_read_timeout", "body_read_timeout"] {
+            let errs = Config::from_toml_str(&format!("[server]\n{key} = \"0\"\n{BASE}")).unwrap_err();
+            assert!(
+                errs.to_string()
+                    .contains(&format!("server.{key}: must be more than 0")),
+                "{errs}"
+            );
+        }
+    }
+
+    #[test]
     fn a_revision_is_read_and_cannot_be_negative() {
         assert_eq!(Config::from_toml_str(BASE).unwrap().revision, None);
         let c = Config::from_toml_str(&format!("revision = 7\n{BASE}")).unwrap();

@@ -454,6 +454,17 @@ mod tests {
         ]
     }
 
+    /// alice's account with a budget of one check at a time.
+    fn alice() -> [Bucket; 1] {
+        [Bucket::new("u:alice".into(), 1)]
+    }
+
+    /// A check of [`alice`]'s account in a task of its own: its answer, once it has one.
+    fn waiter(gate: &std::sync::Arc<Gate>) -> tokio::task::JoinHandle<Result<(), Refusal>> {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.admit("d", &alice(), &[None], 100).await.map(|_| ()) })
+    }
+
     fn failed(failures: i64, locked_until: i64) -> Tally {
         Tally {
             failures,
@@ -502,15 +513,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_check_goes_ahead_when_one_ends_or_finds_its_lock() {
         let gate = std::sync::Arc::new(Gate::default());
-        let b = [Bucket::new("u:alice".into(), 1)];
+        let b = alice();
         let first = gate.admit("d", &b, &[None], 100).await.unwrap();
-        let waiting = {
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let b = [Bucket::new("u:alice".into(), 1)];
-                gate.admit("d", &b, &[None], 100).await.map(|_| ())
-            })
-        };
+        let waiting = waiter(&gate);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished());
         // The first ends without a failure (a right password): the second goes ahead.
@@ -518,13 +523,7 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Ok(()));
         // The first fails and locks: the waiting one finds the lock.
         let first = gate.admit("d", &b, &[None], 100).await.unwrap();
-        let waiting = {
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let b = [Bucket::new("u:alice".into(), 1)];
-                gate.admit("d", &b, &[None], 100).await.map(|_| ())
-            })
-        };
+        let waiting = waiter(&gate);
         tokio::time::sleep(Duration::from_secs(1)).await;
         first.recorded(0, failed(1, 130), 100);
         drop(first);
@@ -534,13 +533,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiting_checks_go_in_the_order_they_came() {
         let gate = std::sync::Arc::new(Gate::default());
-        let one = || [Bucket::new("u:alice".into(), 1)];
-        let first = gate.admit("d", &one(), &[None], 100).await.unwrap();
+        let first = gate.admit("d", &alice(), &[None], 100).await.unwrap();
         let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..3 {
             let (gate, tx) = (gate.clone(), tx.clone());
             tokio::spawn(async move {
-                let pass = gate.admit("d", &one(), &[None], 100).await.unwrap();
+                let pass = gate.admit("d", &alice(), &[None], 100).await.unwrap();
                 tx.send(n).unwrap();
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 drop(pass);
@@ -555,7 +553,7 @@ mod tests {
         let late = {
             let (gate, tx) = (gate.clone(), tx.clone());
             tokio::spawn(async move {
-                let _pass = gate.admit("d", &one(), &[None], 100).await.unwrap();
+                let _pass = gate.admit("d", &alice(), &[None], 100).await.unwrap();
                 tx.send(9).unwrap();
             })
         };
@@ -570,24 +568,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_check_dropped_as_its_turn_came_gives_its_room_back() {
         let gate = std::sync::Arc::new(Gate::default());
-        let one = || [Bucket::new("u:alice".into(), 1)];
-        let first = gate.admit("d", &one(), &[None], 100).await.unwrap();
-        let waiting = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.admit("d", &one(), &[None], 100).await.map(|_| ()) })
-        };
+        let first = gate.admit("d", &alice(), &[None], 100).await.unwrap();
+        let waiting = waiter(&gate);
         tokio::time::sleep(Duration::from_millis(1)).await;
         // Its turn comes (the room is given to it) and its request goes before it runs.
         drop(first);
         waiting.abort();
-        let alice = one();
-        let next = tokio::time::timeout(Duration::from_secs(1), gate.admit("d", &alice, &[None], 100));
+        let one = alice();
+        let next = tokio::time::timeout(Duration::from_secs(1), gate.admit("d", &one, &[None], 100));
         assert!(matches!(next.await, Ok(Ok(_))), "the room was lost");
         // A check dropped while it waits leaves the queue: it holds no one up.
-        let waiting = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.admit("d", &one(), &[None], 100).await.map(|_| ()) })
-        };
+        let waiting = waiter(&gate);
         tokio::time::sleep(Duration::from_millis(1)).await;
         waiting.abort();
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -597,19 +588,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_answers_busy_at_once() {
         let gate = std::sync::Arc::new(Gate::default());
-        let one = || [Bucket::new("u:alice".into(), 1)];
-        let _first = gate.admit("d", &one(), &[None], 100).await.unwrap();
+        let _first = gate.admit("d", &alice(), &[None], 100).await.unwrap();
         let mut waiters = Vec::new();
         for _ in 0..MAX_QUEUE {
-            let gate = gate.clone();
-            waiters.push(tokio::spawn(async move {
-                gate.admit("d", &one(), &[None], 100).await.map(|_| ())
-            }));
+            waiters.push(waiter(&gate));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(gate.inner().queue.len(), MAX_QUEUE);
-        let alice = one();
-        let next = tokio::time::timeout(Duration::from_millis(1), gate.admit("d", &alice, &[None], 100));
+        let one = alice();
+        let next = tokio::time::timeout(Duration::from_millis(1), gate.admit("d", &one, &[None], 100));
         assert_eq!(next.await.map(|r| r.err()), Ok(Some(Refusal::Busy)));
         // The queued ones, never let through, are busy after their wait.
         for w in waiters {

@@ -142,36 +142,33 @@ fn cookie<'a>(page: &'a Page, prefix: &str) -> &'a str {
 
 #[tokio::test]
 async fn cookies_are_host_prefixed_and_secure_on_an_https_issuer_and_lax_httponly_everywhere() {
-    let app = TestApp::spawn_with(Opts {
-        domain_extra: format!(
-            r#"
-[[domain]]
-name = "pathy"
-issuer = "https://id.example.com/t2"
-
-  [[domain.client]]
-  client_id = "web2"
-  secret_hash = "{0}"
-  grant_types = ["authorization_code"]
-  redirect_uris = ["https://app.example.com/cb"]
-  scopes = ["openid"]
-
-[[domain]]
-name = "secure"
-issuer = "https://id.example.com"
-
+    // The same client in two https domains of one host, one with a path.
+    let client = format!(
+        r#"
   [[domain.client]]
   client_id = "web"
   secret_hash = "{}"
   grant_types = ["authorization_code"]
   redirect_uris = ["https://app.example.com/cb"]
   scopes = ["openid"]
-
+"#,
+        ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("web"))
+    );
+    let app = TestApp::spawn_with(Opts {
+        domain_extra: format!(
+            r#"
+[[domain]]
+name = "pathy"
+issuer = "https://id.example.com/t2"
+{client}
+[[domain]]
+name = "secure"
+issuer = "https://id.example.com"
+{client}
   [[domain.user]]
   username = "alice"
   password_hash = "{}"
 "#,
-            ostiary::crypto::secrets::SecretHash::sha256_string(&crate::harness::secret("web")),
             crate::harness::password_hash("alice")
         ),
         ..Opts::default()
@@ -235,15 +232,11 @@ issuer = "https://id.example.com"
 
     // An https issuer with a path: host-prefixed too, so with Path=/ (its name keeps it apart).
     let login = read(
-        http.get(format!(
-            "{}/t2/oauth2/v1/authorize?{}",
-            app.base,
-            query.replace("client_id=web", "client_id=web2")
-        ))
-        .header("host", "id.example.com")
-        .send()
-        .await
-        .unwrap(),
+        http.get(format!("{}/t2/oauth2/v1/authorize?{}", app.base, query))
+            .header("host", "id.example.com")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(login.status, 200, "{}", login.body);

@@ -24,14 +24,7 @@ async fn code_flow_gives_access_and_id_tokens_and_userinfo() {
     assert_eq!(claims["nonce"], "n-1");
     let (_, at) = jwt_parts(body["access_token"].as_str().unwrap());
     assert_eq!(claims["sub"], at["sub"]);
-    let resp = app
-        .get("/oauth2/v1/userinfo")
-        .bearer_auth(body["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let info: serde_json::Value = resp.json().await.unwrap();
+    let info = crate::flow::userinfo(&app, body["access_token"].as_str().unwrap()).await;
     assert_eq!(info["email"], "alice@example.com");
     assert_eq!(info["sub"], claims["sub"]);
 }
@@ -49,15 +42,7 @@ async fn userinfo_gives_claims_by_scope_and_groups_where_asked() {
     let app = TestApp::spawn().await;
     let body = tokens_for(&app, "openid profile email address phone groups").await;
     let token = body["access_token"].as_str().unwrap();
-    let info: serde_json::Value = app
-        .get("/oauth2/v1/userinfo")
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = crate::flow::userinfo(&app, token).await;
     assert_eq!(info["name"], "Alice Example");
     assert_eq!(info["given_name"], "Alice");
     assert_eq!(info["preferred_username"], "alice");
