@@ -154,6 +154,8 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     /// The address of the mutual-TLS listener, when `server.mtls_listen` is set.
     pub mtls_addr: Option<SocketAddr>,
+    /// The address of the metrics listener, when `server.metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     state: AppState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -281,14 +283,8 @@ pub async fn start(
         .context("cannot load server.client_ca_file and client_crl_files")?,
     );
     let tls = tls_configs(&config)?;
-    let mtls_listener = match &config.server.mtls_listen {
-        Some(m) => Some(
-            tokio::net::TcpListener::bind(m)
-                .await
-                .with_context(|| format!("cannot listen on {m} (server.mtls_listen)"))?,
-        ),
-        None => None,
-    };
+    let mtls_listener = bind_extra(&config.server.mtls_listen, "server.mtls_listen").await?;
+    let metrics_listener = bind_extra(&config.server.metrics_listen, "server.metrics_listen").await?;
     let store = open_store(&config).await?;
     let kek = load_kek(&config)?;
     let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
@@ -345,7 +341,7 @@ pub async fn start(
 
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
-    let router = crate::http::router(state.clone());
+    let router = crate::http::router(state.clone(), metrics_listener.is_none());
     let headers_within = Duration::from_millis(config.server.header_read_timeout.0.max(1));
     let server = match &tls.main {
         Some(c) => serve(
@@ -364,6 +360,14 @@ pub async fn start(
         tasks.push(serve(l, router, stop_rx.clone(), headers_within));
         tracing::info!(listen = %a, "mutual-TLS listener is serving");
         mtls_addr = Some(a);
+    }
+    let mut metrics_addr = None;
+    if let Some(l) = metrics_listener {
+        let a = l.local_addr()?;
+        let router = crate::http::metrics_router(state.clone());
+        tasks.push(serve(l, router, stop_rx.clone(), headers_within));
+        tracing::info!(listen = %a, "metrics listener is serving");
+        metrics_addr = Some(a);
     }
     tasks.extend([
         spawn_job(
@@ -426,11 +430,24 @@ pub async fn start(
     Ok(ServerHandle {
         addr,
         mtls_addr,
+        metrics_addr,
         state,
         stop,
         tasks,
         started_with,
     })
+}
+
+/// The listener of an optional address setting (`key` names it in the error).
+async fn bind_extra(addr: &Option<String>, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} ({key})"))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The TLS configurations of the listeners: the main one's (when it speaks TLS) and the

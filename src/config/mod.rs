@@ -192,6 +192,11 @@ pub struct ServerConfig {
     /// Address of a second, TLS listener that asks for client certificates (RFC 8705), e.g.
     /// `0.0.0.0:8443`; needs `tls_cert_file` and `tls_key_file`. Default: none.
     pub mtls_listen: Option<String>,
+    /// Address of a plain-HTTP listener of its own for `GET /metrics` (with `/healthz` and
+    /// `/readyz`), e.g. `127.0.0.1:9090`, so that the metrics are kept off the public listener:
+    /// when it is set, the main and mutual-TLS listeners answer `/metrics` with 404. Default:
+    /// none (`/metrics` is served on the main listener).
+    pub metrics_listen: Option<String>,
     /// PEM trust anchors of `tls_client_auth` certificates. Default: none (no certificate is
     /// trusted; `self_signed_tls_client_auth` still works).
     pub client_ca_file: Option<PathBuf>,
@@ -256,6 +261,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             mtls_listen: None,
+            metrics_listen: None,
             client_ca_file: None,
             client_crl_files: Vec::new(),
             client_certificate_header: None,
@@ -572,6 +578,19 @@ impl Config {
                 );
             }
         }
+        if let Some(m) = &s.metrics_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(
+                    "server.metrics_listen",
+                    "must be an address and port, e.g. 127.0.0.1:9090",
+                );
+            } else if !m.ends_with(":0") && (*m == s.listen || s.mtls_listen.as_ref() == Some(m)) {
+                errs.push(
+                    "server.metrics_listen",
+                    "must differ from server.listen and server.mtls_listen",
+                );
+            }
+        }
         if let Some(h) = &s.client_certificate_header
             && axum::http::HeaderName::try_from(h.as_str()).is_err()
         {
@@ -853,6 +872,24 @@ issuer = "http://127.0.0.1:8080"
         let env = vec![("OSTIARY_SERVER__LISTN".to_string(), "x".to_string())];
         let e = Config::from_toml_str_with_env(BASE, env).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_checked() {
+        let with = |v: &str| format!("[server]\nlisten = \"127.0.0.1:8080\"\n{v}\n{BASE}");
+        let e = Config::from_toml_str(&with("metrics_listen = \"localhost\"")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("server.metrics_listen: must be an address and port"),
+            "{e}"
+        );
+        let e = Config::from_toml_str(&with("metrics_listen = \"127.0.0.1:8080\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("server.metrics_listen: must differ"),
+            "{e}"
+        );
+        let c = Config::from_toml_str(&with("metrics_listen = \"127.0.0.1:9090\"")).unwrap();
+        assert_eq!(c.server.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
     }
 
     #[test]

@@ -46,16 +46,20 @@ use extract::CurrentDomain;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Builds the whole HTTP application.
-pub fn router(state: AppState) -> Router {
+/// Builds the whole HTTP application. `with_metrics`: `GET /metrics` is served here (false when
+/// `server.metrics_listen` has a listener of its own for it).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
     let domain_router = domain_routes().with_state(state.clone());
     let dispatch_state = state.clone();
     let certificate_state = state.clone();
     let slow_request = state.slow_request;
-    let root = Router::new()
+    let mut root = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        root = root.route("/metrics", get(metrics_text));
+    }
+    let root = root
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
         .fallback(move |req: Request| {
@@ -91,6 +95,22 @@ pub fn router(state: AppState) -> Router {
         ))
         .service(root);
     Router::new().fallback_service(stack)
+}
+
+/// The application of `server.metrics_listen`: `GET /metrics`, `/healthz` and `/readyz`, with the
+/// request id and the security headers; anything else is a 404. Its requests are not counted.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(X_REQUEST_ID, RandomRequestId))
+                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+                .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+        )
 }
 
 /// Marks a request that came over the mutual-TLS listener.

@@ -46,6 +46,58 @@ async fn health_readiness_and_metrics() {
     assert!(!text.contains("quantile="), "{text}");
 }
 
+/// `server.metrics_listen`: /metrics (with the health checks) moves to a listener of its own, and
+/// the public listener answers it 404 as any unknown path.
+#[tokio::test]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..Default::default()
+    })
+    .await;
+    app.access_token("backend").await;
+    let public = app
+        .http
+        .get(format!("{}/metrics", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    assert!(!public.text().await.unwrap().contains("ostiary_"));
+    let own = format!(
+        "http://{}",
+        app.handle().metrics_addr.expect("the metrics listener runs")
+    );
+    let resp = app.http.get(format!("{own}/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("ostiary_http_requests_total{route=\"/oauth2/v1/token\",status=\"200\""),
+        "{text}"
+    );
+    assert!(text.contains("ostiary_store_connections "), "{text}");
+    for path in ["/healthz", "/readyz"] {
+        let resp = app.http.get(format!("{own}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path} on the public listener");
+    }
+    // Nothing of the domains is served there.
+    let resp = app
+        .http
+        .get(format!("{own}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
 async fn metrics_text(app: &TestApp) -> String {
     let resp = app
         .http
