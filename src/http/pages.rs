@@ -192,15 +192,24 @@ pub fn error_page(err: &OAuthError) -> Response {
 /// Sends the response parameters back to the client: a 303 redirect (query) or a form (form_post).
 pub fn to_client(req: &AuthorizationRequest, params: &[(&str, &str)]) -> Response {
     if req.response_mode == "form_post" {
-        let hash =
-            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()));
-        let view = FormPostPage {
-            action: &req.redirect_uri,
-            fields: params.to_vec(),
-        };
-        return page(StatusCode::OK, view.render(), Some(&hash));
+        return post_form(
+            &req.redirect_uri,
+            params.to_vec(),
+            "Press Continue to return to the application.",
+        );
     }
     see_other(&redirect_with(&req.redirect_uri, params))
+}
+
+/// A page whose script POSTs `fields` to `action` at once (a Continue button without scripts).
+pub fn post_form(action: &str, fields: Vec<(&str, &str)>, prompt: &str) -> Response {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()));
+    let view = FormPostPage {
+        action,
+        fields,
+        prompt,
+    };
+    page(StatusCode::OK, view.render(), Some(&hash))
 }
 
 /// A 303 See Other (never 307/308 after a form POST).

@@ -51,9 +51,11 @@ pub struct ErrorPage<'a> {
 pub struct FormPostPage<'a> {
     pub action: &'a str,
     pub fields: Vec<(&'a str, &'a str)>,
+    /// What Continue does, for a browser without scripts.
+    pub prompt: &'a str,
 }
 
-/// The inline script of the form_post page, for its CSP hash.
+/// The inline script of the form_post page (and of the logout relay), for its CSP hash.
 pub const FORM_POST_SCRIPT: &str = "document.forms[0].submit();";
 
 /// What the device page asks the person to confirm.

@@ -875,7 +875,7 @@ async fn browser_logout_posted_from_another_site_signs_out() {
     let id_token = tokens["id_token"].as_str().expect("an id_token");
 
     // The RP's form, submitted from its own site: the browser sends no SameSite=Lax cookie with
-    // the POST; the 303 to the same request by GET carries it.
+    // the POST; our page's script posts it again from the issuer's site, which carries it.
     let (rp, server) = rp_logout_page(&app.issuer, id_token, &cb.uri, "st-bye").await;
     b.goto(&rp).await;
     b.click_to_next_page("#signout").await;

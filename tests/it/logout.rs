@@ -842,7 +842,7 @@ async fn the_admin_api_signs_out_a_user_it_disables_or_gives_a_new_password() {
 }
 
 #[tokio::test]
-async fn a_logout_posted_from_another_site_goes_on_by_get_and_signs_out() {
+async fn a_logout_posted_from_another_site_is_posted_again_by_our_page_and_signs_out() {
     let listener = Listener::start(&[]).await;
     let app = spawn(&listener, "").await;
     let browser = Browser::new();
@@ -852,34 +852,66 @@ async fn a_logout_posted_from_another_site_goes_on_by_get_and_signs_out() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let endpoint = format!("{}/oauth2/v1/userlogout", app.issuer);
     let form = [
         ("id_token_hint", s(&t, "id_token")),
         ("post_logout_redirect_uri", RP_AFTER),
         ("state", "st-post"),
     ];
-    let resp = cross_site
-        .post(format!("{}/oauth2/v1/userlogout", app.issuer))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let next = resp.headers()["location"].to_str().unwrap().to_string();
-    let u = url::Url::parse(&next).unwrap();
-    assert_eq!(
-        u.as_str().split('?').next(),
-        Some(&*format!("{}/oauth2/v1/userlogout", app.issuer))
+    let resp = cross_site.post(&endpoint).form(&form).send().await.unwrap();
+    // Our page posts the same request again (a same-site POST, with the cookie): no redirect,
+    // so the hint never goes into a URL.
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("location").is_none());
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    let relay = Page {
+        status: 200,
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap(),
+    };
+    assert!(
+        relay
+            .body
+            .contains(&format!("<form method=\"post\" action=\"{endpoint}\">")),
+        "{}",
+        relay.body
     );
-    let carried: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
-    assert_eq!(carried["id_token_hint"], s(&t, "id_token"));
-    assert_eq!(carried["post_logout_redirect_uri"], RP_AFTER);
-    assert_eq!(carried["state"], "st-post");
+    assert_eq!(relay.field("id_token_hint").as_deref(), Some(s(&t, "id_token")));
+    assert_eq!(relay.field("post_logout_redirect_uri").as_deref(), Some(RP_AFTER));
+    assert_eq!(relay.field("state").as_deref(), Some("st-post"));
     assert!(
         signed_in(&app, &browser).await,
         "a POST without the cookie ends nothing itself"
     );
-    // The browser goes on by GET with its cookie: signed out, then back to the RP with state.
-    let page = browser.get(&next).await;
+    let fields: Vec<(&str, String)> = ["id_token_hint", "post_logout_redirect_uri", "state", "relayed"]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                relay
+                    .field(name)
+                    .unwrap_or_else(|| panic!("no {name}: {}", relay.body)),
+            )
+        })
+        .collect();
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Posted again without the cookie (a browser that has none): answered, not relayed again.
+    let resp = cross_site.post(&endpoint).form(&fields).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{RP_AFTER}?state=st-post")
+    );
+    assert!(
+        signed_in(&app, &browser).await,
+        "a POST without the cookie signed the session out"
+    );
+    // The browser's own POST, with its cookie: signed out, then back to the RP with state.
+    let page = browser.post(&endpoint, &fields).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(
         page.location().as_deref(),
