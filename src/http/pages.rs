@@ -314,7 +314,8 @@ pub async fn proceed(
         Some(_) if client.consent == ConsentPolicy::Skip => None,
         Some(s) => match app.store.find_consent(&d.name, &s.user_id, &client.id).await {
             Ok(c) => c,
-            Err(e) => return error_page(&e.into()),
+            // RFC 6749 s4.1.2.1: anything but the redirect URI failing is answered there.
+            Err(e) => return error_to_client(d, &req, &e.into()),
         },
         None => None,
     };
@@ -340,7 +341,7 @@ pub async fn proceed(
                 set,
             ),
             Ok((row, csrf, set)) => with_cookie(consent_page(app, d, &req, &s, &row, &csrf, None).await, set),
-            Err(e) => error_page(&e),
+            Err(e) => error_to_client(d, &req, &e),
         },
         (Ok(_), _) => match ensure_pending(app, d, headers, &req, pending).await {
             Ok((row, csrf, set)) => {
@@ -350,7 +351,7 @@ pub async fn proceed(
                     set,
                 )
             }
-            Err(e) => error_page(&e),
+            Err(e) => error_to_client(d, &req, &e),
         },
     }
 }

@@ -654,7 +654,16 @@ async fn post_with_a_form_body_works_like_get() {
     let p = pkce();
     let endpoint = format!("{}/oauth2/v1/authorize", app.issuer);
     let params = request("webapp", WEBAPP_CB, &p);
-    let mut page = browser.post(&endpoint, &params).await;
+    // Without the session cookie (as the client's own site posts it): our page posts the same
+    // request again, marked, from the issuer's site (so that the browser's cookies come along).
+    let relay = browser.post(&endpoint, &params).await;
+    let mut expected: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    expected.push(("relayed".into(), "1".into()));
+    assert_eq!(relay.relayed_to(&endpoint), expected);
+    let mut page = browser.post(&endpoint, &pairs(&expected)).await;
     assert!(page.is_login(), "{} {}", page.status, page.body);
     assert_page_headers(&page, "login page after POST");
     page = browser.sign_in(&page, "alice", &password("alice")).await;
@@ -673,7 +682,19 @@ async fn post_with_a_form_body_works_like_get() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    // Errors too: redirected once client and redirect URI hold, a page before.
+    // Signed in now: a POST from the client's site (no cookie) with prompt=none goes through
+    // the relay and gets a code, not login_required.
+    let silent = with(request("webapp", WEBAPP_CB, &p), "prompt", "none");
+    let relay = Browser::new()
+        .post(&endpoint, &silent)
+        .await
+        .relayed_to(&endpoint);
+    let page = browser.post(&endpoint, &pairs(&relay)).await;
+    code_of(&page);
+    // The marked POST of a browser without cookies is answered, not relayed again.
+    let page = Browser::new().post(&endpoint, &pairs(&relay)).await;
+    assert_error_redirect(&app, &page, WEBAPP_CB, "login_required");
+    // Errors too, without a relay: redirected once client and redirect URI hold, a page before.
     let bad = with(request("webapp", WEBAPP_CB, &p), "response_type", "token");
     let page = Browser::new().post(&endpoint, &bad).await;
     assert_error_redirect(&app, &page, WEBAPP_CB, "unsupported_response_type");
@@ -695,6 +716,11 @@ async fn post_with_a_form_body_works_like_get() {
     // A U+FFFD sent as such (valid UTF-8) is a value like any other.
     let page = Browser::new().get(&format!("{url}&state=%EF%BF%BD")).await;
     assert!(page.is_login(), "{} {}", page.status, page.body);
+}
+
+/// Owned form pairs as the test browser posts them.
+fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// The `script-src` directive of a CSP.

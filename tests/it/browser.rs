@@ -822,20 +822,22 @@ async fn browser_form_post_response_mode_posts_to_the_client() {
 }
 
 /// An RP's page on another site (127.0.0.2, which is not the issuer's 127.0.0.1) whose form
-/// POSTs an end-session request to the issuer (RP-Initiated Logout 1.0 s2).
-async fn rp_logout_page(
-    issuer: &str,
-    id_token: &str,
-    after: &str,
-    state: &str,
-) -> (String, tokio::task::JoinHandle<()>) {
+/// (button `#go`) POSTs `fields` to `action`, as an RP's own site posts an end-session request
+/// (RP-Initiated Logout 1.0 s2) or an authorization request (OpenID Connect Core s3.1.2.1).
+async fn cross_site_form(action: &str, fields: &[(&str, &str)]) -> (String, tokio::task::JoinHandle<()>) {
+    let escape = |v: &str| {
+        v.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    };
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", escape(v)))
+        .collect();
     let page = format!(
         "<!doctype html><html lang=\"en\"><title>RP</title>\
-         <form method=\"post\" action=\"{issuer}/oauth2/v1/userlogout\">\
-         <input type=\"hidden\" name=\"id_token_hint\" value=\"{id_token}\">\
-         <input type=\"hidden\" name=\"post_logout_redirect_uri\" value=\"{after}\">\
-         <input type=\"hidden\" name=\"state\" value=\"{state}\">\
-         <button id=\"signout\" type=\"submit\">Sign out</button></form></html>"
+         <form method=\"post\" action=\"{action}\">{inputs}\
+         <button id=\"go\" type=\"submit\">Go</button></form></html>"
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
         .await
@@ -876,9 +878,17 @@ async fn browser_logout_posted_from_another_site_signs_out() {
 
     // The RP's form, submitted from its own site: the browser sends no SameSite=Lax cookie with
     // the POST; our page's script posts it again from the issuer's site, which carries it.
-    let (rp, server) = rp_logout_page(&app.issuer, id_token, &cb.uri, "st-bye").await;
+    let (rp, server) = cross_site_form(
+        &format!("{}/oauth2/v1/userlogout", app.issuer),
+        &[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", &cb.uri),
+            ("state", "st-bye"),
+        ],
+    )
+    .await;
     b.goto(&rp).await;
-    b.click_to_next_page("#signout").await;
+    b.click_to_next_page("#go").await;
     let hit = cb.next().await;
     assert_eq!(
         hit.params.get("state").map(String::as_str),
@@ -893,6 +903,40 @@ async fn browser_logout_posted_from_another_site_signs_out() {
     let again = authorize(&app, &cb, "openid", &[]);
     b.goto(&again.url).await;
     b.find("#password").await;
+    server.abort();
+    b.quit().await;
+    app.stop().await;
+}
+
+/// OpenID Connect Core s3.1.2.1: an authorization request POSTed from the client's own site,
+/// which the browser sends without the SameSite=Lax session cookie, still finds the session:
+/// prompt=none gets a code, not login_required.
+#[tokio::test]
+async fn browser_authorization_posted_from_another_site_finds_the_session() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut cb = Callback::start().await;
+    let first = authorize(&app, &cb, "openid", &[]);
+    b.goto(&first.url).await;
+    b.sign_in("alice", &password("alice"), false).await;
+    b.consent_page().await;
+    b.click_to_next_page("button[name=decision][value=approve]").await;
+    cb.next().await;
+
+    let req = authorize(&app, &cb, "openid", &[("prompt", "none")]);
+    let query = url::Url::parse(&req.url).expect("authorize URL");
+    let fields: Vec<(String, String)> = query.query_pairs().into_owned().collect();
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (rp, server) = cross_site_form(&format!("{}/oauth2/v1/authorize", app.issuer), &fields).await;
+    b.goto(&rp).await;
+    b.click_to_next_page("#go").await;
+    let hit = cb.next().await;
+    assert_eq!(hit.params.get("error"), None, "{hit:?}");
+    assert_eq!(hit.params.get("state"), Some(&req.state), "{hit:?}");
+    let tokens = req.exchange(&app, &hit).await;
+    assert!(tokens["id_token"].is_string(), "{tokens}");
     server.abort();
     b.quit().await;
     app.stop().await;

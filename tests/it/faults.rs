@@ -263,3 +263,36 @@ async fn an_approval_that_cannot_be_stored_is_reported_to_the_client() {
         "openid orders.read"
     );
 }
+
+#[tokio::test]
+async fn a_request_the_store_cannot_keep_is_answered_at_the_client() {
+    let app = TestApp::spawn().await;
+    // RFC 6749 s4.1.2.1: with the client and its redirect URI verified, a request that fails
+    // for another reason (here the store, keeping the request for its sign-in page) is answered
+    // at the client, with its state and iss, not on a page the client never sees.
+    add_fault(
+        &app.database_url,
+        "no_requests",
+        "BEFORE INSERT ON auth_requests",
+        Fault::Abort,
+    )
+    .await;
+    let url = code_request_url(&app, "webapp", "openid", &pkce().challenge, &[("state", "st-9")]);
+    let page = Browser::new().get(&url).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = page.redirect_params();
+    // (How the store's failure reads, unavailable or not, is the store's to say.)
+    assert!(
+        matches!(
+            q.get("error").map(String::as_str),
+            Some("temporarily_unavailable" | "server_error")
+        ),
+        "{q:?}"
+    );
+    assert_eq!(q.get("state").map(String::as_str), Some("st-9"));
+    assert_eq!(q.get("iss"), Some(&app.issuer));
+    assert!(!page.location().unwrap_or_default().contains("injected"));
+    drop_fault(&app.database_url, "no_requests", "auth_requests").await;
+    let page = Browser::new().get(&url).await;
+    assert!(page.is_login(), "{}", page.body);
+}

@@ -56,6 +56,46 @@ impl Page {
     }
 }
 
+impl Page {
+    /// Asserts that this is our relay page posting its request again to `action`: 200, no
+    /// redirect, no cookie set, a form to `action` and the one script the CSP allows by hash.
+    /// Returns its hidden fields.
+    pub fn relayed_to(&self, action: &str) -> Vec<(String, String)> {
+        assert_eq!(self.status, 200, "{}", self.body);
+        assert!(self.location().is_none(), "{:?}", self.location());
+        assert!(self.set_cookies().is_empty(), "the relay sets no cookie");
+        let csp = self.headers["content-security-policy"].to_str().unwrap_or("");
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        assert!(
+            self.body
+                .contains(&format!("<form method=\"post\" action=\"{action}\">")),
+            "{}",
+            self.body
+        );
+        self.hidden_fields()
+    }
+
+    /// The (name, value) of every `<input type="hidden">` of the page, in order.
+    pub fn hidden_fields(&self) -> Vec<(String, String)> {
+        let attr = |tag: &str, name: &str| -> Option<String> {
+            let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+            let len = tag[at..].find('"')?;
+            Some(unescape(&tag[at..at + len]))
+        };
+        self.body
+            .split("<input ")
+            .skip(1)
+            .filter_map(|rest| {
+                let tag = format!(" {}", &rest[..rest.find('>')?]);
+                if !tag.contains(" type=\"hidden\"") {
+                    return None;
+                }
+                Some((attr(&tag, "name")?, attr(&tag, "value").unwrap_or_default()))
+            })
+            .collect()
+    }
+}
+
 fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"")
         .replace("&#34;", "\"")

@@ -861,25 +861,12 @@ async fn a_logout_posted_from_another_site_is_posted_again_by_our_page_and_signs
     let resp = cross_site.post(&endpoint).form(&form).send().await.unwrap();
     // Our page posts the same request again (a same-site POST, with the cookie): no redirect,
     // so the hint never goes into a URL.
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("location").is_none());
-    let csp = resp.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(csp.contains("script-src 'sha256-"), "{csp}");
     let relay = Page {
-        status: 200,
+        status: resp.status().as_u16(),
         headers: resp.headers().clone(),
         body: resp.text().await.unwrap(),
     };
-    assert!(
-        relay
-            .body
-            .contains(&format!("<form method=\"post\" action=\"{endpoint}\">")),
-        "{}",
-        relay.body
-    );
+    relay.relayed_to(&endpoint);
     assert_eq!(relay.field("id_token_hint").as_deref(), Some(s(&t, "id_token")));
     assert_eq!(relay.field("post_logout_redirect_uri").as_deref(), Some(RP_AFTER));
     assert_eq!(relay.field("state").as_deref(), Some("st-post"));
