@@ -389,6 +389,15 @@ fn build_client(c: &ClientConfig) -> Result<Client, String> {
         (Some(h), _) => Some(SecretHash::parse(h).map_err(|e| format!("client {}: {e}", c.client_id))?),
         (None, Some(v)) => {
             if c.token_endpoint_auth_method == AuthMethod::ClientSecretJwt {
+                if let Some(alg) = &c.token_endpoint_auth_signing_alg
+                    && v.len() < crate::crypto::jws::hmac_key_bytes(alg)
+                {
+                    return Err(format!(
+                        "client {}: token_endpoint_auth_signing_alg {alg} needs a secret of at least {} bytes (RFC 7518 s3.2)",
+                        c.client_id,
+                        crate::crypto::jws::hmac_key_bytes(alg)
+                    ));
+                }
                 shared_secret = Some(SharedSecret(Zeroizing::new(v.as_bytes().to_vec())));
             }
             Some(SecretHash::from_plain_secret(&v))
@@ -570,6 +579,35 @@ issuer = "http://127.0.0.1:8080/tenant2"
                 .is_none()
         );
         assert_eq!(d.exact("127.0.0.1:8080", "/tenant2").unwrap().name, "b");
+    }
+
+    /// RFC 7518 s3.2: a client_secret_jwt client registered for HS384 or HS512 needs a secret of
+    /// at least 48 or 64 bytes; refused at load, not at every authentication.
+    #[test]
+    fn an_hmac_algorithm_longer_than_the_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s".repeat(50)).unwrap();
+        let config = |alg: &str| {
+            Config::from_toml_str(&format!(
+                r#"
+[[domain]]
+name = "a"
+issuer = "http://127.0.0.1:8080"
+  [[domain.client]]
+  client_id = "hmac"
+  token_endpoint_auth_method = "client_secret_jwt"
+  token_endpoint_auth_signing_alg = "{alg}"
+  secret_file = "{}"
+  grant_types = ["client_credentials"]
+"#,
+                file.display()
+            ))
+            .unwrap()
+        };
+        assert!(Domains::from_config(&config("HS384")).is_ok());
+        let e = Domains::from_config(&config("HS512")).err().unwrap();
+        assert!(e.contains("HS512 needs a secret of at least 64 bytes"), "{e}");
     }
 
     #[test]

@@ -110,8 +110,18 @@ pub fn verify_with_jwks(
 /// HMAC algorithms of client_secret_jwt (OpenID Connect Core s9).
 pub const HMAC_ALGS: [&str; 3] = ["HS256", "HS384", "HS512"];
 
+/// RFC 7518 s3.2: the fewest bytes of an HMAC key for `alg`, the size of its hash's output (a
+/// key of that size or larger MUST be used).
+pub fn hmac_key_bytes(alg: &str) -> usize {
+    match alg {
+        "HS384" => 48,
+        "HS512" => 64,
+        _ => 32,
+    }
+}
+
 /// Verifies an HMAC JWS (`alg` one of [`HMAC_ALGS`], and the header's) keyed by `secret`, and
-/// returns the claims.
+/// returns the claims; a secret shorter than the algorithm's hash verifies nothing.
 pub fn verify_hmac(token: &str, alg: &str, secret: &[u8]) -> Result<Map<String, Value>, CryptoError> {
     use aws_lc_rs::hmac;
     let (h, p, s) = split(token)?;
@@ -125,6 +135,11 @@ pub fn verify_hmac(token: &str, alg: &str, secret: &[u8]) -> Result<Map<String, 
         "HS512" => hmac::HMAC_SHA512,
         _ => return Err(CryptoError::Invalid("not an HMAC algorithm")),
     };
+    if secret.len() < hmac_key_bytes(alg) {
+        return Err(CryptoError::Invalid(
+            "the secret is shorter than the algorithm's hash (RFC 7518 s3.2)",
+        ));
+    }
     let sig = B64
         .decode(s)
         .map_err(|_| CryptoError::Invalid("JWS signature is not base64url"))?;

@@ -828,8 +828,22 @@ async fn a_scope_removed_by_a_reload_is_not_issued_from_earlier_grants() {
     );
     assert_ne!(without, app.config_text);
     reload(&app, &without).await;
-    let (status, body) =
-        crate::flow::refresh(&app, "webapp", tokens["refresh_token"].as_str().unwrap(), &[]).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    // Asked for by name, or through its resource server: invalid_scope / invalid_target, with
+    // the refresh token left as it was (used up, the client's next refresh would be a replay
+    // and revoke the family).
+    for (extra, error) in [
+        (("scope", "orders.read"), "invalid_scope"),
+        (("resource", "https://api.example.com/orders"), "invalid_target"),
+    ] {
+        let (status, body) = crate::flow::refresh(&app, "webapp", refresh_token, &[extra]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(error)),
+            "{extra:?}: {body}"
+        );
+    }
+    let (status, body) = crate::flow::refresh(&app, "webapp", refresh_token, &[]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "openid offline_access");
     let (_, claims) = crate::harness::jwt_parts(body["access_token"].as_str().unwrap());
