@@ -80,9 +80,10 @@ curl -s -c "$jar" -b "$jar" -o /dev/null -d request="$request" -d csrf="$csrf" \
 COOKIE=$(awk '$6 ~ /^ostiary_session_/ {printf "%s=%s", $6, $7}' "$jar")
 [ -n "$COOKIE" ] || { echo "sign-in failed" >&2; exit 1; }
 
-# Tables with an expiry, and how long past it the garbage collector keeps rows (codes stay a
+# Tables with an expiry, and how long past it the garbage collector keeps rows (jti records 5
+# minutes, for replicas whose clocks run behind; codes stay a
 # day, to recognise a replayed code).
-TABLES="tokens:0 revoked_jtis:0 assertion_jtis:0 auth_requests:0 sessions:0 auth_codes:86400 refresh_families:0 family_jtis:0 device_codes:86400 session_clients:0"
+TABLES="tokens:0 revoked_jtis:300 assertion_jtis:300 auth_requests:0 sessions:0 auth_codes:86400 refresh_families:0 family_jtis:300 device_codes:86400 session_clients:0"
 # expired_counts NOW: per table "name rows expired stale", where stale rows are those the
 # collector should have removed by now: past expiry (and grace) by more than two GC intervals.
 expired_counts() {

@@ -832,6 +832,12 @@ impl DirectoryStore for SqlStore {
     }
 }
 
+/// How long past its JWT's `exp` a jti record (a revoked JWT, an access token of a family, a
+/// used assertion) is kept: a replica whose clock runs behind the garbage collector's still
+/// takes that JWT as unexpired for as long as the difference, and without the record it would
+/// take a revoked token as live, or a replayed assertion as new.
+const JTI_MARGIN: i64 = 300;
+
 impl MaintenanceStore for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -855,7 +861,7 @@ impl MaintenanceStore for SqlStore {
             ("sessions", "hash", 0),
             ("auth_codes", "hash", 86_400),
             ("refresh_families", "id", 0),
-            ("family_jtis", "domain, jti", 0),
+            ("family_jtis", "domain, jti", JTI_MARGIN),
             ("device_codes", "hash", 86_400),
         ] {
             // Oldest first along the expiry index, then by the whole primary key: a run reads
@@ -897,7 +903,7 @@ impl MaintenanceStore for SqlStore {
             jtis += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
             )))
-            .bind(now)
+            .bind(now - JTI_MARGIN)
             .bind(batch)
             .execute(&self.writer)
             .await?
