@@ -64,25 +64,36 @@ pub fn sign<S>(ctx: &Ctx<'_, S>, spec: IdTokenSpec<'_>) -> OAuthResult<String> {
     jws::sign(key, "JWT", &c).map_err(OAuthError::server_error)
 }
 
+/// The claims of an ID token this domain issued: its signature by a key of `keys`, its issuer,
+/// and its type (our ID tokens are typed `JWT`; an access token, `at+jwt`, or a logout token,
+/// `logout+jwt`, signed by the same keys is not one: RFC 8725 s3.11). Its expiry is not checked:
+/// an expired ID token is still a valid hint. None when any of that fails.
+pub fn issued_id_token(domain: &Domain, keys: &KeySet, token: &str) -> Option<Map<String, Value>> {
+    let header = jws::peek_header(token).ok()?;
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+    {
+        return None;
+    }
+    let key = keys.verifying_key(header.kid.as_deref()?)?;
+    let claims = jws::verify(token, &key).ok()?;
+    (claims.get("iss").and_then(Value::as_str) == Some(domain.issuer.as_str())).then_some(claims)
+}
+
 /// OpenID Connect Core s3.1.2.1 `id_token_hint`: the subject of an ID token this domain issued
-/// to `client_id` (its signature, issuer and audience; an expired one is still a valid hint).
+/// to `client_id` ([`issued_id_token`], and its audience).
 pub fn hint_subject(domain: &Domain, keys: &KeySet, client_id: &str, token: &str) -> OAuthResult<String> {
     let bad = || OAuthError::invalid_request("the id_token_hint is not an ID token issued to this client");
-    let header = jws::peek_header(token).map_err(|_| bad())?;
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| keys.verifying_key(kid))
-        .ok_or_else(bad)?;
-    let claims = jws::verify(token, &key).map_err(|_| bad())?;
+    let claims = issued_id_token(domain, keys, token).ok_or_else(bad)?;
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => a == client_id,
         Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(client_id)),
         _ => false,
     };
-    let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(domain.issuer.as_str());
     match claims.get("sub").and_then(Value::as_str) {
-        Some(sub) if aud_ok && iss_ok => Ok(sub.to_string()),
+        Some(sub) if aud_ok => Ok(sub.to_string()),
         _ => Err(bad()),
     }
 }

@@ -11,6 +11,7 @@ use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::keyring::KeySet;
 use crate::oauth::authorize::redirect_with;
+use crate::oauth::id_token::issued_id_token;
 use crate::oauth::user_tokens::revoke_family_in;
 use crate::store::OAuthStore;
 use crate::store::logout::DeliveryRow;
@@ -55,31 +56,13 @@ pub struct EndSessionRequest {
 /// issuer checked); an expired one is accepted. Its `aud` names the client.
 pub fn read_hint(domain: &Domain, keys: &KeySet, token: &str) -> OAuthResult<LogoutHint> {
     let bad = || OAuthError::invalid_request("the id_token_hint is not an ID token issued here");
-    let header = jws::peek_header(token).map_err(|_| bad())?;
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| keys.verifying_key(kid))
-        .ok_or_else(bad)?;
-    let claims = jws::verify(token, &key).map_err(|_| bad())?;
-    if claims.get("iss").and_then(Value::as_str) != Some(domain.issuer.as_str()) {
-        return Err(bad());
-    }
+    let claims = issued_id_token(domain, keys, token).ok_or_else(bad)?;
     // OpenID Connect Core s2: an ID token's aud is the client (one audience here).
     let client_id = match claims.get("aud") {
         Some(Value::String(a)) => a.clone(),
         Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().ok_or_else(bad)?.to_string(),
         _ => return Err(bad()),
     };
-    // Our ID tokens are typed JWT; an access token (at+jwt) or a logout token (logout+jwt),
-    // signed by the same keys, is not one (RFC 8725 s3.11).
-    if header
-        .typ
-        .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
-    {
-        return Err(bad());
-    }
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)

@@ -466,6 +466,29 @@ async fn a_logout_token_is_not_an_id_token_hint() {
     assert!(page.body.contains("Sign out?"), "{}", page.body);
     assert!(page.body.contains(UNVERIFIED), "{}", page.body);
     assert!(signed_in(&app, &other).await, "nobody was signed out");
+    // Nor at the authorization endpoint (its aud is the client, its sub the user): refused as
+    // a hint there too, not taken as naming the user.
+    let p = crate::flow::pkce();
+    let url = authorize_url(
+        &app,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", RP_REDIRECT),
+            ("scope", "openid"),
+            ("code_challenge", &p.challenge),
+            ("code_challenge_method", "S256"),
+            ("id_token_hint", &logout_token),
+        ],
+    );
+    let page = other.get(&url).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = page.redirect_params();
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("invalid_request"),
+        "{q:?}"
+    );
     app.stop().await;
 }
 
