@@ -246,13 +246,24 @@ impl ClientAuthenticator {
                 ) =>
             {
                 // Without a certificate there is nothing to match: no key set is fetched.
-                let keys = if method == AuthMethod::SelfSignedTlsClientAuth && ctx.peer.certificate.is_some()
-                {
+                let self_signed =
+                    method == AuthMethod::SelfSignedTlsClientAuth && ctx.peer.certificate.is_some();
+                let keys = if self_signed {
                     self.client_keys(ctx, client, false).await?
                 } else {
                     Arc::new(Vec::new())
                 };
-                mtls::authenticate(client, ctx.peer.certificate.as_deref(), &keys)?;
+                let certificate = ctx.peer.certificate.as_deref();
+                match mtls::authenticate(client, certificate, &keys) {
+                    Ok(()) => {}
+                    // RFC 8705 s2.2: a jwks_uri lets the client rotate its certificates: a new
+                    // one is looked for in its keys fetched again, once.
+                    Err(_) if self_signed && client.jwks_uri.is_some() => {
+                        let keys = self.client_keys(ctx, client, true).await?;
+                        mtls::authenticate(client, certificate, &keys)?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             _ => {
                 return Err(OAuthError::invalid_client(format!(

@@ -562,7 +562,7 @@ async fn assertions_authenticate_at_introspection_and_revocation() {
 
 /// A JWK Set server the test controls: it answers `keys` (503 while they are null) and counts
 /// the GETs it receives.
-async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
+pub(crate) async fn serve_jwks(keys: Arc<Mutex<Value>>) -> (String, Arc<Mutex<u32>>) {
     serve_jwks_after(keys, Duration::ZERO).await
 }
 

@@ -2,6 +2,8 @@
 //! and self_signed_tls_client_auth, certificate-bound tokens at introspection, userinfo and
 //! refresh, the trusted proxy's certificate header, and discovery.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::{Value, json};
 
 use crate::flow::{Browser, code_flow};
@@ -732,4 +734,49 @@ async fn revocation_lists_need_the_ca_and_must_parse() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("no revocation list found"), "{err:#}");
+}
+
+/// RFC 8705 s2.2: with a jwks_uri the client rotates its self-signed certificate by publishing
+/// the new one's key: a certificate its cached keys do not hold has them fetched again, once,
+/// instead of failing until the cache expires.
+#[tokio::test]
+async fn a_self_signed_certificate_rotated_at_the_jwks_uri_is_found() {
+    let pki = Pki::new();
+    let keys = Arc::new(Mutex::new(json!({ "keys": [pki.self_signed.jwk()] })));
+    let (uri, hits) = crate::assertions::serve_jwks(keys.clone()).await;
+    let mut opts = pki.opts(pki.proxy_server());
+    opts.domain_keys.push_str("\nallow_private_jwks_uri = true\n");
+    opts.domain_extra.push_str(&format!(
+        r#"
+  [[domain.client]]
+  client_id = "mtls-rotating"
+  token_endpoint_auth_method = "self_signed_tls_client_auth"
+  jwks_uri = "{uri}"
+  grant_types = ["client_credentials"]
+  scopes = ["orders.read"]
+"#
+    ));
+    let app = TestApp::spawn_with(opts).await;
+    let token = |cert: &Cert| {
+        let req = app
+            .post("/oauth2/v1/token")
+            .form(&cc("mtls-rotating"))
+            .header("X-Client-Cert", cert.escaped());
+        async move { read(req.send().await.unwrap()).await }
+    };
+    let (status, _, body) = token(&pki.self_signed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(*hits.lock().unwrap(), 1);
+    // The client publishes its next certificate's key and uses it at once.
+    *keys.lock().unwrap() = json!({ "keys": [pki.other_self_signed.jwk()] });
+    let (status, _, body) = token(&pki.other_self_signed).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        pki.other_self_signed.thumbprint().as_str()
+    );
+    assert_eq!(*hits.lock().unwrap(), 2, "fetched again once");
+    // The retired certificate is refused now.
+    assert_invalid_client(&token(&pki.self_signed).await, "retired certificate");
 }
