@@ -213,6 +213,9 @@ pub struct Domain {
     pub mtls_issuer: Option<String>,
     /// `host[:port]` and path prefix of `mtls_issuer`, normalised as `host` and `path` are.
     pub mtls_route: Option<(String, String)>,
+    /// Client certificates reach the issuer's own endpoints (`server.client_certificate_header`:
+    /// a TLS-terminating proxy passes them), so mutual TLS works there without an alias.
+    pub certificates_at_issuer: bool,
 }
 
 impl Domain {
@@ -283,6 +286,7 @@ impl Domain {
                 .collect::<Result<_, _>>()?,
             mtls_issuer: d.mtls_issuer.clone(),
             mtls_route,
+            certificates_at_issuer: false,
         })
     }
 
@@ -476,8 +480,12 @@ impl Domains {
         let list = config
             .domains
             .iter()
-            .map(|d| Domain::from_config(d).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|d| {
+                let mut domain = Domain::from_config(d)?;
+                domain.certificates_at_issuer = config.server.client_certificate_header.is_some();
+                Ok(Arc::new(domain))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Domains {
             list,
             revision: config.revision,

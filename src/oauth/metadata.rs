@@ -113,13 +113,14 @@ pub fn document(domain: &Domain, grant_types: &[&str], flavor: Flavor) -> Value 
     doc
 }
 
-/// RFC 8705 s3.3 and s5: certificate-bound tokens, the mutual-TLS client authentication methods
-/// and the endpoint aliases, for a domain with an `mtls_issuer`.
+/// RFC 8705 s3.3 and s5: certificate-bound tokens and the mutual-TLS client authentication
+/// methods, for a domain whose clients can present certificates (at an `mtls_issuer`, or at the
+/// issuer itself through a proxy's header), and the endpoint aliases of an `mtls_issuer`.
 fn add_mtls(doc: &mut Value, domain: &Domain, grant_types: &[&str], flavor: Flavor) {
     let Some(obj) = doc.as_object_mut() else {
         return;
     };
-    if domain.mtls_issuer.is_none() {
+    if domain.mtls_issuer.is_none() && !domain.certificates_at_issuer {
         return;
     }
     for list in [
@@ -153,6 +154,8 @@ fn add_mtls(doc: &mut Value, domain: &Domain, grant_types: &[&str], flavor: Flav
             aliases.insert(name.into(), json!(url));
         }
     }
-    obj.insert("mtls_endpoint_aliases".into(), Value::Object(aliases));
+    if !aliases.is_empty() {
+        obj.insert("mtls_endpoint_aliases".into(), Value::Object(aliases));
+    }
     obj.insert("tls_client_certificate_bound_access_tokens".into(), json!(true));
 }

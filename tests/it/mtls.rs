@@ -534,6 +534,31 @@ async fn the_proxys_certificate_header_is_trusted_when_configured() {
         &token("mtls-dn", Some("not%20a%20certificate".into())).await,
         "garbage",
     );
+    // The second domain has no mutual-TLS alias, but certificates reach its own endpoints
+    // through the proxy: its metadata says so (RFC 8705 s3.3), without aliases.
+    let doc: Value = app
+        .http
+        .get(format!("{}/.well-known/openid-configuration", app.issuer2))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true, "{doc}");
+    assert!(doc.get("mtls_endpoint_aliases").is_none(), "{doc}");
+    for list in [
+        "token_endpoint_auth_methods_supported",
+        "introspection_endpoint_auth_methods_supported",
+        "revocation_endpoint_auth_methods_supported",
+    ] {
+        for m in ["tls_client_auth", "self_signed_tls_client_auth"] {
+            assert!(
+                doc[list].as_array().unwrap().iter().any(|v| v == m),
+                "{list} {m}: {doc}"
+            );
+        }
+    }
     app.stop().await;
     // From a peer that is not a trusted proxy, the header is ignored: a certificate is public,
     // and anyone reaching the listener directly could name any client's.
