@@ -599,7 +599,11 @@ pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64)
     }
     let domains = state.domains.load_full();
     for d in &domains.list {
-        match keyring::prune(&state.store, &d.name, now, d.max_token_lifetime()).await {
+        // A retired key leaves the JWKS once its tokens have expired, but is kept (in the
+        // ring, for verifying) until the longest session has ended too: an ID token stays a
+        // valid id_token_hint, expired or not, while the session it came from lives.
+        let keep = d.max_token_lifetime().max(d.session_max_lifetime);
+        match keyring::prune(&state.store, &d.name, now, keep).await {
             Ok(n) => removed += u64::try_from(n).unwrap_or(0),
             Err(e) => tracing::warn!(domain = %d.name, error.cause = %e, "retired keys could not be pruned"),
         }

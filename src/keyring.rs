@@ -60,7 +60,8 @@ impl KeySet {
             .map(|k| &k.key)
     }
 
-    /// The verifying key for `kid`, while it is published.
+    /// The verifying key for `kid`, while the ring holds it: published, or retired and kept for
+    /// `id_token_hint`s until the longest session has ended (what it signed has expired).
     pub fn verifying_key(&self, kid: &str) -> Option<VerifyingKey> {
         self.by_kid
             .get(kid)
@@ -384,7 +385,7 @@ pub async fn rotate_if_due(
     Ok(rotate(store, kek, domain, &due, now, publish_ahead).await)
 }
 
-/// Deletes keys no longer published (their successor activated more than `retain` ago).
+/// Deletes retired keys whose successor activated more than `retain` (and the margin) ago.
 pub async fn prune(store: &impl KeyStore, domain: &str, now: i64, retain: i64) -> Result<usize, KeyError> {
     let rows = store.list_keys(domain).await?;
     let mut deleted = 0;

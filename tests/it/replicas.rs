@@ -711,3 +711,74 @@ async fn garbage_collection_and_key_rotation_run_on_one_replica_at_a_time() {
     }
     assert_eq!(count_rows(&r[0].database_url, "signing_keys").await, 2 * keys);
 }
+
+/// OpenID Connect Core s3.1.2.1: an ID token is a valid `id_token_hint` while its session lives,
+/// expired or not. Its key, retired by a rotation, leaves the JWKS once the tokens it signed
+/// have expired, but is kept for hints until the longest session has ended too: a replica
+/// started after the garbage collector ran (so its keys are those the store kept) still takes
+/// the hint.
+#[tokio::test]
+async fn a_hint_signed_by_a_retired_key_names_the_user_while_sessions_last() {
+    let opts = Opts {
+        keys_extra: "publish_ahead = \"10s\"".into(),
+        ..Opts::default()
+    };
+    let a = TestApp::spawn_with(opts.clone()).await;
+    let browser = Browser::new();
+    let tokens = flow::sign_in_tokens(&a, &browser, "webapp", "openid").await;
+    let id_token = s(&tokens, "id_token").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(["keys", "rotate", "--config"])
+        .arg(a.write_config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jwks_url = format!("{}/oauth2/v1/keys", a.issuer);
+    for _ in 0..50 {
+        if a.get_json(&jwks_url).await.2["keys"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Past the longest token lifetime (1 h) and the margin, since the new key activated (plus
+    // two minutes for the real clock that dated the CLI's key): the old key is no longer
+    // published; the session (12 h, idle 2 h) lives on.
+    let later = 10 + 3600 + 300 + 120;
+    a.clock.advance(later);
+    assert!(
+        ostiary::app::collect_garbage(a.handle().state(), 1000, 86400)
+            .await
+            .is_some()
+    );
+    let (_, _, jwks) = a.get_json(&jwks_url).await;
+    let (header, _) = jwt_parts(&id_token);
+    assert!(
+        !jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"]),
+        "the ID token's key is no longer published: {jwks}"
+    );
+    let port: u16 = a.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let b = TestApp::spawn_with(Opts {
+        database_url: Some(a.database_url.clone()),
+        dir: Some(a.dir.clone()),
+        issuer_port: Some(port),
+        ..opts
+    })
+    .await;
+    b.clock.advance(later);
+    let p = pkce();
+    let url = flow::code_request_url(
+        &a,
+        "webapp",
+        "openid",
+        &p.challenge,
+        &[("prompt", "none"), ("id_token_hint", &id_token)],
+    );
+    let page = get_via(&browser, &b, &url).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let q = page.redirect_params();
+    assert!(q.contains_key("code"), "{q:?}");
+}
