@@ -243,6 +243,16 @@ impl ServerHandle {
     }
 }
 
+/// Checks that `kek` opens every stored key of `domains` ([`keyring::check_kek`]).
+pub async fn check_keys(store: &SqlStore, kek: &Kek, domains: &Domains) -> anyhow::Result<()> {
+    for d in &domains.list {
+        keyring::check_kek(store, kek, &d.name)
+            .await
+            .with_context(|| format!("domain {}: the stored signing keys", d.name))?;
+    }
+    Ok(())
+}
+
 async fn load_rings(
     state: &App,
     domains: &Domains,
@@ -250,6 +260,8 @@ async fn load_rings(
 ) -> anyhow::Result<HashMap<String, Arc<KeyRing>>> {
     let existing = state.rings.load();
     let mut rings = HashMap::new();
+    // Nothing is generated with a key-encryption key that cannot open the keys already stored.
+    check_keys(&state.store, &state.kek, domains).await?;
     for d in &domains.list {
         let created = keyring::ensure_keys(&state.store, &state.kek, &d.name, &d.signing_algs(), now).await?;
         for kid in created {
@@ -274,20 +286,16 @@ pub async fn start(
     let started_with = StartSettings::of(&config);
     // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
     // before the store is touched.
-    let client_trust = Arc::new(
-        ClientCertTrust::load(
-            config.server.client_ca_file.as_deref(),
-            &config.server.client_crl_files,
-            clock.clone(),
-        )
-        .context("cannot load server.client_ca_file and client_crl_files")?,
-    );
-    let tls = tls_configs(&config)?;
+    let (client_trust, tls) = load_certificates(&config, clock.clone())?;
+    let client_trust = Arc::new(client_trust);
     let mtls_listener = bind_extra(&config.server.mtls_listen, "server.mtls_listen").await?;
     let metrics_listener = bind_extra(&config.server.metrics_listen, "server.metrics_listen").await?;
     let store = open_store(&config).await?;
     let kek = load_kek(&config)?;
     let domains = Domains::from_config(&config).map_err(anyhow::Error::msg)?;
+    // A key-encryption key that cannot open the stored keys stops the start before the file is
+    // applied to the (perhaps shared) store, as a reload does.
+    check_keys(&store, &kek, &domains).await?;
     let now = clock.now();
     let report = reconcile::apply(&store, &domains, now).await?;
     tracing::info!(changes = %report.summary(), "configuration reconciled with the store");
@@ -450,9 +458,25 @@ async fn bind_extra(addr: &Option<String>, key: &str) -> anyhow::Result<Option<t
     }
 }
 
+/// The trust anchors and revocation lists of client certificates, and the listeners' TLS
+/// configurations: every certificate, key and list file the configuration names, read and
+/// checked (by the start, and by `ostiary check-config`).
+pub fn load_certificates(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(ClientCertTrust, TlsConfigs)> {
+    let trust = ClientCertTrust::load(
+        config.server.client_ca_file.as_deref(),
+        &config.server.client_crl_files,
+        clock,
+    )
+    .context("cannot load server.client_ca_file and client_crl_files")?;
+    Ok((trust, tls_configs(config)?))
+}
+
 /// The TLS configurations of the listeners: the main one's (when it speaks TLS) and the
 /// mutual-TLS one's (when configured).
-struct TlsConfigs {
+pub struct TlsConfigs {
     main: Option<Arc<rustls::ServerConfig>>,
     mtls: Option<Arc<rustls::ServerConfig>>,
 }

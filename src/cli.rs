@@ -293,6 +293,29 @@ impl DirectoryStore for EmptyStore {
     }
 }
 
+/// The key-encryption key serving would use (from `keys.kek_env` or `keys.kek_file`, none
+/// created) opens the keys stored for `domains`; with none given, no key may be stored (serving
+/// would create a new key-encryption key, which opens none).
+async fn kek_opens_the_keys(config: &Config, store: &SqlStore, domains: &Domains) -> anyhow::Result<()> {
+    let env_value = std::env::var(&config.keys.kek_env).ok();
+    match Kek::load(env_value.as_deref(), &config.keys.kek_file)? {
+        Some(kek) => app::check_keys(store, &kek, domains).await,
+        None => {
+            for d in &domains.list {
+                if !store.list_keys(&d.name).await?.is_empty() {
+                    bail!(
+                        "domain {} has signing keys in the store, and no key-encryption key is given ({} or {}) to open them",
+                        d.name,
+                        config.keys.kek_env,
+                        config.keys.kek_file.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn check_config(path: &Path) -> i32 {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -311,6 +334,12 @@ async fn check_config(path: &Path) -> i32 {
             return 1;
         }
     };
+    // The files serving reads at start: the server's certificate and key, the client CAs and
+    // their revocation lists.
+    if let Err(e) = app::load_certificates(&config, Arc::new(SystemClock)) {
+        eprintln!("{e:#}");
+        return 1;
+    }
     println!("{}: valid", path.display());
     for d in &config.domains {
         println!("domain {} at {}", d.name, d.issuer);
@@ -361,6 +390,10 @@ async fn check_config(path: &Path) -> i32 {
                         Err(e) => println!(
                             "store revision cannot be read ({e}): none recorded if the store is older than version 11"
                         ),
+                    }
+                    if let Err(why) = kek_opens_the_keys(&config, &store, &domains).await {
+                        eprintln!("serving would refuse to start: {why:#}");
+                        return 1;
                     }
                     reconcile::plan(&store, &domains).await
                 }
@@ -695,6 +728,18 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                 config.keys.kek_file.display()
             );
         };
+        // A key-encryption key that cannot open the stored keys would seal a key no replica
+        // can open, and every restart and reload would then fail: nothing is written.
+        for d in &targets {
+            keyring::check_kek(&store, &kek, &d.name).await.with_context(|| {
+                format!(
+                    "domain {}: this key-encryption key ({} or {}) does not open the stored keys; no key was rotated",
+                    d.name,
+                    config.keys.kek_env,
+                    config.keys.kek_file.display()
+                )
+            })?;
+        }
         for d in &targets {
             let rotation = keyring::rotate(
                 &store,

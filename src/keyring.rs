@@ -232,6 +232,19 @@ fn open_key(row: &KeyRow, alg: SigningAlg, kek: &Kek) -> Result<SigningKey, KeyE
     SigningKey::from_pkcs8(alg, row.kid.clone(), &der).map_err(|e| crypto(e.to_string()))
 }
 
+/// Checks that `kek` opens every stored key of `domain` (parsing each once, keeping none): run
+/// before anything is written with it, so that a wrong key-encryption key (another replica's, a
+/// stale file, an empty variable that made a new one) is refused before it seals a new key the
+/// others cannot open, or before a start applies its configuration to a shared store.
+pub async fn check_kek(store: &impl KeyStore, kek: &Kek, domain: &str) -> Result<(), KeyError> {
+    for row in store.list_keys(domain).await? {
+        if let Some(alg) = SigningAlg::parse(&row.alg) {
+            open_key(&row, alg, kek)?;
+        }
+    }
+    Ok(())
+}
+
 /// Generates and stores generation `generation` of (domain, alg), active from `activates_at`.
 /// Returns the kid when this call inserted it, None when another replica won the race.
 pub async fn create_key(

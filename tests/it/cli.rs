@@ -127,6 +127,27 @@ fn check_config_reports_problems_and_plans() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+
+    // The files serving reads at start are read: a certificate that is not there is refused
+    // here, not first by `serve`.
+    let missing = dir.path().join("missing.toml");
+    let text = GOOD.replace("DIR", &dir.path().display().to_string());
+    std::fs::write(
+        &missing,
+        format!(
+            "[server]\ntls_cert_file = \"{0}/none.pem\"\ntls_key_file = \"{0}/none.key\"\n{text}",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ostiary"))
+        .args(["check-config", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("none.pem"), "{stderr}");
 }
 
 #[test]

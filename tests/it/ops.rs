@@ -359,6 +359,18 @@ async fn reload(app: &TestApp, text: &str) {
         .unwrap()
 }
 
+/// Why a server started with the configuration `text` did not start (it must not).
+async fn start_refused(text: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = ostiary::app::start(
+        Config::from_toml_str(text).unwrap(),
+        listener,
+        std::sync::Arc::new(ostiary::clock::SystemClock),
+    )
+    .await;
+    format!("{:#}", started.err().expect("the server must not start"))
+}
+
 /// The status of a client_credentials grant for `client`.
 async fn cc_status(app: &TestApp, client: &str) -> u16 {
     app.post_basic(
@@ -387,6 +399,57 @@ async fn reload_disables_removed_clients_and_their_tokens() {
     assert_eq!(cc_status(&app, "other").await, 401);
     // Its token is now inactive (seen by the orders API client, which may introspect it).
     assert_eq!(app.introspect("orders-api", &token).await["active"], false);
+}
+
+/// A key-encryption key that does not open the stored keys (another replica's, a stale file)
+/// writes nothing: `keys rotate` seals no key the others could not open (every restart and
+/// reload would fail after it), a replica started with it does not apply its file to the shared
+/// store, and check-config says so.
+#[tokio::test]
+async fn a_wrong_key_encryption_key_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let port: u16 = app.issuer.rsplit(':').next().unwrap().parse().unwrap();
+    let opts = Opts {
+        without_clients: vec!["other"],
+        ..Opts::default()
+    };
+    let wrong_kek = app.dir.path().join("wrong.kek");
+    std::fs::write(&wrong_kek, "A".repeat(43)).unwrap();
+    let text = config_text(port, &app.database_url, app.dir.path(), &opts, &argon_hash()).replace(
+        &format!("kek_file = \"{}/ostiary.kek\"", app.dir.path().display()),
+        &format!("kek_file = \"{}\"", wrong_kek.display()),
+    );
+    assert!(text.contains("wrong.kek"));
+    let path = app.dir.path().join("wrong-kek.toml");
+    std::fs::write(&path, &text).unwrap();
+    let keys = count_rows(&app.database_url, "signing_keys").await;
+
+    let (code, _, stderr) = crate::cli::ostiary(&["keys", "rotate"], &path, None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("does not open the stored keys; no key was rotated"),
+        "{stderr}"
+    );
+    assert_eq!(count_rows(&app.database_url, "signing_keys").await, keys);
+
+    let err = start_refused(&text).await;
+    assert!(err.contains("cannot decrypt the private key"), "{err}");
+    let (enabled,): (i64,) = sqlx::query_as("SELECT enabled FROM clients WHERE client_id = 'other'")
+        .fetch_one(&mut sqlx::AnyConnection::connect(&app.database_url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(enabled, 1, "the file was not applied to the store");
+
+    let (code, _, stderr) = crate::cli::ostiary(&["check-config"], &path, None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("serving would refuse to start") && stderr.contains("cannot decrypt"),
+        "{stderr}"
+    );
+    // The right key still rotates.
+    let (code, out, stderr) = crate::cli::ostiary(&["keys", "rotate"], &app.write_config(), None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("published now"), "{out}");
 }
 
 /// A reload whose keys cannot be loaded (here a new domain whose stored key is not sealed
@@ -471,14 +534,7 @@ async fn a_file_older_than_the_stores_revision_is_refused_everywhere() {
         assert!(err.contains(says), "{err}");
         assert_eq!(cc_status(&app, "other").await, 401, "{says}");
         // A replica started with that file does not start, and check-config refuses it.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let started = ostiary::app::start(
-            Config::from_toml_str(&text).unwrap(),
-            listener,
-            std::sync::Arc::new(ostiary::clock::SystemClock),
-        )
-        .await;
-        let err = started.err().expect("the replica must not start").to_string();
+        let err = start_refused(&text).await;
         assert!(err.contains(says), "{err}");
         let path = app.dir.path().join("older.toml");
         std::fs::write(&path, &text).unwrap();
