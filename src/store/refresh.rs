@@ -108,37 +108,42 @@ pub(crate) fn take_writer(pool: Pool) -> GroupWriter<Take, Option<TokenRow>> {
     })
 }
 
-/// Uses up the tokens of `takes` (those of one `now` together); the row of each one used up.
+/// Uses up the tokens of `takes` (those of one `now` together, in one statement of up to the
+/// largest insert size each); the row of each one used up. The statements are one commit: when
+/// one fails, none of the group's tokens is used up (all its requests are told the store is
+/// unavailable, and their clients' retries find their tokens as they were).
 async fn take_refreshes(pool: &Pool, takes: &[Take]) -> StoreResult<Vec<Option<TokenRow>>> {
     let mut answers: Vec<Option<TokenRow>> = takes.iter().map(|_| None).collect();
     let mut times: Vec<i64> = takes.iter().map(|t| t.now).collect();
     times.sort_unstable();
     times.dedup();
     static SQL: SqlBySize = SqlBySize::new(take_refreshes_sql);
+    let mut asked: Vec<Vec<usize>> = Vec::new();
+    let mut statements = Vec::new();
     for now in times {
         let group: Vec<usize> = (0..takes.len()).filter(|i| takes[*i].now == now).collect();
         for chunk in chunks(&group) {
             let sql = SQL.get(pool.positional(), chunk.len());
-            let taken: Vec<TokenRow> = chunk
-                .iter()
-                .fold(sqlx::query_as(sql).bind(now), |q, i| {
-                    let t = &takes[*i];
-                    q.bind(&t.hash).bind(&t.domain).bind(&t.client_id)
-                })
-                .fetch_all(pool)
-                .await?;
-            for row in taken {
-                // The first of this chunk's requests for the row; none other gets it.
-                let first = chunk.iter().find(|i| {
-                    let t = &takes[**i];
-                    answers[**i].is_none()
-                        && t.hash == row.hash
-                        && t.domain == row.domain
-                        && t.client_id == row.client_id
-                });
-                if let Some(i) = first {
-                    answers[*i] = Some(row);
-                }
+            statements.push(chunk.iter().fold(sqlx::query(sql).bind(now), |q, i| {
+                let t = &takes[*i];
+                q.bind(&t.hash).bind(&t.domain).bind(&t.client_id)
+            }));
+            asked.push(chunk.to_vec());
+        }
+    }
+    for (chunk, rows) in asked.iter().zip(in_one_commit(pool, statements).await?) {
+        for row in rows {
+            let row = TokenRow::from_row(&row)?;
+            // The first of this chunk's requests for the row; none other gets it.
+            let first = chunk.iter().find(|i| {
+                let t = &takes[**i];
+                answers[**i].is_none()
+                    && t.hash == row.hash
+                    && t.domain == row.domain
+                    && t.client_id == row.client_id
+            });
+            if let Some(i) = first {
+                answers[*i] = Some(row);
             }
         }
     }
@@ -408,5 +413,58 @@ impl RefreshStore for SqlStore {
             .await?;
         self.revoke_family_tokens(domain, "$2", id, now).await?;
         Ok(jtis.into_iter().map(|r| r.0).collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A group of takes in several statements (here two times) is one commit: when the second
+    /// statement fails, the token the first used up is not used up (its request, told the store
+    /// is unavailable, is retried by its client, which would otherwise present a used token: a
+    /// replay, and its family revoked).
+    #[tokio::test]
+    async fn a_group_of_takes_that_fails_uses_up_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        for hash in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at) \
+                 VALUES ($1, 'd', 'refresh', 'c', 'u', 'openid', '[]', '{}', $1, 0, 1000)",
+            )
+            .bind(hash)
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "CREATE TRIGGER no_b BEFORE UPDATE OF used_at ON tokens FOR EACH ROW WHEN OLD.hash = 'b' \
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let take = |hash: &str, now| Take {
+            domain: "d".into(),
+            hash: hash.into(),
+            client_id: "c".into(),
+            now,
+        };
+        let taken = take_refreshes(&store.writer, &[take("a", 100), take("b", 101)]).await;
+        assert!(taken.is_err());
+        let used: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT hash, used_at FROM tokens ORDER BY hash")
+                .fetch_all(&store.writer)
+                .await
+                .unwrap();
+        assert_eq!(used, [("a".to_string(), None), ("b".to_string(), None)]);
+        // Alone, a is used up.
+        let taken = take_refreshes(&store.writer, &[take("a", 102)]).await.unwrap();
+        assert_eq!(taken[0].as_ref().map(|t| t.used_at), Some(Some(102)));
     }
 }
