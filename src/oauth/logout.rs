@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::{self, AuditEvent, Outcome};
 use crate::crypto::jws;
-use crate::crypto::secrets::random_id;
+use crate::crypto::secrets::{random_id, sha256_b64};
 use crate::domain::{Client, Domain};
 use crate::error::{OAuthError, OAuthResult};
 use crate::keyring::KeySet;
@@ -199,6 +199,45 @@ async fn queue_backchannel<S: OAuthStore>(
     sid: Option<&str>,
     now: i64,
 ) -> OAuthResult<bool> {
+    queue_delivery(store, domain, client_id, sub, sid, random_id(), now).await
+}
+
+/// The back-channel logout telling `client_id` that session `sid` ended: one per session and
+/// client however often it is queued (an end retried after a failure, two sign-outs at once).
+async fn queue_session_end<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    client_id: &str,
+    session: &SessionRow,
+    now: i64,
+) -> OAuthResult<bool> {
+    let id = format!(
+        "end:{}",
+        sha256_b64(&format!("{}\n{}\n{client_id}", domain.name, session.sid))
+    );
+    queue_delivery(
+        store,
+        domain,
+        client_id,
+        &session.user_id,
+        Some(&session.sid),
+        id,
+        now,
+    )
+    .await
+}
+
+/// Queues delivery `id` of a back-channel logout to `client_id`, when it has a
+/// `backchannel_logout_uri` (and `sid` when it requires one) and `id` is not queued already.
+async fn queue_delivery<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    client_id: &str,
+    sub: &str,
+    sid: Option<&str>,
+    id: String,
+    now: i64,
+) -> OAuthResult<bool> {
     let Some(client) = domain.client(client_id) else {
         return Ok(false);
     };
@@ -207,9 +246,9 @@ async fn queue_backchannel<S: OAuthStore>(
     {
         return Ok(false);
     }
-    store
+    Ok(store
         .enqueue_logout(&DeliveryRow {
-            id: random_id(),
+            id,
             domain: domain.name.clone(),
             client_id: client_id.to_string(),
             sub: sub.to_string(),
@@ -222,8 +261,7 @@ async fn queue_backchannel<S: OAuthStore>(
             failed_at: None,
             last_error: None,
         })
-        .await?;
-    Ok(true)
+        .await?)
 }
 
 /// Closes the codes session `sid` approved, of one client or of all (""): those not redeemed
@@ -246,30 +284,47 @@ async fn close_codes<S: OAuthStore>(
     Ok(())
 }
 
-/// Ends a session: marks it ended, revokes the refresh-token families bound to it (offline ones
-/// stay) with their access tokens, closes its codes (the access tokens redeemed from them
-/// without a family are revoked, and those not redeemed yet can no longer be), and queues
-/// back-channel logouts to the clients it served, when this call ended it (of two sign-outs at
-/// once, one tells the clients). Returns those clients (for the front-channel iframes) and
-/// whether deliveries were queued.
+/// Ends a session: queues back-channel logouts to the clients it served (one per client,
+/// however often this runs), revokes the refresh-token families bound to it (offline ones stay)
+/// with their access tokens, closes its codes (the access tokens redeemed from them without a
+/// family are revoked, and those not redeemed yet can no longer be), then marks it ended, and
+/// when this call ended it, does it all once more for what a request of the session wrote
+/// meanwhile. Marked ended last, so that a failure on the way leaves the session to be signed
+/// out again (its cookie, the admin API and "sign out everywhere" still find it), and the
+/// retry finishes the work: marked first, a retry found nothing to end, and the clients were
+/// never told. Returns the clients (for the front-channel iframes) and whether deliveries were
+/// queued.
 pub async fn end_session<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     session: &SessionRow,
     now: i64,
 ) -> OAuthResult<(Vec<String>, bool)> {
-    let ended_here = store.end_session(&domain.name, &session.sid, now).await?;
+    let (mut clients, mut queued) = end_session_grants(store, domain, session, now).await?;
+    if store.end_session(&domain.name, &session.sid, now).await? {
+        let (again, q) = end_session_grants(store, domain, session, now).await?;
+        clients = again;
+        queued |= q;
+    }
+    Ok((clients, queued))
+}
+
+/// What ending `session` revokes and tells ([`end_session`]); it may run more than once.
+async fn end_session_grants<S: OAuthStore>(
+    store: &S,
+    domain: &Domain,
+    session: &SessionRow,
+    now: i64,
+) -> OAuthResult<(Vec<String>, bool)> {
+    let clients = store.session_clients(&domain.name, &session.sid).await?;
+    let mut queued = false;
+    for c in &clients {
+        queued |= queue_session_end(store, domain, c, session, now).await?;
+    }
     for (family, client_id) in store.session_families(&domain.name, &session.sid, false).await? {
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
     close_codes(store, domain, &session.sid, "", now).await?;
-    let clients = store.session_clients(&domain.name, &session.sid).await?;
-    let mut queued = false;
-    if ended_here {
-        for c in &clients {
-            queued |= queue_backchannel(store, domain, c, &session.user_id, Some(&session.sid), now).await?;
-        }
-    }
     Ok((clients, queued))
 }
 

@@ -335,11 +335,23 @@ pub async fn revoke_family_in<S: OAuthStore>(
     client_id: &str,
     now: i64,
 ) -> OAuthResult<()> {
-    let jtis = store.revoke_family(&domain.name, family_id, now).await?;
+    // The access tokens issued so far first, then the family, then those issued meanwhile: a
+    // failure before the family is marked revoked leaves it to be found and revoked again (the
+    // callers look for families not revoked yet), with nothing of it left alive; marked first,
+    // a failure left its access tokens valid and the retry skipped it.
     let until = now + domain.max_token_lifetime();
-    for jti in jtis {
+    let revoke = |jti: String| async move {
         store.revoke_jti(&domain.name, &jti, client_id, until).await?;
-        store.revoke_tokens_by_jti(&domain.name, &jti, now).await?;
+        store.revoke_tokens_by_jti(&domain.name, &jti, now).await
+    };
+    let before = store.family_jtis(&domain.name, family_id).await?;
+    for jti in &before {
+        revoke(jti.clone()).await?;
+    }
+    for jti in store.revoke_family(&domain.name, family_id, now).await? {
+        if !before.contains(&jti) {
+            revoke(jti).await?;
+        }
     }
     Ok(())
 }

@@ -121,8 +121,8 @@ pub trait LogoutStore {
         user_id: &str,
         client_id: Option<&str>,
     ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
-    /// Queues a back-channel logout.
-    fn enqueue_logout(&self, d: &DeliveryRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Queues a back-channel logout, unless one with its id is queued already; true when queued.
+    fn enqueue_logout(&self, d: &DeliveryRow) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Up to `limit` deliveries due at `now` and not claimed.
     fn due_logouts(&self, now: i64, limit: i64)
     -> impl Future<Output = StoreResult<Vec<DeliveryRow>>> + Send;
@@ -373,9 +373,10 @@ impl LogoutStore for SqlStore {
             .await?)
     }
 
-    async fn enqueue_logout(&self, d: &DeliveryRow) -> StoreResult<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO logout_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    async fn enqueue_logout(&self, d: &DeliveryRow) -> StoreResult<bool> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO logout_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING"
         )))
         .bind(&d.id)
         .bind(&d.domain)
@@ -391,7 +392,7 @@ impl LogoutStore for SqlStore {
         .bind(&d.last_error)
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn due_logouts(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRow>> {

@@ -269,6 +269,8 @@ pub trait RefreshStore {
     /// retry). Call it after recording the access token's jti, so that a revocation that this
     /// insert did not see finds that jti.
     fn insert_successor(&self, token: &TokenRow) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The jtis of the access tokens issued in a family.
+    fn family_jtis(&self, domain: &str, id: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Revokes a family: the family row and every token in it. Returns the jtis of the access
     /// tokens issued in it (JWTs are revoked by jti by the caller).
     fn revoke_family(
@@ -399,6 +401,15 @@ impl RefreshStore for SqlStore {
             .await
     }
 
+    async fn family_jtis(&self, domain: &str, id: &str) -> StoreResult<Vec<String>> {
+        let jtis: Vec<(String,)> = sqlx::query_as(FAMILY_JTIS)
+            .bind(domain)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(jtis.into_iter().map(|r| r.0).collect())
+    }
+
     async fn revoke_family(&self, domain: &str, id: &str, now: i64) -> StoreResult<Vec<String>> {
         sqlx::query(REVOKE_FAMILY)
             .bind(id)
@@ -406,13 +417,9 @@ impl RefreshStore for SqlStore {
             .bind(now)
             .execute(&self.writer)
             .await?;
-        let jtis: Vec<(String,)> = sqlx::query_as(FAMILY_JTIS)
-            .bind(domain)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let jtis = self.family_jtis(domain, id).await?;
         self.revoke_family_tokens(domain, "$2", id, now).await?;
-        Ok(jtis.into_iter().map(|r| r.0).collect())
+        Ok(jtis)
     }
 }
 

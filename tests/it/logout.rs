@@ -1339,3 +1339,36 @@ async fn discovery_advertises_sign_out() {
     }
     app.stop().await;
 }
+
+/// A sign-out that fails on the way (here revoking the access token redeemed from the session's
+/// code) leaves the session to be
+/// signed out again, and the retry finishes it: the client is told once, the access token is
+/// revoked. Before, the session was marked ended first: the retry found nothing to end, no
+/// back-channel logout was ever queued, and the token stayed valid until it expired.
+#[tokio::test]
+async fn a_sign_out_that_fails_half_way_is_finished_by_its_retry() {
+    use crate::harness::{Fault, add_fault, drop_fault};
+    let mut listener = Listener::start(&[]).await;
+    let app = spawn(&listener, "").await;
+    let browser = Browser::new();
+    let t = tokens(&app, &browser, "rp", "openid").await;
+    let url = end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]);
+    add_fault(
+        &app.database_url,
+        "no_closing",
+        "BEFORE INSERT ON revoked_jtis",
+        Fault::Abort,
+    )
+    .await;
+    let page = browser.get(&url).await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(signed_in(&app, &browser).await, "not signed out half way");
+    drop_fault(&app.database_url, "no_closing", "revoked_jtis").await;
+    let page = browser.get(&url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!signed_in(&app, &browser).await);
+    check_logout_token(&app, &listener.next().await, "rp").await;
+    assert!(listener.quiet(1500).await, "told once");
+    assert_eq!(userinfo_status(&app, s(&t, "access_token")).await, 401);
+    app.stop().await;
+}
