@@ -588,6 +588,10 @@ async fn refresh_keys(state: AppState) {
     }
 }
 
+/// The longest a garbage-collection run keeps deleting (rounds of `server.gc_batch` rows of each
+/// kind, for as long as a kind had a whole batch due); the `gc` lease lasts 120 s.
+const GC_BUDGET: Duration = Duration::from_secs(30);
+
 /// Removes expired rows in bounded batches; one replica at a time: returns None when another
 /// replica holds the `gc` lease, else how many rows (and retired keys) this run removed.
 pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64) -> Option<u64> {
@@ -601,17 +605,29 @@ pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64)
         }
     }
     let mut removed = 0;
-    match state
-        .store
-        .delete_expired(now, batch, now - audit_retention)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => {
-            removed += n;
-            tracing::debug!(rows = n, "expired rows removed");
+    // Round after round while a kind had a whole batch due, within GC_BUDGET (well inside the
+    // lease): a store written faster than one batch a run would otherwise grow without end.
+    let started = std::time::Instant::now();
+    loop {
+        match state
+            .store
+            .delete_expired(now, batch, now - audit_retention)
+            .await
+        {
+            Ok(c) => {
+                removed += c.rows;
+                if c.rows > 0 {
+                    tracing::debug!(rows = c.rows, "expired rows removed");
+                }
+                if !c.more || started.elapsed() >= GC_BUDGET {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error.cause = %e, "garbage collection failed");
+                break;
+            }
         }
-        Err(e) => tracing::warn!(error.cause = %e, "garbage collection failed"),
     }
     match state.store.delete_finished_logouts(now, batch).await {
         Ok(0) => {}

@@ -331,17 +331,26 @@ pub trait DirectoryStore {
 }
 
 /// Maintenance: health, garbage collection and job leases.
+/// What one round of [`MaintenanceStore::delete_expired`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// The rows removed.
+    pub rows: u64,
+    /// A kind had a whole batch removed: more may be due.
+    pub more: bool,
+}
+
 pub trait MaintenanceStore {
     /// Succeeds when the database answers.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
     /// Deletes at most `batch` expired rows of each kind, and audit events older than
-    /// `events_before`; returns how many went.
+    /// `events_before`; says how many went, and whether some kind had more.
     fn delete_expired(
         &self,
         now: i64,
         batch: i64,
         events_before: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<Collected>> + Send;
     /// Takes or renews the lease `name` for `holder` until `now + ttl`; true when held.
     fn acquire_lease(
         &self,
@@ -844,7 +853,9 @@ impl MaintenanceStore for SqlStore {
         Ok(())
     }
 
-    async fn delete_expired(&self, now: i64, batch: i64, events_before: i64) -> StoreResult<u64> {
+    async fn delete_expired(&self, now: i64, batch: i64, events_before: i64) -> StoreResult<Collected> {
+        // Rows removed by each statement: one that removed a whole batch may have more due.
+        let mut counts: Vec<u64> = Vec::with_capacity(12);
         let tokens = sqlx::query(
             "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
         )
@@ -853,7 +864,7 @@ impl MaintenanceStore for SqlStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        let mut other = 0;
+        counts.push(tokens);
         // Codes (authorization and device) stay a day past expiry so that a replayed code is
         // still recognised as reused and the tokens issued from it revoked.
         for (table, key, grace) in [
@@ -866,17 +877,17 @@ impl MaintenanceStore for SqlStore {
         ] {
             // Oldest first along the expiry index, then by the whole primary key: a run reads
             // `batch` index entries, however many rows the table holds.
-            other += sqlx::query(sqlx::AssertSqlSafe(format!(
+            counts.push(sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
             )))
             .bind(now - grace)
             .bind(batch)
             .execute(&self.writer)
             .await?
-            .rows_affected();
+            .rows_affected());
         }
         // Sign-in failures are forgotten a day after the last one.
-        other += sqlx::query(
+        counts.push(sqlx::query(
             "DELETE FROM login_attempts WHERE (domain, bucket) IN (SELECT domain, bucket FROM login_attempts \
              WHERE updated_at < $1 AND locked_until < $2 ORDER BY updated_at LIMIT $3)",
         )
@@ -885,31 +896,34 @@ impl MaintenanceStore for SqlStore {
         .bind(batch)
         .execute(&self.writer)
         .await?
-        .rows_affected();
+        .rows_affected());
         // Audit events are kept for server.audit_retention.
-        other += sqlx::query(
+        counts.push(sqlx::query(
             "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
         )
         .bind(events_before)
         .bind(batch)
         .execute(&self.writer)
         .await?
-        .rows_affected();
-        let mut jtis = 0;
+        .rows_affected());
         for (table, key) in [
             ("revoked_jtis", "domain, jti"),
             ("assertion_jtis", "domain, issuer, jti"),
         ] {
-            jtis += sqlx::query(sqlx::AssertSqlSafe(format!(
+            counts.push(sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
             )))
             .bind(now - JTI_MARGIN)
             .bind(batch)
             .execute(&self.writer)
             .await?
-            .rows_affected();
+            .rows_affected());
         }
-        Ok(tokens + jtis + other)
+        let full = u64::try_from(batch).unwrap_or(u64::MAX);
+        Ok(Collected {
+            rows: counts.iter().sum(),
+            more: counts.iter().any(|&n| n >= full),
+        })
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl: i64) -> StoreResult<bool> {

@@ -1063,6 +1063,25 @@ async fn expired_rows_are_collected() {
     assert_eq!(rows_left(&app, (0, 0)).await, (0, 0));
 }
 
+/// A run removes every expired row due, round after round of `gc_batch` rows each, not one
+/// batch a run (a store written faster than that grew without end).
+#[tokio::test]
+async fn a_garbage_collection_run_removes_more_than_one_batch() {
+    let app = TestApp::spawn_with(Opts {
+        server_extra: "gc_interval = \"1h\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    for _ in 0..7 {
+        app.access_token("opaque").await;
+    }
+    assert_eq!(count_rows(&app.database_url, "tokens").await, 7);
+    app.clock.advance(1801);
+    let removed = ostiary::app::collect_garbage(app.handle().state(), 2, 86400).await;
+    assert_eq!(removed, Some(7));
+    assert_eq!(count_rows(&app.database_url, "tokens").await, 0);
+}
+
 /// The rows of tokens and revoked_jtis once they are `want`, or after 5 s of garbage collection.
 async fn rows_left(app: &TestApp, want: (i64, i64)) -> (i64, i64) {
     let mut left = (-1, -1);
