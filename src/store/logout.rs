@@ -189,6 +189,14 @@ pub struct GrantStanding {
 pub(super) const GRANT_STANDING: &str = "SELECT s.sid, s.ended_at, \
      (SELECT scope FROM consents WHERE domain = $2 AND user_id = $3 AND client_id = $4) AS consent \
      FROM (SELECT 1 AS one) AS o LEFT JOIN sessions s ON s.sid = $1 AND s.domain = $2";
+/// The deliveries due: not delivered, not given up (the partial index `logout_deliveries_pending`
+/// holds those only), due and not claimed, oldest due first.
+pub(super) static DUE_LOGOUTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM logout_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL \
+         AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT $2"
+    )
+});
 pub(super) const EXPIRE_SESSION_CODES: &str = "UPDATE auth_codes SET expires_at = $4 \
      WHERE sid = $2 AND domain = $1 AND used_at IS NULL AND expires_at > $4 AND ($3 = '' OR client_id = $3)";
 pub(super) const EXPIRE_SESSION_DEVICE_CODES: &str = "UPDATE device_codes SET expires_at = $4 \
@@ -396,14 +404,11 @@ impl LogoutStore for SqlStore {
     }
 
     async fn due_logouts(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM logout_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL \
-             AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT $2"
-        )))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(DUE_LOGOUTS.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn claim_logout(&self, id: &str, now: i64, until: i64) -> StoreResult<bool> {

@@ -210,6 +210,11 @@ fn cases() -> Vec<Case> {
             &["auth_codes_sid", "device_codes_sid"],
         ),
         case(
+            "due_logouts",
+            &logout::DUE_LOGOUTS,
+            &["logout_deliveries_pending"],
+        ),
+        case(
             "find_device_code_by_user_code",
             &device::FIND_DEVICE_CODE_BY_USER_CODE,
             &["device_codes_user_code"],
