@@ -220,8 +220,10 @@ pub(super) const UPDATE_CONSENT: &str = "UPDATE consents SET scope = $5, updated
      WHERE domain = $2 AND user_id = $3 AND client_id = $4 AND scope = $1";
 pub(super) const FIND_CONSENT: &str =
     "SELECT scope FROM consents WHERE domain = $1 AND user_id = $2 AND client_id = $3";
-pub(super) const LOCK_BUCKET: &str =
-    "UPDATE login_attempts SET locked_until = $3 WHERE domain = $1 AND bucket = $2";
+/// Locks a bucket until `$3`, or leaves a later lock: of two failures counted at once (on two
+/// replicas), the one with the longer lock may write it first.
+pub(super) const LOCK_BUCKET: &str = "UPDATE login_attempts SET locked_until = CASE WHEN locked_until < $3 THEN $3 \
+     ELSE locked_until END WHERE domain = $1 AND bucket = $2";
 pub(super) const CLEAR_BUCKET: &str = "DELETE FROM login_attempts WHERE domain = $1 AND bucket = $2";
 
 pub(super) const FIND_USER_BY_ID: &str = "SELECT id, domain, username, password_hash, status, claims, source, config_hash, created_at, updated_at \
@@ -764,4 +766,46 @@ pub fn lockout_seconds(failures: i64, threshold: i64, first: i64, max: i64) -> i
     }
     let doublings = u32::try_from((failures - threshold).min(30)).unwrap_or(30);
     first.saturating_mul(1_i64 << doublings).min(max)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Of two failures counted at once (two replicas), the one with the longer lock may write it
+    /// first: the shorter one written after it does not cut it short.
+    #[tokio::test]
+    async fn a_later_shorter_lock_leaves_the_longer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        // Threshold 1: the first failure locks for 60 s, the second for 120 s.
+        assert_eq!(
+            store
+                .record_login_failure("d", "u:x", 1000, 1, 60, 3600)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .record_login_failure("d", "u:x", 1000, 1, 60, 3600)
+                .await
+                .unwrap(),
+            2
+        );
+        // The first failure's lock, written last.
+        sqlx::query(LOCK_BUCKET)
+            .bind("d")
+            .bind("u:x")
+            .bind(1060_i64)
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let tally = store.login_attempts("d", &["u:x"], 1000).await.unwrap();
+        assert_eq!(tally[0].map(|t| t.locked_until), Some(1120));
+    }
 }
