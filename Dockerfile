@@ -13,6 +13,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home-dir /var/lib/ostiary --create-home ostiary
 COPY --from=build /ostiary /usr/local/bin/ostiary
 COPY config/example.toml /etc/ostiary/config.toml
+# The example configuration names the demo assertion issuer's key set by a path relative to the
+# working directory (config/demo-keys/...): the image has it there.
+COPY config/demo-keys /var/lib/ostiary/config/demo-keys
 USER ostiary
 WORKDIR /var/lib/ostiary
 ENV OSTIARY_SERVER__LISTEN=0.0.0.0:8080 \

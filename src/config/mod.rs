@@ -379,7 +379,26 @@ impl Config {
             errs.push(path.display().to_string(), format!("cannot read: {e}"));
             errs
         })?;
-        Self::from_toml_str_with_env(&text, std::env::vars())
+        // vars() panics at a variable that is not Unicode, whoever's it is: only ours are read,
+        // and one of ours that is not is refused.
+        let mut env = Vec::new();
+        let mut errs = ConfigErrors::default();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(ENV_PREFIX)) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(v) => env.push((name.to_string(), v)),
+                Err(_) if name.contains("__") || is_revision_variable(name) => {
+                    errs.push(name, "is not valid UTF-8")
+                }
+                Err(_) => {}
+            }
+        }
+        if !errs.0.is_empty() {
+            return Err(errs);
+        }
+        Self::from_toml_str_with_env(&text, env)
     }
 
     /// Parses TOML text (no environment overrides) and validates it.
@@ -674,14 +693,24 @@ fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str, errs: &mut
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         return;
     };
-    if !rest.contains("__") {
+    // The top-level `revision` is the one key without a section.
+    let segments: Vec<String> = if is_revision_variable(name) {
+        vec!["revision".to_string()]
+    } else if rest.contains("__") {
+        rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
+    } else {
         return;
-    }
-    let segments: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    };
     let value = parse_env_value(raw);
     if let Err(m) = set_path(table, &segments, value) {
         errs.push(name, m);
     }
+}
+
+/// `OSTIARY_REVISION`: the top-level `revision`.
+fn is_revision_variable(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|rest| rest.eq_ignore_ascii_case("REVISION"))
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -865,6 +894,16 @@ issuer = "http://127.0.0.1:8080"
             errs.to_string().contains("revision: cannot be negative"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn the_revision_can_be_set_from_the_environment() {
+        let env = vec![("OSTIARY_REVISION".to_string(), "5".to_string())];
+        let c = Config::from_toml_str_with_env(BASE, env).unwrap();
+        assert_eq!(c.revision, Some(5));
+        let env = vec![("OSTIARY_REVISION".to_string(), "-1".to_string())];
+        let e = Config::from_toml_str_with_env(BASE, env).unwrap_err();
+        assert!(e.to_string().contains("revision: cannot be negative"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,35 @@ fn check_config_reports_problems_and_plans() {
     assert!(stderr.contains("none.pem"), "{stderr}");
 }
 
+/// A variable of the environment that is not Unicode does not crash the command: someone
+/// else's is ignored, one of ours is refused by name.
+#[test]
+fn an_environment_variable_that_is_not_unicode() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD.replace("DIR", &dir.path().display().to_string())).unwrap();
+    let bytes = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let run = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ostiary"))
+            .args(["check-config", "--config"])
+            .arg(&good)
+            .env(name, bytes)
+            .output()
+            .unwrap()
+    };
+    let out = run("SOMEONE_ELSES");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("OSTIARY_SERVER__LOG_FORMAT");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("OSTIARY_SERVER__LOG_FORMAT: is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn hash_secret_generate_and_stdin() {
     let out = Command::new(env!("CARGO_BIN_EXE_ostiary"))
