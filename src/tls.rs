@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +41,9 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct ClientCertTrust {
     /// Replaced whole when the revocation lists change.
     verifier: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    /// Counts the verifiers replaced: a connection's certificate judged under an earlier one is
+    /// judged again.
+    generation: AtomicU64,
     /// The anchors and the CRL files the verifier was built from, when there are anchors.
     source: Option<TrustSource>,
     clock: Arc<dyn Clock>,
@@ -77,6 +81,7 @@ impl ClientCertTrust {
         let Some(path) = ca_file else {
             return Ok(ClientCertTrust {
                 verifier: RwLock::new(None),
+                generation: AtomicU64::new(0),
                 source: None,
                 clock,
             });
@@ -96,6 +101,7 @@ impl ClientCertTrust {
         let verifier = source.verifier()?;
         Ok(ClientCertTrust {
             verifier: RwLock::new(Some(verifier)),
+            generation: AtomicU64::new(0),
             source: Some(source),
             clock,
         })
@@ -128,6 +134,7 @@ impl ClientCertTrust {
             .write()
             .map_err(|_| anyhow!("the client certificate verifier's lock is poisoned"))?;
         *current = Some(verifier);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(true)
     }
 
@@ -156,6 +163,71 @@ impl ClientCertTrust {
         let pem = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
         let cert = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
         self.certificate(&[cert])
+    }
+}
+
+/// How long a connection's client certificate is taken as judged: past it (or once the
+/// revocation lists were read again) the next request on the connection judges it again, so a
+/// certificate revoked or expired while a keep-alive connection lasts stops being trusted.
+const REJUDGE_SECS: i64 = 30;
+
+/// The client certificate chain of a TLS connection, judged at the handshake and again by the
+/// requests on the connection when the lists changed or [`REJUDGE_SECS`] passed.
+pub struct PeerCertificate {
+    chain: Vec<CertificateDer<'static>>,
+    trust: Arc<ClientCertTrust>,
+    judged: Mutex<Judged>,
+}
+
+/// The last judgement of a [`PeerCertificate`]: under which verifier, when, and its result.
+struct Judged {
+    generation: u64,
+    at: i64,
+    certificate: Arc<ClientCertificate>,
+}
+
+impl fmt::Debug for PeerCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCertificate")
+            .field("chain", &self.chain.len())
+            .finish()
+    }
+}
+
+impl PeerCertificate {
+    /// The chain `chain` (end entity first) judged now by `trust`; None without a certificate.
+    pub fn judge(trust: &Arc<ClientCertTrust>, chain: &[CertificateDer<'_>]) -> Option<PeerCertificate> {
+        let generation = trust.generation.load(Ordering::Acquire);
+        let certificate = Arc::new(trust.certificate(chain)?);
+        Some(PeerCertificate {
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            trust: trust.clone(),
+            judged: Mutex::new(Judged {
+                generation,
+                at: trust.clock.now(),
+                certificate,
+            }),
+        })
+    }
+
+    /// The certificate as trusted now: the last judgement, or a new one when the revocation
+    /// lists were read again since, or it is [`REJUDGE_SECS`] old.
+    pub fn current(&self) -> Arc<ClientCertificate> {
+        let now = self.trust.clock.now();
+        let generation = self.trust.generation.load(Ordering::Acquire);
+        let mut judged = self
+            .judged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = judged.generation != generation || now - judged.at >= REJUDGE_SECS || now < judged.at;
+        if stale && let Some(c) = self.trust.certificate(&self.chain) {
+            *judged = Judged {
+                generation,
+                at: now,
+                certificate: Arc::new(c),
+            };
+        }
+        judged.certificate.clone()
     }
 }
 
@@ -305,7 +377,7 @@ pub struct TlsPeer {
     /// The remote address.
     pub addr: SocketAddr,
     /// The client certificate, when the listener asks for one and the client sent one.
-    pub certificate: Option<Arc<ClientCertificate>>,
+    pub certificate: Option<Arc<PeerCertificate>>,
     /// True on the mutual-TLS listener.
     pub mtls: bool,
 }
@@ -383,7 +455,7 @@ async fn accept_loop(
             };
             let certificate = trust.as_ref().and_then(|t| {
                 let chain = tls.get_ref().1.peer_certificates()?;
-                t.certificate(chain).map(Arc::new)
+                PeerCertificate::judge(t, chain).map(Arc::new)
             });
             let peer = TlsPeer {
                 addr,

@@ -122,8 +122,10 @@ pub struct MtlsConnection;
 async fn tls_connection(mut req: Request) -> Request {
     if let Some(ConnectInfo(peer)) = req.extensions_mut().remove::<ConnectInfo<TlsPeer>>() {
         req.extensions_mut().insert(ConnectInfo(peer.addr));
+        // Judged again when the revocation lists changed or a while passed since: trust is
+        // decided per request, not once per keep-alive connection.
         if let Some(c) = peer.certificate {
-            req.extensions_mut().insert(c);
+            req.extensions_mut().insert(c.current());
         }
         if peer.mtls {
             req.extensions_mut().insert(MtlsConnection);

@@ -805,3 +805,43 @@ async fn a_self_signed_certificate_rotated_at_the_jwks_uri_is_found() {
     // The retired certificate is refused now.
     assert_invalid_client(&token(&pki.self_signed).await, "retired certificate");
 }
+
+/// Trust is decided per request, not once per connection: a certificate the CA revokes while
+/// a keep-alive connection of its client lasts is refused on that same connection once the new
+/// list is read (before, the handshake's judgement held for as long as the connection lived).
+#[tokio::test]
+async fn a_certificate_revoked_during_a_keep_alive_connection_is_refused_on_it() {
+    let pki = Pki::new();
+    let crl = pki.path("crl.pem");
+    std::fs::copy(pki.path("crl-empty.pem"), &crl).unwrap();
+    let server = format!("{}client_crl_files = [\"{crl}\"]\n", pki.tls_server());
+    let app = TestApp::spawn_with(pki.opts(server)).await;
+    // One client, one pooled connection, as a backend keeps it.
+    let http = pki.client(Some(&pki.client_one));
+    let token = || async {
+        let resp = at_mtls(&app, &http, reqwest::Method::POST, "/oauth2/v1/token")
+            .form(&cc("mtls-dn"))
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    };
+    let (status, _, body) = token().await;
+    assert_eq!(status, 200, "{body}");
+    std::fs::copy(pki.path("crl-revokes-client-one.pem"), &crl).unwrap();
+    let mut last = (0, Value::Null);
+    for _ in 0..40 {
+        let (status, _, body) = token().await;
+        last = (status, body);
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        last.0, 401,
+        "still trusted 10 s after the list revoked it: {}",
+        last.1
+    );
+    assert_eq!(last.1["error"], "invalid_client");
+}
