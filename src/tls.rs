@@ -3,6 +3,7 @@
 //! decision whether a client certificate chains to a configured client CA (RFC 8705 s2.1) and is
 //! not revoked by the configured CRLs.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,8 +30,12 @@ use crate::oauth::mtls::ClientCertificate;
 
 /// How long a client has to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; further connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 256;
+/// Most handshakes in progress at once; a connection past it is closed at once (not left
+/// waiting behind them).
+const MAX_HANDSHAKES: usize = 1024;
+/// Most handshakes in progress at once from one address (an IPv6 address's /64): one host that
+/// opens connections and sends nothing holds at most this many of them.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
 /// The crypto provider of every TLS configuration: aws-lc-rs, already the server's crypto.
 fn provider() -> Arc<CryptoProvider> {
@@ -422,10 +427,8 @@ async fn accept_loop(
     tx: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let peers: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, addr) = tokio::select! {
             _ = tx.closed() => return,
             accepted = tcp.accept() => match accepted {
@@ -437,11 +440,21 @@ async fn accept_loop(
                 }
             },
         };
+        // Accepted whatever the handshakes in progress, so that connections never wait behind
+        // stalled ones: one past a limit is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(peer = %addr, "too many TLS handshakes in progress: connection closed");
+            continue;
+        };
+        let Some(peer_slot) = PeerSlot::take(&peers, addr.ip()) else {
+            tracing::debug!(peer = %addr, "too many TLS handshakes in progress from this address: connection closed");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let trust = trust.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -464,6 +477,45 @@ async fn accept_loop(
             };
             let _ = tx.send((tls, peer)).await;
         });
+    }
+}
+
+/// One handshake in progress from an address, counted in the accept loop's table while it
+/// lives.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl PeerSlot {
+    /// A slot for `ip` (its /64 for IPv6), unless it has [`MAX_HANDSHAKES_PER_PEER`] already.
+    fn take(peers: &Arc<Mutex<HashMap<String, usize>>>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let key = crate::oauth::throttle::budget_holder(&ip.to_string());
+        let mut table = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = table.entry(key.clone()).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut table = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = table.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.key);
+            }
+        }
     }
 }
 

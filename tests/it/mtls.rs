@@ -845,3 +845,29 @@ async fn a_certificate_revoked_during_a_keep_alive_connection_is_refused_on_it()
     );
     assert_eq!(last.1["error"], "invalid_client");
 }
+
+/// Connections that never start their TLS handshake do not hold up the others: one host gets
+/// at most 16 handshakes in progress (the others are closed at once), and the listener goes on
+/// accepting. Before, 256 such connections from anywhere stopped it accepting for up to 10 s.
+#[tokio::test]
+async fn stalled_handshakes_from_one_host_do_not_block_the_listener() {
+    let pki = Pki::new();
+    let app = TestApp::spawn_with(pki.opts(pki.tls_server())).await;
+    let addr = app.handle().mtls_addr.expect("the mutual-TLS listener runs");
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        stalled.push(socket.connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let http = pki.client(Some(&pki.client_one));
+    let sent = at_mtls(&app, &http, reqwest::Method::POST, "/oauth2/v1/token")
+        .form(&cc("mtls-dn"))
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await;
+    let (status, _, body) = read(sent.expect("answered within 3 s beside 300 stalled connections")).await;
+    assert_eq!(status, 200, "{body}");
+    drop(stalled);
+}
