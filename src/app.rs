@@ -284,6 +284,15 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ServerHandle> {
     let started_with = StartSettings::of(&config);
+    let k = &config.keys;
+    if k.publish_ahead.0 < k.refresh_interval.0 + 300 {
+        tracing::warn!(
+            keys.publish_ahead = k.publish_ahead.0,
+            keys.refresh_interval = k.refresh_interval.0,
+            "keys.publish_ahead is shorter than keys.refresh_interval plus the 5 minutes resource servers cache the JWKS: \
+             after a rotation, tokens signed by the new key may be refused by replicas and resource servers that do not have it yet"
+        );
+    }
     // Certificates, keys and the mTLS listener first: a bad file or a busy port stops the start
     // before the store is touched.
     let (client_trust, tls) = load_certificates(&config, clock.clone())?;

@@ -508,6 +508,18 @@ impl Config {
         if self.keys.refresh_interval.0 == 0 {
             errs.push("keys.refresh_interval", "must be at least 1s");
         }
+        // A rotation stages a key that signs publish_ahead later, and no new one is staged while
+        // one waits: an interval not above it would rotate every publish_ahead instead.
+        let k = &self.keys;
+        if k.rotation_interval.0 != 0 && k.rotation_interval.0 <= k.publish_ahead.0 {
+            errs.push(
+                "keys.rotation_interval",
+                format!(
+                    "must be longer than keys.publish_ahead ({}s), or 0 to turn automatic rotation off",
+                    k.publish_ahead.0
+                ),
+            );
+        }
         if self.domains.is_empty() {
             errs.push("domain", "at least one [[domain]] is required");
         }
@@ -894,6 +906,20 @@ issuer = "http://127.0.0.1:8080"
             errs.to_string().contains("revision: cannot be negative"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn a_rotation_interval_not_above_publish_ahead_is_refused() {
+        let with = |keys: &str| format!("[keys]\n{keys}\n{BASE}");
+        let e =
+            Config::from_toml_str(&with("rotation_interval = \"30d\"\npublish_ahead = \"60d\"")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("keys.rotation_interval: must be longer than keys.publish_ahead"),
+            "{e}"
+        );
+        assert!(Config::from_toml_str(&with("rotation_interval = \"0\"\npublish_ahead = \"60d\"")).is_ok());
+        assert!(Config::from_toml_str(&with("rotation_interval = \"2h\"\npublish_ahead = \"1h\"")).is_ok());
     }
 
     #[test]
