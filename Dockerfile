@@ -13,9 +13,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home-dir /var/lib/ostiary --create-home ostiary
 COPY --from=build /ostiary /usr/local/bin/ostiary
 COPY config/example.toml /etc/ostiary/config.toml
-# The example configuration names the demo assertion issuer's key set by a path relative to the
-# working directory (config/demo-keys/...): the image has it there.
-COPY config/demo-keys /var/lib/ostiary/config/demo-keys
+# The example configuration names the demo assertion issuer's public key set by a path relative
+# to the working directory (config/demo-keys/...): the image has that file there, and no private
+# key. The example configuration is a demonstration (its clients' secrets and the demo issuer's
+# private key are in the repository): give the image a configuration of your own for real use.
+COPY config/demo-keys/demo-idp.jwks.json /var/lib/ostiary/config/demo-keys/demo-idp.jwks.json
 USER ostiary
 WORKDIR /var/lib/ostiary
 ENV OSTIARY_SERVER__LISTEN=0.0.0.0:8080 \

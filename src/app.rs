@@ -132,7 +132,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 
 /// Loads (or creates, with a warning) the key-encryption key.
 pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
-    let env_value = std::env::var(&config.keys.kek_env).ok();
+    let env_value = config.keys.kek_env_value()?;
     let (kek, source) =
         Kek::load_or_create(env_value.as_deref(), &config.keys.kek_env, &config.keys.kek_file)
             .context("cannot load the key-encryption key")?;
@@ -360,9 +360,10 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(state.clone(), metrics_listener.is_none());
     let headers_within = Duration::from_millis(config.server.header_read_timeout.0.max(1));
+    let per_address = config.server.tls_handshakes_per_address;
     let server = match &tls.main {
         Some(c) => serve(
-            TlsListener::new(listener, c.clone(), None)?,
+            TlsListener::new(listener, c.clone(), None, per_address)?,
             router.clone(),
             stop_rx.clone(),
             headers_within,
@@ -373,7 +374,7 @@ pub async fn start(
     let mut mtls_addr = None;
     if let (Some(tcp), Some(c)) = (mtls_listener, &tls.mtls) {
         let a = tcp.local_addr()?;
-        let l = TlsListener::new(tcp, c.clone(), Some(state.client_trust.clone()))?;
+        let l = TlsListener::new(tcp, c.clone(), Some(state.client_trust.clone()), per_address)?;
         tasks.push(serve(l, router, stop_rx.clone(), headers_within));
         tracing::info!(listen = %a, "mutual-TLS listener is serving");
         mtls_addr = Some(a);
@@ -617,34 +618,39 @@ pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64)
     // Round after round while a kind had a whole batch due, within GC_BUDGET (well inside the
     // lease): a store written faster than one batch a run would otherwise grow without end.
     let started = std::time::Instant::now();
-    loop {
-        match state
-            .store
-            .delete_expired(now, batch, now - audit_retention)
-            .await
-        {
-            Ok(c) => {
-                removed += c.rows;
-                if c.rows > 0 {
-                    tracing::debug!(rows = c.rows, "expired rows removed");
+    let audit_before = now - audit_retention;
+    let (mut expired, mut finished) = (true, true);
+    while expired || finished {
+        if expired {
+            expired = match state.store.delete_expired(now, batch, audit_before).await {
+                Ok(c) => {
+                    removed += c.rows;
+                    c.more
                 }
-                if !c.more || started.elapsed() >= GC_BUDGET {
-                    break;
+                Err(e) => {
+                    tracing::warn!(error.cause = %e, "garbage collection failed");
+                    false
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error.cause = %e, "garbage collection failed");
-                break;
-            }
+            };
+        }
+        if finished {
+            finished = match state.store.delete_finished_logouts(now, batch).await {
+                Ok(c) => {
+                    removed += c.rows;
+                    c.more
+                }
+                Err(e) => {
+                    tracing::warn!(error.cause = %e, "sign-out garbage collection failed");
+                    false
+                }
+            };
+        }
+        if started.elapsed() >= GC_BUDGET {
+            break;
         }
     }
-    match state.store.delete_finished_logouts(now, batch).await {
-        Ok(0) => {}
-        Ok(n) => {
-            removed += n;
-            tracing::debug!(rows = n, "finished sign-out rows removed");
-        }
-        Err(e) => tracing::warn!(error.cause = %e, "sign-out garbage collection failed"),
+    if removed > 0 {
+        tracing::debug!(rows = removed, "expired rows removed");
     }
     let domains = state.domains.load_full();
     for d in &domains.list {

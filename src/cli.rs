@@ -297,7 +297,7 @@ impl DirectoryStore for EmptyStore {
 /// created) opens the keys stored for `domains`; with none given, no key may be stored (serving
 /// would create a new key-encryption key, which opens none).
 async fn kek_opens_the_keys(config: &Config, store: &SqlStore, domains: &Domains) -> anyhow::Result<()> {
-    let env_value = std::env::var(&config.keys.kek_env).ok();
+    let env_value = config.keys.kek_env_value()?;
     match Kek::load(env_value.as_deref(), &config.keys.kek_file)? {
         Some(kek) => app::check_keys(store, &kek, domains).await,
         None => {
@@ -720,7 +720,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
     let store = app::open_store(&config).await?;
     let now = SystemClock.now();
     if rotate {
-        let env_value = std::env::var(&config.keys.kek_env).ok();
+        let env_value = config.keys.kek_env_value()?;
         let Some(kek) = Kek::load(env_value.as_deref(), &config.keys.kek_file)? else {
             bail!(
                 "no key-encryption key: set {} or create {} (the server creates it at first start)",

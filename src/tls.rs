@@ -33,9 +33,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in progress at once; a connection past it is closed at once (not left
 /// waiting behind them).
 const MAX_HANDSHAKES: usize = 1024;
-/// Most handshakes in progress at once from one address (an IPv6 address's /64): one host that
-/// opens connections and sends nothing holds at most this many of them.
-const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
 /// The crypto provider of every TLS configuration: aws-lc-rs, already the server's crypto.
 fn provider() -> Arc<CryptoProvider> {
@@ -402,10 +399,17 @@ impl TlsListener {
         tcp: TcpListener,
         config: Arc<ServerConfig>,
         trust: Option<Arc<ClientCertTrust>>,
+        per_address: usize,
     ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), trust, tx));
+        let acceptor = tokio::spawn(accept_loop(
+            tcp,
+            TlsAcceptor::from(config),
+            trust,
+            per_address,
+            tx,
+        ));
         Ok(TlsListener {
             local,
             ready,
@@ -420,10 +424,13 @@ impl Drop for TlsListener {
     }
 }
 
+/// Accepts connections and runs their handshakes, at most [`MAX_HANDSHAKES`] at once and
+/// `per_address` from one address (0: no limit per address).
 async fn accept_loop(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     trust: Option<Arc<ClientCertTrust>>,
+    per_address: usize,
     tx: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -446,7 +453,7 @@ async fn accept_loop(
             tracing::debug!(peer = %addr, "too many TLS handshakes in progress: connection closed");
             continue;
         };
-        let Some(peer_slot) = PeerSlot::take(&peers, addr.ip()) else {
+        let Some(peer_slot) = PeerSlot::take(&peers, addr.ip(), per_address) else {
             tracing::debug!(peer = %addr, "too many TLS handshakes in progress from this address: connection closed");
             continue;
         };
@@ -488,12 +495,16 @@ struct PeerSlot {
 }
 
 impl PeerSlot {
-    /// A slot for `ip` (its /64 for IPv6), unless it has [`MAX_HANDSHAKES_PER_PEER`] already.
-    fn take(peers: &Arc<Mutex<HashMap<String, usize>>>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+    /// A slot for `ip` (its /64 for IPv6), unless it has `limit` already (0: no limit).
+    fn take(
+        peers: &Arc<Mutex<HashMap<String, usize>>>,
+        ip: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<PeerSlot> {
         let key = crate::oauth::throttle::budget_holder(&ip.to_string());
         let mut table = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = table.entry(key.clone()).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_PEER {
+        if limit > 0 && *n >= limit {
             return None;
         }
         *n += 1;

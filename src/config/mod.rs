@@ -197,6 +197,11 @@ pub struct ServerConfig {
     /// when it is set, the main and mutual-TLS listeners answer `/metrics` with 404. Default:
     /// none (`/metrics` is served on the main listener).
     pub metrics_listen: Option<String>,
+    /// TLS handshakes in progress at once from one address (an IPv6 /64) on the TLS listeners;
+    /// a connection past it is closed at once, so that a host opening connections and sending
+    /// nothing cannot hold the listener. `0`: no limit per address (behind a TCP load balancer
+    /// that hides the clients' addresses, every connection comes from its address). Default 16.
+    pub tls_handshakes_per_address: usize,
     /// PEM trust anchors of `tls_client_auth` certificates. Default: none (no certificate is
     /// trusted; `self_signed_tls_client_auth` still works).
     pub client_ca_file: Option<PathBuf>,
@@ -262,6 +267,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             mtls_listen: None,
             metrics_listen: None,
+            tls_handshakes_per_address: 16,
             client_ca_file: None,
             client_crl_files: Vec::new(),
             client_certificate_header: None,
@@ -716,6 +722,21 @@ fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str, errs: &mut
     let value = parse_env_value(raw);
     if let Err(m) = set_path(table, &segments, value) {
         errs.push(name, m);
+    }
+}
+
+impl KeysConfig {
+    /// The value of `kek_env` in the process environment: None when unset; an error when it is
+    /// not UTF-8 (taken as unset, a new key-encryption key would be made, or the stored keys
+    /// reported as undecryptable).
+    pub fn kek_env_value(&self) -> anyhow::Result<Option<String>> {
+        match std::env::var(&self.kek_env) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("{} (keys.kek_env) is not valid UTF-8", self.kek_env)
+            }
+        }
     }
 }
 

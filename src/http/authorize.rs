@@ -6,7 +6,8 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    current_session, error_page, error_to_client, has_session_cookie, is_the_named_user, post_form, proceed,
+    RELAYED, current_session, error_page, error_to_client, has_session_cookie, is_the_named_user, proceed,
+    relay,
 };
 use crate::app::AppState;
 use crate::domain::paths;
@@ -45,14 +46,16 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
         && !has_session_cookie(&cur.domain, &parts.headers)
     {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        if !pairs.iter().any(|(k, _)| k == RELAYED) {
-            let mut fields: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            fields.push((RELAYED, "1"));
-            return post_form(
+        let fields: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if !pairs.iter().any(|(k, _)| k == RELAYED)
+            && let Some(page) = relay(
+                &parts.headers,
                 &cur.domain.url(paths::AUTHORIZE),
-                fields,
+                &fields,
                 "Press Continue to go on to the sign-in.",
-            );
+            )
+        {
+            return page;
         }
     }
     // RFC 6749 s4.1.2.1: with the client and its redirect URI verified, a request that fails
@@ -83,6 +86,3 @@ pub async fn authorize(State(app): State<AppState>, cur: CurrentDomain, req: Req
     }
     proceed(&app, &cur, &parts.headers, req, session, None, false).await
 }
-
-/// The field that marks an authorization request posted again by our own relay page.
-const RELAYED: &str = "relayed";

@@ -10,13 +10,14 @@ use axum::response::Response;
 
 use super::extract::CurrentDomain;
 use super::pages::{
-    browser_session, clear_session_cookie, csrf_cookie, csrf_token, error_page, has_session_cookie, page,
-    page_with_frames, post_form, read_form, see_other, with_cookie,
+    RELAYED, browser_session, clear_session_cookie, csrf_cookie, csrf_token, error_page, has_session_cookie,
+    page, page_with_frames, read_form, relay, see_other, with_cookie,
 };
 use crate::app::{AppState, deliver_logouts_soon};
 use crate::crypto::secrets::ct_eq;
 use crate::domain::{Domain, paths};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorize::redirect_with;
 use crate::oauth::logout::{self, EndSessionRequest};
 use crate::oauth::params::Params;
 use crate::store::signin::{SessionRow, SignInStore};
@@ -46,26 +47,21 @@ pub async fn post_end_session(State(app): State<AppState>, cur: CurrentDomain, r
     // s2: an RP may POST the request, typically from its own site, and a cross-site POST does
     // not carry the session cookie (SameSite=Lax). The browser gets a page of ours that posts
     // the same request again: a same-site POST, which carries the cookie, so the session is
-    // found and ended. (A redirect to GET would carry it too, but with the id_token_hint in
-    // the URL, for the browser's history and the logs of every proxy on the way.) The second
-    // POST is marked, so that a browser without the cookie is answered, not relayed again.
+    // found and ended. (A redirect to GET carries it too, but with the id_token_hint in the
+    // URL, for the browser's history and the logs of every proxy on the way: only where the
+    // page cannot serve, in a frame or for a value with a line break.) The second POST is
+    // marked, so that a browser without the cookie is answered, not relayed again.
     if !has_session_cookie(&cur.domain, &parts.headers) && form.get(RELAYED).is_none() {
-        let mut carried: Vec<(&str, &str)> = END_SESSION_PARAMETERS
+        let carried: Vec<(&str, &str)> = END_SESSION_PARAMETERS
             .iter()
             .filter_map(|&name| form.get(name).map(|v| (name, v)))
             .collect();
-        carried.push((RELAYED, "1"));
-        return post_form(
-            &cur.domain.url(paths::END_SESSION),
-            carried,
-            "Press Continue to sign out.",
-        );
+        let url = cur.domain.url(paths::END_SESSION);
+        return relay(&parts.headers, &url, &carried, "Press Continue to sign out.")
+            .unwrap_or_else(|| see_other(&redirect_with(&url, &carried)));
     }
     end_session_request(&app, &cur, &parts.headers, &form).await
 }
-
-/// The field that marks an end-session request posted again by our own relay page.
-const RELAYED: &str = "relayed";
 
 /// The confirmation's notice when the application's request did not validate.
 const UNVERIFIED: &str =

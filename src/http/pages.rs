@@ -201,6 +201,28 @@ pub fn to_client(req: &AuthorizationRequest, params: &[(&str, &str)]) -> Respons
     see_other(&redirect_with(&req.redirect_uri, params))
 }
 
+/// The field that marks a request posted again by our own relay page ([`relay`]).
+pub const RELAYED: &str = "relayed";
+
+/// Our relay page for a request POSTed without the session cookie (from another site: the
+/// cookies are SameSite=Lax): it posts `fields`, marked [`RELAYED`], to `action` again, a
+/// same-site POST that carries the cookies. None when the browser could not use it: the request
+/// came in a frame (the page may not be framed, so its POST would never be sent), or a value
+/// holds a line break (a form's POST turns CR and LF into CRLF, so it would arrive changed).
+pub fn relay(headers: &HeaderMap, action: &str, fields: &[(&str, &str)], prompt: &str) -> Option<Response> {
+    let framed = headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| matches!(d, "iframe" | "frame" | "embed" | "object"));
+    let breaks = |s: &str| s.contains(['\r', '\n']);
+    if framed || fields.iter().any(|(k, v)| breaks(k) || breaks(v)) {
+        return None;
+    }
+    let mut fields = fields.to_vec();
+    fields.push((RELAYED, "1"));
+    Some(post_form(action, fields, prompt))
+}
+
 /// A page whose script POSTs `fields` to `action` at once (a Continue button without scripts).
 pub fn post_form(action: &str, fields: Vec<(&str, &str)>, prompt: &str) -> Response {
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()));

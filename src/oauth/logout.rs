@@ -199,69 +199,59 @@ async fn queue_backchannel<S: OAuthStore>(
     sid: Option<&str>,
     now: i64,
 ) -> OAuthResult<bool> {
-    queue_delivery(store, domain, client_id, sub, sid, random_id(), now).await
+    match delivery(domain, client_id, sub, sid, random_id(), now) {
+        Some(d) => Ok(store.enqueue_logout(&d).await?),
+        None => Ok(false),
+    }
 }
 
-/// The back-channel logout telling `client_id` that session `sid` ended: one per session and
-/// client however often it is queued (an end retried after a failure, two sign-outs at once).
-async fn queue_session_end<S: OAuthStore>(
-    store: &S,
+/// The back-channel logout telling `client_id` that `session` ended, when it registered an
+/// endpoint: its id is the session's and the client's, so that it is queued once however often
+/// the end is written (a retry, two sign-outs at once). A session once ended never lives again,
+/// so no later logout of that session and client is ever lost to it.
+fn session_end_delivery(
     domain: &Domain,
     client_id: &str,
     session: &SessionRow,
     now: i64,
-) -> OAuthResult<bool> {
+) -> Option<DeliveryRow> {
     let id = format!(
         "end:{}",
         sha256_b64(&format!("{}\n{}\n{client_id}", domain.name, session.sid))
     );
-    queue_delivery(
-        store,
-        domain,
-        client_id,
-        &session.user_id,
-        Some(&session.sid),
-        id,
-        now,
-    )
-    .await
+    delivery(domain, client_id, &session.user_id, Some(&session.sid), id, now)
 }
 
-/// Queues delivery `id` of a back-channel logout to `client_id`, when it has a
-/// `backchannel_logout_uri` (and `sid` when it requires one) and `id` is not queued already.
-async fn queue_delivery<S: OAuthStore>(
-    store: &S,
+/// Delivery `id` of a back-channel logout to `client_id`, due now, when it has a
+/// `backchannel_logout_uri` (and `sid` when it requires one).
+fn delivery(
     domain: &Domain,
     client_id: &str,
     sub: &str,
     sid: Option<&str>,
     id: String,
     now: i64,
-) -> OAuthResult<bool> {
-    let Some(client) = domain.client(client_id) else {
-        return Ok(false);
-    };
+) -> Option<DeliveryRow> {
+    let client = domain.client(client_id)?;
     if client.backchannel_logout_uri.is_none()
         || (client.backchannel_logout_session_required && sid.is_none())
     {
-        return Ok(false);
+        return None;
     }
-    Ok(store
-        .enqueue_logout(&DeliveryRow {
-            id,
-            domain: domain.name.clone(),
-            client_id: client_id.to_string(),
-            sub: sub.to_string(),
-            sid: sid.map(str::to_string),
-            attempts: 0,
-            next_attempt_at: now,
-            claimed_until: 0,
-            created_at: now,
-            delivered_at: None,
-            failed_at: None,
-            last_error: None,
-        })
-        .await?)
+    Some(DeliveryRow {
+        id,
+        domain: domain.name.clone(),
+        client_id: client_id.to_string(),
+        sub: sub.to_string(),
+        sid: sid.map(str::to_string),
+        attempts: 0,
+        next_attempt_at: now,
+        claimed_until: 0,
+        created_at: now,
+        delivered_at: None,
+        failed_at: None,
+        last_error: None,
+    })
 }
 
 /// Closes the codes session `sid` approved, of one client or of all (""): those not redeemed
@@ -284,48 +274,52 @@ async fn close_codes<S: OAuthStore>(
     Ok(())
 }
 
-/// Ends a session: queues back-channel logouts to the clients it served (one per client,
-/// however often this runs), revokes the refresh-token families bound to it (offline ones stay)
-/// with their access tokens, closes its codes (the access tokens redeemed from them without a
-/// family are revoked, and those not redeemed yet can no longer be), then marks it ended, and
-/// when this call ended it, does it all once more for what a request of the session wrote
-/// meanwhile. Marked ended last, so that a failure on the way leaves the session to be signed
-/// out again (its cookie, the admin API and "sign out everywhere" still find it), and the
-/// retry finishes the work: marked first, a retry found nothing to end, and the clients were
-/// never told. Returns the clients (for the front-channel iframes) and whether deliveries were
-/// queued.
+/// Ends a session: revokes the refresh-token families bound to it (offline ones stay) with their
+/// access tokens and closes its codes (the access tokens redeemed from them without a family are
+/// revoked, and those not redeemed yet can no longer be); then marks it ended and queues the
+/// back-channel logouts to the clients it served, in one commit; and when this call ended it,
+/// does it all once more for what a request of the session wrote meanwhile (each side reads the
+/// other's writes after its own). The end is written last, so a failure on the way leaves the
+/// session to be signed out again (its cookie, the admin API and "sign out everywhere" still find
+/// it) and the retry finishes the work; and the clients are told only once the session has
+/// ended. Returns the clients (for the front-channel iframes) and whether deliveries were queued.
 pub async fn end_session<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     session: &SessionRow,
     now: i64,
 ) -> OAuthResult<(Vec<String>, bool)> {
-    let (mut clients, mut queued) = end_session_grants(store, domain, session, now).await?;
-    if store.end_session(&domain.name, &session.sid, now).await? {
-        let (again, q) = end_session_grants(store, domain, session, now).await?;
-        clients = again;
-        queued |= q;
+    revoke_session_grants(store, domain, session, now).await?;
+    let clients = store.session_clients(&domain.name, &session.sid).await?;
+    let told: Vec<DeliveryRow> = clients
+        .iter()
+        .filter_map(|c| session_end_delivery(domain, c, session, now))
+        .collect();
+    let (ended, mut queued) = store.end_session(&domain.name, &session.sid, now, &told).await?;
+    if !ended {
+        return Ok((clients, queued));
+    }
+    revoke_session_grants(store, domain, session, now).await?;
+    let clients = store.session_clients(&domain.name, &session.sid).await?;
+    for c in &clients {
+        if let Some(d) = session_end_delivery(domain, c, session, now) {
+            queued |= store.enqueue_logout(&d).await?;
+        }
     }
     Ok((clients, queued))
 }
 
-/// What ending `session` revokes and tells ([`end_session`]); it may run more than once.
-async fn end_session_grants<S: OAuthStore>(
+/// What ending `session` revokes ([`end_session`]); it may run more than once.
+async fn revoke_session_grants<S: OAuthStore>(
     store: &S,
     domain: &Domain,
     session: &SessionRow,
     now: i64,
-) -> OAuthResult<(Vec<String>, bool)> {
-    let clients = store.session_clients(&domain.name, &session.sid).await?;
-    let mut queued = false;
-    for c in &clients {
-        queued |= queue_session_end(store, domain, c, session, now).await?;
-    }
+) -> OAuthResult<()> {
     for (family, client_id) in store.session_families(&domain.name, &session.sid, false).await? {
         revoke_family_in(store, domain, &family, &client_id, now).await?;
     }
-    close_codes(store, domain, &session.sid, "", now).await?;
-    Ok((clients, queued))
+    close_codes(store, domain, &session.sid, "", now).await
 }
 
 /// Signs the user out everywhere: ends every session not ended yet (idle ones too: their

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use sqlx::FromRow;
 
+use super::batch::in_one_commit;
 use super::signin::SESSION_COLUMNS;
 use super::signin::SessionRow;
 use super::{SqlStore, StoreResult};
@@ -56,13 +57,17 @@ pub trait LogoutStore {
         client_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    /// Ends the session `sid`; true when this call ended it.
+    /// Ends the session `sid` and queues `deliveries` (those whose id is queued already are not
+    /// queued again), in one commit: the clients are never told of an end that was not written,
+    /// nor the end written without them told. Returns whether this call ended it, and whether a
+    /// delivery was queued.
     fn end_session(
         &self,
         domain: &str,
         sid: &str,
         now: i64,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+        deliveries: &[DeliveryRow],
+    ) -> impl Future<Output = StoreResult<(bool, bool)>> + Send;
     /// Whether session `sid` has ended (or is gone), and the scopes `user_id` consents to for
     /// `client_id` (`None`: no consent), in one read. A code's redemption asks last, once all it
     /// issued is recorded: a sign-out that ends the session, or a withdrawal that deletes the
@@ -140,8 +145,13 @@ pub trait LogoutStore {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// A delivery by id, whatever its state.
     fn find_logout(&self, id: &str) -> impl Future<Output = StoreResult<Option<DeliveryRow>>> + Send;
-    /// Removes session clients of expired sessions and deliveries finished a day ago.
-    fn delete_finished_logouts(&self, now: i64, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Removes session clients of expired sessions and deliveries finished a day ago, at most
+    /// `batch` of each; says how many went, and whether either had more.
+    fn delete_finished_logouts(
+        &self,
+        now: i64,
+        batch: i64,
+    ) -> impl Future<Output = StoreResult<super::Collected>> + Send;
 }
 
 /// The user's sessions not ended and within their absolute lifetime.
@@ -175,7 +185,14 @@ pub(super) const DELETE_SESSION_CLIENTS: &str = "DELETE FROM session_clients WHE
 pub(super) const CLIENT_SIDS: &str = "SELECT c.sid FROM session_clients c JOIN sessions s ON s.domain = c.domain AND s.sid = c.sid \
      WHERE c.domain = $1 AND c.user_id = $2 AND c.client_id = $3 AND s.ended_at IS NULL AND s.expires_at > $4";
 pub(super) const END_SESSION: &str =
-    "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL";
+    "UPDATE sessions SET ended_at = $3 WHERE domain = $1 AND sid = $2 AND ended_at IS NULL RETURNING sid";
+/// Queues a back-channel logout unless its id is queued already; returns its id when queued.
+static ENQUEUE_LOGOUT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO logout_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+});
 /// Session `$1`'s end (no row: its `sid` is NULL) beside the consent of user `$3` to client `$4`.
 /// What a redemption reads last ([`LogoutStore::grant_standing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +206,24 @@ pub struct GrantStanding {
 pub(super) const GRANT_STANDING: &str = "SELECT s.sid, s.ended_at, \
      (SELECT scope FROM consents WHERE domain = $2 AND user_id = $3 AND client_id = $4) AS consent \
      FROM (SELECT 1 AS one) AS o LEFT JOIN sessions s ON s.sid = $1 AND s.domain = $2";
+impl DeliveryRow {
+    /// `q` with this row's columns bound, in [`DELIVERY_COLUMNS`] order.
+    fn bind<'q>(&'q self, q: super::batch::AnyQuery<'q>) -> super::batch::AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind(&self.domain)
+            .bind(&self.client_id)
+            .bind(&self.sub)
+            .bind(&self.sid)
+            .bind(self.attempts)
+            .bind(self.next_attempt_at)
+            .bind(self.claimed_until)
+            .bind(self.created_at)
+            .bind(self.delivered_at)
+            .bind(self.failed_at)
+            .bind(&self.last_error)
+    }
+}
+
 /// The deliveries due: not delivered, not given up (the partial index `logout_deliveries_pending`
 /// holds those only), due and not claimed, oldest due first.
 pub(super) static DUE_LOGOUTS: LazyLock<String> = LazyLock::new(|| {
@@ -263,14 +298,23 @@ impl LogoutStore for SqlStore {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    async fn end_session(&self, domain: &str, sid: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query(END_SESSION)
-            .bind(domain)
-            .bind(sid)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() > 0)
+    async fn end_session(
+        &self,
+        domain: &str,
+        sid: &str,
+        now: i64,
+        deliveries: &[DeliveryRow],
+    ) -> StoreResult<(bool, bool)> {
+        let mut statements = vec![sqlx::query(END_SESSION).bind(domain).bind(sid).bind(now)];
+        statements.extend(
+            deliveries
+                .iter()
+                .map(|d| d.bind(sqlx::query(ENQUEUE_LOGOUT.as_str()))),
+        );
+        let rows = in_one_commit(&self.writer, statements).await?;
+        let ended = rows.first().is_some_and(|r| !r.is_empty());
+        let queued = rows.iter().skip(1).any(|r| !r.is_empty());
+        Ok((ended, queued))
     }
 
     async fn grant_standing(
@@ -382,25 +426,11 @@ impl LogoutStore for SqlStore {
     }
 
     async fn enqueue_logout(&self, d: &DeliveryRow) -> StoreResult<bool> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO logout_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (id) DO NOTHING"
-        )))
-        .bind(&d.id)
-        .bind(&d.domain)
-        .bind(&d.client_id)
-        .bind(&d.sub)
-        .bind(&d.sid)
-        .bind(d.attempts)
-        .bind(d.next_attempt_at)
-        .bind(d.claimed_until)
-        .bind(d.created_at)
-        .bind(d.delivered_at)
-        .bind(d.failed_at)
-        .bind(&d.last_error)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let rows = d
+            .bind(sqlx::query(ENQUEUE_LOGOUT.as_str()))
+            .fetch_all(&self.writer)
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     async fn due_logouts(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRow>> {
@@ -457,7 +487,7 @@ impl LogoutStore for SqlStore {
         .await?)
     }
 
-    async fn delete_finished_logouts(&self, now: i64, batch: i64) -> StoreResult<u64> {
+    async fn delete_finished_logouts(&self, now: i64, batch: i64) -> StoreResult<super::Collected> {
         let a = sqlx::query(DELETE_SESSION_CLIENTS)
             .bind(now)
             .bind(batch)
@@ -473,6 +503,10 @@ impl LogoutStore for SqlStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        Ok(a + b)
+        let full = u64::try_from(batch).unwrap_or(u64::MAX);
+        Ok(super::Collected {
+            rows: a + b,
+            more: a >= full || b >= full,
+        })
     }
 }

@@ -694,6 +694,25 @@ async fn post_with_a_form_body_works_like_get() {
     // The marked POST of a browser without cookies is answered, not relayed again.
     let page = Browser::new().post(&endpoint, &pairs(&relay)).await;
     assert_error_redirect(&app, &page, WEBAPP_CB, "login_required");
+    // In a frame (the page may not be framed), or with a line break in a value (a form's POST
+    // would turn it into CRLF): answered as it comes, without the page.
+    for (dest, state) in [("iframe", "st-1"), ("document", "two\nlines")] {
+        let params = with(request("webapp", WEBAPP_CB, &p), "state", state);
+        let resp = app
+            .http
+            .post(&endpoint)
+            .header("sec-fetch-dest", dest)
+            .form(&params)
+            .send()
+            .await
+            .unwrap();
+        let page = Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        };
+        assert!(page.is_login(), "{dest}: {} {}", page.status, page.body);
+    }
     // Errors too, without a relay: redirected once client and redirect URI hold, a page before.
     let bad = with(request("webapp", WEBAPP_CB, &p), "response_type", "token");
     let page = Browser::new().post(&endpoint, &bad).await;

@@ -897,6 +897,26 @@ async fn a_logout_posted_from_another_site_is_posted_again_by_our_page_and_signs
         signed_in(&app, &browser).await,
         "a POST without the cookie ends nothing itself"
     );
+    // In a frame (where the page may not be shown), or with a line break in a value (which a
+    // form's POST would change): the redirect to the same request by GET, as before the page.
+    for (header, state) in [("iframe", "st-post"), ("document", "two\nlines")] {
+        let resp = cross_site
+            .post(&endpoint)
+            .header("sec-fetch-dest", header)
+            .form(&[
+                ("id_token_hint", s(&t, "id_token")),
+                ("post_logout_redirect_uri", RP_AFTER),
+                ("state", state),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "{header}");
+        let next = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(next.path(), "/oauth2/v1/userlogout", "{header}");
+        let q: std::collections::HashMap<_, _> = next.query_pairs().into_owned().collect();
+        assert_eq!(q.get("state").map(String::as_str), Some(state), "{header}");
+    }
     let fields: Vec<(&str, String)> = ["id_token_hint", "post_logout_redirect_uri", "state", "relayed"]
         .into_iter()
         .map(|name| {
@@ -1347,23 +1367,33 @@ async fn discovery_advertises_sign_out() {
 /// back-channel logout was ever queued, and the token stayed valid until it expired.
 #[tokio::test]
 async fn a_sign_out_that_fails_half_way_is_finished_by_its_retry() {
-    use crate::harness::{Fault, add_fault, drop_fault};
+    use crate::harness::{Fault, add_fault, count_rows, drop_fault};
     let mut listener = Listener::start(&[]).await;
     let app = spawn(&listener, "").await;
     let browser = Browser::new();
     let t = tokens(&app, &browser, "rp", "openid").await;
     let url = end_session_url(&app, &[("id_token_hint", s(&t, "id_token"))]);
-    add_fault(
-        &app.database_url,
-        "no_closing",
-        "BEFORE INSERT ON revoked_jtis",
-        Fault::Abort,
-    )
-    .await;
-    let page = browser.get(&url).await;
-    assert_eq!(page.status, 503, "{}", page.body);
-    assert!(signed_in(&app, &browser).await, "not signed out half way");
-    drop_fault(&app.database_url, "no_closing", "revoked_jtis").await;
+    // Failing before the end (revoking), then on the end itself (queueing the client's logout,
+    // in the same commit as the end): each time nothing is ended, and the client is told
+    // nothing of an end that did not happen.
+    for (fault, table) in [
+        ("BEFORE INSERT ON revoked_jtis", "revoked_jtis"),
+        ("BEFORE INSERT ON logout_deliveries", "logout_deliveries"),
+    ] {
+        add_fault(&app.database_url, "failing", fault, Fault::Abort).await;
+        let page = browser.get(&url).await;
+        assert_eq!(page.status, 503, "{fault}: {}", page.body);
+        assert!(
+            signed_in(&app, &browser).await,
+            "{fault}: not signed out half way"
+        );
+        drop_fault(&app.database_url, "failing", table).await;
+        assert_eq!(
+            count_rows(&app.database_url, "logout_deliveries").await,
+            0,
+            "{fault}"
+        );
+    }
     let page = browser.get(&url).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(!signed_in(&app, &browser).await);

@@ -152,20 +152,18 @@ async fn checked_rotation<S: OAuthStore>(
     if row.used_at.is_some() {
         reused(ctx, client, &row, presented).await?;
     }
-    // A malformed or widened scope is refused before the token is used up, and so is a scope
-    // the client no longer has (a reload removed it since the grant): used up first, the token
-    // would be gone with nothing issued, and the client's retry without the scope a replay.
+    // A malformed or widened scope is refused before the token is used up. The scopes the
+    // client no longer has (a reload removed them since the grant) are left out, as at every
+    // grant, and a request left with none is refused before the token is used up too: used up
+    // first, the token would be gone with nothing issued, and the client's retry a replay.
     let granted: Vec<String> = family.scope.split(' ').map(str::to_string).collect();
     let mut scopes = narrowed(&granted, params.get("scope"))?;
     let allowed = crate::oauth::scopes::still_granted(ctx.domain, client, family.scope.split(' '))?;
-    if params.get("scope").is_some() {
-        if let Some(gone) = scopes.iter().find(|s| !allowed.contains(s)) {
-            return Err(OAuthError::invalid_scope(format!(
-                "the scope {gone} is no longer allowed for this client"
-            )));
-        }
-    } else {
-        scopes.retain(|s| allowed.contains(s));
+    scopes.retain(|s| allowed.contains(s));
+    if scopes.is_empty() {
+        return Err(OAuthError::invalid_scope(
+            "none of the asked scopes is still allowed for this client",
+        ));
     }
     // RFC 8707: the resources asked for among them, refused before the token is used up too.
     crate::oauth::scopes::for_resources(ctx.domain, &scopes, params.all("resource"))?;
