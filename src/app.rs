@@ -598,6 +598,25 @@ async fn refresh_keys(state: AppState) {
     }
 }
 
+/// Adds a collection round's rows to `removed`; whether more may be due (not after a failure,
+/// logged as `failed`).
+fn counted(
+    round: crate::store::StoreResult<crate::store::Collected>,
+    removed: &mut u64,
+    failed: &str,
+) -> bool {
+    match round {
+        Ok(c) => {
+            *removed += c.rows;
+            c.more
+        }
+        Err(e) => {
+            tracing::warn!(error.cause = %e, "{failed}");
+            false
+        }
+    }
+}
+
 /// The longest a garbage-collection run keeps deleting (rounds of `server.gc_batch` rows of each
 /// kind, for as long as a kind had a whole batch due); the `gc` lease lasts 120 s.
 const GC_BUDGET: Duration = Duration::from_secs(30);
@@ -622,28 +641,12 @@ pub async fn collect_garbage(state: &AppState, batch: i64, audit_retention: i64)
     let (mut expired, mut finished) = (true, true);
     while expired || finished {
         if expired {
-            expired = match state.store.delete_expired(now, batch, audit_before).await {
-                Ok(c) => {
-                    removed += c.rows;
-                    c.more
-                }
-                Err(e) => {
-                    tracing::warn!(error.cause = %e, "garbage collection failed");
-                    false
-                }
-            };
+            let round = state.store.delete_expired(now, batch, audit_before).await;
+            expired = counted(round, &mut removed, "garbage collection failed");
         }
         if finished {
-            finished = match state.store.delete_finished_logouts(now, batch).await {
-                Ok(c) => {
-                    removed += c.rows;
-                    c.more
-                }
-                Err(e) => {
-                    tracing::warn!(error.cause = %e, "sign-out garbage collection failed");
-                    false
-                }
-            };
+            let round = state.store.delete_finished_logouts(now, batch).await;
+            finished = counted(round, &mut removed, "sign-out garbage collection failed");
         }
         if started.elapsed() >= GC_BUDGET {
             break;
