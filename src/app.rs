@@ -260,8 +260,8 @@ async fn load_rings(
 ) -> anyhow::Result<HashMap<String, Arc<KeyRing>>> {
     let existing = state.rings.load();
     let mut rings = HashMap::new();
-    // Nothing is generated with a key-encryption key that cannot open the keys already stored.
-    check_keys(&state.store, &state.kek, domains).await?;
+    // The key-encryption key was checked against the stored keys at start (check_keys), before
+    // anything was generated with it; a reload keeps it.
     for d in &domains.list {
         let created = keyring::ensure_keys(&state.store, &state.kek, &d.name, &d.signing_algs(), now).await?;
         for kid in created {

@@ -237,12 +237,7 @@ fn open_key(row: &KeyRow, alg: SigningAlg, kek: &Kek) -> Result<SigningKey, KeyE
 /// stale file, an empty variable that made a new one) is refused before it seals a new key the
 /// others cannot open, or before a start applies its configuration to a shared store.
 pub async fn check_kek(store: &impl KeyStore, kek: &Kek, domain: &str) -> Result<(), KeyError> {
-    for row in store.list_keys(domain).await? {
-        if let Some(alg) = SigningAlg::parse(&row.alg) {
-            open_key(&row, alg, kek)?;
-        }
-    }
-    Ok(())
+    build_set(store.list_keys(domain).await?, kek, |_| None).map(|_| ())
 }
 
 /// Generates and stores generation `generation` of (domain, alg), active from `activates_at`.

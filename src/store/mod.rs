@@ -847,6 +847,19 @@ impl DirectoryStore for SqlStore {
 /// take a revoked token as live, or a replayed assertion as new.
 const JTI_MARGIN: i64 = 300;
 
+#[cfg(test)]
+impl SqlStore {
+    /// A migrated SQLite store in `dir`, for the store's unit tests.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) async fn for_tests(dir: &tempfile::TempDir) -> SqlStore {
+        let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
 impl MaintenanceStore for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -435,10 +435,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_of_takes_that_fails_uses_up_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), 2)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqlStore::for_tests(&dir).await;
         for hash in ["a", "b"] {
             sqlx::query(
                 "INSERT INTO tokens (hash, domain, kind, client_id, sub, scope, aud, claims, jti, issued_at, expires_at) \

@@ -778,10 +778,7 @@ mod tests {
     #[tokio::test]
     async fn a_later_shorter_lock_leaves_the_longer_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), 2)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqlStore::for_tests(&dir).await;
         // Threshold 1: the first failure locks for 60 s, the second for 120 s.
         assert_eq!(
             store

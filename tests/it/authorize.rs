@@ -706,11 +706,7 @@ async fn post_with_a_form_body_works_like_get() {
             .send()
             .await
             .unwrap();
-        let page = Page {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        };
+        let page = crate::flow::read(resp).await;
         assert!(page.is_login(), "{dest}: {} {}", page.status, page.body);
     }
     // Errors too, without a relay: redirected once client and redirect URI hold, a page before.

@@ -884,11 +884,7 @@ async fn a_logout_posted_from_another_site_is_posted_again_by_our_page_and_signs
     let resp = cross_site.post(&endpoint).form(&form).send().await.unwrap();
     // Our page posts the same request again (a same-site POST, with the cookie): no redirect,
     // so the hint never goes into a URL.
-    let relay = Page {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    };
+    let relay = crate::flow::read(resp).await;
     relay.relayed_to(&endpoint);
     assert_eq!(relay.field("id_token_hint").as_deref(), Some(s(&t, "id_token")));
     assert_eq!(relay.field("post_logout_redirect_uri").as_deref(), Some(RP_AFTER));

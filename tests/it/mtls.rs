@@ -536,15 +536,9 @@ async fn the_proxys_certificate_header_is_trusted_when_configured() {
     );
     // The second domain has no mutual-TLS alias, but certificates reach its own endpoints
     // through the proxy: its metadata says so (RFC 8705 s3.3), without aliases.
-    let doc: Value = app
-        .http
-        .get(format!("{}/.well-known/openid-configuration", app.issuer2))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, doc) = app
+        .get_json(&format!("{}/.well-known/openid-configuration", app.issuer2))
+        .await;
     assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true, "{doc}");
     assert!(doc.get("mtls_endpoint_aliases").is_none(), "{doc}");
     for list in [
